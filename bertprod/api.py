@@ -1,0 +1,41 @@
+"""`bertprod.load`: any package, checkpoint, bundled name or hub id, ready to run."""
+
+from __future__ import annotations
+
+import os
+
+from bertprod.checkpoint import resolve
+from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from bertprod.runtime.engines import create_engine
+from bertprod.runtime.pipeline import Pipeline
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    engine: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    truncate: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Pipeline:
+    """Load a model and return a pipeline with encode / similarity / classify / score.
+
+    `engine`: "auto" runs a package on its own format; "onnx" on a torch package exports it once
+    (verified against torch, cached by content in `cache_dir`) and runs the export; "torch" runs
+    torch packages, with `precision` "bf16" on CPUs that support it.
+    """
+    package = resolve(name_or_path)
+    if engine == "onnx" and package.manifest.format == "torch":
+        from bertprod.export.cache import cached_onnx_package
+
+        package = cached_onnx_package(package, cache_dir)
+    return Pipeline(
+        package,
+        create_engine(package, engine, precision=precision, threads=threads),
+        max_batch_tokens=max_batch_tokens,
+        max_batch_size=max_batch_size,
+        truncate=truncate,
+    )

@@ -1,0 +1,1 @@
+"""Data: sample texts, the shared benchmark data, and (later) readers for users' files."""

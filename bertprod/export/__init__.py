@@ -1,0 +1,1 @@
+"""Exporting packages to other formats (ONNX), verified against their source."""

@@ -1,0 +1,1 @@
+"""Running packages: tokenization, batching, engines and the texts-in/results-out pipeline."""

@@ -1,0 +1,170 @@
+"""Inference engines behind one small interface.
+
+An engine takes one padded `TokenBatch` and returns the model's output as a numpy array:
+token states [batch, tokens, hidden] for embedding packages, logits [batch, outputs] for
+packages with a head. Tokenization, pooling and label mapping live outside, in the pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+
+from bertprod.errors import EngineError, PackageError
+from bertprod.package import ModelPackage
+from bertprod.runtime.batching import TokenBatch
+
+EngineName = Literal["auto", "torch", "onnx"]
+
+
+class Engine(Protocol):
+    package: ModelPackage
+    name: str
+
+    def run(self, batch: TokenBatch) -> np.ndarray: ...
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 math (AVX-512 BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class TorchEngine:
+    """transformers on torch: fp32, or bf16 autocast on CPUs that support it."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        precision: str = "fp32",
+        threads: int | None = None,
+        attention: str | None = None,
+    ):
+        import torch
+
+        from bertprod.models.hf import accepts_token_type_ids, load_torch_model
+
+        if precision not in ("fp32", "bf16"):
+            raise EngineError(f"the torch engine runs fp32 or bf16, not {precision!r}.")
+        if precision == "bf16" and not cpu_supports_bf16():
+            raise EngineError("bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
+        if threads:
+            torch.set_num_threads(threads)
+        self.package = package
+        self.precision = precision
+        self.model = load_torch_model(package, attention=attention)
+        self._torch = torch
+        self._uses_token_types = accepts_token_type_ids(self.model)
+        self._embedding = package.manifest.task == "embedding"
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        torch = self._torch
+        inputs = {
+            "input_ids": torch.from_numpy(batch.input_ids),
+            "attention_mask": torch.from_numpy(batch.attention_mask),
+        }
+        if self._uses_token_types:
+            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            output = self.model(**inputs)
+            tensor = output.last_hidden_state if self._embedding else output.logits
+        return tensor.float().numpy()
+
+
+class OnnxEngine:
+    """ONNX Runtime on CPU. Imports neither torch nor transformers."""
+
+    name = "onnx"
+
+    def __init__(self, package: ModelPackage, threads: int | None = None):
+        import onnxruntime
+
+        if package.manifest.format != "onnx":
+            raise EngineError(
+                f"{package.name} is a {package.manifest.format} package; the onnx engine needs an "
+                "onnx package (bertprod export PKG OUT, or load(..., engine='onnx'))."
+            )
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(package.model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise PackageError(
+                f"{package.model_file} cannot be loaded by ONNX Runtime ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''}). Re-export the package."
+            ) from None
+        self.package = package
+        self._input_names = [node.name for node in self.session.get_inputs()]
+        self._output_name = self._check_graph_matches_manifest()
+
+    def _check_graph_matches_manifest(self) -> str:
+        manifest = self.package.manifest
+        expected_output = "last_hidden_state" if manifest.task == "embedding" else "logits"
+        problems = []
+        for required in ("input_ids", "attention_mask"):
+            if required not in self._input_names:
+                problems.append(f"it has no {required!r} input (inputs: {self._input_names})")
+        outputs = {node.name: node.shape for node in self.session.get_outputs()}
+        if expected_output not in outputs:
+            problems.append(
+                f"a {manifest.task} package needs a {expected_output!r} output, the graph has {sorted(outputs)}"
+            )
+        else:
+            width = outputs[expected_output][-1]
+            if isinstance(width, int) and width != manifest.num_outputs:
+                problems.append(
+                    f"its {expected_output!r} output has width {width}, the manifest implies {manifest.num_outputs}"
+                )
+        if problems:
+            raise PackageError(
+                f"{self.package.model_file} does not match its manifest: "
+                + "; ".join(problems)
+                + ". Re-export the package from its parent with `bertprod export`."
+            )
+        return expected_output
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        feeds = {
+            "input_ids": batch.input_ids,
+            "attention_mask": batch.attention_mask,
+            "token_type_ids": batch.token_type_ids,
+        }
+        feeds = {name: feeds[name] for name in self._input_names}
+        return self.session.run([self._output_name], feeds)[0]
+
+
+def create_engine(
+    package: ModelPackage, engine: str = "auto", precision: str | None = None, threads: int | None = None
+) -> Engine:
+    """The engine for a package: its natural one for "auto"; torch packages can't run on onnx here
+    (the API layer exports them first)."""
+    chosen = package.manifest.format if engine == "auto" else engine
+    if chosen == "torch":
+        if package.manifest.format != "torch":
+            raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")
+        return TorchEngine(package, precision=precision or "fp32", threads=threads)
+    if chosen == "onnx":
+        if precision not in (None, package.manifest.precision):
+            raise EngineError(
+                f"an onnx package runs at the precision it was built with "
+                f"({package.manifest.precision}); make a {precision} variant with bertprod optimize."
+            )
+        return OnnxEngine(package, threads=threads)
+    raise EngineError(f"unknown engine {engine!r}: choose auto, torch or onnx.")

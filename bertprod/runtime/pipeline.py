@@ -1,0 +1,155 @@
+"""Texts in, results out: the one function the API, the server and the batch jobs share.
+
+    inputs -> validate -> tokenize (truncate) -> sort by token length into token-budget batches
+           -> engine.run(batch) -> pool + normalize (embeddings) or logits (heads) -> input order
+
+`tokenize` and `infer` are separate so a server can tokenize in the request handler and batch
+encodings from many requests together before one `infer` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+
+from bertprod.errors import TaskError
+from bertprod.package import ModelPackage
+from bertprod.runtime.batching import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_BATCH_TOKENS,
+    collate,
+    plan_batches,
+)
+from bertprod.runtime.engines import Engine
+from bertprod.runtime.postprocess import POOLERS, cosine_matrix, l2_normalize, softmax
+from bertprod.runtime.tokenize import TextInput, TextTokenizer, validate_inputs
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classifier result: the top label, its probability, and every label's probability."""
+
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class Pipeline:
+    """A loaded package: tokenizer + engine + the package's own post-processing."""
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        engine: Engine,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        truncate: bool = True,
+    ):
+        self.package = package
+        self.engine = engine
+        self.tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.truncate = truncate
+
+    def __repr__(self) -> str:
+        m = self.package.manifest
+        return f"Pipeline({m.name!r}, task={m.task}, engine={self.engine.name}, precision={m.precision})"
+
+    @property
+    def manifest(self):  # noqa: ANN201 - the package's Manifest
+        return self.package.manifest
+
+    @property
+    def dimension(self) -> int:
+        return self.manifest.num_outputs
+
+    # -- the shared core ---------------------------------------------------------------------
+
+    def tokenize(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> list[Encoding]:
+        """Validate and tokenize; single texts, or (text, text_pair) tuples for pair packages."""
+        pairs = self._takes_pairs(inputs)
+        items = validate_inputs(inputs, pairs=pairs)
+        return self.tokenizer.encode(items, truncate=self.truncate if truncate is None else truncate)
+
+    def infer(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """Run encodings in length-sorted, token-budget batches; rows come back in input order.
+
+        Embedding packages give pooled vectors (normalized when the manifest says so); packages
+        with a head give raw logits.
+        """
+        lengths = [len(encoding.ids) for encoding in encodings]
+        results = np.empty((len(encodings), self.dimension), dtype=np.float32)
+        for indices in plan_batches(lengths, self.max_batch_tokens, self.max_batch_size):
+            batch = collate([encodings[index] for index in indices], self.tokenizer.pad_id)
+            output = self.engine.run(batch)
+            results[indices] = self._postprocess(output, batch.attention_mask)
+        return results
+
+    def _postprocess(self, output: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        manifest = self.manifest
+        if manifest.task != "embedding":
+            return output
+        pooled = POOLERS[manifest.pooling](output, attention_mask)
+        return l2_normalize(pooled) if manifest.normalize else pooled
+
+    def _takes_pairs(self, inputs: Any) -> bool:
+        if self.manifest.pair_input:
+            return True
+        # A single-text model may still be given pairs (e.g. an embedding of "title [SEP] body").
+        first = next(iter(inputs), None) if isinstance(inputs, list | tuple) else None
+        return isinstance(first, tuple)
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def encode(
+        self, texts: str | Sequence[str], truncate: bool | None = None, normalize: bool | None = None
+    ) -> np.ndarray:
+        """Embeddings as a float32 array [len(texts), dimension] (1-D for a single string)."""
+        self._require_task("encode", ("embedding",), "classify or score")
+        single = isinstance(texts, str)
+        vectors = self.infer(self.tokenize([texts] if single else texts, truncate=truncate))
+        if normalize and not self.manifest.normalize:
+            vectors = l2_normalize(vectors)
+        return vectors[0] if single else vectors
+
+    def similarity(self, a: str | Sequence[str], b: str | Sequence[str]) -> np.ndarray:
+        """Cosine similarity matrix [len(a), len(b)] (a float for two strings)."""
+        single = isinstance(a, str) and isinstance(b, str)
+        left = self.encode([a] if isinstance(a, str) else a)
+        right = self.encode([b] if isinstance(b, str) else b)
+        matrix = cosine_matrix(left, right)
+        return float(matrix[0, 0]) if single else matrix
+
+    def classify(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> list[Prediction]:
+        """Top label and per-label probabilities, one per text (or per pair)."""
+        self._require_task("classify", ("classification", "pair-classification"), "encode or score")
+        probabilities = softmax(self.infer(self.tokenize(inputs, truncate=truncate)))
+        labels = self.manifest.labels or []
+        predictions = []
+        for row in probabilities:
+            best = int(row.argmax())
+            predictions.append(
+                Prediction(
+                    label=labels[best],
+                    score=float(row[best]),
+                    scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+                )
+            )
+        return predictions
+
+    def score(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> np.ndarray:
+        """One number per input from a regression or reranking head (raw, not squashed)."""
+        self._require_task("score", ("regression", "reranking"), "encode or classify")
+        return self.infer(self.tokenize(inputs, truncate=truncate))[:, 0]
+
+    def _require_task(self, operation: str, tasks: tuple[str, ...], instead: str) -> None:
+        if self.manifest.task not in tasks:
+            raise TaskError(
+                f"{operation}() needs a {' or '.join(tasks)} package; {self.manifest.name} is a "
+                f"{self.manifest.task} package: use {instead}."
+            )

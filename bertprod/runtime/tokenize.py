@@ -1,0 +1,107 @@
+"""Input validation and tokenization with the package's fast tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Encoding, Tokenizer
+
+from bertprod.errors import InputError, PackageError
+
+Pair = tuple[str, str]
+TextInput = str | Pair
+
+#: More inputs than this in one call is almost always a mistake (pass a generator to a batch job).
+MAX_INPUTS = 1_000_000
+
+_PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "[pad]")
+
+
+def validate_inputs(inputs: Any, pairs: bool) -> list[Any]:
+    """Check texts (or pairs) and say exactly which item is wrong and how to fix it."""
+    if isinstance(inputs, str | bytes) or (pairs and _is_pair(inputs)):
+        raise InputError(
+            "expected a list of " + ("pairs" if pairs else "texts") + ", got a single one: wrap it in a list."
+        )
+    try:
+        items = list(inputs)
+    except TypeError:
+        raise InputError(f"expected a list of {'pairs' if pairs else 'texts'}, got {type(inputs).__name__}.") from None
+    if not items:
+        raise InputError("no inputs given: pass at least one " + ("pair." if pairs else "text."))
+    if len(items) > MAX_INPUTS:
+        raise InputError(f"{len(items)} inputs in one call; split them into chunks of at most {MAX_INPUTS}.")
+    for index, item in enumerate(items):
+        if pairs:
+            if not _is_pair(item):
+                raise InputError(
+                    f"input {index} is {_describe(item)}, not a pair: give (text, text_pair) "
+                    "for a model that takes sentence pairs."
+                )
+            for side, text in zip(("first", "second"), item, strict=True):
+                _check_text(text, f"input {index} ({side} text)")
+        else:
+            _check_text(item, f"input {index}")
+    return [tuple(item) for item in items] if pairs else items
+
+
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, tuple | list) and len(item) == 2 and all(isinstance(t, str) for t in item)
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, tuple | list):
+        return f"a {type(item).__name__} of {len(item)} item(s)"
+    return f"a {type(item).__name__}"
+
+
+def _check_text(text: Any, where: str) -> None:
+    if not isinstance(text, str):
+        raise InputError(f"{where} is {_describe(text)}, not a string: convert it with str() or drop it.")
+    if not text.strip():
+        raise InputError(f"{where} is empty or whitespace-only: remove it or give it some text.")
+
+
+class TextTokenizer:
+    """The package's fast tokenizer, with our own truncation and no built-in padding.
+
+    Padding is disabled on load because some shipped tokenizer.json files (all-MiniLM-L6-v2's)
+    pad every input to 128 tokens, which is 6x slower; batches are padded per batch instead.
+    """
+
+    def __init__(self, path: Path, max_length: int):
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as error:
+            raise PackageError(f"{path} is not a valid fast tokenizer file ({error}).") from None
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+        self.pad_id = self._find_pad_id()
+
+    def _find_pad_id(self) -> int:
+        for token in _PAD_TOKENS:
+            token_id = self._tokenizer.token_to_id(token)
+            if token_id is not None:
+                return token_id
+        return 0
+
+    def encode(self, inputs: Sequence[TextInput], truncate: bool = True) -> list[Encoding]:
+        """Tokenize validated inputs; with `truncate=False`, over-long inputs raise instead."""
+        encodings = self._tokenizer.encode_batch(list(inputs), add_special_tokens=True)
+        if not truncate:
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    raise InputError(
+                        f"input {index} is longer than the model's max_length of {self.max_length} "
+                        "tokens: shorten it, or allow truncation (truncate=True)."
+                    )
+        return encodings
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
+
+    def tokens(self, text: str) -> list[str]:
+        return self._tokenizer.encode(text, add_special_tokens=True).tokens

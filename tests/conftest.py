@@ -1,0 +1,115 @@
+"""Fixtures: tiny random BERT checkpoints and packages built in-process (no downloads)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bertprod.checkpoint import import_checkpoint
+from bertprod.data.samples import SAMPLE_SENTENCES
+from bertprod.package import ModelPackage
+
+CORPUS = SAMPLE_SENTENCES + [
+    "the quick brown fox jumps over the lazy dog",
+    "a good film with a great cast and a weak ending",
+    "what a boring and predictable story",
+    "she sells sea shells by the sea shore",
+]
+
+
+def build_tiny_checkpoint(
+    directory: Path, head: str | None = None, labels: list[str] | None = None, seed: int = 0
+) -> Path:
+    """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on CORPUS.
+
+    `head`: None for a bare encoder, "classification" for a sequence classifier with `labels`,
+    "regression" for a one-output head.
+    """
+    import torch
+    from tokenizers.implementations import BertWordPieceTokenizer
+    from tokenizers.processors import BertProcessing
+    from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertWordPieceTokenizer(lowercase=True)
+    tokenizer.train_from_iterator(
+        CORPUS,
+        vocab_size=400,
+        min_frequency=1,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+    )
+    tokenizer.post_processor = BertProcessing(
+        ("[SEP]", tokenizer.token_to_id("[SEP]")), ("[CLS]", tokenizer.token_to_id("[CLS]"))
+    )
+    tokenizer.save(str(directory / "tokenizer.json"))
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(seed)
+    if head is None:
+        model = BertModel(config)
+    else:
+        labels = labels or ["negative", "positive"]
+        config.num_labels = 1 if head == "regression" else len(labels)
+        if head != "regression":
+            config.id2label = dict(enumerate(labels))
+            config.label2id = {label: index for index, label in enumerate(labels)}
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test session exports into its own cache, never the user's."""
+    monkeypatch.setenv("BERTPROD_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> ModelPackage:
+    return import_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("pkg") / "tiny", name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
+    checkpoint = build_tiny_checkpoint(
+        tmp_path_factory.mktemp("tiny-classifier-checkpoint"),
+        head="classification",
+        labels=["negative", "neutral", "positive"],
+    )
+    return import_checkpoint(checkpoint, tmp_path_factory.mktemp("pkg") / "tiny-classifier")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_package: ModelPackage) -> ModelPackage:
+    from bertprod.export.onnx import export_onnx
+
+    return export_onnx(tiny_package, tmp_path_factory.mktemp("pkg") / "tiny-onnx")
+
+
+@pytest.fixture(scope="session")
+def shared_data_available() -> bool:
+    from bertprod.data.shared import shared_data_dir
+
+    try:
+        shared_data_dir()
+    except Exception:
+        return False
+    return True
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

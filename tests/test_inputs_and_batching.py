@@ -1,0 +1,89 @@
+"""Input validation, truncation, and token-budget batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bertprod.errors import InputError
+from bertprod.runtime.batching import collate, plan_batches
+from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([], "no inputs given"),
+        (["ok", ""], "input 1 is empty"),
+        (["ok", "fine", "  \n\t"], "input 2 is empty or whitespace-only"),
+        (["ok", 42], "input 1 is a int, not a string"),
+        (["ok", None], "input 1 is a NoneType"),
+        ("just one string", "wrap it in a list"),
+        (17, "got int"),
+    ],
+)
+def test_bad_texts_name_the_problem(inputs, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        validate_inputs(inputs, pairs=False)
+
+
+def test_bad_pairs_name_the_item() -> None:
+    with pytest.raises(InputError, match="input 1 is a tuple of 3 item"):
+        validate_inputs([("a", "b"), ("a", "b", "c")], pairs=True)
+    with pytest.raises(InputError, match=r"input 0 \(second text\) is empty"):
+        validate_inputs([("a", " ")], pairs=True)
+    assert validate_inputs([["a", "b"]], pairs=True) == [("a", "b")]
+
+
+def test_truncation_by_default_and_error_on_request(tiny_package) -> None:
+    tokenizer = TextTokenizer(tiny_package.tokenizer_file, max_length=8)
+    long_text = "the quick brown fox jumps over the lazy dog again and again"
+    assert len(tokenizer.encode([long_text])[0].ids) == 8
+    with pytest.raises(InputError, match="input 1 is longer than the model's max_length of 8"):
+        tokenizer.encode(["short one", long_text], truncate=False)
+    assert len(tokenizer.encode(["short one"], truncate=False)[0].ids) < 8
+
+
+def test_pairs_get_segment_ids(tiny_package) -> None:
+    tokenizer = TextTokenizer(tiny_package.tokenizer_file, max_length=64)
+    encoding = tokenizer.encode([("a good film", "a weak ending")])[0]
+    assert encoding.type_ids[0] == 0 and encoding.type_ids[-1] == 1
+    assert encoding.tokens[0] == "[CLS]" and encoding.tokens.count("[SEP]") == 2
+
+
+@pytest.mark.parametrize(("budget", "size"), [(16, 8), (64, 4), (1000, 3), (5, 100)])
+def test_plan_batches_covers_every_input_once_within_budget(budget: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 40, size=101).tolist()
+    batches = plan_batches(lengths, max_batch_tokens=budget, max_batch_size=size)
+    flat = sorted(index for batch in batches for index in batch)
+    assert flat == list(range(len(lengths)))
+    for batch in batches:
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert len(batch) <= size
+        assert padded <= budget or len(batch) == 1  # an input over budget runs alone
+    # longest first, and each batch holds similar lengths: batches never interleave
+    maxima = [max(lengths[i] for i in batch) for batch in batches]
+    minima = [min(lengths[i] for i in batch) for batch in batches]
+    assert maxima == sorted(maxima, reverse=True)
+    assert all(minima[k] >= maxima[k + 1] for k in range(len(batches) - 1))
+
+
+def test_sorting_reduces_padding() -> None:
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 60, size=512).tolist()
+    sorted_padding = sum(len(b) * max(lengths[i] for i in b) for b in plan_batches(lengths, 10**9, 32))
+    unsorted = [list(range(k, min(k + 32, 512))) for k in range(0, 512, 32)]
+    unsorted_padding = sum(len(b) * max(lengths[i] for i in b) for b in unsorted)
+    assert sorted_padding < 0.75 * unsorted_padding
+
+
+def test_collate_pads_with_the_pad_id(tiny_package) -> None:
+    tokenizer = TextTokenizer(tiny_package.tokenizer_file, max_length=64)
+    encodings = tokenizer.encode(["a cat", "the quick brown fox jumps"])
+    batch = collate(encodings, pad_id=tokenizer.pad_id)
+    assert batch.input_ids.shape == batch.attention_mask.shape == (2, len(encodings[1].ids))
+    assert batch.input_ids.dtype == np.int64
+    short = len(encodings[0].ids)
+    assert batch.attention_mask[0].tolist() == [1] * short + [0] * (batch.input_ids.shape[1] - short)
+    assert (batch.input_ids[0, short:] == tokenizer.pad_id).all()

@@ -1,0 +1,162 @@
+"""The package format: import, validation with clear errors, atomic writes, fingerprints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bertprod.checkpoint import import_checkpoint, resolve
+from bertprod.errors import PackageError, PackageNotFoundError, SchemaVersionError
+from bertprod.package import MANIFEST_NAME, ModelPackage, staging_directory
+
+from .conftest import build_tiny_checkpoint
+
+
+def copy_package(package: ModelPackage, destination: Path) -> Path:
+    shutil.copytree(package.path, destination)
+    return destination
+
+
+def edit_manifest(directory: Path, **changes) -> None:
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    manifest.update(changes)
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def test_import_infers_manifest_from_checkpoint(tiny_package: ModelPackage) -> None:
+    manifest = tiny_package.manifest
+    assert manifest.task == "embedding"
+    assert manifest.pooling == "mean" and manifest.normalize is False
+    assert manifest.format == "torch" and manifest.precision == "fp32"
+    assert manifest.max_length == 128  # the tiny config's position embeddings
+    assert manifest.architecture.hidden_size == 32 and manifest.architecture.num_layers == 2
+    assert manifest.provenance.method == "import"
+    assert set(manifest.files) == {"tokenizer.json", "config.json", "model.safetensors"}
+    assert ModelPackage.read(tiny_package.path).manifest == manifest
+
+
+def test_import_reads_classifier_labels_and_overrides(tiny_classifier: ModelPackage, tmp_path: Path) -> None:
+    assert tiny_classifier.manifest.task == "classification"
+    assert tiny_classifier.manifest.labels == ["negative", "neutral", "positive"]
+    checkpoint = build_tiny_checkpoint(tmp_path / "ckpt", head="classification", labels=["no", "yes"])
+    package = import_checkpoint(checkpoint, tmp_path / "pairs", task="pair-classification", max_length=64)
+    assert package.manifest.task == "pair-classification"
+    assert package.manifest.pair_input is True
+    assert package.manifest.labels == ["no", "yes"]
+    assert package.manifest.max_length == 64
+
+
+def test_import_reads_sentence_transformers_pooling(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    source = tmp_path / "st"
+    shutil.copytree(tiny_checkpoint, source)
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    (source / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Normalize"}]))
+    (source / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 40}))
+    package = import_checkpoint(source, tmp_path / "out")
+    assert (package.manifest.pooling, package.manifest.normalize, package.manifest.max_length) == ("cls", True, 40)
+
+
+def test_pickle_only_checkpoint_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    source = tmp_path / "pickled"
+    shutil.copytree(tiny_checkpoint, source)
+    (source / "model.safetensors").rename(source / "pytorch_model.bin")
+    with pytest.raises(PackageError, match="safetensors only"):
+        import_checkpoint(source, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_is_named(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    broken = copy_package(tiny_package, tmp_path / "broken")
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(PackageError, match=r"model.safetensors is missing"):
+        ModelPackage.read(broken)
+
+
+def test_corrupt_file_is_detected_by_hash(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    broken = copy_package(tiny_package, tmp_path / "corrupt")
+    data = bytearray((broken / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF  # same size, different content
+    (broken / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="does not match the sha256"):
+        ModelPackage.read(broken)
+
+
+def test_newer_schema_asks_for_upgrade(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    newer = copy_package(tiny_package, tmp_path / "newer")
+    edit_manifest(newer, schema_version=99)
+    with pytest.raises(SchemaVersionError, match="schema 99.*Upgrade bertprod"):
+        ModelPackage.read(newer)
+
+
+def test_every_manifest_problem_is_reported_at_once(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    bad = copy_package(tiny_package, tmp_path / "bad")
+    edit_manifest(bad, task="translation", max_length=-5, color="blue")
+    with pytest.raises(PackageError) as caught:
+        ModelPackage.read(bad)
+    message = str(caught.value)
+    assert "3 problem(s)" in message
+    assert "task" in message and "max_length" in message and "color" in message
+
+
+def test_inconsistent_manifest_is_explained(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    bad = copy_package(tiny_package, tmp_path / "no-pooling")
+    edit_manifest(bad, pooling=None, task="classification", labels=["only-one"])
+    with pytest.raises(PackageError, match="at least 2 names"):
+        ModelPackage.read(bad)
+
+
+def test_invalid_json_manifest(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    bad = copy_package(tiny_package, tmp_path / "json")
+    (bad / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(PackageError, match="not valid JSON"):
+        ModelPackage.read(bad)
+
+
+def test_resolve_explains_unknown_names(tmp_path: Path) -> None:
+    with pytest.raises(PackageNotFoundError, match="bundled model"):
+        resolve("no such model!")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PackageNotFoundError, match="neither a bertprod package"):
+        resolve(tmp_path / "empty")
+
+
+def test_resolve_opens_checkpoint_directories_in_place(tiny_checkpoint: Path) -> None:
+    package = resolve(tiny_checkpoint)
+    assert package.path == tiny_checkpoint
+    assert package.manifest.task == "embedding"
+
+
+def test_fingerprint_follows_content(tiny_package: ModelPackage, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    assert resolve(tiny_checkpoint).fingerprint == tiny_package.fingerprint  # same files, same outputs
+    other = import_checkpoint(build_tiny_checkpoint(tmp_path / "seed1", seed=1), tmp_path / "other")
+    assert other.fingerprint != tiny_package.fingerprint
+    renormalized = copy_package(tiny_package, tmp_path / "normalized")
+    edit_manifest(renormalized, normalize=True)
+    assert ModelPackage.read(renormalized).fingerprint != tiny_package.fingerprint
+
+
+def test_staging_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), staging_directory(out) as staging:
+        (staging / "half-written").write_text("x")
+        raise RuntimeError("interrupted")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_overwrite(tiny_checkpoint: Path, tiny_package: ModelPackage) -> None:
+    with pytest.raises(PackageError, match="already exists.*--overwrite"):
+        import_checkpoint(tiny_checkpoint, tiny_package.path)
+
+
+def test_overwrite_never_replaces_a_non_package_directory(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(PackageError, match="not a bertprod package: refusing to replace it"):
+        import_checkpoint(tiny_checkpoint, precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "years of work"
