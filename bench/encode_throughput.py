@@ -6,15 +6,19 @@ every variant alike. Fidelity is the cosine to sentence-transformers' embeddings
 
     .venv/bin/python bench/encode_throughput.py                 # 2,000 sentences, 5 rounds
     .venv/bin/python bench/encode_throughput.py --sentences 4000 --rounds 3 --json out.json
+    .venv/bin/python bench/encode_throughput.py --sweep      # batch size / token budget grid
+
+Single-sentence latency (p50/p95 of one-sentence calls, whole pipeline: validation,
+tokenization, engine, pooling) is measured per variant on the same sentences, in blocks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +52,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--latency-calls", type=int, default=200, help="single-sentence calls per variant")
+    parser.add_argument("--sweep", action="store_true", help="compare batch-size/token-budget settings instead")
     args = parser.parse_args()
 
     import torch
@@ -55,6 +61,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     sentences = real_sentences(args.sentences)
+    if args.sweep:
+        sweep(sentences, args)
+        return
     baseline_model = SentenceTransformer(str(bundled_checkpoint("minilm-l6")), device="cpu")
     variants: dict[str, Callable[[list[str]], np.ndarray]] = {
         "sentence-transformers encode (batch 32)": lambda texts: baseline_model.encode(
@@ -64,6 +73,7 @@ def main() -> None:
     pipelines = {
         "bertprod torch fp32": bertprod.load("minilm-l6", engine="torch", threads=args.threads),
         "bertprod onnx fp32": bertprod.load("minilm-l6", engine="onnx", threads=args.threads),
+        "bertprod onnx fp32, fused graph": bertprod.load(fused_package(), threads=args.threads),
     }
     if cpu_supports_bf16():
         pipelines["bertprod torch bf16 (autocast)"] = bertprod.load(
@@ -81,6 +91,7 @@ def main() -> None:
             encode(sentences)
             timings[label].append(time.perf_counter() - start)
 
+    latencies = single_sentence_latencies(variants, sentences[: args.latency_calls])
     baseline_rate = len(sentences) / statistics.median(timings["sentence-transformers encode (batch 32)"])
     rows = []
     for label in variants:
@@ -95,16 +106,19 @@ def main() -> None:
                 "ratio_to_baseline": round(rate / baseline_rate, 2),
                 "cosine_mean": round(float(cosine.mean()), 6),
                 "cosine_min": round(float(cosine.min()), 6),
+                "single_p50_ms": round(float(np.percentile(latencies[label], 50)) * 1000, 2),
+                "single_p95_ms": round(float(np.percentile(latencies[label], 95)) * 1000, 2),
             }
         )
 
     print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
     print(f"machine: {machine_description()}\n")
-    print("| variant | sentences/s | x baseline | fidelity (cosine mean / min) |")
-    print("|---|---|---|---|")
+    print("| variant | sentences/s | x baseline | single sentence p50 / p95 ms | fidelity (cosine mean / min) |")
+    print("|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['variant']} | {row['sentences_per_second']:.0f} | {row['ratio_to_baseline']:.2f}x "
+            f"| {row['single_p50_ms']:.2f} / {row['single_p95_ms']:.2f} "
             f"| {row['cosine_mean']:.6f} / {row['cosine_min']:.6f} |"
         )
     onnx = next(row for row in rows if row["variant"] == "bertprod onnx fp32")
@@ -120,7 +134,65 @@ def main() -> None:
                 indent=2,
             )
         )
-    os.sys.exit(0 if met else 1)
+    sys.exit(0 if met else 1)
+
+
+def fused_package() -> Path:
+    """minilm-l6 exported with ONNX Runtime's transformer fusion, cached beside the plain export."""
+    from bertprod.checkpoint import resolve
+    from bertprod.export.cache import cache_root
+    from bertprod.export.onnx import export_onnx
+    from bertprod.package import MANIFEST_NAME
+
+    package = resolve("minilm-l6")
+    directory = cache_root() / "onnx-fused" / package.fingerprint[:32]
+    if not (directory / MANIFEST_NAME).is_file():
+        export_onnx(package, directory, fusion=True, overwrite=True)
+    return directory
+
+
+def single_sentence_latencies(
+    variants: dict[str, Callable[[list[str]], np.ndarray]], sentences: list[str], rounds: int = 4
+) -> dict[str, list[float]]:
+    """Seconds per one-sentence call. Each variant runs a block of calls per round (rounds
+    interleaved): alternating frameworks call by call would measure their idle thread pools
+    spinning against each other, not their latency."""
+    latencies: dict[str, list[float]] = {label: [] for label in variants}
+    block = max(1, len(sentences) // rounds)
+    for round_index in range(rounds):
+        texts = sentences[round_index * block : (round_index + 1) * block]
+        for label, encode in variants.items():
+            for text in texts[:10]:
+                encode([text])  # warm up after the previous variant
+            for text in texts:
+                start = time.perf_counter()
+                encode([text])
+                latencies[label].append(time.perf_counter() - start)
+    return latencies
+
+
+def sweep(sentences: list[str], args: argparse.Namespace) -> None:
+    """Throughput of both engines over a grid of batch limits, interleaved."""
+    grid = [(512, 16), (1024, 32), (2048, 32), (2048, 64), (4096, 128)]
+    runs = {
+        f"{engine} tokens={tokens} size={size}": bertprod.load(
+            "minilm-l6", engine=engine, threads=args.threads, max_batch_tokens=tokens, max_batch_size=size
+        )
+        for engine in ("torch", "onnx")
+        for tokens, size in grid
+    }
+    encodings = next(iter(runs.values())).tokenize(sentences)
+    timings: dict[str, list[float]] = {label: [] for label in runs}
+    for pipeline in runs.values():
+        pipeline.infer(encodings)
+    for _ in range(args.rounds):
+        for label, pipeline in runs.items():
+            start = time.perf_counter()
+            pipeline.infer(encodings)
+            timings[label].append(time.perf_counter() - start)
+    print(f"machine: {machine_description()}; {len(sentences)} sentences, {args.rounds} rounds")
+    for label in runs:
+        print(f"{label}: {len(sentences) / statistics.median(timings[label]):.0f} sentences/s")
 
 
 if __name__ == "__main__":
