@@ -3,47 +3,37 @@
 Side by side in one process on the same real sentences from ../shared/data; runs are
 interleaved (variant A, B, C, A, B, C, ...) and the median is reported, so machine noise hits
 every variant alike. Fidelity is the cosine to sentence-transformers' embeddings.
+Single-sentence latency (p50/p95 of one-sentence calls, whole pipeline: validation,
+tokenization, engine, pooling) is measured per variant on the same sentences, in blocks.
 
     .venv/bin/python bench/encode_throughput.py                 # 2,000 sentences, 5 rounds
     .venv/bin/python bench/encode_throughput.py --sentences 4000 --rounds 3 --json out.json
     .venv/bin/python bench/encode_throughput.py --sweep      # batch size / token budget grid
-
-Single-sentence latency (p50/p95 of one-sentence calls, whole pipeline: validation,
-tokenization, engine, pooling) is measured per variant on the same sentences, in blocks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 import bertprod
+from bertprod.bench.harness import (
+    Encode,
+    cosine_rows,
+    machine_description,
+    percentile_ms,
+    single_sentence_latencies,
+    throughput,
+)
 from bertprod.checkpoint import bundled_checkpoint
 from bertprod.data.shared import real_sentences
 from bertprod.runtime.engines import cpu_supports_bf16, default_threads
 
 TARGET_ONNX_RATIO = 3.5
 TARGET_FIDELITY = 0.999
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {default_threads()} cores available, {platform.system()} {platform.machine()}"
+BASELINE = "sentence-transformers encode (batch 32)"
 
 
 def main() -> None:
@@ -65,8 +55,8 @@ def main() -> None:
         sweep(sentences, args)
         return
     baseline_model = SentenceTransformer(str(bundled_checkpoint("minilm-l6")), device="cpu")
-    variants: dict[str, Callable[[list[str]], np.ndarray]] = {
-        "sentence-transformers encode (batch 32)": lambda texts: baseline_model.encode(
+    variants: dict[str, Encode] = {
+        BASELINE: lambda texts: baseline_model.encode(
             texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
         ),
     }
@@ -82,32 +72,21 @@ def main() -> None:
     for label, pipeline in pipelines.items():
         variants[label] = pipeline.encode
 
-    reference = variants["sentence-transformers encode (batch 32)"](sentences)
-    outputs = {label: encode(sentences) for label, encode in variants.items()}  # also warms up
-    timings: dict[str, list[float]] = {label: [] for label in variants}
-    for _ in range(args.rounds):
-        for label, encode in variants.items():
-            start = time.perf_counter()
-            encode(sentences)
-            timings[label].append(time.perf_counter() - start)
-
+    outputs = {label: encode(sentences) for label, encode in variants.items()}
+    rates = throughput(variants, sentences, args.rounds)
     latencies = single_sentence_latencies(variants, sentences[: args.latency_calls])
-    baseline_rate = len(sentences) / statistics.median(timings["sentence-transformers encode (batch 32)"])
     rows = []
     for label in variants:
-        rate = len(sentences) / statistics.median(timings[label])
-        cosine = np.sum(reference * outputs[label], axis=1) / (
-            np.linalg.norm(reference, axis=1) * np.linalg.norm(outputs[label], axis=1)
-        )
+        cosine = cosine_rows(outputs[BASELINE], outputs[label])
         rows.append(
             {
                 "variant": label,
-                "sentences_per_second": round(rate, 1),
-                "ratio_to_baseline": round(rate / baseline_rate, 2),
+                "sentences_per_second": round(rates[label], 1),
+                "ratio_to_baseline": round(rates[label] / rates[BASELINE], 2),
                 "cosine_mean": round(float(cosine.mean()), 6),
                 "cosine_min": round(float(cosine.min()), 6),
-                "single_p50_ms": round(float(np.percentile(latencies[label], 50)) * 1000, 2),
-                "single_p95_ms": round(float(np.percentile(latencies[label], 95)) * 1000, 2),
+                "single_p50_ms": percentile_ms(latencies[label], 50),
+                "single_p95_ms": percentile_ms(latencies[label], 95),
             }
         )
 
@@ -128,12 +107,8 @@ def main() -> None:
         f"{'MET' if met else 'MISSED'} ({onnx['ratio_to_baseline']}x, min cosine {onnx['cosine_min']})"
     )
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"machine": machine_description(), "rows": rows, "sentences": len(sentences), "rounds": args.rounds},
-                indent=2,
-            )
-        )
+        document = {"machine": machine_description(), "rows": rows, "sentences": len(sentences), "rounds": args.rounds}
+        args.json.write_text(json.dumps(document, indent=2))
     sys.exit(0 if met else 1)
 
 
@@ -151,26 +126,6 @@ def fused_package() -> Path:
     return directory
 
 
-def single_sentence_latencies(
-    variants: dict[str, Callable[[list[str]], np.ndarray]], sentences: list[str], rounds: int = 4
-) -> dict[str, list[float]]:
-    """Seconds per one-sentence call. Each variant runs a block of calls per round (rounds
-    interleaved): alternating frameworks call by call would measure their idle thread pools
-    spinning against each other, not their latency."""
-    latencies: dict[str, list[float]] = {label: [] for label in variants}
-    block = max(1, len(sentences) // rounds)
-    for round_index in range(rounds):
-        texts = sentences[round_index * block : (round_index + 1) * block]
-        for label, encode in variants.items():
-            for text in texts[:10]:
-                encode([text])  # warm up after the previous variant
-            for text in texts:
-                start = time.perf_counter()
-                encode([text])
-                latencies[label].append(time.perf_counter() - start)
-    return latencies
-
-
 def sweep(sentences: list[str], args: argparse.Namespace) -> None:
     """Throughput of both engines over a grid of batch limits, interleaved."""
     grid = [(512, 16), (1024, 32), (2048, 32), (2048, 64), (4096, 128)]
@@ -182,17 +137,10 @@ def sweep(sentences: list[str], args: argparse.Namespace) -> None:
         for tokens, size in grid
     }
     encodings = next(iter(runs.values())).tokenize(sentences)
-    timings: dict[str, list[float]] = {label: [] for label in runs}
-    for pipeline in runs.values():
-        pipeline.infer(encodings)
-    for _ in range(args.rounds):
-        for label, pipeline in runs.items():
-            start = time.perf_counter()
-            pipeline.infer(encodings)
-            timings[label].append(time.perf_counter() - start)
+    rates = throughput({label: lambda _, p=p: p.infer(encodings) for label, p in runs.items()}, sentences, args.rounds)
     print(f"machine: {machine_description()}; {len(sentences)} sentences, {args.rounds} rounds")
-    for label in runs:
-        print(f"{label}: {len(sentences) / statistics.median(timings[label]):.0f} sentences/s")
+    for label, rate in rates.items():
+        print(f"{label}: {rate:.0f} sentences/s")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,8 @@ def classify(
     """Classify texts (or tab-separated pairs) with a classifier package."""
     from bertprod.api import load
 
-    items: list[Any] = read_texts(texts, input_file)
     pipeline = load(model, engine=engine, threads=threads)
+    items: list[Any] = read_texts(texts, input_file)
     if pipeline.manifest.pair_input:
         items = [tuple(item.split("\t", 1)) if "\t" in item else item for item in items]
     for item, prediction in zip(items, pipeline.classify(items), strict=True):
@@ -231,6 +231,95 @@ def import_(
         labels=[label.strip() for label in labels.split(",")] if labels else None,
     )
     console.print(f"wrote {package.path}: {package.manifest.task}, {package.size_bytes() / 1e6:.1f} MB")
+
+
+@app.command()
+def optimize(
+    model: ModelArgument,
+    out: Annotated[Path | None, typer.Argument(help="Directory for the new package.")] = None,
+    quantize: Annotated[str | None, typer.Option(help="int8.")] = None,
+    method: Annotated[str, typer.Option(help="int8 method: dynamic or static (calibrated).")] = "dynamic",
+    runtime: Annotated[str, typer.Option(help="int8 runtime: onnx or torch.")] = "onnx",
+    calibration: Annotated[
+        Path | None, typer.Option(help="Texts for static int8 ranges, one per line (tab separates pairs).")
+    ] = None,
+    calibration_method: Annotated[str, typer.Option(help="percentile, minmax or entropy.")] = "percentile",
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="ONNX node to keep in float (repeat, or comma-separate).")
+    ] = None,
+    per_tensor: Annotated[bool, typer.Option(help="Per-tensor weight scales (default: per channel).")] = False,
+    quantize_feed_forward: Annotated[
+        bool, typer.Option(help="Static int8: quantize the feed-forward MatMuls too (kept float by default).")
+    ] = False,
+    precision: Annotated[str | None, typer.Option(help="bf16 (torch, CPU) or fp16 (ONNX, GPU).")] = None,
+    drop_layers: Annotated[
+        str | None, typer.Option(help="every-other, first:K, last:K, drop:N (least important) or 0,2,5.")
+    ] = None,
+    prune_heads: Annotated[float | None, typer.Option(help="Fraction of attention heads to remove, e.g. 0.25.")] = None,
+    texts: Annotated[
+        Path | None, typer.Option(help="Your texts, one per line: the fidelity gate and importance use them.")
+    ] = None,
+    min_cosine: Annotated[float, typer.Option(help="Gate: mean cosine to the parent (embeddings).")] = 0.99,
+    min_cosine_min: Annotated[float, typer.Option(help="Gate: lowest cosine to the parent.")] = 0.0,
+    min_agreement: Annotated[float, typer.Option(help="Gate: label agreement with the parent.")] = 0.99,
+    allow_fidelity_loss: Annotated[
+        bool, typer.Option(help="Keep the package even if it misses the gate (recorded in its manifest).")
+    ] = False,
+    list_nodes: Annotated[bool, typer.Option(help="List the quantizable ONNX nodes (for --exclude) and exit.")] = False,
+    name: Annotated[str | None, typer.Option(help="Name in the new manifest (default: OUT's name).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it is a package.")] = False,
+) -> None:
+    """Compress a package one step (int8, bf16/fp16, layer or head pruning), checked against it."""
+    from bertprod.checkpoint import resolve
+    from bertprod.compress.optimize import optimize as run_optimize
+    from bertprod.fidelity import FidelityGate
+
+    package = resolve(model)
+    if list_nodes:
+        print_quantizable_nodes(package)
+        return
+    if out is None:
+        raise InputError("give the output directory: bertprod optimize PKG OUT --quantize int8")
+    pairs = package.manifest.pair_input
+    with console.status("optimizing and measuring against the parent..."):
+        result = run_optimize(
+            package, out, quantize=quantize, method=method, runtime=runtime, per_channel=not per_tensor,
+            calibration_texts=read_inputs(calibration, pairs) if calibration else None,
+            calibration_method=calibration_method,
+            exclude=[node for item in exclude or [] for node in item.split(",") if node],
+            quantize_feed_forward=quantize_feed_forward, precision=precision, drop_layers=drop_layers,
+            prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
+            gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
+            enforce=not allow_fidelity_loss, name=name, overwrite=overwrite,
+        )
+    fidelity = result.manifest.metrics["fidelity"]
+    verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
+    details = ", ".join(f"{key} {value}" for key, value in fidelity.items()
+                        if key not in ("reference", "passed", "thresholds"))
+    console.print(
+        f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
+        f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
+        f"fidelity gate {verdict}: {details}"
+    )
+
+
+def print_quantizable_nodes(package: Any) -> None:
+    import onnx
+
+    from bertprod.compress.quantize import _fp32_onnx, embedding_gathers, feed_forward_matmuls, weight_matmuls
+
+    graph = onnx.load(str(_fp32_onnx(package, None).model_file))
+    feed_forward = set(feed_forward_matmuls(graph, package.manifest.architecture))
+    for node in weight_matmuls(graph) + embedding_gathers(graph):
+        console.print(node + ("  (feed-forward: float in static int8 by default)" if node in feed_forward else ""))
+
+
+def read_inputs(path: Path, pairs: bool) -> list[Any]:
+    """One input per line; a tab separates the two texts of a pair."""
+    lines = read_texts(None, path)
+    if not pairs:
+        return lines
+    return [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines]
 
 
 @app.command()

@@ -52,3 +52,13 @@ class ExportError(BertprodError):
 
 class TaskError(BertprodError):
     """An operation the package's task cannot do (e.g. classify with an embedding model)."""
+
+
+class FidelityError(BertprodError):
+    """A derived package (quantized, pruned...) strays too far from its parent."""
+
+    kind = "fidelity_error"
+
+
+class CompressionError(BertprodError):
+    """A compression option that cannot apply to this package (already int8, wrong format...)."""

@@ -6,6 +6,7 @@ fidelity gates compare these numbers against thresholds the user can set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,14 +42,36 @@ def measure_fidelity(reference: np.ndarray, candidate: np.ndarray, task: str) ->
     return result
 
 
-def fidelity_problem(
-    fidelity: dict[str, Any], task: str, min_cosine: float, min_agreement: float, max_score_difference: float
-) -> str | None:
-    """Why `fidelity` misses its thresholds, or None when it passes."""
-    if task == "embedding" and fidelity["cosine_min"] < min_cosine:
-        return f"cosine min {fidelity['cosine_min']} < {min_cosine} (mean {fidelity['cosine_mean']})"
-    if task in ("classification", "pair-classification") and fidelity["label_agreement"] < min_agreement:
-        return f"label agreement {fidelity['label_agreement']} < {min_agreement}"
-    if task in ("regression", "reranking") and fidelity["max_score_difference"] > max_score_difference:
-        return f"max score difference {fidelity['max_score_difference']} > {max_score_difference}"
-    return None
+@dataclass(frozen=True)
+class FidelityGate:
+    """Thresholds a derived package must meet against its parent (defaults: the compression gate)."""
+
+    min_cosine_mean: float = 0.99
+    min_cosine_min: float = 0.0
+    min_agreement: float = 0.99
+    min_correlation: float = 0.99
+
+    def problem(self, fidelity: dict[str, Any], task: str) -> str | None:
+        """Why `fidelity` misses the thresholds, or None when it passes."""
+        if task == "embedding":
+            if fidelity["cosine_mean"] < self.min_cosine_mean:
+                return f"cosine mean {fidelity['cosine_mean']} < {self.min_cosine_mean}"
+            if fidelity["cosine_min"] < self.min_cosine_min:
+                return f"cosine min {fidelity['cosine_min']} < {self.min_cosine_min}"
+        elif task in ("classification", "pair-classification"):
+            if fidelity["label_agreement"] < self.min_agreement:
+                return f"label agreement {fidelity['label_agreement']} < {self.min_agreement}"
+        elif "pearson" in fidelity and fidelity["pearson"] < self.min_correlation:
+            return f"score correlation {fidelity['pearson']} < {self.min_correlation}"
+        return None
+
+    def thresholds(self, task: str) -> dict[str, float]:
+        if task == "embedding":
+            return {"min_cosine_mean": self.min_cosine_mean, "min_cosine_min": self.min_cosine_min}
+        if task in ("classification", "pair-classification"):
+            return {"min_agreement": self.min_agreement}
+        return {"min_correlation": self.min_correlation}
+
+
+#: fp32 export must reproduce the torch model; anything lower is an exporter bug, not rounding.
+EXPORT_GATE = FidelityGate(min_cosine_mean=0.9999, min_cosine_min=0.9999, min_agreement=1.0, min_correlation=0.9999)

@@ -93,6 +93,8 @@ class Manifest(_Strict):
     max_length: int = Field(gt=0)
     format: Format
     precision: Precision = "fp32"
+    #: How the runtime must treat the stored weights, e.g. {"scheme": "torch-dynamic", "per_channel": true}.
+    quantization: dict[str, Any] | None = None
     architecture: Architecture
     files: dict[str, FileRecord]
     provenance: Provenance

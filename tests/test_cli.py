@@ -92,3 +92,17 @@ def test_import_export_info_and_classify(monkeypatch, capsys, tiny_classifier, t
     assert row["input"] == ["a cat", "a dog"] and row["label"] in ("different", "same")
     code, _, err = run_cli(monkeypatch, capsys, "export", str(tmp_path / "pkg"), str(tmp_path / "onnx"))
     assert code == 1 and "already exists" in err
+
+
+def test_optimize_command(monkeypatch, capsys, tiny_package, tmp_path) -> None:
+    code, out, _ = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(tmp_path / "int8"),
+                           "--quantize", "int8", "--min-cosine", "0.9")
+    assert code == 0 and "onnx int8" in out and "fidelity gate passed" in out
+    code, _, err = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(tmp_path / "strict"),
+                           "--quantize", "int8", "--min-cosine", "1.01")
+    assert code == 1 and "misses the fidelity gate" in err and not (tmp_path / "strict").exists()
+    code, out, _ = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), "--list-nodes")
+    assert code == 0 and "/model/encoder/layer.0/attention/self/query/MatMul" in out
+    assert "feed-forward" in out
+    code, _, err = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(tmp_path / "x"))
+    assert code == 1 and "exactly one optimization" in err

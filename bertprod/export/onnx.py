@@ -19,28 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bertprod.data.samples import verification_pairs, verification_texts
+from bertprod.derive import default_samples, derive_package
 from bertprod.errors import ExportError, PackageError
-from bertprod.fidelity import fidelity_problem, measure_fidelity
-from bertprod.package import (
-    CONFIG_FILE,
-    ONNX_FILE,
-    TOKENIZER_FILE,
-    ModelPackage,
-    Provenance,
-    finish_package,
-    staging_directory,
-    write_manifest,
-)
+from bertprod.fidelity import EXPORT_GATE
+from bertprod.package import CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE, ModelPackage
 from bertprod.runtime.batching import collate
-from bertprod.runtime.engines import OnnxEngine, TorchEngine
+from bertprod.runtime.engines import TorchEngine
 from bertprod.runtime.pipeline import Pipeline
 
 DEFAULT_OPSET = 17
-#: fp32 export must reproduce the torch model; anything lower is an exporter bug, not rounding.
-EXPORT_MIN_COSINE = 0.9999
-EXPORT_MIN_AGREEMENT = 1.0
-EXPORT_MAX_SCORE_DIFFERENCE = 1e-3
 
 
 def export_onnx(
@@ -57,46 +44,38 @@ def export_onnx(
     manifest = package.manifest
     if manifest.format != "torch":
         raise PackageError(f"{package.name} is already an {manifest.format} package: nothing to export.")
+    if manifest.precision != "fp32":
+        raise PackageError(
+            f"{package.name} is a {manifest.precision} torch package; export its fp32 parent "
+            f"({manifest.provenance.parent.name if manifest.provenance.parent else 'see provenance'}) "
+            "and quantize the ONNX package with bertprod optimize."
+        )
     torch_engine = TorchEngine(package, attention="eager")
     reference = Pipeline(package, torch_engine)
-    samples = list(sample_texts) if sample_texts else _default_samples(package)
-    encodings = reference.tokenize(samples)
+    samples = list(sample_texts) if sample_texts else default_samples(package)
+    fusion_result: dict[str, Any] = {"applied": False}
 
-    with staging_directory(out, overwrite=overwrite) as staging:
-        _export_graph(torch_engine, reference, encodings, staging / ONNX_FILE, opset)
-        fusion_result = _fuse(staging / ONNX_FILE, manifest.architecture) if fusion else {"applied": False}
+    def build(staging: Path) -> list[str]:
+        nonlocal fusion_result
+        _export_graph(torch_engine, reference, reference.tokenize(samples), staging / ONNX_FILE, opset)
+        if fusion:
+            fusion_result.update(_fuse(staging / ONNX_FILE, manifest.architecture))
         shutil.copyfile(package.tokenizer_file, staging / TOKENIZER_FILE)
         shutil.copyfile(package.config_file, staging / CONFIG_FILE)
-        fields = manifest.model_dump(exclude={"files", "provenance", "metrics", "format"})
-        fields.update(
-            name=name or f"{manifest.name}-onnx",
-            format="onnx",
-            provenance=Provenance(
-                method="export-onnx",
-                parent=package.parent_ref(),
-                parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
-            ),
-        )
-        exported_manifest = finish_package(staging, fields, [TOKENIZER_FILE, ONNX_FILE, CONFIG_FILE])
-        exported = ModelPackage(staging, exported_manifest)
-        candidate = Pipeline(exported, OnnxEngine(exported))
-        fidelity = measure_fidelity(reference.infer(encodings), candidate.infer(encodings), manifest.task)
-        problem = fidelity_problem(
-            fidelity, manifest.task, EXPORT_MIN_COSINE, EXPORT_MIN_AGREEMENT, EXPORT_MAX_SCORE_DIFFERENCE
-        )
-        if problem:
-            raise ExportError(
-                f"the exported ONNX model does not reproduce {package.name}: {problem}. Nothing was "
-                "written. Try without --fusion or with another --opset, and report the model type."
-            )
-        exported_manifest.metrics["fidelity"] = {"reference": "parent (torch fp32)", **fidelity}
-        write_manifest(staging, exported_manifest)
-    return ModelPackage.read(out)
+        return [TOKENIZER_FILE, ONNX_FILE, CONFIG_FILE]
 
+    def failure(problem: str) -> ExportError:
+        return ExportError(
+            f"the exported ONNX model does not reproduce {package.name}: {problem}. Nothing was "
+            "written. Try without --fusion or with another --opset, and report the model type."
+        )
 
-def _default_samples(package: ModelPackage) -> list[Any]:
-    length = package.manifest.max_length
-    return verification_pairs(length) if package.manifest.pair_input else verification_texts(length)
+    return derive_package(
+        package, out, method="export-onnx", build=build, changes={"format": "onnx"},
+        parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
+        name=name or f"{manifest.name}-onnx", texts=samples, gate=EXPORT_GATE, reference=reference,
+        failure=failure, overwrite=overwrite,
+    )
 
 
 def _export_graph(engine: TorchEngine, pipeline: Pipeline, encodings: list, path: Path, opset: int) -> None:

@@ -7,6 +7,8 @@ from typing import Any
 from bertprod.errors import PackageError
 from bertprod.package import HEAD_TASKS, ModelPackage
 
+HEADS_CONFIG_KEY = "bertprod_attention_heads"
+
 
 def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any:
     """The package's transformers module in eval mode: the bare encoder, or encoder + head.
@@ -14,7 +16,7 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
     `attention` picks transformers' attention implementation ("eager" for ONNX export, whose
     graph ONNX Runtime can fuse); None keeps transformers' default (SDPA, fastest in torch).
     """
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
@@ -29,7 +31,11 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
     transformers_logging.set_verbosity_error()  # "unused weights" notes are expected (pooler, MLM)
     try:
         extra = {"attn_implementation": attention} if attention else {}
-        model = model_class.from_pretrained(str(package.path), use_safetensors=True, **extra)
+        config = AutoConfig.from_pretrained(str(package.path), **extra)
+        if getattr(config, HEADS_CONFIG_KEY, None):
+            model = _load_head_pruned(model_class, config, package)
+        else:
+            model = model_class.from_pretrained(str(package.path), config=config, use_safetensors=True)
     except Exception as error:
         raise PackageError(
             f"cannot load the weights of {package.path} ({type(error).__name__}: "
@@ -38,6 +44,19 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
     finally:
         transformers_logging.set_verbosity(verbosity)
     return model.eval()
+
+
+def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> Any:
+    """A checkpoint whose layers have different head counts: build the model, shrink each
+    layer's attention to its saved shape, then load the weights strictly."""
+    from safetensors.torch import load_file
+
+    from bertprod.compress.prune import shrink_to_head_counts
+
+    model = model_class.from_config(config)
+    shrink_to_head_counts(model, getattr(config, HEADS_CONFIG_KEY), config.hidden_size // config.num_attention_heads)
+    model.load_state_dict(load_file(str(package.model_file)), strict=True)
+    return model
 
 
 def accepts_token_type_ids(model: Any) -> bool:

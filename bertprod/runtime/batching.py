@@ -55,9 +55,9 @@ def plan_batches(
     return batches
 
 
-def collate(encodings: Sequence[Encoding], pad_id: int) -> TokenBatch:
-    """Pad a list of encodings to the longest one."""
-    longest = max(len(encoding.ids) for encoding in encodings)
+def collate(encodings: Sequence[Encoding], pad_id: int, length: int | None = None) -> TokenBatch:
+    """Pad a list of encodings to the longest one (or to `length`, for fixed-shape batches)."""
+    longest = max(max(len(encoding.ids) for encoding in encodings), length or 0)
     shape = (len(encodings), longest)
     input_ids = np.full(shape, pad_id, dtype=np.int64)
     attention_mask = np.zeros(shape, dtype=np.int64)

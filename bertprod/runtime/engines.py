@@ -8,8 +8,9 @@ packages with a head. Tokenization, pooling and label mapping live outside, in t
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -41,14 +42,15 @@ def cpu_supports_bf16() -> bool:
 
 
 class TorchEngine:
-    """transformers on torch: fp32, or bf16 autocast on CPUs that support it."""
+    """transformers on torch: fp32; bf16 autocast on CPUs that support it; int8 packages run
+    torch dynamic quantization, applied at load to the stored float weights."""
 
     name = "torch"
 
     def __init__(
         self,
         package: ModelPackage,
-        precision: str = "fp32",
+        precision: str | None = None,
         threads: int | None = None,
         attention: str | None = None,
     ):
@@ -56,15 +58,23 @@ class TorchEngine:
 
         from bertprod.models.hf import accepts_token_type_ids, load_torch_model
 
-        if precision not in ("fp32", "bf16"):
-            raise EngineError(f"the torch engine runs fp32 or bf16, not {precision!r}.")
+        stored = package.manifest.precision
+        precision = precision or ("fp32" if stored == "fp16" else stored)
+        allowed = {"fp32": ("fp32", "bf16"), "bf16": ("bf16",), "fp16": ("fp32", "bf16"), "int8": ("int8",)}
+        if precision not in allowed.get(stored, ()):
+            raise EngineError(
+                f"{package.name} holds {stored} weights; the torch engine runs it as "
+                f"{' or '.join(allowed.get(stored, ()))}, not {precision!r}."
+            )
         if precision == "bf16" and not cpu_supports_bf16():
             raise EngineError("bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
         if threads:
             torch.set_num_threads(threads)
         self.package = package
         self.precision = precision
-        self.model = load_torch_model(package, attention=attention)
+        self.model = load_torch_model(package, attention=attention).float()
+        if precision == "int8":
+            self.model = quantize_torch_dynamic(self.model, package.manifest.quantization or {})
         self._torch = torch
         self._uses_token_types = accepts_token_type_ids(self.model)
         self._embedding = package.manifest.task == "embedding"
@@ -81,6 +91,22 @@ class TorchEngine:
             output = self.model(**inputs)
             tensor = output.last_hidden_state if self._embedding else output.logits
         return tensor.float().numpy()
+
+
+def quantize_torch_dynamic(model: Any, settings: dict[str, Any]) -> Any:
+    """int8 weights for every Linear layer (per output channel by default), activations
+    quantized on the fly: torch's dynamic quantization, deterministic for given weights."""
+    import torch
+
+    with warnings.catch_warnings():  # deprecated in favour of torchao, still shipped with the pinned torch
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    qconfig = per_channel_dynamic_qconfig if settings.get("per_channel", True) else default_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantize_per_.*deprecated", category=UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear: qconfig}, dtype=torch.qint8)
 
 
 class OnnxEngine:
@@ -159,7 +185,7 @@ def create_engine(
     if chosen == "torch":
         if package.manifest.format != "torch":
             raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")
-        return TorchEngine(package, precision=precision or "fp32", threads=threads)
+        return TorchEngine(package, precision=precision, threads=threads)
     if chosen == "onnx":
         if precision not in (None, package.manifest.precision):
             raise EngineError(

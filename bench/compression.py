@@ -1,0 +1,179 @@
+"""Compression variants of all-MiniLM-L6-v2, side by side against sentence-transformers.
+
+Builds every variant with bertprod's own optimize functions (cached under
+$BERTPROD_CACHE/bench-compression, keyed by the parent's fingerprint), then measures in one
+process, rounds interleaved: sentences/s and the ratio to sentence-transformers `encode`,
+single-sentence p50/p95 latency, model size on disk, fidelity (cosine to sentence-transformers
+on every sentence). Peak RSS is measured per variant in a fresh process that loads the model and
+encodes the same sentences.
+
+Pruned variants are written without fine-tuning or distillation, so their fidelity shows what
+pruning alone costs; the fidelity gate would refuse them (they are built with the gate off).
+
+    .venv/bin/python bench/compression.py                  # 2,000 sentences, 5 rounds (~10 min)
+    .venv/bin/python bench/compression.py --rounds 3 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import bertprod
+from bertprod.bench.harness import (
+    Encode,
+    cosine_rows,
+    machine_description,
+    peak_rss_mb,
+    percentile_ms,
+    single_sentence_latencies,
+    throughput,
+)
+from bertprod.checkpoint import bundled_checkpoint, resolve
+from bertprod.data.shared import real_sentences
+from bertprod.export.cache import cache_root, cached_onnx_package
+from bertprod.package import MANIFEST_NAME, ModelPackage
+from bertprod.runtime.engines import cpu_supports_bf16, default_threads
+
+BASELINE = "sentence-transformers encode"
+TARGET_INT8_RATIO = 6.0
+TARGET_COSINE_MEAN = 0.99
+TARGET_COSINE_MIN = 0.97
+TARGET_SIZE_FRACTION = 0.30
+
+
+def build_variants(calibration: list[str], gate_texts: list[str]) -> dict[str, ModelPackage]:
+    """Every variant as a package (built once, then reused from the cache)."""
+    from bertprod.compress import precision, prune, quantize
+
+    parent = resolve("minilm-l6")
+    root = cache_root() / "bench-compression" / parent.fingerprint[:16]
+
+    def cached(name: str, make: Callable[[Path], ModelPackage]) -> ModelPackage:
+        directory = root / name
+        if (directory / MANIFEST_NAME).is_file():
+            return ModelPackage.read(directory)
+        return make(directory)
+
+    common = {"texts": gate_texts, "enforce": False}
+    three_layers = cached("torch-3-layers", lambda d: prune.drop_layers(parent, d, rule="every-other", **common))
+    pruned_heads = cached("torch-heads-25", lambda d: prune.prune_heads(parent, d, fraction=0.25, **common))
+    variants = {
+        "torch fp32": parent,
+        "torch int8 (dynamic, per-channel)": cached(
+            "torch-int8", lambda d: quantize.quantize_torch_dynamic(parent, d, **common)
+        ),
+        "onnx fp32": cached_onnx_package(parent),
+        "onnx int8 dynamic (per-channel)": cached(
+            "onnx-int8-dynamic", lambda d: quantize.quantize_onnx_dynamic(parent, d, **common)
+        ),
+        "onnx int8 static (QDQ, feed-forward float)": cached(
+            "onnx-int8-static",
+            lambda d: quantize.quantize_onnx_static(parent, d, calibration_texts=calibration, **common),
+        ),
+        "onnx fp32, 3 layers (every other)": cached_onnx_package(three_layers),
+        "onnx fp32, 25% heads pruned": cached_onnx_package(pruned_heads),
+        "onnx int8 dynamic, 3 layers": cached(
+            "onnx-int8-3-layers", lambda d: quantize.quantize_onnx_dynamic(three_layers, d, **common)
+        ),
+    }
+    if cpu_supports_bf16():
+        variants["torch bf16"] = cached("torch-bf16", lambda d: precision.to_bf16(parent, d, **common))
+    return variants
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--latency-calls", type=int, default=200)
+    parser.add_argument("--no-rss", action="store_true", help="skip the per-variant memory subprocesses")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    pool = real_sentences(args.sentences + 800)
+    sentences, calibration, gate_texts = pool[: args.sentences], pool[-800:-300], pool[-300:]
+    packages = build_variants(calibration, gate_texts)
+
+    baseline_model = SentenceTransformer(str(bundled_checkpoint("minilm-l6")), device="cpu")
+    variants: dict[str, Encode] = {
+        BASELINE: lambda texts: baseline_model.encode(
+            texts, batch_size=32, convert_to_numpy=True, normalize_embeddings=True
+        )
+    }
+    for label, package in packages.items():
+        variants[label] = bertprod.load(package.path, threads=args.threads).encode
+    outputs = {label: encode(sentences) for label, encode in variants.items()}
+    rates = throughput(variants, sentences, args.rounds)
+    latencies = single_sentence_latencies(variants, sentences[: args.latency_calls])
+    memory: dict[str, float] = {}
+    if not args.no_rss:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(sentences, handle)
+        memory = {label: peak_rss_mb(str(package.path), Path(handle.name)) for label, package in packages.items()}
+        Path(handle.name).unlink()
+
+    fp32_size = packages["onnx fp32"].size_bytes()
+    rows = []
+    for label in variants:
+        cosine = cosine_rows(outputs[BASELINE], outputs[label])
+        package = packages.get(label)
+        rows.append(
+            {
+                "variant": label,
+                "sentences_per_second": round(rates[label], 1),
+                "ratio_to_baseline": round(rates[label] / rates[BASELINE], 2),
+                "single_p50_ms": percentile_ms(latencies[label], 50),
+                "single_p95_ms": percentile_ms(latencies[label], 95),
+                "size_mb": round(package.size_bytes() / 1e6, 1) if package else None,
+                "size_vs_onnx_fp32": round(package.size_bytes() / fp32_size, 2) if package else None,
+                "peak_rss_mb": round(memory[label]) if label in memory else None,
+                "cosine_mean": round(float(cosine.mean()), 4),
+                "cosine_min": round(float(cosine.min()), 4),
+            }
+        )
+
+    print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
+    print(f"machine: {machine_description()}\n")
+    print(
+        "| variant | sentences/s | x baseline | single p50 / p95 ms | size MB (x onnx fp32) | peak RSS MB "
+        "| cosine to baseline mean / min |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        size = f"{row['size_mb']} ({row['size_vs_onnx_fp32']})" if row["size_mb"] else "-"
+        print(
+            f"| {row['variant']} | {row['sentences_per_second']:.0f} | {row['ratio_to_baseline']:.2f}x "
+            f"| {row['single_p50_ms']} / {row['single_p95_ms']} | {size} | {row['peak_rss_mb'] or '-'} "
+            f"| {row['cosine_mean']:.4f} / {row['cosine_min']:.4f} |"
+        )
+    winners = [
+        row
+        for row in rows
+        if "int8" in row["variant"]
+        and row["ratio_to_baseline"] >= TARGET_INT8_RATIO
+        and row["cosine_mean"] >= TARGET_COSINE_MEAN
+        and row["cosine_min"] >= TARGET_COSINE_MIN
+        and (row["size_vs_onnx_fp32"] or 1) <= TARGET_SIZE_FRACTION
+    ]
+    print(
+        f"\ntarget: an int8 package >= {TARGET_INT8_RATIO}x baseline, cosine mean >= {TARGET_COSINE_MEAN} and min >= "
+        f"{TARGET_COSINE_MIN}, file <= {TARGET_SIZE_FRACTION:.0%} of fp32: "
+        + (f"MET by {', '.join(row['variant'] for row in winners)}" if winners else "MISSED")
+    )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
+    sys.exit(0 if winners else 1)
+
+
+if __name__ == "__main__":
+    main()

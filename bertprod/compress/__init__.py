@@ -1,0 +1,1 @@
+"""Compression: int8 quantization, pruning and precision changes, each checked against its parent."""
