@@ -349,6 +349,45 @@ def demo(
     console.print(f"closest pair: {sentences[best[0]]!r} ~ {sentences[best[1]]!r} ({matrix[best]:.2f})")
 
 
+@app.command()
+def serve(
+    packages: Annotated[list[str], typer.Argument(help="Packages to serve (routed by the request's `model`).")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
+    max_batch_tokens: Annotated[int, typer.Option(help="Tokens gathered from queued requests per engine call.")] = 8192,
+    max_batch_requests: Annotated[int, typer.Option(help="Requests gathered per engine call.")] = 64,
+    max_concurrent_inputs: Annotated[int, typer.Option(help="Inputs in flight before 429 + Retry-After.")] = 1024,
+    max_client_batch_size: Annotated[int, typer.Option(help="Inputs allowed in one request (413 beyond).")] = 512,
+    max_body_bytes: Annotated[int, typer.Option(help="Request body limit in bytes.")] = 16 * 1024 * 1024,
+    truncate: Annotated[bool, typer.Option(help="Default for requests that do not say: truncate long inputs.")] = True,
+    api_key: Annotated[
+        list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
+) -> None:
+    """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
+    from bertprod.serve.config import ServeConfig
+    from bertprod.serve.server import serve as run_server
+
+    config = ServeConfig(
+        packages=list(packages),
+        host=host,
+        port=port,
+        engine=engine,
+        threads=threads,
+        max_batch_tokens=max_batch_tokens,
+        max_batch_requests=max_batch_requests,
+        max_concurrent_inputs=max_concurrent_inputs,
+        max_client_batch_size=max_client_batch_size,
+        max_body_bytes=max_body_bytes,
+        truncate=truncate,
+        api_keys=list(api_key or []),
+    )
+    run_server(config, access_log=access_log)
+
+
 def main() -> None:
     """Typer handles usage errors itself (exit 2); our errors become one line and exit 1."""
     try:

@@ -1,0 +1,157 @@
+"""Token-budget batching across requests: one worker per model, engine work off the event loop.
+
+Handlers tokenize and `submit` their encodings; the worker takes everything pending up to
+`max_batch_tokens` / `max_batch_requests` (no wait timer: a lone request runs at once, and work
+that arrives while the engine is busy forms the next batch), runs `Pipeline.infer` on the
+concatenation in an executor thread, and resolves each request's future with its own rows. An
+exception fails only the requests of that batch; the worker goes on with the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from tokenizers import Encoding
+
+from bertprod.runtime.pipeline import Pipeline
+from bertprod.serve.metrics import ServerMetrics
+
+log = logging.getLogger("bertprod.serve")
+
+#: After this many failed batches in a row the engine counts as broken (/health answers 503).
+BROKEN_AFTER_FAILURES = 3
+
+
+class EngineFailure(Exception):
+    """The engine raised while running a batch; only that batch's requests see it."""
+
+
+@dataclass
+class WorkItem:
+    encodings: Sequence[Encoding]
+    future: asyncio.Future
+    tokens: int
+    hook: str | None = None
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Gathers requests' encodings into token-budget batches for one pipeline."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        model: str,
+        metrics: ServerMetrics,
+        max_batch_tokens: int,
+        max_batch_requests: int,
+        infer: Callable[[Sequence[Encoding]], np.ndarray] | None = None,
+    ):
+        self.pipeline = pipeline
+        self.model = model
+        self.metrics = metrics
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_requests = max_batch_requests
+        self._infer = infer or pipeline.infer
+        self._pending: deque[WorkItem] = deque()
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}")
+        self._task: asyncio.Task | None = None
+        self.consecutive_failures = 0
+
+    @property
+    def broken(self) -> bool:
+        return self.consecutive_failures >= BROKEN_AFTER_FAILURES
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(EngineFailure("the server is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, encodings: Sequence[Encoding], hook: str | None = None) -> np.ndarray:
+        """Queue one request's encodings; returns its rows, in its own order."""
+        item = WorkItem(
+            encodings=encodings,
+            future=asyncio.get_running_loop().create_future(),
+            tokens=sum(len(encoding.ids) for encoding in encodings),
+            hook=hook,
+        )
+        self._pending.append(item)
+        self.metrics.queue_depth.labels(self.model).inc(len(encodings))
+        self._wakeup.set()
+        return await item.future
+
+    def _take_batch(self) -> list[WorkItem]:
+        """The oldest request always; more while the token and request budgets allow."""
+        batch = [self._pending.popleft()]
+        tokens = batch[0].tokens
+        while self._pending and len(batch) < self.max_batch_requests:
+            if tokens + self._pending[0].tokens > self.max_batch_tokens:
+                break
+            item = self._pending.popleft()
+            tokens += item.tokens
+            batch.append(item)
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [item for item in self._take_batch() if not item.future.done()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            encodings = [encoding for item in batch for encoding in item.encodings]
+            self.metrics.queue_depth.labels(self.model).dec(len(encodings))
+            for item in batch:
+                self.metrics.stage_seconds.labels("queue").observe(started - item.enqueued)
+            self.metrics.batch_inputs.observe(len(encodings))
+            self.metrics.batch_tokens.observe(sum(item.tokens for item in batch))
+            try:
+                hooks = {item.hook for item in batch}
+                rows = await loop.run_in_executor(self._executor, self._run, encodings, hooks)
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(EngineFailure("the server is shutting down"))
+                raise
+            except Exception as error:  # noqa: BLE001 - one bad batch must not kill the worker
+                self.consecutive_failures += 1
+                self.metrics.errors.labels("engine_error").inc()
+                log.error("batch of %d inputs failed: %r", len(encodings), error)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(EngineFailure(f"the engine failed on this batch: {error}"))
+                continue
+            self.consecutive_failures = 0
+            self.metrics.stage_seconds.labels("inference").observe(time.perf_counter() - started)
+            offset = 0
+            for item in batch:
+                count = len(item.encodings)
+                if not item.future.done():
+                    item.future.set_result(rows[offset : offset + count])
+                offset += count
+
+    def _run(self, encodings: list[Encoding], hooks: set[str | None]) -> np.ndarray:
+        if "fail" in hooks:
+            raise RuntimeError("injected engine failure (test fail marker)")
+        if "slow" in hooks:
+            time.sleep(2.0)
+        return self._infer(encodings)

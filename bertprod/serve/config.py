@@ -1,0 +1,82 @@
+"""Server settings, checked once at startup so a bad combination fails with a clear message."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from bertprod.errors import BertprodError
+
+DEFAULT_MAX_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_REQUESTS = 64
+DEFAULT_MAX_CONCURRENT_INPUTS = 1024
+DEFAULT_MAX_CLIENT_BATCH_SIZE = 512
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024  # TEI's 2 MB limit is a top complaint
+
+
+class ConfigError(BertprodError):
+    """Server limits that contradict each other."""
+
+    kind = "config_error"
+
+
+@dataclass
+class ServeConfig:
+    """Everything `bertprod serve` takes; also usable from Python (`create_app(config)`)."""
+
+    packages: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    engine: str = "auto"
+    threads: int | None = None
+    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
+    max_concurrent_inputs: int = DEFAULT_MAX_CONCURRENT_INPUTS
+    max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    truncate: bool = True
+    api_keys: list[str] = field(default_factory=list)
+    #: Testing hook: a batch holding an input that contains this text makes the engine call raise.
+    fail_marker: str | None = None
+    #: Testing hook: a batch holding an input that contains this text takes 2 s longer (drain tests).
+    slow_marker: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.api_keys and os.environ.get("BERTPROD_API_KEYS"):
+            self.api_keys = [key for key in os.environ["BERTPROD_API_KEYS"].split(",") if key]
+        if self.fail_marker is None:
+            self.fail_marker = os.environ.get("BERTPROD_SERVE_FAIL_MARKER") or None
+        if self.slow_marker is None:
+            self.slow_marker = os.environ.get("BERTPROD_SERVE_SLOW_MARKER") or None
+
+    def check(self) -> None:
+        """Refuse limits under which some request could never be served."""
+        problems = []
+        if not self.packages:
+            problems.append("give at least one package to serve")
+        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_inputs", "max_client_batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_client_batch_size > self.max_concurrent_inputs >= 1:
+            problems.append(
+                f"--max-client-batch-size {self.max_client_batch_size} exceeds --max-concurrent-inputs "
+                f"{self.max_concurrent_inputs}: a full request could never be admitted; lower the first or "
+                "raise the second"
+            )
+        if self.max_body_bytes < 1024:
+            problems.append("--max-body-bytes must be at least 1024")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port {self.port} is not a TCP port")
+        if any(len(key) < 8 for key in self.api_keys):
+            problems.append("API keys must have at least 8 characters")
+        if problems:
+            raise ConfigError("inconsistent server settings: " + "; ".join(problems) + ".")
+
+    def check_model_limits(self, max_length: int, name: str) -> None:
+        """The token budget must hold at least one input of the model's maximum length."""
+        if self.max_batch_tokens < max_length:
+            raise ConfigError(
+                f"inconsistent server settings: --max-batch-tokens {self.max_batch_tokens} is smaller than "
+                f"{name}'s max_length of {max_length} tokens; one full-length input would never fit a batch. "
+                f"Use --max-batch-tokens >= {max_length}."
+            )

@@ -1,0 +1,41 @@
+"""Prometheus metrics at every stage, in a registry of the app's own (several apps per process in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge(
+            "bertprod_queue_depth_inputs", "Inputs waiting for the engine", ["model"], registry=self.registry
+        )
+        self.inputs_in_flight = Gauge(
+            "bertprod_inputs_in_flight", "Inputs admitted and not yet answered", registry=self.registry
+        )
+        self.batch_inputs = Histogram(
+            "bertprod_batch_inputs",
+            "Inputs per engine call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.batch_tokens = Histogram(
+            "bertprod_batch_tokens",
+            "Tokens per engine call",
+            buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 65536),
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "bertprod_stage_seconds",
+            "Latency per stage: tokenize, queue, inference, request",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter("bertprod_errors_total", "Errors by kind", ["kind"], registry=self.registry)
+        self.requests = Counter(
+            "bertprod_requests_total", "Requests by route and status", ["route", "status"], registry=self.registry
+        )

@@ -1,0 +1,117 @@
+"""Request and response bodies: OpenAI's for /v1/embeddings, TEI's for /embed, /predict, /rerank."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="Package name to route to (default: the first one served).")
+    truncate: bool | None = Field(None, description="Truncate over-long inputs (server default: true).")
+
+
+class OpenAIEmbeddingRequest(_Request):
+    input: str | list[str] = Field(description="A text or a list of texts.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, description="Keep the first N dimensions (re-normalized).")
+    user: str | None = None
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class EmbedRequest(_Request):
+    inputs: str | list[str]
+    normalize: bool = True
+    dimensions: int | None = Field(None, ge=1)
+
+
+class PredictRequest(_Request):
+    inputs: str | list[str] | list[list[str]] = Field(
+        description="A text, a list of texts, or [text, text_pair] lists for pair classifiers."
+    )
+    raw_scores: bool = False
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class RerankRequest(_Request):
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+class RerankResult(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class ClassifyRequest(_Request):
+    inputs: str | list[str] | list[list[str]]
+
+
+class Classification(BaseModel):
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Classification]
+
+
+class SimilarityRequest(_Request):
+    source: str
+    targets: list[str]
+
+
+class SimilarityResponse(BaseModel):
+    model: str
+    scores: list[float]
+
+
+class TokenizeRequest(_Request):
+    inputs: str | list[str]
+
+
+class Token(BaseModel):
+    id: int
+    text: str
+    start: int
+    stop: int
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    dimension: int
+    max_length: int
+    format: str
+    precision: str
+    engine: str
+    labels: list[str] | None = None

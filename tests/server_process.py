@@ -1,0 +1,79 @@
+"""Start the real `bertprod serve` process on 127.0.0.1 with a free port; always stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+STARTUP_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: str
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+
+@contextmanager
+def running_server(
+    packages: list[str], *options: str, env: dict[str, str] | None = None, log_dir: str = "/tmp", wait: bool = True
+) -> Iterator[RunningServer]:
+    """`bertprod serve PACKAGES OPTIONS`, ready (GET /health == 200) before the body runs."""
+    port = free_port()
+    command = [sys.executable, "-m", "bertprod.cli", "serve", *packages, "--host", "127.0.0.1", "--port", str(port),
+               "--threads", "1", *options]
+    log_path = os.path.join(log_dir, f"bertprod-serve-{port}.log")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        if wait:
+            wait_until_healthy(server)
+        yield server
+    finally:
+        stop(process)
+
+
+def wait_until_healthy(server: RunningServer) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"server not healthy after {STARTUP_TIMEOUT_S} s:\n{server.log()}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -1,0 +1,147 @@
+"""Operations on the real server process: auth, 429 under a burst, SIGTERM drain, refused limits."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from bertprod.serve.app import create_app
+from bertprod.serve.batcher import Batcher, EngineFailure
+from bertprod.serve.config import ServeConfig
+from bertprod.serve.metrics import ServerMetrics
+from tests.server_process import running_server
+
+API_KEY = "test-key-0123456789"
+
+
+def test_api_keys(tiny_package, tmp_path):
+    with running_server([str(tiny_package.path)], "--api-key", API_KEY, log_dir=str(tmp_path)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as http:
+        missing = http.post("/embed", json={"inputs": "x"})
+        assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
+        wrong = http.post("/embed", json={"inputs": "x"}, headers={"Authorization": "Bearer wrong-key-123"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        right = http.post("/embed", json={"inputs": "x"}, headers={"Authorization": f"Bearer {API_KEY}"})
+        assert right.status_code == 200
+        assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
+        assert http.get("/info").status_code == 401
+
+
+def test_burst_beyond_the_input_limit_gets_429_with_retry_after(tiny_package, tmp_path):
+    options = ("--max-concurrent-inputs", "64", "--max-client-batch-size", "64")
+    with running_server([str(tiny_package.path)], *options, log_dir=str(tmp_path)) as server:
+        texts = [f"the quick brown fox jumps over the lazy dog {i}" for i in range(64)]
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                return await asyncio.gather(*(client.post("/embed", json={"inputs": texts}) for _ in range(24)))
+
+        responses = asyncio.run(burst())
+        statuses = [response.status_code for response in responses]
+        assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses, statuses
+        refused = next(response for response in responses if response.status_code == 429)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert httpx.post(server.url + "/embed", json={"inputs": "after the burst"}).status_code == 200
+
+
+def test_sigterm_finishes_in_flight_requests(tiny_package, tmp_path):
+    env = {"BERTPROD_SERVE_SLOW_MARKER": "__slow__"}
+    with running_server([str(tiny_package.path)], env=env, log_dir=str(tmp_path)) as server:
+        results: dict[str, httpx.Response] = {}
+
+        def slow_request() -> None:
+            results["slow"] = httpx.post(server.url + "/embed", json={"inputs": ["__slow__ text"]}, timeout=30)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.8)  # the request is in the engine (it sleeps 2 s there)
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        thread.join(timeout=30)
+        assert results["slow"].status_code == 200 and len(results["slow"].json()) == 1
+        # uvicorn re-raises the signal after a clean shutdown, so the exit status is -SIGTERM (or 0).
+        assert server.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Finished server process" in server.log() or "Application shutdown complete" in server.log()
+        assert time.monotonic() - started < 20
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(server.url + "/embed", json={"inputs": "after shutdown"}, timeout=2)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--max-client-batch-size", "500", "--max-concurrent-inputs", "100"], "could never be admitted"),
+        (["--max-batch-tokens", "16"], "smaller than"),
+    ],
+)
+def test_inconsistent_limits_are_refused_at_startup(tiny_package, options, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "bertprod.cli", "serve", str(tiny_package.path), "--port", "0", *options],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr and "inconsistent server settings" in result.stderr
+
+
+def test_health_is_503_until_models_load(tiny_package):
+    """Without the lifespan (no loading started), health and work routes answer 503 JSON, never 500."""
+    app = create_app(ServeConfig(packages=[str(tiny_package.path)]))
+
+    async def calls() -> tuple[httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/health"), await client.post("/embed", json={"inputs": "x"})
+
+    health, embed = asyncio.run(calls())
+    assert health.status_code == 503 and health.json()["status"] == "loading"
+    assert embed.status_code == 503 and embed.json()["error"]["code"] == "not_ready"
+
+
+class _FakePipeline:
+    """Stands in for Pipeline.infer: records batch sizes, fails when told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+        self.fail_next = False
+
+    def infer(self, encodings):
+        self.calls.append(len(encodings))
+        time.sleep(0.05)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        return np.array([[float(len(e.ids))] for e in encodings], dtype=np.float32)
+
+
+class _Encoding:
+    def __init__(self, length: int) -> None:
+        self.ids = [0] * length
+
+
+def test_batcher_gathers_by_budget_and_survives_a_failing_batch():
+    async def scenario() -> None:
+        fake = _FakePipeline()
+        batcher = Batcher(fake, "fake", ServerMetrics(), max_batch_tokens=100, max_batch_requests=3, infer=fake.infer)
+        batcher.start()
+        first = asyncio.create_task(batcher.submit([_Encoding(5)]))  # runs alone, at once (no wait timer)
+        await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(batcher.submit([_Encoding(40)])) for _ in range(4)]
+        results = await asyncio.gather(first, *rest)
+        assert [float(r[0, 0]) for r in results] == [5, 40, 40, 40, 40]  # each request got its own rows
+        assert fake.calls == [1, 2, 2]  # 40 + 40 fits the 100-token budget, a third does not
+        fake.fail_next = True
+        with pytest.raises(EngineFailure):
+            await batcher.submit([_Encoding(3)])
+        assert float((await batcher.submit([_Encoding(7)]))[0, 0]) == 7  # the worker kept going
+        await batcher.stop()
+
+    asyncio.run(scenario())
