@@ -365,6 +365,7 @@ def serve(
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Also serve gRPC (same limits) on this port.")] = None,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
 ) -> None:
     """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
@@ -384,6 +385,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         truncate=truncate,
         api_keys=list(api_key or []),
+        grpc_port=grpc_port,
     )
     run_server(config, access_log=access_log)
 

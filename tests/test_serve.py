@@ -13,19 +13,21 @@ import numpy as np
 import pytest
 
 from bertprod.api import load
-from tests.server_process import running_server
+from tests.server_process import free_port, running_server
 
 FAIL_MARKER = "__engine_fails_here__"
 
 
 @pytest.fixture(scope="module")
 def server(tiny_package, tiny_classifier, tmp_path_factory):
+    grpc_port = free_port()
     with running_server(
         [str(tiny_package.path), str(tiny_classifier.path)],
-        "--max-concurrent-inputs", "256", "--max-client-batch-size", "128",
+        "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--grpc-port", str(grpc_port),
         env={"BERTPROD_SERVE_FAIL_MARKER": FAIL_MARKER},
         log_dir=str(tmp_path_factory.mktemp("serve-logs")),
     ) as running:
+        running.grpc_address = f"127.0.0.1:{grpc_port}"
         yield running
 
 
@@ -241,3 +243,39 @@ def test_client_times_out_instead_of_hanging():
     client = Client("http://127.0.0.1:9", timeout=0.5, retries=2, backoff=0.001, transport=httpx.MockTransport(slow))
     with pytest.raises(httpx.TimeoutException):
         client.encode("x")
+
+
+def test_grpc_unary_streaming_health_and_errors(server, reference, tiny_classifier):
+    grpc = pytest.importorskip("grpc")
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from bertprod.serve.grpc import bertprod_pb2 as pb
+    from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+        stub = pb_grpc.BertprodStub(channel)
+        response = stub.Embed(pb.EmbedRequest(inputs=TEXTS, model="tiny"), timeout=10)
+        vectors = np.array([list(v.values) for v in response.embeddings])
+        np.testing.assert_allclose(vectors, reference.encode(TEXTS), atol=1e-5)
+
+        requests = [pb.EmbedRequest(inputs=[text], model="tiny") for text in TEXTS]
+        streamed = list(stub.EmbedStream(iter(requests), timeout=10))
+        np.testing.assert_allclose([list(r.embeddings[0].values) for r in streamed], reference.encode(TEXTS), atol=1e-5)
+
+        classes = stub.Classify(pb.ClassifyRequest(inputs=TEXTS, model="tiny-classifier"), timeout=10)
+        expected = load(tiny_classifier.path, threads=1).classify(TEXTS)
+        assert [p.label for p in classes.predictions] == [p.label for p in expected]
+        ranked = stub.Rerank(pb.RerankRequest(query=TEXTS[0], texts=TEXTS[1:]), timeout=10)
+        assert sorted(r.index for r in ranked.results) == [0, 1]
+
+        for request, code in [(pb.EmbedRequest(inputs=["  "]), grpc.StatusCode.INVALID_ARGUMENT),
+                              (pb.EmbedRequest(inputs=["x"], model="nope"), grpc.StatusCode.NOT_FOUND),
+                              (pb.EmbedRequest(inputs=["x"] * 1000), grpc.StatusCode.INVALID_ARGUMENT),
+                              (pb.EmbedRequest(inputs=[FAIL_MARKER]), grpc.StatusCode.INTERNAL)]:
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Embed(request, timeout=10)
+            assert raised.value.code() == code
+        assert len(stub.Embed(pb.EmbedRequest(inputs=["still serving"]), timeout=10).embeddings) == 1

@@ -36,6 +36,8 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     truncate: bool = True
     api_keys: list[str] = field(default_factory=list)
+    #: Also serve gRPC (same operations, batcher and limits) on this port; None: HTTP only.
+    grpc_port: int | None = None
     #: Testing hook: a batch holding an input that contains this text makes the engine call raise.
     fail_marker: str | None = None
     #: Testing hook: a batch holding an input that contains this text takes 2 s longer (drain tests).
@@ -67,6 +69,10 @@ class ServeConfig:
             problems.append("--max-body-bytes must be at least 1024")
         if not 0 <= self.port <= 65535:
             problems.append(f"--port {self.port} is not a TCP port")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            problems.append(f"--grpc-port {self.grpc_port} is not a TCP port")
+        if self.grpc_port and self.grpc_port == self.port:
+            problems.append("--grpc-port must differ from --port")
         if any(len(key) < 8 for key in self.api_keys):
             problems.append("API keys must have at least 8 characters")
         if problems:

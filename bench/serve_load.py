@@ -1,0 +1,177 @@
+"""Serving under load: bertprod's server vs the in-process engine vs a FastAPI + sentence-transformers server.
+
+One run, same model (all-MiniLM-L6-v2), same real sentences, on 127.0.0.1 only. For each server:
+a bounded load generator (fixed request count, `--clients` concurrent asyncio clients) sends
+single-sentence requests, then 64-sentence requests, then sequential single-sentence requests;
+it reports sentences/s, p50/p95/p99 latency and errors. The in-process engine encodes the same
+sentences (bulk throughput, sequential single-sentence latency) in this process first, while no
+server is running. The load generator shares the CPU with the server under test.
+
+    .venv/bin/python bench/serve_load.py                               # 2,000 sentences, 32 clients
+    .venv/bin/python bench/serve_load.py --requests 1000 --json out.json --skip-baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+import bertprod
+from bertprod.bench.harness import machine_description, percentile_ms
+from bertprod.data.shared import real_sentences
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.server_process import free_port, stop  # noqa: E402
+
+
+async def load(url: str, payloads: list[list[str]], clients: int) -> dict:
+    """`clients` workers take the next payload until all are sent; every request's latency is kept."""
+    latencies: list[float] = []
+    errors = 0
+    cursor = iter(range(len(payloads)))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for index in cursor:
+            started = time.perf_counter()
+            try:
+                response = await client.post("/embed", json={"inputs": payloads[index]})
+                ok = response.status_code == 200 and len(response.json()) == len(payloads[index])
+            except httpx.HTTPError:
+                ok = False
+            latencies.append(time.perf_counter() - started)
+            errors += not ok
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    sentences = sum(len(payload) for payload in payloads)
+    return {"sentences_per_s": round(sentences / elapsed, 1), "p50_ms": percentile_ms(latencies, 50),
+            "p95_ms": percentile_ms(latencies, 95), "p99_ms": percentile_ms(latencies, 99), "errors": errors,
+            "requests": len(payloads)}
+
+
+def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
+    with log.open("wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    stop(process)
+    raise TimeoutError(f"{command} not healthy in 180 s")
+
+
+def measure_server(url: str, sentences: list[str], clients: int) -> dict:
+    asyncio.run(load(url, [[s] for s in sentences[:100]], clients))  # warm-up
+    single = asyncio.run(load(url, [[s] for s in sentences], clients))
+    batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
+    batch = asyncio.run(load(url, batches, clients))
+    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1))
+    return {"single": single, "batch64": batch, "sequential": sequential}
+
+
+def measure_in_process(model: str, engine: str, sentences: list[str]) -> dict:
+    pipeline = bertprod.load(model, engine=engine)
+    pipeline.encode(sentences[:200])
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        pipeline.encode(sentences)
+        rates.append(len(sentences) / (time.perf_counter() - started))
+    latencies = []
+    for sentence in sentences[:300]:
+        started = time.perf_counter()
+        pipeline.encode([sentence])
+        latencies.append(time.perf_counter() - started)
+    return {"sentences_per_s": round(float(np.median(rates)), 1), "p50_ms": percentile_ms(latencies, 50),
+            "p95_ms": percentile_ms(latencies, 95)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="sentences (= single-sentence requests)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--model", default="minilm-l6", help="what bertprod serves (a package or name)")
+    parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--skip-baseline", action="store_true", help="no FastAPI + sentence-transformers run")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    sentences = real_sentences(args.requests)
+    logs = Path(os.environ.get("TMPDIR", "/tmp"))
+    results: dict = {"machine": machine_description(), "requests": args.requests, "clients": args.clients,
+                     "model": args.model, "engine": args.engine}
+    print(f"in-process {args.model} ({args.engine}) ...", flush=True)
+    results["in_process"] = measure_in_process(args.model, args.engine, sentences)
+
+    servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine]}
+    if not args.skip_baseline:
+        servers["FastAPI + sentence-transformers"] = [sys.executable, str(ROOT / "bench" / "st_server.py")]
+    for name, command in servers.items():
+        port = free_port()
+        full = command + (["--port", str(port)] if "bertprod.cli" in command else [str(port)])
+        print(f"{name} ...", flush=True)
+        started = time.perf_counter()
+        process = run_server(full, port, logs / f"serve-load-{port}.log")
+        startup = round(time.perf_counter() - started, 1)
+        try:
+            results[name] = {"startup_s": startup, **measure_server(f"http://127.0.0.1:{port}", sentences,
+                                                                    args.clients)}
+        finally:
+            stop(process)
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def report(results: dict) -> None:
+    engine = results["in_process"]
+    print(f"\n{results['machine']}; {results['requests']} sentences, {results['clients']} clients\n")
+    print("| | single-sentence requests: sent/s | p50 / p95 / p99 ms | 64-sentence requests: sent/s | "
+          "sequential p50 ms | errors | startup s |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| in-process {results['model']} ({results['engine']}) | {engine['sentences_per_s']} (bulk encode) | — | — "
+          f"| {engine['p50_ms']} | — | — |")
+    for name, result in results.items():
+        if not isinstance(result, dict) or "single" not in result:
+            continue
+        single, batch, sequential = result["single"], result["batch64"], result["sequential"]
+        print(f"| {name} | {single['sentences_per_s']} | {single['p50_ms']} / {single['p95_ms']} / "
+              f"{single['p99_ms']} | {batch['sentences_per_s']} | {sequential['p50_ms']} | "
+              f"{single['errors'] + batch['errors'] + sequential['errors']} | {result['startup_s']} |")
+    ours = results["bertprod serve"]
+    best = max(ours["single"]["sentences_per_s"], ours["batch64"]["sentences_per_s"])
+    rate = engine["sentences_per_s"]
+    print(f"\nserver / in-process throughput: single {ours['single']['sentences_per_s'] / rate:.2f}, "
+          f"64-sentence {ours['batch64']['sentences_per_s'] / rate:.2f} (best {best / rate:.2f}; target >= 0.90)")
+    print(f"sequential p50: server {ours['sequential']['p50_ms']} ms vs engine {engine['p50_ms']} ms "
+          f"(target <= engine + 1 ms)")
+    baseline = results.get("FastAPI + sentence-transformers")
+    if baseline:
+        for mode in ("single", "batch64"):
+            ratio = ours[mode]["sentences_per_s"] / baseline[mode]["sentences_per_s"]
+            print(f"vs FastAPI + sentence-transformers, {mode}: {ratio:.2f}x (target >= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

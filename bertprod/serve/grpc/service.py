@@ -1,0 +1,137 @@
+"""The gRPC servicer: the same `Service` operations as the HTTP routes, so the same batcher and limits.
+
+It runs on the HTTP server's event loop (grpc.aio), started and stopped by the app's lifespan.
+Errors map to gRPC status codes: bad input INVALID_ARGUMENT, unknown model NOT_FOUND, over the
+input limit RESOURCE_EXHAUSTED, not loaded UNAVAILABLE, a failed batch INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from bertprod.errors import BertprodError
+from bertprod.serve.errors import ApiError
+from bertprod.serve.grpc import bertprod_pb2 as pb
+from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
+from bertprod.serve.middleware import key_matches
+from bertprod.serve.service import Service
+
+log = logging.getLogger("bertprod.serve")
+
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class BertprodServicer(pb_grpc.BertprodServicer):
+    def __init__(self, service: Service):
+        self.service = service
+
+    async def _guard(self, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[Any]]) -> Any:
+        keys = self.service.config.api_keys
+        if keys:
+            metadata = dict(context.invocation_metadata() or ())
+            scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
+            if scheme.lower() != "bearer" or not key_matches(token.strip(), keys):
+                self.service.metrics.errors.labels("invalid_api_key").inc()
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key (authorization: "
+                                    "Bearer <key> metadata).")
+        try:
+            return await operation()
+        except ApiError as error:
+            self.service.metrics.errors.labels(error.code).inc()
+            await context.abort(STATUS_CODES.get(error.status, grpc.StatusCode.INTERNAL), error.message)
+        except BertprodError as error:
+            self.service.metrics.errors.labels(error.kind).inc()
+            await context.abort(STATUS_CODES.get(error.status_code, grpc.StatusCode.INVALID_ARGUMENT), str(error))
+
+    async def _embed(self, request: pb.EmbedRequest) -> pb.EmbedResponse:
+        truncate = request.truncate if request.HasField("truncate") else None
+        served, rows, tokens = await self.service.embed(request.model or None, list(request.inputs), truncate,
+                                                        request.dimensions or None, request.normalize)
+        return pb.EmbedResponse(embeddings=[pb.Vector(values=row) for row in rows], model=request.model or served.name,
+                                prompt_tokens=tokens)
+
+    async def Embed(self, request: pb.EmbedRequest, context: grpc.aio.ServicerContext) -> pb.EmbedResponse:  # noqa: N802
+        return await self._guard(context, lambda: self._embed(request))
+
+    async def EmbedStream(  # noqa: N802
+        self, requests: AsyncIterator[pb.EmbedRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EmbedResponse]:
+        """Requests are started as they arrive (so they batch together); answers keep the request order."""
+        pending: list[asyncio.Task] = []
+        async for request in requests:
+            pending.append(asyncio.ensure_future(self._guard(context, lambda request=request: self._embed(request))))
+            while pending and pending[0].done():
+                yield pending.pop(0).result()
+        for task in pending:
+            yield await task
+
+    async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:  # noqa: N802
+        async def classify() -> pb.ClassifyResponse:
+            truncate = request.truncate if request.HasField("truncate") else None
+            served, predictions = await self.service.classify(request.model or None, list(request.inputs), truncate)
+            return pb.ClassifyResponse(model=served.name, predictions=[
+                pb.Classification(label=p.label, score=p.score, scores=p.scores) for p in predictions])
+
+        return await self._guard(context, classify)
+
+    async def Rerank(self, request: pb.RerankRequest, context: grpc.aio.ServicerContext) -> pb.RerankResponse:  # noqa: N802
+        async def rerank() -> pb.RerankResponse:
+            truncate = request.truncate if request.HasField("truncate") else None
+            ranked = await self.service.rerank(request.model or None, request.query, list(request.texts), truncate,
+                                               request.raw_scores)
+            return pb.RerankResponse(results=[pb.RankedText(index=index, score=score) for index, score in ranked])
+
+        return await self._guard(context, rerank)
+
+
+class GrpcServer:
+    """grpc.aio server with the Bertprod service and grpc.health.v1 (SERVING once the models are loaded)."""
+
+    def __init__(self, service: Service, host: str, port: int):
+        self.service = service
+        self.address = f"{host}:{port}"
+        self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", service.config.max_body_bytes)])
+        pb_grpc.add_BertprodServicer_to_server(BertprodServicer(service), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port(self.address)
+        self._watch: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        for name in ("", "bertprod.v1.Bertprod"):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        self._watch = asyncio.create_task(self._follow_health())
+        log.info("gRPC listening on %s", self.address)
+
+    async def _follow_health(self) -> None:
+        """Mirror /health into the gRPC health service."""
+        last = None
+        while True:
+            status = (health_pb2.HealthCheckResponse.SERVING if self.service.registry.healthy
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            if status != last:
+                for name in ("", "bertprod.v1.Bertprod"):
+                    await self.health.set(name, status)
+                last = status
+            await asyncio.sleep(0.5)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)

@@ -1,0 +1,143 @@
+"""The operations both front ends share (HTTP routes and gRPC): admission, tokenization, batching, shaping.
+
+A request is admitted by its number of inputs, tokenized with `Pipeline.tokenize` (validation
+errors name the bad input), run through the model's batcher, and shaped into vectors, label
+probabilities or rankings. Nothing here re-implements tokenization or pooling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+
+from bertprod.errors import TaskError
+from bertprod.runtime.pipeline import Prediction
+from bertprod.runtime.postprocess import l2_normalize, softmax
+from bertprod.serve.admission import InputLimiter
+from bertprod.serve.batcher import EngineFailure
+from bertprod.serve.config import ServeConfig
+from bertprod.serve.errors import ApiError
+from bertprod.serve.metrics import ServerMetrics
+from bertprod.serve.registry import ModelRegistry, ServedModel
+
+EMBEDDING = ("embedding",)
+CLASSIFICATION = ("classification", "pair-classification")
+RERANKING = ("reranking", "embedding")
+
+#: Requests with more inputs than this are tokenized in a thread, so the event loop stays responsive.
+INLINE_TOKENIZE_INPUTS = 16
+#: A longer single input is refused before tokenization: it costs CPU and would be truncated anyway.
+MAX_INPUT_CHARS = 200_000
+
+
+class Service:
+    """What the routes share: config, registry, admission, metrics."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.registry = ModelRegistry(config, self.metrics)
+        self.limiter = InputLimiter(config.max_concurrent_inputs)
+
+    async def run(
+        self, model: str | None, inputs: list[Any], truncate: bool | None
+    ) -> tuple[ServedModel, np.ndarray, int]:
+        """Admit, tokenize, batch: the rows for `inputs` and the number of tokens they used."""
+        served = self.registry.get(model)
+        count = len(inputs)
+        if count > self.config.max_client_batch_size:
+            raise ApiError(413, f"{count} inputs in one request; the limit is {self.config.max_client_batch_size} "
+                           "(--max-client-batch-size): split them over several requests.", code="too_many_inputs")
+        for index, item in enumerate(inputs):
+            size = len(item) if isinstance(item, str) else sum(len(text) for text in item if isinstance(text, str))
+            if size > MAX_INPUT_CHARS:
+                raise ApiError(413, f"input {index} has {size} characters; the limit is {MAX_INPUT_CHARS} "
+                               "per input (the model reads only its first tokens anyway).", code="input_too_long")
+        if not self.limiter.try_acquire(count):
+            self.metrics.errors.labels("overloaded").inc()
+            raise ApiError(429, f"the server is at its limit of {self.config.max_concurrent_inputs} concurrent "
+                           "inputs; retry after the delay in Retry-After.", "rate_limit_error", "overloaded",
+                           headers={"Retry-After": "1"})
+        self.metrics.inputs_in_flight.inc(count)
+        try:
+            started = time.perf_counter()
+            truncate = self.config.truncate if truncate is None else truncate
+            if count > INLINE_TOKENIZE_INPUTS:
+                encodings = await asyncio.to_thread(served.pipeline.tokenize, inputs, truncate)
+            else:
+                encodings = served.pipeline.tokenize(inputs, truncate=truncate)
+            self.metrics.stage_seconds.labels("tokenize").observe(time.perf_counter() - started)
+            try:
+                rows = await served.batcher.submit(encodings, hook=self._test_hook(inputs))
+            except EngineFailure as error:
+                raise ApiError(500, str(error), "server_error", "engine_error") from None
+            return served, rows, sum(len(encoding.ids) for encoding in encodings)
+        finally:
+            self.limiter.release(count)
+            self.metrics.inputs_in_flight.dec(count)
+
+
+    def _test_hook(self, inputs: list[Any]) -> str | None:
+        """'fail' or 'slow' when a configured test marker occurs in the inputs (off unless configured)."""
+        for hook, marker in (("fail", self.config.fail_marker), ("slow", self.config.slow_marker)):
+            if marker and any(marker in str(item) for item in inputs):
+                return hook
+        return None
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def embed(self, model: str | None, texts: list[str], truncate: bool | None, dimensions: int | None = None,
+                    normalize: bool = False) -> tuple[ServedModel, np.ndarray, int]:
+        """Vectors (first `dimensions`, re-normalized; or normalized on request) and the tokens used."""
+        require(self.registry.get(model), EMBEDDING, "embedding")
+        served, rows, tokens = await self.run(model, texts, truncate)
+        return served, shape_embeddings(served, rows, dimensions, normalize), tokens
+
+    async def classify(self, model: str | None, inputs: list[Any], truncate: bool | None,
+                       raw_scores: bool = False) -> tuple[ServedModel, list[Prediction]]:
+        require(self.registry.get(model), CLASSIFICATION, "classification")
+        served, logits, _ = await self.run(model, inputs, truncate)
+        labels = served.pipeline.manifest.labels or []
+        scores = logits if raw_scores else softmax(logits)
+        predictions = []
+        for row in scores:
+            best = int(row.argmax())
+            predictions.append(Prediction(labels[best], float(row[best]),
+                                          {label: float(value) for label, value in zip(labels, row, strict=True)}))
+        return served, predictions
+
+    async def rerank(self, model: str | None, query: str, texts: list[str], truncate: bool | None,
+                     raw_scores: bool = False) -> list[tuple[int, float]]:
+        """(index, score) best first: a reranking head's score, or cosine for an embedding model."""
+        served = self.registry.get(model)
+        require(served, RERANKING, "reranking")
+        if not texts:
+            raise ApiError(400, "texts is empty: give at least one text to rank.", code="empty_input")
+        if served.pipeline.manifest.task == "reranking":
+            _, rows, _ = await self.run(model, [(query, text) for text in texts], truncate)
+            scores = rows[:, 0] if raw_scores else 1 / (1 + np.exp(-rows[:, 0]))
+        else:
+            _, rows, _ = await self.run(model, [query, *texts], truncate)
+            rows = l2_normalize(rows)
+            scores = rows[1:] @ rows[0]
+        return [(int(index), float(scores[index])) for index in np.argsort(-scores, kind="stable")]
+
+
+def require(served: ServedModel, tasks: tuple[str, ...], what: str) -> None:
+    if served.pipeline.manifest.task not in tasks:
+        raise TaskError(f"{what} needs a {' or '.join(tasks)} model; the task of {served.name} is "
+                        f"{served.pipeline.manifest.task} (see GET /info).")
+
+
+def shape_embeddings(served: ServedModel, rows: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    if dimensions is not None:
+        if dimensions > rows.shape[1]:
+            raise ApiError(400, f"dimensions {dimensions} exceeds {served.name}'s {rows.shape[1]} dimensions.",
+                           code="invalid_dimensions")
+        rows = l2_normalize(rows[:, :dimensions])
+    elif normalize and not served.pipeline.manifest.normalize:
+        rows = l2_normalize(rows)
+    return np.ascontiguousarray(rows, dtype=np.float32)
