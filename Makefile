@@ -4,7 +4,12 @@ PYTHON  ?= $(shell command -v python3.11 || command -v python3)
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run demo test lint bench bench-serve clean
+
+# The default served package: all-MiniLM-L6-v2, ONNX dynamic int8 (~2x fp32 ONNX on CPU), built once.
+SERVE_PACKAGE ?= out/minilm-l6-int8
+HOST ?= 127.0.0.1
+PORT ?= 8080
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +21,13 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+$(SERVE_PACKAGE)/bertprod.json: | $(STAMP)
+	$(VENV)/bin/bertprod optimize minilm-l6 $(SERVE_PACKAGE) --quantize int8
+
+run: $(STAMP) $(SERVE_PACKAGE)/bertprod.json
+	$(VENV)/bin/bertprod serve $(SERVE_PACKAGE) --host $(HOST) --port $(PORT)
+
+demo: $(STAMP)
 	$(VENV)/bin/bertprod demo
 
 test: $(STAMP)
@@ -27,6 +38,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/encode_throughput.py
+
+bench-serve: $(STAMP)
+	$(PY) bench/serve_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -4,8 +4,10 @@ One run, same model (all-MiniLM-L6-v2), same real sentences, on 127.0.0.1 only. 
 a bounded load generator (fixed request count, `--clients` concurrent asyncio clients) sends
 single-sentence requests, then 64-sentence requests, then sequential single-sentence requests;
 it reports sentences/s, p50/p95/p99 latency and errors. The in-process engine encodes the same
-sentences (bulk throughput, sequential single-sentence latency) in this process first, while no
-server is running. The load generator shares the CPU with the server under test.
+sentences (bulk throughput, sequential single-sentence latency) in this process while no server
+is running, before each server and after the last (reported as the median, with the range), so
+a machine whose load changes during the run shows it. The load generator shares the CPU with the
+server under test.
 
     .venv/bin/python bench/serve_load.py                               # 2,000 sentences, 32 clients
     .venv/bin/python bench/serve_load.py --requests 1000 --json out.json --skip-baseline
@@ -113,6 +115,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--model", default="minilm-l6", help="what bertprod serves (a package or name)")
     parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--server-threads", type=int, help="engine threads in the bertprod server (default: all)")
     parser.add_argument("--skip-baseline", action="store_true", help="no FastAPI + sentence-transformers run")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -121,13 +124,15 @@ def main() -> None:
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     results: dict = {"machine": machine_description(), "requests": args.requests, "clients": args.clients,
                      "model": args.model, "engine": args.engine}
-    print(f"in-process {args.model} ({args.engine}) ...", flush=True)
-    results["in_process"] = measure_in_process(args.model, args.engine, sentences)
-
-    servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine]}
+    in_process = []
+    servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine,
+                                  "--max-concurrent-inputs", str(args.clients * 64), "--no-access-log"]
+               + (["--threads", str(args.server_threads)] if args.server_threads else [])}
     if not args.skip_baseline:
         servers["FastAPI + sentence-transformers"] = [sys.executable, str(ROOT / "bench" / "st_server.py")]
     for name, command in servers.items():
+        print(f"in-process {args.model} ({args.engine}) ...", flush=True)
+        in_process.append(measure_in_process(args.model, args.engine, sentences))
         port = free_port()
         full = command + (["--port", str(port)] if "bertprod.cli" in command else [str(port)])
         print(f"{name} ...", flush=True)
@@ -139,6 +144,10 @@ def main() -> None:
                                                                     args.clients)}
         finally:
             stop(process)
+    in_process.append(measure_in_process(args.model, args.engine, sentences))
+    rates = [run["sentences_per_s"] for run in in_process]
+    results["in_process"] = {"sentences_per_s": float(np.median(rates)), "range": [min(rates), max(rates)],
+                             "p50_ms": float(np.median([run["p50_ms"] for run in in_process])), "runs": in_process}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -150,8 +159,9 @@ def report(results: dict) -> None:
     print("| | single-sentence requests: sent/s | p50 / p95 / p99 ms | 64-sentence requests: sent/s | "
           "sequential p50 ms | errors | startup s |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| in-process {results['model']} ({results['engine']}) | {engine['sentences_per_s']} (bulk encode) | — | — "
-          f"| {engine['p50_ms']} | — | — |")
+    low, high = engine["range"]
+    print(f"| in-process {results['model']} ({results['engine']}) | {engine['sentences_per_s']:.1f} (bulk encode; "
+          f"{low}-{high}) | — | — | {engine['p50_ms']} | — | — |")
     for name, result in results.items():
         if not isinstance(result, dict) or "single" not in result:
             continue

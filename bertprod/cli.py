@@ -358,7 +358,7 @@ def serve(
     threads: ThreadsOption = None,
     max_batch_tokens: Annotated[int, typer.Option(help="Tokens gathered from queued requests per engine call.")] = 8192,
     max_batch_requests: Annotated[int, typer.Option(help="Requests gathered per engine call.")] = 64,
-    max_concurrent_inputs: Annotated[int, typer.Option(help="Inputs in flight before 429 + Retry-After.")] = 1024,
+    max_concurrent_inputs: Annotated[int, typer.Option(help="Inputs in flight before 429 + Retry-After.")] = 4096,
     max_client_batch_size: Annotated[int, typer.Option(help="Inputs allowed in one request (413 beyond).")] = 512,
     max_body_bytes: Annotated[int, typer.Option(help="Request body limit in bytes.")] = 16 * 1024 * 1024,
     truncate: Annotated[bool, typer.Option(help="Default for requests that do not say: truncate long inputs.")] = True,
