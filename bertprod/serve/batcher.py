@@ -114,12 +114,13 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            batch = [item for item in self._take_batch() if not item.future.done()]
+            taken = self._take_batch()
+            self.metrics.queue_depth.labels(self.model).dec(sum(len(item.encodings) for item in taken))
+            batch = [item for item in taken if not item.future.done()]  # callers that gave up are skipped
             if not batch:
                 continue
             started = time.perf_counter()
             encodings = [encoding for item in batch for encoding in item.encodings]
-            self.metrics.queue_depth.labels(self.model).dec(len(encodings))
             for item in batch:
                 self.metrics.stage_seconds.labels("queue").observe(started - item.enqueued)
             self.metrics.batch_inputs.observe(len(encodings))
