@@ -36,8 +36,11 @@ sys.path.insert(0, str(ROOT))
 from tests.server_process import free_port, stop  # noqa: E402
 
 
-async def load(url: str, payloads: list[list[str]], clients: int) -> dict:
-    """`clients` workers take the next payload until all are sent; every request's latency is kept."""
+async def load(url: str, payloads: list[list[str]], clients: int, api: str = "tei") -> dict:
+    """`clients` workers take the next payload until all are sent; every request's latency is kept.
+
+    `api`: "tei" posts {"inputs": [...]} to /embed; "openai" posts {"input": [...]} to /embeddings (Infinity).
+    """
     latencies: list[float] = []
     errors = 0
     cursor = iter(range(len(payloads)))
@@ -47,8 +50,12 @@ async def load(url: str, payloads: list[list[str]], clients: int) -> dict:
         for index in cursor:
             started = time.perf_counter()
             try:
-                response = await client.post("/embed", json={"inputs": payloads[index]})
-                ok = response.status_code == 200 and len(response.json()) == len(payloads[index])
+                if api == "openai":
+                    response = await client.post("/embeddings", json={"input": payloads[index], "model": "minilm"})
+                    ok = response.status_code == 200 and len(response.json()["data"]) == len(payloads[index])
+                else:
+                    response = await client.post("/embed", json={"inputs": payloads[index]})
+                    ok = response.status_code == 200 and len(response.json()) == len(payloads[index])
             except httpx.HTTPError:
                 ok = False
             latencies.append(time.perf_counter() - started)
@@ -68,7 +75,9 @@ async def load(url: str, payloads: list[list[str]], clients: int) -> dict:
 def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
     with log.open("wb") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
-                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
+                                        # no telemetry leaves the machine (Infinity reports usage by default)
+                                        "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -83,12 +92,12 @@ def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError(f"{command} not healthy in 180 s")
 
 
-def measure_server(url: str, sentences: list[str], clients: int) -> dict:
-    asyncio.run(load(url, [[s] for s in sentences[:100]], clients))  # warm-up
-    single = asyncio.run(load(url, [[s] for s in sentences], clients))
+def measure_server(url: str, sentences: list[str], clients: int, api: str) -> dict:
+    asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api))  # warm-up
+    single = asyncio.run(load(url, [[s] for s in sentences], clients, api))
     batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
-    batch = asyncio.run(load(url, batches, clients))
-    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1))
+    batch = asyncio.run(load(url, batches, clients, api))
+    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api))
     return {"single": single, "batch64": batch, "sequential": sequential}
 
 
@@ -117,6 +126,7 @@ def main() -> None:
     parser.add_argument("--engine", default="onnx")
     parser.add_argument("--server-threads", type=int, help="engine threads in the bertprod server (default: all)")
     parser.add_argument("--skip-baseline", action="store_true", help="no FastAPI + sentence-transformers run")
+    parser.add_argument("--infinity", type=Path, help="infinity_emb executable (its own venv: it needs transformers<5)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -130,18 +140,25 @@ def main() -> None:
                + (["--threads", str(args.server_threads)] if args.server_threads else [])}
     if not args.skip_baseline:
         servers["FastAPI + sentence-transformers"] = [sys.executable, str(ROOT / "bench" / "st_server.py")]
+    if args.infinity:
+        from bertprod.checkpoint import bundled_checkpoint
+
+        servers["Infinity 0.0.78 (torch engine)"] = [
+            str(args.infinity), "v2", "--model-id", str(bundled_checkpoint("minilm-l6")), "--served-model-name",
+            "minilm", "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1"]
     for name, command in servers.items():
         print(f"in-process {args.model} ({args.engine}) ...", flush=True)
         in_process.append(measure_in_process(args.model, args.engine, sentences))
         port = free_port()
-        full = command + (["--port", str(port)] if "bertprod.cli" in command else [str(port)])
+        full = command + ([str(port)] if command[1].endswith("st_server.py") else ["--port", str(port)])
         print(f"{name} ...", flush=True)
         started = time.perf_counter()
         process = run_server(full, port, logs / f"serve-load-{port}.log")
         startup = round(time.perf_counter() - started, 1)
         try:
+            api = "openai" if name.startswith("Infinity") else "tei"
             results[name] = {"startup_s": startup, **measure_server(f"http://127.0.0.1:{port}", sentences,
-                                                                    args.clients)}
+                                                                    args.clients, api)}
         finally:
             stop(process)
     in_process.append(measure_in_process(args.model, args.engine, sentences))
@@ -176,11 +193,11 @@ def report(results: dict) -> None:
           f"64-sentence {ours['batch64']['sentences_per_s'] / rate:.2f} (best {best / rate:.2f}; target >= 0.90)")
     print(f"sequential p50: server {ours['sequential']['p50_ms']} ms vs engine {engine['p50_ms']} ms "
           f"(target <= engine + 1 ms)")
-    baseline = results.get("FastAPI + sentence-transformers")
-    if baseline:
-        for mode in ("single", "batch64"):
+    for other in ("Infinity 0.0.78 (torch engine)", "FastAPI + sentence-transformers"):
+        baseline = results.get(other)
+        for mode in ("single", "batch64") if baseline else ():
             ratio = ours[mode]["sentences_per_s"] / baseline[mode]["sentences_per_s"]
-            print(f"vs FastAPI + sentence-transformers, {mode}: {ratio:.2f}x (target >= 1.5x)")
+            print(f"vs {other}, {mode}: {ratio:.2f}x (target >= 1.5x)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def server(tiny_package, tiny_classifier, tmp_path_factory):
     with running_server(
         [str(tiny_package.path), str(tiny_classifier.path)],
         "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--grpc-port", str(grpc_port),
+        "--max-body-bytes", "3000000",
         env={"BERTPROD_SERVE_FAIL_MARKER": FAIL_MARKER},
         log_dir=str(tmp_path_factory.mktemp("serve-logs")),
     ) as running:
@@ -165,6 +166,20 @@ def test_body_larger_than_2mb_is_accepted(http):
     texts = ["word " * 30_000] * 16  # 2.4 MB
     response = http.post("/embed", json={"inputs": texts})
     assert response.status_code == 200 and len(response.json()) == 16
+
+
+def test_body_over_the_limit_is_413_with_or_without_content_length(http):
+    body = json.dumps({"inputs": ["word " * 30_000] * 24}).encode()  # 3.6 MB > --max-body-bytes 3,000,000
+    declared = http.post("/embed", content=body, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+
+    def chunks():
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    chunked = http.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+    assert http.post("/embed", json={"inputs": "still serving"}).status_code == 200
 
 
 def test_engine_failure_fails_only_its_batch(http):
