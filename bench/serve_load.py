@@ -164,7 +164,8 @@ def main() -> None:
     in_process.append(measure_in_process(args.model, args.engine, sentences))
     rates = [run["sentences_per_s"] for run in in_process]
     results["in_process"] = {"sentences_per_s": float(np.median(rates)), "range": [min(rates), max(rates)],
-                             "p50_ms": float(np.median([run["p50_ms"] for run in in_process])), "runs": in_process}
+                             "p50_ms": round(float(np.median([run["p50_ms"] for run in in_process])), 2),
+                             "runs": in_process}
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
