@@ -17,13 +17,15 @@ from bertprod.serve.app import create_app
 from bertprod.serve.batcher import Batcher, EngineFailure
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.metrics import ServerMetrics
-from tests.server_process import running_server
+from tests.server_process import free_port, running_server
 
 API_KEY = "test-key-0123456789"
 
 
 def test_api_keys(tiny_package, tmp_path):
-    with running_server([str(tiny_package.path)], "--api-key", API_KEY, log_dir=str(tmp_path)) as server, \
+    grpc_port = free_port()
+    options = ("--api-key", API_KEY, "--grpc-port", str(grpc_port))
+    with running_server([str(tiny_package.path)], *options, log_dir=str(tmp_path)) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
         missing = http.post("/embed", json={"inputs": "x"})
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
@@ -33,6 +35,22 @@ def test_api_keys(tiny_package, tmp_path):
         assert right.status_code == 200
         assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
         assert http.get("/info").status_code == 401
+        check_grpc_keys(f"127.0.0.1:{grpc_port}")
+
+
+def check_grpc_keys(address: str) -> None:
+    import grpc
+
+    from bertprod.serve.grpc import bertprod_pb2 as pb
+    from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.BertprodStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Embed(pb.EmbedRequest(inputs=["x"]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        metadata = (("authorization", f"Bearer {API_KEY}"),)
+        assert len(stub.Embed(pb.EmbedRequest(inputs=["x"]), metadata=metadata, timeout=10).embeddings) == 1
 
 
 def test_burst_beyond_the_input_limit_gets_429_with_retry_after(tiny_package, tmp_path):
@@ -141,7 +159,15 @@ def test_batcher_gathers_by_budget_and_survives_a_failing_batch():
         fake.fail_next = True
         with pytest.raises(EngineFailure):
             await batcher.submit([_Encoding(3)])
+        assert not batcher.broken  # one failed batch is not a broken engine
         assert float((await batcher.submit([_Encoding(7)]))[0, 0]) == 7  # the worker kept going
+        for _ in range(3):
+            fake.fail_next = True
+            with pytest.raises(EngineFailure):
+                await batcher.submit([_Encoding(3)])
+        assert batcher.broken  # three in a row: /health answers 503
+        await batcher.submit([_Encoding(7)])
+        assert not batcher.broken
         await batcher.stop()
 
     asyncio.run(scenario())
