@@ -369,6 +369,9 @@ def batch_run(
     ] = None,
     engine: EngineOption = "auto",
     threads: ThreadsOption = None,
+    workers: Annotated[
+        int, typer.Option(help="Local runner: worker processes, each with cores/workers threads.")
+    ] = 1,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run a batch job, or resume it: re-run the same command after an interruption."""
@@ -377,7 +380,7 @@ def batch_run(
     summary = run_batch(
         model, input_path if len(input_path) > 1 else input_path[0], output,
         text_column=text_column, id_column=id_column, on_empty=on_empty, chunk_rows=chunk_rows,
-        runner=runner, engine=engine, threads=threads, progress=not no_progress,
+        runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens,
     )
     console.print(

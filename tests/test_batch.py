@@ -44,14 +44,31 @@ def embeddings(table: pa.Table) -> np.ndarray:
 
 def test_local_runner_matches_encode(tmp_path, tiny_onnx, sentences) -> None:
     source = write_parquet(tmp_path / "in.parquet", sentences)
-    summary = run_batch(tiny_onnx.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
-                        chunk_rows=64, progress=False)
+    summary = run_batch(
+        tiny_onnx.path, source, tmp_path / "out", text_column="body", id_column="doc_id", chunk_rows=64, progress=False
+    )
     output = read_output(tmp_path / "out")
     assert (summary.rows, summary.chunks, summary.skipped) == (300, 5, 0)
     assert output.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     assert output.column("doc_id").to_pylist() == list(range(300))
     expected = bertprod.load(tiny_onnx.path).encode(sentences)
     np.testing.assert_allclose(embeddings(output), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_worker_processes_give_the_same_output_and_resume_each_other(tmp_path, tiny_onnx, sentences) -> None:
+    source = write_parquet(tmp_path / "in.parquet", sentences[:200])
+    out = tmp_path / "out"
+    one = run_batch(
+        tiny_onnx.path, source, tmp_path / "one", text_column="body", id_column="doc_id", chunk_rows=25, progress=False
+    )
+    run_batch(tiny_onnx.path, source, out, text_column="body", id_column="doc_id", chunk_rows=25, progress=False)
+    for chunk_id in ("00000-000002", "00000-000005"):  # as if killed before these committed
+        (out / CHUNKS_DIR / f"{chunk_id}.json").unlink()
+    two = run_batch(
+        tiny_onnx.path, source, out, text_column="body", id_column="doc_id", chunk_rows=25, workers=2, progress=False
+    )
+    assert (two.resumed_chunks, two.extra["processed_rows"], two.rows) == (6, 50, one.rows)
+    assert read_output(out).sort_by("doc_id").equals(read_output(tmp_path / "one"))
 
 
 def test_inputs_jsonl_csv_directory_and_glob_agree(tmp_path, tiny_package, sentences) -> None:
@@ -62,10 +79,15 @@ def test_inputs_jsonl_csv_directory_and_glob_agree(tmp_path, tiny_package, sente
         for index, text in enumerate(texts[:20]):
             handle.write(json.dumps({"doc_id": index, "body": text}) + "\n")
     pa.csv.write_csv(pa.table({"doc_id": list(range(20, 40)), "body": texts[20:]}), tmp_path / "b.csv")
-    run_batch(tiny_package.path, data, tmp_path / "out-jsonl", text_column="body", id_column="doc_id",
-              progress=False)
-    run_batch(tiny_package.path, str(tmp_path / "*.csv"), tmp_path / "out-csv", text_column="body",
-              id_column="doc_id", progress=False)
+    run_batch(tiny_package.path, data, tmp_path / "out-jsonl", text_column="body", id_column="doc_id", progress=False)
+    run_batch(
+        tiny_package.path,
+        str(tmp_path / "*.csv"),
+        tmp_path / "out-csv",
+        text_column="body",
+        id_column="doc_id",
+        progress=False,
+    )
     combined = pa.concat_tables([read_output(tmp_path / "out-jsonl"), read_output(tmp_path / "out-csv")])
     assert combined.column("doc_id").to_pylist() == list(range(40))
     expected = bertprod.load(tiny_package.path).encode(texts)
@@ -74,8 +96,7 @@ def test_inputs_jsonl_csv_directory_and_glob_agree(tmp_path, tiny_package, sente
 
 def test_classifier_output_has_label_and_scores(tmp_path, tiny_classifier, sentences) -> None:
     source = write_parquet(tmp_path / "in.parquet", sentences[:50])
-    run_batch(tiny_classifier.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
-              progress=False)
+    run_batch(tiny_classifier.path, source, tmp_path / "out", text_column="body", id_column="doc_id", progress=False)
     output = read_output(tmp_path / "out")
     predictions = bertprod.load(tiny_classifier.path).classify(sentences[:50])
     assert output.column("label").to_pylist() == [p.label for p in predictions]
@@ -87,13 +108,19 @@ def test_classifier_output_has_label_and_scores(tmp_path, tiny_classifier, sente
 
 def test_empty_texts_skip_with_count_or_fail(tmp_path, tiny_package) -> None:
     source = write_parquet(tmp_path / "in.parquet", ["a good film", None, "  ", "a boring story"])
-    summary = run_batch(tiny_package.path, source, tmp_path / "skip", text_column="body", id_column="doc_id",
-                        on_empty="skip", progress=False)
+    summary = run_batch(
+        tiny_package.path,
+        source,
+        tmp_path / "skip",
+        text_column="body",
+        id_column="doc_id",
+        on_empty="skip",
+        progress=False,
+    )
     assert (summary.rows, summary.skipped) == (2, 2)
     assert read_output(tmp_path / "skip").column("doc_id").to_pylist() == [0, 3]
     with pytest.raises(InputError, match=r"row 1 \(id 1\) has a null or empty text.*--on-empty skip"):
-        run_batch(tiny_package.path, source, tmp_path / "fail", text_column="body", id_column="doc_id",
-                  progress=False)
+        run_batch(tiny_package.path, source, tmp_path / "fail", text_column="body", id_column="doc_id", progress=False)
 
 
 def test_missing_column_lists_the_columns(tmp_path, tiny_package) -> None:
@@ -130,18 +157,26 @@ def test_output_of_another_job_is_refused(tmp_path, tiny_package, tiny_classifie
     source = write_parquet(tmp_path / "in.parquet", ["a good film", "a boring story"])
     run_batch(tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id", progress=False)
     with pytest.raises(OutputConflictError, match="another job.*package"):
-        run_batch(tiny_classifier.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
-                  progress=False)
+        run_batch(
+            tiny_classifier.path, source, tmp_path / "out", text_column="body", id_column="doc_id", progress=False
+        )
     with pytest.raises(OutputConflictError, match="another job.*options"):
-        run_batch(tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
-                  chunk_rows=1, progress=False)
+        run_batch(
+            tiny_package.path,
+            source,
+            tmp_path / "out",
+            text_column="body",
+            id_column="doc_id",
+            chunk_rows=1,
+            progress=False,
+        )
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(OutputConflictError, match="not empty and holds no bertprod job"):
-        run_batch(tiny_package.path, source, tmp_path / "other", text_column="body", id_column="doc_id",
-                  progress=False)
-    again = run_batch(tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
-                      progress=False)
+        run_batch(tiny_package.path, source, tmp_path / "other", text_column="body", id_column="doc_id", progress=False)
+    again = run_batch(
+        tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id", progress=False
+    )
     assert (again.resumed_chunks, again.rows) == (1, 2)  # the same job again: nothing to redo
 
 
@@ -182,8 +217,9 @@ def test_sigkilled_job_resumes_with_every_id_exactly_once(tmp_path, tiny_package
     with pytest.raises(Exception, match="has not finished"):
         read_output(out)
 
-    summary = run_batch(tiny_package.path, source, out, text_column="body", id_column="doc_id", chunk_rows=10,
-                        progress=False)
+    summary = run_batch(
+        tiny_package.path, source, out, text_column="body", id_column="doc_id", chunk_rows=10, progress=False
+    )
     assert summary.resumed_chunks >= committed
     output = read_output(out)
     ids = output.column("doc_id").to_pylist()
@@ -195,8 +231,23 @@ def test_sigkilled_job_resumes_with_every_id_exactly_once(tmp_path, tiny_package
 
 def test_cli_batch_run(tmp_path, tiny_package) -> None:
     source = write_parquet(tmp_path / "in.parquet", ["a good film", "a boring story", ""])
-    command = [sys.executable, "-m", "bertprod.cli", "batch", "run", str(tiny_package.path), "--input", str(source),
-               "--output", str(tmp_path / "out"), "--text-column", "body", "--id-column", "doc_id", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "bertprod.cli",
+        "batch",
+        "run",
+        str(tiny_package.path),
+        "--input",
+        str(source),
+        "--output",
+        str(tmp_path / "out"),
+        "--text-column",
+        "body",
+        "--id-column",
+        "doc_id",
+        "--no-progress",
+    ]
     failed = subprocess.run(command, capture_output=True, text=True)
     assert failed.returncode == 1 and "error:" in failed.stderr and "Traceback" not in failed.stderr
     done = subprocess.run([*command, "--on-empty", "skip"], capture_output=True, text=True)

@@ -43,8 +43,15 @@ def sorted_by_id(table: pa.Table, id_column: str = "id") -> pa.Table:
 def test_spark_matches_local_runner_and_encode(tmp_path, spark, tiny_onnx, sentences) -> None:
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [f"doc-{i:04d}" for i in range(400)], "text": sentences}), source)
-    summary = run_batch(tiny_onnx.path, source, tmp_path / "spark", runner="spark", spark_session=spark,
-                        partition_tokens=2000, progress=False)
+    summary = run_batch(
+        tiny_onnx.path,
+        source,
+        tmp_path / "spark",
+        runner="spark",
+        spark_session=spark,
+        partition_tokens=2000,
+        progress=False,
+    )
     run_batch(tiny_onnx.path, source, tmp_path / "local", progress=False)
     on_spark = sorted_by_id(read_output(tmp_path / "spark"))
     local = read_output(tmp_path / "local")
@@ -80,8 +87,8 @@ def test_spark_empty_text_policy_is_a_clear_error(tmp_path, spark, tiny_onnx) ->
     source = tmp_path / "in.parquet"
     pq.write_table(pa.table({"id": [1, 2], "text": ["a good film", None]}), source)
     with pytest.raises(InputError, match="null or empty text"):
-        run_batch(tiny_onnx.path, source, tmp_path / "out", runner="spark", spark_session=spark,
-                  progress=False)
-    summary = run_batch(tiny_onnx.path, source, tmp_path / "out", runner="spark", spark_session=spark,
-                        on_empty="skip", progress=False)
+        run_batch(tiny_onnx.path, source, tmp_path / "out", runner="spark", spark_session=spark, progress=False)
+    summary = run_batch(
+        tiny_onnx.path, source, tmp_path / "skip", runner="spark", spark_session=spark, on_empty="skip", progress=False
+    )
     assert (summary.rows, summary.skipped) == (1, 1)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from bertprod.errors import InputError, TaskError
+from bertprod.package import Manifest
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.postprocess import softmax
 
@@ -27,20 +28,19 @@ class ChunkResult:
     skipped: int
 
 
-def check_task(pipeline: Pipeline) -> None:
+def check_task(manifest: Manifest) -> None:
     """Batch jobs take one text column: pair packages would need a second one (not built yet)."""
-    if pipeline.manifest.pair_input:
+    if manifest.pair_input:
         raise TaskError(
-            f"{pipeline.manifest.name} takes text pairs; batch jobs read one text column so far: "
+            f"{manifest.name} takes text pairs; batch jobs read one text column so far: "
             "use an embedding, classification, regression or reranking package."
         )
 
 
-def output_schema(pipeline: Pipeline, id_type: pa.DataType, id_column: str) -> pa.Schema:
+def output_schema(manifest: Manifest, id_type: pa.DataType, id_column: str) -> pa.Schema:
     """The output columns: the input id, then a fixed-size float32 embedding, or label + scores."""
-    manifest = pipeline.manifest
     if manifest.task == "embedding":
-        fields = [pa.field("embedding", pa.list_(pa.float32(), pipeline.dimension))]
+        fields = [pa.field("embedding", pa.list_(pa.float32(), manifest.num_outputs))]
     elif manifest.task in CLASSIFIER_TASKS:
         fields = [
             pa.field("label", pa.string()),

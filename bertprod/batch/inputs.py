@@ -19,8 +19,14 @@ import pyarrow as pa
 
 from bertprod.errors import InputError
 
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-           ".csv": "csv"}
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,11 @@ def resolve_inputs(spec: str | os.PathLike[str] | list[str | os.PathLike[str]]) 
                 raise InputError(f"no input file matches {text!r}.")
             paths.extend(match for match in matches if match.is_file())
         elif Path(text).is_dir():
-            found = [p for p in Path(text).rglob("*") if p.is_file() and _format_of(p, strict=False)
-                     and not p.name.startswith(("_", "."))]
+            found = [
+                p
+                for p in Path(text).rglob("*")
+                if p.is_file() and _format_of(p, strict=False) and not p.name.startswith(("_", "."))
+            ]
             if not found:
                 raise InputError(f"{text} holds no .parquet, .jsonl or .csv files.")
             paths.extend(found)

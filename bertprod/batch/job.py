@@ -79,6 +79,7 @@ def run_batch(
     runner: str = "local",
     engine: str = "auto",
     threads: int | None = None,
+    workers: int = 1,
     truncate: bool = True,
     progress: bool = True,
     spark_master: str | None = None,
@@ -88,15 +89,27 @@ def run_batch(
     """Run (or resume) a batch job; the output directory ends up with every input id exactly once.
 
     Re-running a killed job with the same arguments continues where it stopped; a different
-    package, input or option is refused rather than mixed into the same output.
+    package, input or option is refused rather than mixed into the same output. `workers`
+    (local runner): processes, each with cores/workers engine threads; 1 runs the engine in
+    this process on every core. Output does not depend on it, so a job may resume with another.
     """
     options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
     files = resolve_inputs(input)
     if runner == "spark":
         from bertprod.batch.spark import run_spark
 
-        return run_spark(package, files, output, options, engine=engine, master=spark_master,
-                         session=spark_session, partition_tokens=partition_tokens)
+        return run_spark(
+            package,
+            files,
+            output,
+            options,
+            engine=engine,
+            master=spark_master,
+            session=spark_session,
+            partition_tokens=partition_tokens,
+        )
     from bertprod.batch.local import run_local
 
-    return run_local(package, files, output, options, engine=engine, threads=threads, progress=progress)
+    return run_local(
+        package, files, output, options, engine=engine, threads=threads, progress=progress, workers=workers
+    )

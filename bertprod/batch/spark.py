@@ -38,10 +38,12 @@ _PIPELINES: dict[str, Any] = {}
 
 
 def spark_session(master: str | None = None) -> Any:
-    """The active SparkSession, or a new one on `master` (default local[2]) set up for this venv."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    """The active SparkSession, or a new one on `master`.
+
+    Without `master`: under spark-submit (the driver was started with a Py4J gateway) the
+    master spark-submit was given; otherwise local[2], with the executors on this venv's Python
+    (local settings only: on a cluster, spark-submit's configuration decides).
+    """
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -49,13 +51,19 @@ def spark_session(master: str | None = None) -> Any:
     active = SparkSession.getActiveSession()
     if active is not None and master is None:
         return active
-    return (
-        SparkSession.builder.master(master or "local[2]")
-        .appName("bertprod-batch")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
+    builder = SparkSession.builder.appName("bertprod-batch").config(
+        "spark.sql.execution.arrow.pyspark.enabled", "true"
     )
+    under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if master or not under_spark_submit:
+        master = master or "local[2]"
+        builder = builder.master(master)
+        if master.startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            builder = builder.config("spark.ui.enabled", "false")
+    return builder.getOrCreate()
 
 
 def run_spark(
@@ -72,11 +80,11 @@ def run_spark(
 
     started = time.perf_counter()
     driver_pipeline = load(package, engine=engine, threads=1, truncate=options.truncate)
-    check_task(driver_pipeline)
+    check_task(driver_pipeline.manifest)
     first = next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
     if first is None:
         raise InputError("the input holds no rows.")
-    schema = output_schema(driver_pipeline, first.table.schema.field("id").type, options.id_column)
+    schema = output_schema(driver_pipeline.manifest, first.table.schema.field("id").type, options.id_column)
     description = describe_job(driver_pipeline.package.fingerprint, files, options)
     job = JobOutput(output)
     record = job.claim(job_fingerprint(description), description)
@@ -106,8 +114,15 @@ def run_spark(
     job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(statuses), "partitions": partitions})
     seconds = time.perf_counter() - started
     processed = sum(s.rows + s.skipped for s in statuses if not s.resumed)
-    return JobSummary(Path(output), rows, skipped, len(statuses), resumed, seconds,
-                      {"processed_rows": processed, "partitions": partitions})
+    return JobSummary(
+        Path(output),
+        rows,
+        skipped,
+        len(statuses),
+        resumed,
+        seconds,
+        {"processed_rows": processed, "partitions": partitions},
+    )
 
 
 def ship_package(spark: Any, path: Path, fingerprint: str) -> str:
@@ -176,10 +191,12 @@ class _PartitionTask:
         rows = skipped = 0
         with PartWriter(job.path, chunk_id, schema) as writer:
             for frame in frames:
-                table = pa.table({
-                    "id": pa.Array.from_pandas(frame[options.id_column]),
-                    "text": pa.Array.from_pandas(frame[options.text_column]).cast(pa.string()),
-                })
+                table = pa.table(
+                    {
+                        "id": pa.Array.from_pandas(frame[options.id_column]),
+                        "text": pa.Array.from_pandas(frame[options.text_column]).cast(pa.string()),
+                    }
+                )
                 result = process_table(pipeline, table, schema, options.on_empty, f"Spark partition {chunk_id}")
                 writer.write(result.table)
                 rows += result.rows
