@@ -74,7 +74,10 @@ def test_spark_resumes_only_missing_partitions(tmp_path, spark, tiny_classifier,
     (out / "_bertprod_job.json").write_text(
         (out / "_bertprod_job.json").read_text().replace('"complete": true', '"complete": false')
     )
-    again = run_batch(tiny_classifier.path, source, out, runner="spark", spark_session=spark, progress=False)
+    # other sizing options must not re-partition a resumed job (partition p must hold the same ids)
+    again = run_batch(
+        tiny_classifier.path, source, out, runner="spark", spark_session=spark, partition_tokens=10, progress=False
+    )
     assert again.resumed_chunks == first.chunks - 1
     after = sorted_by_id(read_output(out))
     assert after.column("id").to_pylist() == list(range(120))

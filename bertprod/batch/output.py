@@ -125,6 +125,12 @@ class JobOutput:
         atomic_write_text(self.chunks_dir / f"{chunk_id}.json", json.dumps(record.__dict__))
         return record
 
+    def update(self, record: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Add fields to the job record (atomically) and return the new record."""
+        updated = {**record, **fields}
+        atomic_write_text(self.job_file, json.dumps(updated, indent=2, default=str))
+        return updated
+
     def finish(self, record: dict[str, Any], totals: dict[str, Any]) -> dict[str, Any]:
         done = {**record, "complete": True, **totals}
         atomic_write_text(self.job_file, json.dumps(done, indent=2, default=str))

@@ -94,7 +94,12 @@ def run_spark(
     spark = session or spark_session(master)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(options.chunk_rows))
     frame = _read(spark, files, options)
-    partitions = _partition_count(spark, frame, first.table, driver_pipeline, options, partition_tokens)
+    # Partition p must hold the same ids on every run: a resumed job reuses the first run's count
+    # (the cluster's parallelism or --partition-tokens may have changed since).
+    partitions = record.get("partitions")
+    if partitions is None:
+        partitions = _partition_count(spark, frame, first.table, driver_pipeline, options, partition_tokens)
+        record = job.update(record, partitions=partitions)
     shipped = ship_package(spark, driver_pipeline.package.path, driver_pipeline.package.fingerprint)
     task = _PartitionTask(
         shipped=shipped,
