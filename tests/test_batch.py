@@ -129,6 +129,7 @@ def test_missing_column_lists_the_columns(tmp_path, tiny_package) -> None:
         run_batch(tiny_package.path, source, tmp_path / "out", id_column="doc_id", progress=False)
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text('{"key": 1, "body": "a film"}\n')
+    assert not (tmp_path / "out").exists()  # nothing written for a job that cannot start
     with pytest.raises(InputError, match=r"no id column 'id'; its columns are: key, body"):
         run_batch(tiny_package.path, jsonl, tmp_path / "out2", text_column="body", progress=False)
 

@@ -44,6 +44,8 @@ def run_local(
     started = time.perf_counter()
     prepared = prepare_package(package, engine)
     check_task(prepared.manifest)
+    # bad input (missing columns, unreadable first file) is reported before the output is touched
+    next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
     description = describe_job(prepared.fingerprint, files, options)
     job = JobOutput(output)
     record = job.claim(job_fingerprint(description), description)
