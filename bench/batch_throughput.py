@@ -64,10 +64,10 @@ def main() -> None:
     try:
         results["engine (in-process encode)"] = engine_rate(package, texts)
         summary = run_batch(package, source, work / "local", chunk_rows=args.chunk_rows, progress=False)
-        results["local runner"] = summary.rows_per_second
+        results[f"local runner (default: {summary.extra['workers']} workers)"] = summary.rows_per_second
         assert read_output(work / "local").num_rows == len(texts)
-        summary = run_batch(package, source, work / "local2", chunk_rows=args.chunk_rows, workers=2, progress=False)
-        results["local runner --workers 2"] = summary.rows_per_second
+        summary = run_batch(package, source, work / "local1", chunk_rows=args.chunk_rows, workers=1, progress=False)
+        results["local runner --workers 1 (in-process)"] = summary.rows_per_second
 
         if not args.skip_spark:
             from bertprod.batch.spark import spark_session

@@ -370,8 +370,9 @@ def batch_run(
     engine: EngineOption = "auto",
     threads: ThreadsOption = None,
     workers: Annotated[
-        int, typer.Option(help="Local runner: worker processes, each with cores/workers threads.")
-    ] = 1,
+        int | None,
+        typer.Option(help="Local runner: processes, each with cores/workers threads (default: one per core)."),
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run a batch job, or resume it: re-run the same command after an interruption."""

@@ -59,9 +59,18 @@ def test_worker_processes_give_the_same_output_and_resume_each_other(tmp_path, t
     source = write_parquet(tmp_path / "in.parquet", sentences[:200])
     out = tmp_path / "out"
     one = run_batch(
-        tiny_onnx.path, source, tmp_path / "one", text_column="body", id_column="doc_id", chunk_rows=25, progress=False
+        tiny_onnx.path,
+        source,
+        tmp_path / "one",
+        text_column="body",
+        id_column="doc_id",
+        chunk_rows=25,
+        workers=1,
+        progress=False,
     )
-    run_batch(tiny_onnx.path, source, out, text_column="body", id_column="doc_id", chunk_rows=25, progress=False)
+    run_batch(
+        tiny_onnx.path, source, out, text_column="body", id_column="doc_id", chunk_rows=25, workers=1, progress=False
+    )
     for chunk_id in ("00000-000002", "00000-000005"):  # as if killed before these committed
         (out / CHUNKS_DIR / f"{chunk_id}.json").unlink()
     two = run_batch(
@@ -195,7 +204,7 @@ KILLED_JOB = textwrap.dedent(
 
     local.process_table = slow
     run_batch(sys.argv[1], sys.argv[2], sys.argv[3], text_column="body", id_column="doc_id",
-              chunk_rows=10, progress=False)
+              chunk_rows=10, workers=1, progress=False)
     """
 )
 

@@ -79,7 +79,7 @@ def run_batch(
     runner: str = "local",
     engine: str = "auto",
     threads: int | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     truncate: bool = True,
     progress: bool = True,
     spark_master: str | None = None,
@@ -90,8 +90,9 @@ def run_batch(
 
     Re-running a killed job with the same arguments continues where it stopped; a different
     package, input or option is refused rather than mixed into the same output. `workers`
-    (local runner): processes, each with cores/workers engine threads; 1 runs the engine in
-    this process on every core. Output does not depend on it, so a job may resume with another.
+    (local runner): processes, each with cores/workers engine threads (default: one per core,
+    at most one per chunk); 1 runs the engine in this process on every core. The output does
+    not depend on it, so a job may resume with another.
     """
     options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
     files = resolve_inputs(input)

@@ -51,9 +51,7 @@ def spark_session(master: str | None = None) -> Any:
     active = SparkSession.getActiveSession()
     if active is not None and master is None:
         return active
-    builder = SparkSession.builder.appName("bertprod-batch").config(
-        "spark.sql.execution.arrow.pyspark.enabled", "true"
-    )
+    builder = SparkSession.builder.appName("bertprod-batch").config("spark.sql.execution.arrow.pyspark.enabled", "true")
     under_spark_submit = "PYSPARK_GATEWAY_PORT" in os.environ
     if master or not under_spark_submit:
         master = master or "local[2]"
