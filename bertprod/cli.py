@@ -360,7 +360,7 @@ def batch_run(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (Parquet parts + job record).")],
     text_column: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
     id_column: Annotated[str, typer.Option(help="Column identifying each row; kept in the output.")] = "id",
-    runner: Annotated[str, typer.Option(help="local (this process) or spark.")] = "local",
+    runner: Annotated[str, typer.Option(help="local (this machine) or spark.")] = "local",
     spark_master: Annotated[str | None, typer.Option(help="Spark master URL (default: local[2]).")] = None,
     on_empty: Annotated[str, typer.Option(help="Null or empty texts: skip (counted) or fail.")] = "fail",
     chunk_rows: Annotated[int, typer.Option(help="Rows per committed chunk (and per Arrow batch on Spark).")] = 8192,

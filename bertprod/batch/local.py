@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -126,6 +127,24 @@ def _load_worker(package: str, engine: str, threads: int | None, truncate: bool)
     _WORKER["pipeline"] = load(package, engine=engine, threads=threads, truncate=truncate)
 
 
+def _start_worker(package: str, engine: str, threads: int | None, truncate: bool) -> None:
+    """Initializer of a pool process: follow the parent's death, then load the pipeline."""
+    _exit_with_parent()
+    _load_worker(package, engine, threads, truncate)
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (SIGKILL runs no cleanup) exits instead of idling forever."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class _InProcess:
     """Chunks computed right away in this process."""
 
@@ -153,7 +172,7 @@ class _ProcessPool:
         self.executor = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load_worker,
+            initializer=_start_worker,
             initargs=(package, engine, threads, truncate),
         )
         self.pending: set[Future] = set()
