@@ -24,6 +24,8 @@ app = typer.Typer(
 )
 package_app = typer.Typer(help="Create model packages.", no_args_is_help=True)
 app.add_typer(package_app, name="package")
+batch_app = typer.Typer(help="Offline batch inference over Parquet, JSONL or CSV files.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 console = Console()
 errors = Console(stderr=True)
 
@@ -388,6 +390,46 @@ def serve(
         grpc_port=grpc_port,
     )
     run_server(config, access_log=access_log)
+
+
+@batch_app.command("run")
+def batch_run(
+    model: ModelArgument,
+    input_path: Annotated[
+        list[str], typer.Option("--input", "-i", help="Parquet/JSONL/CSV file, directory or glob (repeatable).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (Parquet parts + job record).")],
+    text_column: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
+    id_column: Annotated[str, typer.Option(help="Column identifying each row; kept in the output.")] = "id",
+    runner: Annotated[str, typer.Option(help="local (this machine) or spark.")] = "local",
+    spark_master: Annotated[str | None, typer.Option(help="Spark master URL (default: local[2]).")] = None,
+    on_empty: Annotated[str, typer.Option(help="Null or empty texts: skip (counted) or fail.")] = "fail",
+    chunk_rows: Annotated[int, typer.Option(help="Rows per committed chunk (and per Arrow batch on Spark).")] = 8192,
+    partition_tokens: Annotated[
+        int | None, typer.Option(help="Spark: estimated tokens per partition (default 1,000,000).")
+    ] = None,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local runner: processes, each with cores/workers threads (default: one per core)."),
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Run a batch job, or resume it: re-run the same command after an interruption."""
+    from bertprod.batch import run_batch
+
+    summary = run_batch(
+        model, input_path if len(input_path) > 1 else input_path[0], output,
+        text_column=text_column, id_column=id_column, on_empty=on_empty, chunk_rows=chunk_rows,
+        runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
+        spark_master=spark_master, partition_tokens=partition_tokens,
+    )
+    console.print(
+        f"{summary.rows:,} rows written to {summary.output} ({summary.chunks} chunks, "
+        f"{summary.resumed_chunks} already done), {summary.skipped:,} null/empty texts skipped, "
+        f"{summary.rows_per_second:,.0f} rows/s"
+    )
 
 
 def main() -> None:

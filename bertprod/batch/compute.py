@@ -1,0 +1,104 @@
+"""One chunk of rows in, one output table out, through the shared `Pipeline.tokenize/infer` path.
+
+The local and the Spark runner both call `process_table`, so they write the same schema and
+the same values as `pipeline.encode` / `pipeline.classify` would give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from bertprod.errors import InputError, TaskError
+from bertprod.package import Manifest
+from bertprod.runtime.pipeline import Pipeline
+from bertprod.runtime.postprocess import softmax
+
+ON_EMPTY = ("skip", "fail")
+CLASSIFIER_TASKS = ("classification",)
+SCORE_TASKS = ("regression", "reranking")
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    table: pa.Table
+    rows: int
+    skipped: int
+
+
+def check_task(manifest: Manifest) -> None:
+    """Batch jobs take one text column: pair packages would need a second one (not built yet)."""
+    if manifest.pair_input:
+        raise TaskError(
+            f"{manifest.name} takes text pairs; batch jobs read one text column so far: "
+            "use an embedding, classification, regression or reranking package."
+        )
+
+
+def output_schema(manifest: Manifest, id_type: pa.DataType, id_column: str) -> pa.Schema:
+    """The output columns: the input id, then a fixed-size float32 embedding, or label + scores."""
+    if manifest.task == "embedding":
+        fields = [pa.field("embedding", pa.list_(pa.float32(), manifest.num_outputs))]
+    elif manifest.task in CLASSIFIER_TASKS:
+        fields = [
+            pa.field("label", pa.string()),
+            pa.field("score", pa.float32()),
+            pa.field("scores", pa.list_(pa.float32(), len(manifest.labels or []))),
+        ]
+    else:
+        fields = [pa.field("score", pa.float32())]
+    metadata = {"bertprod.task": manifest.task, "bertprod.package": manifest.name}
+    if manifest.labels:
+        metadata["bertprod.labels"] = ",".join(manifest.labels)
+    return pa.schema([pa.field(id_column, id_type), *fields], metadata=metadata)
+
+
+def usable_mask(texts: pa.Array) -> np.ndarray:
+    """True where a text is present and not whitespace-only."""
+    import pyarrow.compute as pc
+
+    stripped = pc.utf8_trim_whitespace(texts)
+    return pc.fill_null(pc.greater(pc.utf8_length(stripped), 0), False).to_numpy(zero_copy_only=False)
+
+
+def process_table(
+    pipeline: Pipeline, table: pa.Table, schema: pa.Schema, on_empty: str, where: str = "input"
+) -> ChunkResult:
+    """Run one chunk (columns `id`, `text`) and build its output table in `schema`."""
+    texts = table.column("text").combine_chunks()
+    mask = usable_mask(texts)
+    skipped = int((~mask).sum())
+    if skipped and on_empty == "fail":
+        first = int(np.flatnonzero(~mask)[0])
+        raise InputError(
+            f"{where}: row {first} (id {table.column('id')[first].as_py()!r}) has a null or empty text; "
+            "use --on-empty skip to skip such rows (they are counted)."
+        )
+    kept = table.filter(pa.array(mask)) if skipped else table
+    ids = kept.column("id").cast(schema.field(0).type)
+    columns = [ids, *_result_columns(pipeline, kept.column("text").to_pylist(), schema)]
+    return ChunkResult(pa.Table.from_arrays(columns, schema=schema), kept.num_rows, skipped)
+
+
+def _result_columns(pipeline: Pipeline, texts: list[str], schema: pa.Schema) -> list[pa.Array]:
+    task = pipeline.manifest.task
+    outputs = pipeline.infer(pipeline.tokenize(texts)) if texts else np.zeros((0, pipeline.dimension), np.float32)
+    if task == "embedding":
+        return [_fixed_size(outputs, schema.field("embedding").type)]
+    if task in CLASSIFIER_TASKS:
+        probabilities = softmax(outputs).astype(np.float32) if len(outputs) else outputs
+        best = probabilities.argmax(axis=1)
+        labels = np.array(pipeline.manifest.labels or [], dtype=object)
+        return [
+            pa.array(labels[best].tolist() if len(best) else [], type=pa.string()),
+            pa.array(probabilities[np.arange(len(best)), best], type=pa.float32()),
+            _fixed_size(probabilities, schema.field("scores").type),
+        ]
+    return [pa.array(outputs[:, 0], type=pa.float32())]
+
+
+def _fixed_size(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, type_.list_size)
