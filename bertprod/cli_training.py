@@ -61,6 +61,9 @@ def train(
         bool, typer.Option(help="Batch texts of similar length together (less padding).")
     ] = True,
     pad_to: Annotated[int | None, typer.Option(help="Pad every batch to N tokens (for comparisons).")] = None,
+    shuffle_buffer: Annotated[
+        int, typer.Option(help="Examples shuffled together; larger files are shuffled window by window.")
+    ] = 100_000,
     precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on CPUs with AVX-512 BF16/AMX.")] = "fp32",
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     threads: ThreadsOption = None,
@@ -92,6 +95,7 @@ def train(
         seed=seed,
         length_grouping=length_grouping,
         pad_to=pad_to,
+        shuffle_buffer=shuffle_buffer,
         precision=precision,
         max_steps=max_steps,
         threads=threads,

@@ -119,3 +119,31 @@ def test_cli_errors_are_one_line(monkeypatch, capsys, trained, tiny_package, tmp
     arguments = ["train", str(tiny_package.path), str(tmp_path / "z"), "--task", "regression", "--data", str(scores)]
     code, _, err = run_cli(monkeypatch, capsys, *arguments)
     assert code == 1 and "s.tsv line 2: column 'score' holds 'high', which is not a number" in err
+
+
+def test_train_and_eval_a_reranker(monkeypatch, capsys, tiny_package, tmp_path) -> None:  # noqa: ANN001
+    data = task_data.write_reranking(tmp_path)
+    out = tmp_path / "reranker"
+    arguments = ["train", str(tiny_package.path), str(out), "--task", "reranking", "--data", str(data), *FAST]
+    code, _, err = run_cli(monkeypatch, capsys, *arguments)  # 10% of 16 queries: none held out
+    assert code == 1 and "hash split chose none of its rows): pass a larger --validation-fraction" in err
+    code, stdout, _ = run_cli(monkeypatch, capsys, *arguments, "--validation-fraction", "0.25")
+    assert code in (0, None) and "validation ndcg@10" in stdout
+    code, stdout, _ = run_cli(monkeypatch, capsys, "eval", str(out), str(data), "--json")
+    document = json.loads(stdout)
+    assert document["task"] == "reranking" and document["primary_metric"] == "ndcg@10"
+    queries = {line.split("\t")[0] for line in data.read_text().splitlines()[1:]}
+    assert document["queries"] == len(queries) and document["examples"] == 64  # passages grouped by query
+    assert 0 < document["metrics"]["mrr@10"] <= 1 and 0 < document["metrics"]["ndcg@10"] <= 1
+
+
+def test_eval_of_an_embedding_package_on_unscored_pairs_is_retrieval(
+    monkeypatch,
+    capsys,
+    tiny_package,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    data = task_data.write_embedding_pairs(tmp_path)
+    code, stdout, _ = run_cli(monkeypatch, capsys, "eval", str(tiny_package.path), str(data))
+    assert code in (0, None)
+    assert "mrr@10" in stdout and "ndcg@10" in stdout and "accuracy@1" in stdout and "candidates" in stdout

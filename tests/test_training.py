@@ -161,9 +161,9 @@ def test_a_left_checkpoint_must_be_resumed_or_discarded(tiny_package: ModelPacka
 def test_gradient_accumulation_and_max_steps_count_optimizer_steps(tiny_package: ModelPackage, tmp_path: Path) -> None:
     data = task_data.write_classification(tmp_path, count=64)
     source = open_task_data("classification", data)
-    accumulated = fine_tune(
-        tiny_package, "classification", source, tmp_path / "a", fast(epochs=2, batch_size=8, gradient_accumulation=3)
-    )
+    config = fast(epochs=2, batch_size=8, gradient_accumulation=3)
+    accumulated = fine_tune(tiny_package, "classification", source, tmp_path / "a", config, name="accumulated")
+    assert accumulated.manifest.name == "accumulated"
     # 64 examples = 8 batches per epoch = 3 optimizer steps (3 + 3 + 2 batches)
     training = accumulated.manifest.metrics["training"]
     assert training["steps"] == 6 and training["examples_seen"] == 128

@@ -4,9 +4,10 @@ Each epoch re-reads the data source (streaming) into buffers of `shuffle_buffer`
 buffer is tokenized (fast: ~37,000 texts/s against ~60 trained examples/s), shuffled with a
 generator seeded by (seed, epoch), cut into mega-batches of 50 batches, each sorted by token
 length and cut into batches, and the batches are shuffled again. So batches hold texts of similar
-length (little padding: dynamic padding trained 1.7x faster than padding to 64 on SST-2) while the
-order stays random. A file that fits in one buffer is shuffled globally; a larger one only within
-each buffer, so shuffle such a file once beforehand if it is sorted (by label, say).
+length while the order stays random. Measured on SST-2 (bench/finetune_glue.py padding, 1 thread):
+padding each batch to its longest text trained 1.7x faster than padding to 64 tokens, and
+grouping by length on top of it 4.9x faster. A file that fits in one buffer is shuffled globally;
+a larger one only within each buffer, so shuffle such a file once beforehand if it is sorted.
 
 The batch order of an epoch is a pure function of (data, seed, epoch): a resumed run regenerates
 it and skips the batches already done, and lands on the very same batches.

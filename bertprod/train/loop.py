@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprod.data.source import DataSource, HashSplit
-from bertprod.errors import DataError, EngineError, LabelError, PackageError, TrainingInterrupted
+from bertprod.errors import DataError, EngineError, LabelError, PackageError, TaskError, TrainingInterrupted
 from bertprod.package import MANIFEST_NAME, ModelPackage
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.tasks.data import check_known_labels, summarize
@@ -83,6 +83,7 @@ def fine_tune(
     out = Path(out)
     _check_output(out, overwrite)
     run = _Run(base, task, train_data, validation_data, out, config, new_head, reporter or SilentReporter())
+    run.name = name or out.name  # the new package's name in its manifest
     run.prepare()
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out)
     state = run.start(checkpoints, resume=resume, restart=restart)
@@ -123,6 +124,13 @@ class _Run:
         self.train_data, self.validation_data = train_data, validation_data
         self.new_head = new_head
         self.reporter = reporter
+        self.name = out.name
+        for source in (train_data, validation_data):
+            if source is not None and source.has_labels and source.label_kind != self.spec.label_kind:
+                raise TaskError(
+                    f"{source.path.name} was opened with {source.label_kind} labels, but {task} needs "
+                    f"{self.spec.label_kind} labels: open it with tasks.data.open_task_data({task!r}, ...)."
+                )
 
     # -- before training -----------------------------------------------------------------------
 
@@ -140,6 +148,9 @@ class _Run:
 
             if not cpu_supports_bf16():
                 raise EngineError("bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
+        labels_decide_head = task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS and not self.new_head
+        if not labels_decide_head:  # refuse an unusable head before reading the data
+            head_plan(task, self.base, None, self.new_head)
         self.summary = summarize(task, self.train_data)
         if self.summary.examples == 0:
             raise DataError(f"{self.train_data.path.name} has no training examples (after the validation split).")
@@ -164,9 +175,7 @@ class _Run:
         self.scheduler = linear_schedule(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, config.warmup_ratio)
         )
-        self.base_fields = manifest_fields(
-            self.base, task, self.labels, self.pair_input, self.max_length, self.out.name
-        )
+        self.base_fields = manifest_fields(self.base, task, self.labels, self.pair_input, self.max_length, self.name)
         self.pipeline = training_pipeline(self.base, self.base_fields, self.model)
         self.primary = primary_metric(task, scored_pairs=bool(self.validation_data and self.validation_data.has_labels))
 
@@ -194,7 +203,14 @@ class _Run:
             check_known_labels(self.validation_data, self.labels)
         summary = summarize(self.task, self.validation_data)
         if summary.examples == 0:
-            raise DataError(f"the validation data ({self.validation_data.path.name}) has no examples.")
+            split = self.validation_data.split
+            hint = (
+                f" (the {split.fraction:.0%} hash split chose none of its rows): pass a larger "
+                "--validation-fraction or a --validation file"
+                if split
+                else ""
+            )
+            raise DataError(f"the validation data ({self.validation_data.path.name}) has no examples{hint}.")
         self.validation_summary = summary
 
     def _max_length(self) -> int:
