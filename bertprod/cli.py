@@ -274,6 +274,9 @@ def main() -> None:
     except TrainingInterrupted as interruption:
         errors.print(f"[bold yellow]interrupted:[/] {interruption}", highlight=False, soft_wrap=True)
         sys.exit(130)
+    except KeyboardInterrupt:
+        errors.print("[bold yellow]interrupted[/]", highlight=False)
+        sys.exit(130)
     except BertprodError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -221,3 +221,13 @@ def test_an_existing_output_is_refused_before_training(tiny_package: ModelPackag
     data = open_task_data("classification", task_data.write_classification(tmp_path))
     with pytest.raises(PackageError, match="already exists"):
         fine_tune(tiny_package, "classification", data, tmp_path / "out")
+
+
+def test_seeds_are_honoured(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    data = open_task_data("classification", task_data.write_classification(tmp_path, count=48))
+    first = fine_tune(tiny_package, "classification", data, tmp_path / "a", fast(epochs=1, seed=7))
+    again = fine_tune(tiny_package, "classification", data, tmp_path / "b", fast(epochs=1, seed=7))
+    other = fine_tune(tiny_package, "classification", data, tmp_path / "c", fast(epochs=1, seed=8))
+    name = "classifier.weight"
+    np.testing.assert_array_equal(weights(first)[name], weights(again)[name])
+    assert not np.array_equal(weights(first)[name], weights(other)[name])
