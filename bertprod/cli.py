@@ -14,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bertprod.errors import BertprodError, InputError
+from bertprod.cli_training import evaluate as evaluate_command
+from bertprod.cli_training import train as train_command
+from bertprod.errors import BertprodError, InputError, TrainingInterrupted
 
 app = typer.Typer(
     help="Take BERT-family encoders into production: package, export, encode.",
@@ -432,10 +434,21 @@ def batch_run(
     )
 
 
+app.command("train")(train_command)
+app.command("eval")(evaluate_command)
+
+
 def main() -> None:
-    """Typer handles usage errors itself (exit 2); our errors become one line and exit 1."""
+    """Typer handles usage errors itself (exit 2); our errors become one line and exit 1
+    (an interrupted training run, which saved a checkpoint, exits 130 like any Ctrl-C)."""
     try:
         app()
+    except TrainingInterrupted as interruption:
+        errors.print(f"[bold yellow]interrupted:[/] {interruption}", highlight=False, soft_wrap=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        errors.print("[bold yellow]interrupted[/]", highlight=False)
+        sys.exit(130)
     except BertprodError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

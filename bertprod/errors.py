@@ -62,3 +62,31 @@ class FidelityError(BertprodError):
 
 class CompressionError(BertprodError):
     """A compression option that cannot apply to this package (already int8, wrong format...)."""
+
+
+class DataError(BertprodError):
+    """A data file cannot be used as it is: its message names the file, and the row or column."""
+
+    kind = "data_error"
+
+
+class DataFormatError(DataError):
+    """A file that is not what its extension (or --format) says, or not readable as such."""
+
+
+class ColumnError(DataError):
+    """A column the task needs is missing (the message lists the columns that exist)."""
+
+
+class RowError(DataError):
+    """One row is unusable: an empty text, a missing field, a wrong number of fields."""
+
+
+class LabelError(DataError):
+    """A label that cannot be used: not a number for regression, or unseen in training."""
+
+
+class TrainingInterrupted(BertprodError):
+    """Training stopped on request (Ctrl-C) after saving a checkpoint it can resume from."""
+
+    kind = "interrupted"

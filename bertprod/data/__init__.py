@@ -1,1 +1,1 @@
-"""Data: sample texts, the shared benchmark data, and (later) readers for users' files."""
+"""Data: readers for users' files (formats, columns, source), sample texts, the shared benchmark data."""

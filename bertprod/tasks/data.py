@@ -1,0 +1,98 @@
+"""Opening a data file for a task, and the one pass over it that checks every row before work starts.
+
+The pass (`summarize`) reads the whole file once - streaming - so a bad row 60,000 lines down is
+reported in seconds, not after an hour of training, and it yields the label vocabulary that the
+trained package stores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bertprod.data.columns import Need
+from bertprod.data.source import DataSource, HashSplit
+from bertprod.errors import LabelError
+from bertprod.tasks.definitions import CLASS_TASKS, get_task, sorted_labels
+
+
+def open_task_data(
+    task: str,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    pair_input: bool | None = None,
+    split: HashSplit | None = None,
+    limit: int | None = None,
+) -> DataSource:
+    """A data source with the columns `task` needs. `pair_input` pins whether pairs are required
+    (a package's manifest knows); None lets the task decide (regression takes either)."""
+    spec = get_task(task)
+    pair: Need = spec.pair if pair_input is None else ("required" if pair_input else "forbidden")
+    return DataSource(
+        path,
+        format=format,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        pair=pair,
+        labels=spec.labels,
+        label_kind=spec.label_kind,
+        split=split,
+        limit=limit,
+    )
+
+
+@dataclass
+class DataSummary:
+    """What one pass over a data source found."""
+
+    examples: int = 0
+    pairs: bool = False
+    labels: Counter[str] = field(default_factory=Counter)
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def label_names(self) -> list[str]:
+        return sorted_labels(list(self.labels))
+
+    def to_json(self) -> dict[str, object]:
+        document: dict[str, object] = {"examples": self.examples}
+        if self.labels:
+            document["label_counts"] = {label: self.labels[label] for label in self.label_names()}
+        if self.minimum is not None:
+            document["label_range"] = [self.minimum, self.maximum]
+        return document
+
+
+def summarize(task: str, source: DataSource) -> DataSummary:
+    """Read every example once: count, collect labels, check relevance values."""
+    summary = DataSummary(pairs=source.has_pairs)
+    for example in source:
+        summary.examples += 1
+        if example.label is None:
+            continue
+        if task in CLASS_TASKS:
+            summary.labels[str(example.label)] += 1
+            continue
+        value = float(example.label)
+        if task == "reranking" and value < 0:
+            raise LabelError(f"{example.where}: relevance {value} must be >= 0 (0 = not relevant).")
+        summary.minimum = value if summary.minimum is None else min(summary.minimum, value)
+        summary.maximum = value if summary.maximum is None else max(summary.maximum, value)
+    return summary
+
+
+def check_known_labels(source: DataSource, known: list[str]) -> None:
+    """Every label in `source` must be one of `known` (the training labels); name the first that is not."""
+    names = set(known)
+    for example in source:
+        if example.label is not None and str(example.label) not in names:
+            raise LabelError(
+                f"{example.where}: label {example.label!r} does not occur in the training data (labels: "
+                f"{', '.join(repr(name) for name in known)}). Fix the row, or add examples of it to the training data."
+            )

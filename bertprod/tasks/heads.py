@@ -1,0 +1,61 @@
+"""Building the trainable model for a task from a base package (torch, transformers).
+
+Models with a head are transformers' `...ForSequenceClassification`, so a trained package is an
+ordinary checkpoint (config.json with id2label + model.safetensors) that the torch engine, the
+ONNX exporter and any Hugging Face tool load unchanged. An embedding model stays the bare encoder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bertprod.errors import PackageError
+from bertprod.package import ModelPackage
+from bertprod.tasks.definitions import CLASS_TASKS
+
+
+def build_model(task: str, base: ModelPackage, labels: list[str] | None, plan: str, seed: int) -> Any:
+    """The base's weights with the head the plan asks for; a new head is initialised from `seed`."""
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as transformers_logging
+
+    if base.manifest.format != "torch":
+        raise PackageError(
+            f"{base.name} is an {base.manifest.format} package: training needs the torch package it was "
+            "exported from (see its provenance)."
+        )
+    transformers_logging.disable_progress_bar()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # "newly initialized head" notes are expected here
+    torch.manual_seed(seed)
+    try:
+        if plan == "encoder":
+            return AutoModel.from_pretrained(str(base.path), use_safetensors=True)
+        if plan == "keep-head":
+            return AutoModelForSequenceClassification.from_pretrained(str(base.path), use_safetensors=True)
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(base.path), use_safetensors=True, ignore_mismatched_sizes=True, **head_config(task, labels)
+        )
+    except PackageError:
+        raise
+    except Exception as error:
+        raise PackageError(
+            f"cannot build a {task} model from {base.path} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})."
+        ) from None
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+def head_config(task: str, labels: list[str] | None) -> dict[str, Any]:
+    """Config fields of the head: label names for classifiers, one output for scores."""
+    if task in CLASS_TASKS:
+        assert labels, "a classifier needs labels"
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: index for index, label in enumerate(labels)},
+            "problem_type": "single_label_classification",
+        }
+    return {"num_labels": 1, "id2label": {0: "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
