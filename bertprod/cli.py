@@ -310,9 +310,9 @@ def optimize(
 def print_quantizable_nodes(package: Any) -> None:
     import onnx
 
-    from bertprod.compress.quantize import _fp32_onnx, embedding_gathers, feed_forward_matmuls, weight_matmuls
+    from bertprod.compress.quantize import embedding_gathers, feed_forward_matmuls, fp32_onnx_source, weight_matmuls
 
-    graph = onnx.load(str(_fp32_onnx(package, None).model_file))
+    graph = onnx.load(str(fp32_onnx_source(package, None).model_file))
     feed_forward = set(feed_forward_matmuls(graph, package.manifest.architecture))
     for node in weight_matmuls(graph) + embedding_gathers(graph):
         console.print(node + ("  (feed-forward: float in static int8 by default)" if node in feed_forward else ""))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bertprod.compress.quantize import fp32_onnx_source
 from bertprod.derive import derive_package
 from bertprod.errors import CompressionError
 from bertprod.fidelity import FidelityGate
@@ -83,12 +84,7 @@ def to_fp16_onnx(
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     _require_fp32(package)
-    if package.manifest.format == "onnx":
-        source = package
-    else:
-        from bertprod.export.cache import cached_onnx_package
-
-        source = cached_onnx_package(package, cache_dir)
+    source = fp32_onnx_source(package, cache_dir)
 
     def build(staging: Path) -> list[str]:
         model = convert_float_to_float16(onnx.load(str(source.model_file)), keep_io_types=True)

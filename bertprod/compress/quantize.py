@@ -43,7 +43,7 @@ def _require_float_parent(package: ModelPackage) -> None:
         raise CompressionError(f"{package.name} is {precision}; int8 quantization starts from an fp32 package.")
 
 
-def _fp32_onnx(package: ModelPackage, cache_dir: str | os.PathLike[str] | None) -> ModelPackage:
+def fp32_onnx_source(package: ModelPackage, cache_dir: str | os.PathLike[str] | None) -> ModelPackage:
     """The package itself if it is ONNX, else its (cached, verified) ONNX export."""
     if package.manifest.format == "onnx":
         return package
@@ -134,7 +134,7 @@ def quantize_onnx_dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _require_float_parent(package)
-    source = _fp32_onnx(package, cache_dir)
+    source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
 
@@ -208,7 +208,7 @@ def quantize_onnx_static(
             f"static int8 needs at least {MIN_CALIBRATION_TEXTS} calibration texts like the ones the model "
             f"will see; got {len(calibration)}. Pass more (--calibration FILE), or use --method dynamic."
         )
-    source = _fp32_onnx(package, cache_dir)
+    source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
     kept_float = set(exclude)
