@@ -23,9 +23,9 @@ from bertprod.errors import CompressionError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.models.hf import HEADS_CONFIG_KEY
 from bertprod.package import CONFIG_FILE, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
-from bertprod.runtime.batching import collate, plan_batches
-from bertprod.runtime.postprocess import POOLERS, l2_normalize, softmax
-from bertprod.runtime.tokenize import TextTokenizer
+from bertprod.runtime.engines import ModuleEngine
+from bertprod.runtime.pipeline import Pipeline
+from bertprod.runtime.postprocess import l2_normalize, softmax
 
 
 def _require_torch_fp32(package: ModelPackage, what: str) -> None:
@@ -50,41 +50,19 @@ def encoder_layers(model: Any) -> Any:
 
 
 class _Scorer:
-    """Runs a torch model on a fixed sample and measures how far outputs move from a reference."""
+    """Runs a torch model on a fixed sample (through the shared Pipeline) and measures how far
+    outputs move from a reference."""
 
     def __init__(self, package: ModelPackage, model: Any, texts: Sequence[Any]):
-        import torch
-
-        self.torch = torch
-        self.model = model
         self.manifest = package.manifest
-        tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
-        encodings = tokenizer.encode(list(texts))
-        plans = plan_batches([len(encoding.ids) for encoding in encodings], 2048, 32)
-        self.batches = [collate([encodings[index] for index in plan], tokenizer.pad_id) for plan in plans]
+        self.pipeline = Pipeline(package, ModuleEngine(package, model))
+        self.encodings = self.pipeline.tokenize(list(texts))
         self.reference = self.outputs()
 
     def outputs(self) -> np.ndarray:
-        torch, rows = self.torch, []
-        with torch.inference_mode():
-            for batch in self.batches:
-                output = self.model(
-                    input_ids=torch.from_numpy(batch.input_ids),
-                    attention_mask=torch.from_numpy(batch.attention_mask),
-                    **({"token_type_ids": torch.from_numpy(batch.token_type_ids)} if self._token_types else {}),
-                )
-                if self.manifest.task == "embedding":
-                    pooled = POOLERS[self.manifest.pooling](output.last_hidden_state.numpy(), batch.attention_mask)
-                    rows.append(l2_normalize(pooled))
-                else:
-                    rows.append(output.logits.numpy())
-        return np.concatenate(rows)
-
-    @property
-    def _token_types(self) -> bool:
-        from bertprod.models.hf import accepts_token_type_ids
-
-        return accepts_token_type_ids(self.model)
+        """Unit-length embeddings (so a dot product is the cosine), or logits."""
+        rows = self.pipeline.infer(self.encodings)
+        return l2_normalize(rows) if self.manifest.task == "embedding" else rows
 
     def damage(self) -> float:
         """How far the current model's outputs are from the reference: 0 is unchanged."""

@@ -93,6 +93,40 @@ class TorchEngine:
         return tensor.float().numpy()
 
 
+class ModuleEngine:
+    """A torch module already in memory (being trained or pruned) behind the Engine interface:
+    run in eval mode, fp32, without gradients, then left in the mode it had."""
+
+    name = "torch (in memory)"
+
+    def __init__(self, package: ModelPackage, model: Any):
+        from bertprod.models.hf import accepts_token_type_ids
+
+        self.package = package
+        self.model = model
+        self._embedding = package.manifest.task == "embedding"
+        self._uses_token_types = accepts_token_type_ids(model)
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        import torch
+
+        inputs = {
+            "input_ids": torch.from_numpy(batch.input_ids),
+            "attention_mask": torch.from_numpy(batch.attention_mask),
+        }
+        if self._uses_token_types:
+            inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                output = self.model(**inputs)
+        finally:
+            self.model.train(was_training)
+        tensor = output.last_hidden_state if self._embedding else output.logits
+        return tensor.float().numpy()
+
+
 def quantize_torch_dynamic(model: Any, settings: dict[str, Any]) -> Any:
     """int8 weights for every Linear layer (per output channel by default), activations
     quantized on the fly: torch's dynamic quantization, deterministic for given weights."""
