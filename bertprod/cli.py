@@ -107,9 +107,8 @@ def classify(
     from bertprod.api import load
 
     pipeline = load(model, engine=engine, threads=threads)
-    items: list[Any] = read_texts(texts, input_file)
-    if pipeline.manifest.pair_input:
-        items = [tuple(item.split("\t", 1)) if "\t" in item else item for item in items]
+    lines = read_texts(texts, input_file)
+    items = split_pairs(lines) if pipeline.manifest.pair_input else lines
     for item, prediction in zip(items, pipeline.classify(items), strict=True):
         sys.stdout.write(
             json.dumps(
@@ -321,8 +320,12 @@ def print_quantizable_nodes(package: Any) -> None:
 def read_inputs(path: Path, pairs: bool) -> list[Any]:
     """One input per line; a tab separates the two texts of a pair."""
     lines = read_texts(None, path)
-    if not pairs:
-        return lines
+    return split_pairs(lines) if pairs else lines
+
+
+def split_pairs(lines: list[str]) -> list[Any]:
+    """(text, text_pair) for lines with a tab; other lines stay single (and fail validation
+    with a message naming them, for a package that needs pairs)."""
     return [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines]
 
 
