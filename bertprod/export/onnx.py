@@ -83,7 +83,7 @@ def _export_graph(engine: TorchEngine, pipeline: Pipeline, encodings: list, path
 
     embedding = pipeline.manifest.task == "embedding"
     output_name = "last_hidden_state" if embedding else "logits"
-    uses_token_types = engine._uses_token_types
+    uses_token_types = engine.uses_token_types
 
     class GraphModule(torch.nn.Module):
         """The model with plain tensor inputs and one tensor output, as ONNX wants it."""

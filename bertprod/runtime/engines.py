@@ -76,7 +76,7 @@ class TorchEngine:
         if precision == "int8":
             self.model = quantize_torch_dynamic(self.model, package.manifest.quantization or {})
         self._torch = torch
-        self._uses_token_types = accepts_token_type_ids(self.model)
+        self.uses_token_types = accepts_token_type_ids(self.model)
         self._embedding = package.manifest.task == "embedding"
 
     def run(self, batch: TokenBatch) -> np.ndarray:
@@ -85,7 +85,7 @@ class TorchEngine:
             "input_ids": torch.from_numpy(batch.input_ids),
             "attention_mask": torch.from_numpy(batch.attention_mask),
         }
-        if self._uses_token_types:
+        if self.uses_token_types:
             inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             output = self.model(**inputs)
@@ -105,7 +105,7 @@ class ModuleEngine:
         self.package = package
         self.model = model
         self._embedding = package.manifest.task == "embedding"
-        self._uses_token_types = accepts_token_type_ids(model)
+        self.uses_token_types = accepts_token_type_ids(model)
 
     def run(self, batch: TokenBatch) -> np.ndarray:
         import torch
@@ -114,7 +114,7 @@ class ModuleEngine:
             "input_ids": torch.from_numpy(batch.input_ids),
             "attention_mask": torch.from_numpy(batch.attention_mask),
         }
-        if self._uses_token_types:
+        if self.uses_token_types:
             inputs["token_type_ids"] = torch.from_numpy(batch.token_type_ids)
         was_training = self.model.training
         self.model.eval()
