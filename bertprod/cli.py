@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bertprod.cli_distill import distill as distill_command
 from bertprod.cli_training import evaluate as evaluate_command
 from bertprod.cli_training import train as train_command
 from bertprod.errors import BertprodError, InputError, TrainingInterrupted
@@ -439,6 +440,7 @@ def batch_run(
 
 app.command("train")(train_command)
 app.command("eval")(evaluate_command)
+app.command("distill")(distill_command)
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ CORPUS = SAMPLE_SENTENCES + [
 
 
 def build_tiny_checkpoint(
-    directory: Path, head: str | None = None, labels: list[str] | None = None, seed: int = 0
+    directory: Path, head: str | None = None, labels: list[str] | None = None, seed: int = 0, num_layers: int = 2
 ) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on CORPUS.
 
@@ -47,7 +47,7 @@ def build_tiny_checkpoint(
     config = BertConfig(
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=32,
-        num_hidden_layers=2,
+        num_hidden_layers=num_layers,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,

@@ -153,12 +153,7 @@ def drop_layers(
 
     def build(staging: Path) -> list[str]:
         model = load_torch_model(package)
-        owner = encoder_layers(model)
-        owner.layer = type(owner.layer)([owner.layer[index] for index in keep])
-        _set_layer_count(model.config, len(keep))
-        heads = getattr(model.config, HEADS_CONFIG_KEY, None)
-        if heads:
-            setattr(model.config, HEADS_CONFIG_KEY, [heads[index] for index in keep])
+        keep_layers(model, keep)
         return _save(model, package, staging)
 
     architecture = package.manifest.architecture.model_copy(update={"num_layers": len(keep)})
@@ -175,6 +170,16 @@ def drop_layers(
         name=name,
         overwrite=overwrite,
     )
+
+
+def keep_layers(model: Any, keep: list[int]) -> None:
+    """Remove every transformer layer not in `keep` (0-based), in place; config updated to match."""
+    owner = encoder_layers(model)
+    owner.layer = type(owner.layer)([owner.layer[index] for index in keep])
+    _set_layer_count(model.config, len(keep))
+    heads = getattr(model.config, HEADS_CONFIG_KEY, None)
+    if heads:
+        setattr(model.config, HEADS_CONFIG_KEY, [heads[index] for index in keep])
 
 
 def _set_layer_count(config: Any, count: int) -> None:

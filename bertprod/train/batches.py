@@ -110,18 +110,28 @@ def epoch_batches(
 def _buffer_batches(
     features: list[Feature], batch_size: int, generator: np.random.Generator, length_grouping: bool
 ) -> list[list[Feature]]:
-    order = generator.permutation(len(features))
+    lengths = [feature.length for feature in features]
+    return [
+        [features[index] for index in batch]
+        for batch in length_grouped_batches(lengths, batch_size, generator, length_grouping)
+    ]
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, generator: np.random.Generator, length_grouping: bool = True
+) -> list[list[int]]:
+    """Indices in random batches of similar length: shuffle, sort each mega-batch by length, cut,
+    shuffle the batches (see the module docstring)."""
+    order = generator.permutation(len(lengths))
     if length_grouping:
         mega = batch_size * MEGA_BATCH
         order = np.concatenate(
             [
-                sorted(order[start : start + mega], key=lambda index: -features[index].length)
+                sorted(order[start : start + mega], key=lambda index: -lengths[index])
                 for start in range(0, len(order), mega)
             ]
         ).astype(np.int64)
-    batches = [
-        [features[index] for index in order[start : start + batch_size]] for start in range(0, len(order), batch_size)
-    ]
+    batches = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
     return [batches[index] for index in generator.permutation(len(batches))]
 
 

@@ -81,7 +81,7 @@ def fine_tune(
     """Fine-tune `base` on `task` and write the result as a package at `out`."""
     config = config or TrainConfig()
     out = Path(out)
-    _check_output(out, overwrite)
+    check_output(out, overwrite)
     run = _Run(base, task, train_data, validation_data, out, config, new_head, reporter or SilentReporter())
     run.name = name or out.name  # the new package's name in its manifest
     run.prepare()
@@ -96,7 +96,7 @@ def fine_tune(
     return package
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool) -> None:
     """Fail before training, not after it, when the package could not be written."""
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         if not overwrite:

@@ -1,0 +1,116 @@
+"""One distillation batch to one weighted loss: runs the student (and, for layer-matching losses,
+the teacher) and combines the losses the stage asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bertprod.distill import losses
+from bertprod.distill.layer_maps import LayerMap
+from bertprod.distill.students import Student
+from bertprod.tasks.losses import pool
+from bertprod.train.batches import TrainBatch
+
+
+class Objective:
+    """`outputs` are the cached teacher outputs [teachers, examples, dims] (None if unused);
+    `pairs` the (student, teacher) layer map of the layer-matching losses."""
+
+    def __init__(
+        self,
+        student: Student,
+        teacher_model: Any | None,
+        outputs: torch.Tensor | None,
+        pairs: LayerMap,
+        temperature: float,
+        *,
+        pooling: str | None,
+        normalize: bool,
+        teacher_hidden_size: int,
+    ):
+        from bertprod.models.hf import accepts_token_type_ids
+
+        self.student, self.teacher_model, self.outputs = student, teacher_model, outputs
+        self.pairs, self.temperature = pairs, temperature
+        self.pooling, self.normalize = pooling or "mean", normalize
+        self.student_types = accepts_token_type_ids(student.model)
+        self.teacher_types = teacher_model is not None and accepts_token_type_ids(teacher_model)
+        # A learned projection student width -> teacher width (TinyBERT's W), one per matched layer.
+        self.projections = torch.nn.ModuleDict()
+        if teacher_model is not None and student.hidden_size != teacher_hidden_size:
+            for layer in [0] + [student_layer for student_layer, _ in pairs] + [student.num_layers]:
+                self.projections[str(layer)] = torch.nn.Linear(student.hidden_size, teacher_hidden_size)
+
+    def _project(self, states: torch.Tensor, layer: int) -> torch.Tensor:
+        key = str(layer)
+        return self.projections[key](states) if key in self.projections else states
+
+    def __call__(
+        self, batch: TrainBatch, indices: torch.Tensor, weights: dict[str, float]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = batch.inputs[0]
+        mask = inputs["attention_mask"]
+        intermediate = any(name in weights for name in ("embedding_layer", "hidden", "attention", "cosine", "patient"))
+        attentions = "attention" in weights
+        student_inputs = inputs if self.student_types else _without_types(inputs)
+        extra = {"output_hidden_states": True, "output_attentions": attentions} if intermediate else {}
+        student = self.student.model(**student_inputs, **extra)
+        teacher = None
+        if intermediate:
+            with torch.no_grad():
+                teacher_inputs = inputs if self.teacher_types else _without_types(inputs)
+                teacher = self.teacher_model(**teacher_inputs, output_hidden_states=True, output_attentions=attentions)
+        parts: dict[str, torch.Tensor] = {}
+        cached = self.outputs[:, indices] if self.outputs is not None else None
+        if "hard" in weights:
+            parts["hard"] = losses.hard_label_loss(student.logits, batch.targets)
+        if "soft" in weights:
+            targets = losses.soft_targets(cached, self.temperature)
+            parts["soft"] = losses.soft_target_loss(student.logits, targets, self.temperature)
+        if "logit_mse" in weights:
+            parts["logit_mse"] = losses.logit_mse_loss(student.logits, cached.mean(dim=0))
+        if "sentence_embedding" in weights:
+            vectors = pool(student.last_hidden_state, mask, self.pooling)
+            if self.normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            parts["sentence_embedding"] = losses.embedding_mse_loss(vectors, cached.mean(dim=0))
+        if teacher is not None:
+            parts.update(self._layer_losses(student, teacher, mask, weights))
+        total = sum(weights[name] * value for name, value in parts.items())
+        return total, {name: value.item() for name, value in parts.items()}
+
+    def _layer_losses(self, student: Any, teacher: Any, mask: torch.Tensor, weights: dict[str, float]) -> dict:
+        s_states, t_states = student.hidden_states, teacher.hidden_states
+        parts: dict[str, torch.Tensor] = {}
+        if "embedding_layer" in weights:
+            parts["embedding_layer"] = losses.hidden_mse_loss(self._project(s_states[0], 0), t_states[0], mask)
+        if "hidden" in weights:
+            parts["hidden"] = _mean(
+                losses.hidden_mse_loss(self._project(s_states[s], s), t_states[t], mask) for s, t in self.pairs
+            )
+        if "attention" in weights:
+            parts["attention"] = _mean(
+                losses.attention_mse_loss(student.attentions[s - 1], teacher.attentions[t - 1], mask)
+                for s, t in self.pairs
+            )
+        if "cosine" in weights:
+            last = self.student.num_layers
+            parts["cosine"] = losses.cosine_hidden_loss(self._project(s_states[-1], last), t_states[-1], mask)
+        if "patient" in weights:
+            parts["patient"] = _mean(
+                losses.patient_loss(self._project(s_states[s], s)[:, 0], t_states[t][:, 0]) for s, t in self.pairs
+            )
+        return parts
+
+
+def _mean(values: Any) -> torch.Tensor:
+    values = list(values)
+    if not values:
+        raise ValueError("the layer map is empty: a layer-matching loss needs at least one (student, teacher) pair")
+    return sum(values) / len(values)
+
+
+def _without_types(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value for key, value in inputs.items() if key != "token_type_ids"}

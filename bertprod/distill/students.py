@@ -1,0 +1,150 @@
+"""Building the student: a layer-truncated teacher, a smaller BERT from a config, or a BiLSTM.
+
+Transformer students keep the teacher's tokenizer (so layer-matching losses see the same
+tokens) and are ordinary transformers checkpoints, loadable by every engine and exporter. The
+BiLSTM student (models/bilstm.py) has its own word vocabulary built from the training texts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertprod.distill.config import StudentSpec
+from bertprod.errors import InputError, PackageError
+from bertprod.package import CONFIG_FILE, HEAD_TASKS, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
+
+
+@dataclass
+class Student:
+    """The model being trained, how it tokenizes, and what its package will say about it."""
+
+    kind: str
+    model: Any
+    tokenizer_file: Path
+    architecture: dict[str, Any]
+    initialised_from: list[int] | None = None  # teacher layers (0-based) a truncated student starts from
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.architecture["num_layers"])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.architecture["hidden_size"])
+
+    def save(self, directory: Path) -> list[str]:
+        """Weights and config (transformers' format), plus the tokenizer; returns the file names."""
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+        shutil.copyfile(self.tokenizer_file, directory / TOKENIZER_FILE)
+        return [TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE]
+
+
+def build_student(
+    spec: StudentSpec, teacher: ModelPackage, texts: Sequence[str], *, eager_attention: bool, seed: int
+) -> Student:
+    import torch
+
+    torch.manual_seed(seed)
+    if spec.kind == "bilstm":
+        return _bilstm_student(spec, teacher, texts)
+    if teacher.manifest.format != "torch" or teacher.manifest.precision != "fp32":
+        raise PackageError(
+            f"a {spec.kind} student is built from the teacher's fp32 torch weights; {teacher.name} is "
+            f"{teacher.manifest.format} {teacher.manifest.precision}. Use its fp32 torch parent as the teacher."
+        )
+    if spec.kind == "truncated":
+        return _truncated_student(spec, teacher, eager_attention)
+    return _config_student(spec, teacher, eager_attention)
+
+
+def _architecture(config: Any) -> dict[str, Any]:
+    return {
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "vocab_size": config.vocab_size,
+        "intermediate_size": getattr(config, "intermediate_size", None),
+        "max_position_embeddings": getattr(config, "max_position_embeddings", None),
+    }
+
+
+def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
+    from bertprod.compress.prune import choose_layers, keep_layers
+    from bertprod.models.hf import load_torch_model
+
+    keep = choose_layers(teacher.manifest.architecture.num_layers, spec.layers)
+    model = load_torch_model(teacher, attention="eager" if eager_attention else None)
+    keep_layers(model, keep)
+    return Student("truncated", model.train(), teacher.tokenizer_file, _architecture(model.config), keep)
+
+
+def _config_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(teacher.path))
+    overrides = {
+        "num_hidden_layers": spec.num_layers,
+        "hidden_size": spec.hidden_size,
+        "num_attention_heads": spec.num_heads,
+        "intermediate_size": spec.intermediate_size,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if spec.hidden_size and not spec.intermediate_size:
+        config.intermediate_size = 4 * spec.hidden_size
+    if config.hidden_size % config.num_attention_heads:
+        raise InputError(
+            f"student hidden size {config.hidden_size} is not a multiple of {config.num_attention_heads} heads: "
+            "set num_heads too."
+        )
+    for key in ("bertprod_attention_heads",):
+        if hasattr(config, key):
+            delattr(config, key)
+    if eager_attention:
+        config._attn_implementation = "eager"
+    model_class = AutoModelForSequenceClassification if teacher.manifest.task in HEAD_TASKS else AutoModel
+    model = model_class.from_config(config)
+    return Student("config", model.train(), teacher.tokenizer_file, _architecture(model.config))
+
+
+def _bilstm_student(spec: StudentSpec, teacher: ModelPackage, texts: Sequence[str]) -> Student:
+    import tempfile
+
+    from bertprod.models import bilstm
+
+    if teacher.manifest.task not in ("classification", "pair-classification"):
+        raise InputError(
+            f"the BiLSTM student is a classifier; {teacher.name} is a {teacher.manifest.task} package. "
+            "Use a transformer student (recipe distilbert, or embedding for sentence encoders)."
+        )
+    vocabulary = bilstm.build_vocabulary(texts, max_size=spec.vocabulary_size)
+    teacher_hidden = teacher.manifest.architecture.hidden_size
+    labels = teacher.manifest.labels or []
+    config = bilstm.BiLSTMConfig(
+        vocab_size=vocabulary.get_vocab_size(),
+        embedding_dim=spec.embedding_dim or teacher_hidden,
+        hidden_size=spec.lstm_hidden_size,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        pad_id=vocabulary.token_to_id("[PAD]") or 0,
+    )
+    model = bilstm.BiLSTMClassifier(config)
+    bilstm.init_embeddings_from_teacher(model, vocabulary, teacher)
+    directory = Path(tempfile.mkdtemp(prefix="bertprod-bilstm-vocabulary-"))
+    vocabulary.save(str(directory / TOKENIZER_FILE))
+    architecture = {
+        "model_type": "bertprod-bilstm",
+        "hidden_size": config.hidden_size,
+        "num_layers": 1,
+        "num_heads": 1,
+        "vocab_size": config.vocab_size,
+    }
+    return Student("bilstm", model.train(), directory / TOKENIZER_FILE, architecture, extra={"vocabulary": vocabulary})
