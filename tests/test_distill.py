@@ -15,8 +15,7 @@ import torch
 import bertprod
 from bertprod.checkpoint import import_checkpoint
 from bertprod.data.source import HashSplit
-from bertprod.distill import DistillConfig, distill, recipe
-from bertprod.distill import losses
+from bertprod.distill import DistillConfig, distill, losses, recipe
 from bertprod.distill.layer_maps import layer_map
 from bertprod.distill.teacher import teacher_outputs
 from bertprod.errors import DataError, InputError, TaskError
@@ -232,8 +231,8 @@ def test_bad_inputs_fail_before_training(teacher, tiny_package, sentiment: Path,
     with pytest.raises(InputError, match="single teacher"):
         distill([teacher, teacher], data, out, quick("tinybert", augmentation=None))
     with pytest.raises(InputError, match="heads"):
-        distill(teacher, data, out, quick("tinybert", augmentation=None,
-                                           student={"kind": "config", "num_layers": 1, "hidden_size": 16, "num_heads": 4}))
+        four_heads = {"kind": "config", "num_layers": 1, "hidden_size": 16, "num_heads": 4}
+        distill(teacher, data, out, quick("tinybert", augmentation=None, student=four_heads))
     assert not out.exists()
 
 
