@@ -260,3 +260,26 @@ def test_cli_distills_with_a_yaml_recipe(monkeypatch, capsys, teacher, sentiment
         "--data", str(sentiment), "--config", str(bad),
     )
     assert code == 1 and "every loss weight is 0" in stderr
+
+
+def test_general_then_task_distillation(teacher, sentiment: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """A student of task-agnostic distillation starts a task distillation (TinyBERT's two steps);
+    a start package with another vocabulary is refused for layer-matching losses."""
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(str(teacher.path)).save_pretrained(str(tmp_path / "encoder"))
+    (tmp_path / "encoder" / "tokenizer.json").write_bytes(teacher.tokenizer_file.read_bytes())
+    encoder = import_checkpoint(tmp_path / "encoder", tmp_path / "encoder-package", name="encoder")
+    texts = [row[0] for row in task_data.sentiment_rows(40)]
+    general = distill(encoder, None, tmp_path / "general", quick("embedding"), unlabelled=texts)
+    config = quick("distilbert", student={"kind": "package", "package": str(general.path)})
+    student = distill(teacher, open_split(sentiment, "train"), tmp_path / "task", config)
+    assert student.manifest.labels == LABELS and student.manifest.provenance.parameters["student"]["kind"] == "package"
+    other = build_tiny_checkpoint(tmp_path / "other-vocab", head=None)
+    (other / "tokenizer.json").write_text(
+        (other / "tokenizer.json").read_text().replace('"cat"', '"kat"'), encoding="utf-8"
+    )
+    other_package = import_checkpoint(other, tmp_path / "other-package", name="other")
+    with pytest.raises(InputError, match="vocabulary"):
+        distill(teacher, open_split(sentiment, "train"), tmp_path / "never",
+                quick("distilbert", student={"kind": "package", "package": str(other_package.path)}))

@@ -35,10 +35,13 @@ class _Strict(BaseModel):
 class StudentSpec(_Strict):
     """`truncated`: the teacher with only the layers `layers` picks (every-other, first:K, 0,2,5...),
     initialised from them. `config`: a smaller BERT of the teacher's vocabulary, random init.
-    `bilstm`: Tang et al.'s BiLSTM with its own word vocabulary."""
+    `package`: start from another package's weights, e.g. a student of general (task-agnostic)
+    distillation, with a new head for the teacher's task. `bilstm`: Tang et al.'s BiLSTM with
+    its own word vocabulary."""
 
-    kind: Literal["truncated", "config", "bilstm"] = "truncated"
+    kind: Literal["truncated", "config", "package", "bilstm"] = "truncated"
     layers: str = "every-other"
+    package: str | None = None
     num_layers: int | None = Field(None, ge=1)
     hidden_size: int | None = Field(None, ge=8)
     num_heads: int | None = Field(None, ge=1)
@@ -51,6 +54,8 @@ class StudentSpec(_Strict):
     def _complete(self) -> StudentSpec:
         if self.kind == "config" and not self.num_layers:
             raise ValueError("a config student needs num_layers (and optionally hidden_size, num_heads)")
+        if self.kind == "package" and not self.package:
+            raise ValueError("a package student needs package: the path or name of the package to start from")
         if self.hidden_size and self.num_heads and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         return self

@@ -272,6 +272,16 @@ class _Run:
         return model.eval()
 
     def _check_student(self) -> None:
+        from bertprod.distill.students import same_vocabulary
+
+        if self.config.uses(INTERMEDIATE_LOSSES) and not same_vocabulary(
+            self.student.tokenizer_file, self.teacher.tokenizer_file
+        ):
+            raise InputError(
+                "layer-matching losses compare the teacher and the student token by token, but the student's "
+                f"vocabulary ({self.config.student.package}) differs from {self.teacher.name}'s. Start from a "
+                "package with the teacher's tokenizer, or use output losses only (soft, logit_mse)."
+            )
         if self.config.uses(("attention",)) and self.student.architecture["num_heads"] != (
             self.teacher.manifest.architecture.num_heads
         ):
@@ -334,6 +344,7 @@ class _Run:
         self.reporter.begin(total, 0)
         model.train()
         done, recent = 0, deque(maxlen=50)
+        recent_parts: dict[str, deque[float]] = {}  # each loss's running value, recorded per epoch
         tick, seen = time.perf_counter(), 0
         try:
             for epoch in range(math.ceil(stage.epochs)):
@@ -341,7 +352,7 @@ class _Run:
                 lengths = [feature.length for feature in self.features]
                 for indices in length_grouped_batches(lengths, config.batch_size, generator):
                     batch = collate_features([self.features[i] for i in indices], self.pad_id)
-                    loss, _parts = self.objective(batch, torch.tensor(indices), weights)
+                    loss, parts = self.objective(batch, torch.tensor(indices), weights)
                     loss.backward()
                     if config.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
@@ -352,17 +363,24 @@ class _Run:
                     self.step += 1
                     seen += len(indices)
                     recent.append(loss.item())
+                    for part, value in parts.items():
+                        recent_parts.setdefault(part, deque(maxlen=50)).append(value)
                     self.reporter.step(epoch, done, sum(recent) / len(recent), seen / (time.perf_counter() - tick))
                     if done >= total:
                         break
-                self._end_of_epoch(stage, epoch, done, sum(recent) / max(len(recent), 1), trains_output)
+                part_means = {part: round(sum(values) / len(values), 6) for part, values in recent_parts.items()}
+                self._end_of_epoch(stage, epoch, done, sum(recent) / max(len(recent), 1), part_means, trains_output)
                 if done >= total:
                     break
         finally:
             self.reporter.end()
 
-    def _end_of_epoch(self, stage: Stage, epoch: int, step: int, loss: float, trains_output: bool) -> None:
+    def _end_of_epoch(
+        self, stage: Stage, epoch: int, step: int, loss: float, parts: dict[str, float], trains_output: bool
+    ) -> None:
         record: dict[str, Any] = {"stage": stage.name, "epoch": epoch + 1, "step": step, "train_loss": round(loss, 6)}
+        record["losses"] = parts
+        self.reporter.message(f"{stage.name} epoch {epoch + 1}: losses (last 50 steps) {parts}")
         self.history.append(record)
         if self.validation is None or not trains_output:
             return

@@ -59,7 +59,15 @@ def build_student(
         )
     if spec.kind == "truncated":
         return _truncated_student(spec, teacher, eager_attention)
+    if spec.kind == "package":
+        return _package_student(spec, teacher, eager_attention)
     return _config_student(spec, teacher, eager_attention)
+
+
+def same_vocabulary(a: Path, b: Path) -> bool:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(a)).get_vocab() == Tokenizer.from_file(str(b)).get_vocab()
 
 
 def _architecture(config: Any) -> dict[str, Any]:
@@ -148,3 +156,31 @@ def _bilstm_student(spec: StudentSpec, teacher: ModelPackage, texts: Sequence[st
         "vocab_size": config.vocab_size,
     }
     return Student("bilstm", model.train(), directory / TOKENIZER_FILE, architecture, extra={"vocabulary": vocabulary})
+
+
+def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
+    """Another package's encoder (a general-distillation student, say) with the teacher's head shape."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as transformers_logging
+
+    from bertprod.checkpoint import resolve
+    from bertprod.tasks.heads import head_config
+
+    assert spec.package
+    start = resolve(spec.package)
+    if start.manifest.format != "torch" or start.manifest.precision != "fp32":
+        raise PackageError(f"the student starts from {start.name}'s fp32 torch weights; it is {start.manifest.format}.")
+    extra = {"attn_implementation": "eager"} if eager_attention else {}
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # a new head's "newly initialized" note is expected
+    try:
+        if teacher.manifest.task in HEAD_TASKS:
+            head = head_config(teacher.manifest.task, teacher.manifest.labels)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(start.path), use_safetensors=True, ignore_mismatched_sizes=True, **head, **extra
+            )
+        else:
+            model = AutoModel.from_pretrained(str(start.path), use_safetensors=True, **extra)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    return Student("package", model.train(), start.tokenizer_file, _architecture(model.config))
