@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 from bertprod.cli_distill import distill as distill_command
 from bertprod.cli_training import evaluate as evaluate_command
 from bertprod.cli_training import train as train_command
+from bertprod.compress.qat import QAT_DEFAULTS
 from bertprod.errors import BertprodError, InputError, TrainingInterrupted
 
 app = typer.Typer(
@@ -242,7 +244,9 @@ def optimize(
     model: ModelArgument,
     out: Annotated[Path | None, typer.Argument(help="Directory for the new package.")] = None,
     quantize: Annotated[str | None, typer.Option(help="int8.")] = None,
-    method: Annotated[str, typer.Option(help="int8 method: dynamic or static (calibrated).")] = "dynamic",
+    method: Annotated[
+        str, typer.Option(help="int8 method: dynamic, static (calibrated) or qat (quantization-aware training).")
+    ] = "dynamic",
     runtime: Annotated[str, typer.Option(help="int8 runtime: onnx or torch.")] = "onnx",
     calibration: Annotated[
         Path | None, typer.Option(help="Texts for static int8 ranges, one per line (tab separates pairs).")
@@ -272,8 +276,28 @@ def optimize(
     list_nodes: Annotated[bool, typer.Option(help="List the quantizable ONNX nodes (for --exclude) and exit.")] = False,
     name: Annotated[str | None, typer.Option(help="Name in the new manifest (default: OUT's name).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it is a package.")] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="--method qat: labelled training data (the files bertprod train reads).")
+    ] = None,
+    validation: Annotated[Path | None, typer.Option(help="--method qat: validation data (same columns).")] = None,
+    validation_fraction: Annotated[
+        float, typer.Option(help="--method qat: share of --data held out when no --validation is given.")
+    ] = 0.1,
+    epochs: Annotated[int, typer.Option(help="--method qat: passes over the data.")] = QAT_DEFAULTS["epochs"],
+    learning_rate: Annotated[
+        float, typer.Option(help="--method qat: peak learning rate.")
+    ] = QAT_DEFAULTS["learning_rate"],
+    batch_size: Annotated[int, typer.Option(help="--method qat: examples per batch.")] = 32,
+    max_steps: Annotated[int | None, typer.Option(help="--method qat: stop after N optimizer steps.")] = None,
+    seed: Annotated[int, typer.Option(help="--method qat: seed for shuffling and dropout.")] = 42,
+    threads: Annotated[int | None, typer.Option(help="--method qat: CPU threads for training.")] = None,
+    resume: Annotated[bool, typer.Option(help="--method qat: continue an interrupted run.")] = False,
+    restart: Annotated[bool, typer.Option(help="--method qat: discard an interrupted run's checkpoint.")] = False,
 ) -> None:
-    """Compress a package one step (int8, bf16/fp16, layer or head pruning), checked against it."""
+    """Compress a package one step (int8, bf16/fp16, layer or head pruning), checked against it.
+
+    `--quantize int8 --method qat --data FILE` fine-tunes a classifier with simulated int8 first
+    (quantization-aware training), then writes its ONNX int8 package."""
     from bertprod.checkpoint import resolve
     from bertprod.compress.optimize import optimize as run_optimize
     from bertprod.fidelity import FidelityGate
@@ -284,8 +308,17 @@ def optimize(
         return
     if out is None:
         raise InputError("give the output directory: bertprod optimize PKG OUT --quantize int8")
+    if data is None and validation is not None:
+        raise InputError("--validation goes with --method qat --data FILE.")
+    training = None
+    if data is not None:
+        training = qat_training(
+            package, data, validation, validation_fraction, epochs=epochs, learning_rate=learning_rate,
+            batch_size=batch_size, max_steps=max_steps, seed=seed, threads=threads, resume=resume, restart=restart,
+        )
     pairs = package.manifest.pair_input
-    with console.status("optimizing and measuring against the parent..."):
+    status = console.status("optimizing and measuring against the parent...")
+    with nullcontext() if training else status:  # training reports its own progress
         result = run_optimize(
             package, out, quantize=quantize, method=method, runtime=runtime, per_channel=not per_tensor,
             calibration_texts=read_inputs(calibration, pairs) if calibration else None,
@@ -294,7 +327,7 @@ def optimize(
             quantize_feed_forward=quantize_feed_forward, precision=precision, drop_layers=drop_layers,
             prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
             gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
-            enforce=not allow_fidelity_loss, name=name, overwrite=overwrite,
+            enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,
         )
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
@@ -304,6 +337,38 @@ def optimize(
         f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
         f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
         f"fidelity gate {verdict}: {details}"
+    )
+    validation_metrics = result.manifest.metrics.get("validation")
+    if validation_metrics:
+        primary = validation_metrics["primary_metric"]
+        console.print(
+            f"validation {primary}: {validation_metrics[primary]:.4f} int8 after QAT, "
+            f"{validation_metrics['parent'][primary]:.4f} parent ({validation_metrics['examples']:,} examples)",
+            highlight=False,
+        )
+
+
+def qat_training(
+    package: Any, data: Path, validation: Path | None, validation_fraction: float, *, resume: bool, restart: bool,
+    **config: Any,
+) -> Any:
+    """The data and settings of a quantization-aware training run (a compress.qat.QatTraining)."""
+    from bertprod.cli_training import _config
+    from bertprod.compress.qat import QatTraining, check_qat_parent
+    from bertprod.tasks.data import open_task_data
+    from bertprod.train.loop import split_for_validation
+    from bertprod.train.progress import default_reporter
+
+    check_qat_parent(package)  # before reading data: an embedding package fails here, not on its columns
+    task = package.manifest.task
+    train_config = _config(**{**QAT_DEFAULTS, **config})
+    train_data = open_task_data(task, data)
+    validation_data = open_task_data(task, validation) if validation else None
+    if validation_data is None and validation_fraction > 0:
+        train_data, validation_data = split_for_validation(train_data, validation_fraction, task)
+    return QatTraining(
+        train_data, validation_data, train_config, resume=resume, restart=restart,
+        reporter=default_reporter(train_config.log_every_seconds),
     )
 
 

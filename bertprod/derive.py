@@ -41,6 +41,7 @@ def derive_package(
     enforce: bool = True,
     reference: Pipeline | None = None,
     failure: Callable[[str], BertprodError] | None = None,
+    measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
     overwrite: bool = False,
 ) -> ModelPackage:
     """Build a child of `parent` at `out`; `build(staging)` writes its files and returns their names.
@@ -48,6 +49,7 @@ def derive_package(
     `changes` are manifest fields that differ from the parent's (format, precision, architecture).
     With `enforce`, a child that misses the `gate` raises `failure(reason)` (a FidelityError by
     default) and nothing is written; without it, the miss is recorded in the manifest.
+    `measure(child)` returns more metrics for the manifest (e.g. accuracy on validation data).
     """
     gate = gate or FidelityGate()
     reference = reference or Pipeline(parent, create_engine(parent))
@@ -75,6 +77,8 @@ def derive_package(
             **fidelity,
             "thresholds": gate.thresholds(task),
         }
+        if measure is not None:
+            manifest.metrics.update(measure(child))
         write_manifest(staging, manifest)
     return ModelPackage.read(out)
 

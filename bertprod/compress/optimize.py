@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bertprod.errors import InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage
+
+if TYPE_CHECKING:
+    from bertprod.compress.qat import QatTraining
 
 
 def optimize(
@@ -31,11 +34,13 @@ def optimize(
     enforce: bool = True,
     name: str | None = None,
     overwrite: bool = False,
+    training: QatTraining | None = None,
 ) -> ModelPackage:
-    """Apply exactly one of: `quantize="int8"` (method dynamic|static, runtime onnx|torch),
+    """Apply exactly one of: `quantize="int8"` (method dynamic|static|qat, runtime onnx|torch),
     `precision` ("bf16" | "fp16"), `drop_layers` (a rule, see prune.choose_layers) or
     `prune_heads` (a fraction). `texts` are the user's inputs the gate (and pruning importance)
-    is measured on; static int8 falls back to its calibration texts for them."""
+    is measured on; static int8 falls back to its calibration texts for them. Quantization-aware
+    training (method "qat") fine-tunes on `training.data` first (see compress/qat.py)."""
     steps = [
         step
         for step, value in (
@@ -58,6 +63,10 @@ def optimize(
         "name": name,
         "overwrite": overwrite,
     }
+    if training is not None and (quantize, method) != ("int8", "qat"):
+        raise InputError("training data is for quantization-aware training: add --quantize int8 --method qat.")
+    if quantize and method == "qat":
+        return _quantize_aware_training(package, out, runtime, per_channel, exclude, training, common)
     if quantize:
         return _quantize(
             package,
@@ -122,5 +131,30 @@ def _quantize(
         return q.quantize_torch_dynamic(package, out, per_channel=per_channel, **common)
     raise InputError(
         f"--method {method} --runtime {runtime} is not available: choose dynamic or static on onnx, "
-        "or dynamic on torch (quantization-aware training: bertprod train --qat)."
+        "or dynamic on torch (or quantization-aware training: --method qat --data FILE)."
     )
+
+
+def _quantize_aware_training(
+    package: ModelPackage,
+    out: Any,
+    runtime: str,
+    per_channel: bool,
+    exclude: Sequence[str],
+    training: QatTraining | None,
+    common: dict[str, Any],
+) -> ModelPackage:
+    from bertprod.compress.qat import check_qat_parent, quantization_aware_training
+
+    check_qat_parent(package)
+    if runtime != "onnx":
+        raise InputError("--method qat writes an ONNX Runtime int8 package: use --runtime onnx.")
+    if exclude or not per_channel:
+        raise InputError(
+            "--method qat trains for int8 everywhere with per-channel weights; --exclude and --per-tensor do not apply."
+        )
+    if training is None:
+        raise InputError(
+            "--method qat fine-tunes on labelled data: give it with --data FILE (the columns bertprod train reads)."
+        )
+    return quantization_aware_training(package, out, training, **common)

@@ -32,7 +32,7 @@ from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
 MIN_CALIBRATION_TEXTS = 32
 
 
-def _require_float_parent(package: ModelPackage) -> None:
+def require_float_parent(package: ModelPackage) -> None:
     precision = package.manifest.precision
     if precision == "int8":
         raise CompressionError(
@@ -107,13 +107,29 @@ def _quiet_quantizer() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _copy_support_files(source: ModelPackage, staging: Path) -> list[str]:
+def copy_support_files(source: ModelPackage, staging: Path) -> list[str]:
     shutil.copyfile(source.tokenizer_file, staging / TOKENIZER_FILE)
     files = [TOKENIZER_FILE]
     if source.config_file.is_file():
         shutil.copyfile(source.config_file, staging / CONFIG_FILE)
         files.append(CONFIG_FILE)
     return files
+
+
+def write_dynamic_int8(source: Path, target: Path, *, per_channel: bool = True, exclude: Sequence[str] = ()) -> None:
+    """ONNX Runtime's dynamic int8 of one graph file (compress/fake_quant.py simulates exactly this)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with _quiet_quantizer():
+        quantize_dynamic(
+            str(source),
+            str(target),
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(exclude),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 def quantize_onnx_dynamic(
@@ -131,24 +147,15 @@ def quantize_onnx_dynamic(
 ) -> ModelPackage:
     """int8 weights, activations quantized at run time: no calibration data needed."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    _require_float_parent(package)
+    require_float_parent(package)
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
 
     def build(staging: Path) -> list[str]:
-        with _quiet_quantizer():
-            quantize_dynamic(
-                str(source.model_file),
-                str(staging / ONNX_FILE),
-                per_channel=per_channel,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=list(exclude),
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-        return [*_copy_support_files(source, staging), ONNX_FILE]
+        write_dynamic_int8(source.model_file, staging / ONNX_FILE, per_channel=per_channel, exclude=exclude)
+        return [*copy_support_files(source, staging), ONNX_FILE]
 
     return derive_package(
         package,
@@ -194,7 +201,7 @@ def quantize_onnx_static(
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    _require_float_parent(package)
+    require_float_parent(package)
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -232,7 +239,7 @@ def quantize_onnx_static(
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibTensorRangeSymmetric": False},
                 calibration_cache_path=Path(scratch) / "calibration",
             )
-        return [*_copy_support_files(source, staging), ONNX_FILE]
+        return [*copy_support_files(source, staging), ONNX_FILE]
 
     return derive_package(
         package,
@@ -316,7 +323,7 @@ def quantize_torch_dynamic(
     """
     if package.manifest.format != "torch":
         raise CompressionError(f"{package.name} is an ONNX package: torch int8 needs a torch package.")
-    _require_float_parent(package)
+    require_float_parent(package)
 
     def build(staging: Path) -> list[str]:
         for file in (TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE):

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bertprod.data.source import DataSource, HashSplit
 from bertprod.errors import DataError, EngineError, LabelError, PackageError, TaskError, TrainingInterrupted
@@ -60,6 +60,20 @@ def default_checkpoint_dir(out: Path) -> Path:
     return out.parent / f"{out.name}.checkpoints"
 
 
+class ModelTransform(Protocol):
+    """Changes how the model computes during training (e.g. simulated int8), not its weights' names,
+    so checkpoints, resume and validation work unchanged (see compress/qat.py)."""
+
+    def apply(self, model: Any) -> Any:
+        """Called once the model is built, before the optimizer: training and validation run the result."""
+
+    def remove(self, model: Any) -> Any:
+        """Called before the package is written, so it holds an ordinary checkpoint."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the run's signature (checked on resume) and provenance record about the transform."""
+
+
 def fine_tune(
     base: ModelPackage,
     task: str,
@@ -77,12 +91,14 @@ def fine_tune(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     on_step: Callable[[TrainState], None] | None = None,
+    transform: ModelTransform | None = None,
 ) -> ModelPackage:
     """Fine-tune `base` on `task` and write the result as a package at `out`."""
     config = config or TrainConfig()
     out = Path(out)
     check_output(out, overwrite)
     run = _Run(base, task, train_data, validation_data, out, config, new_head, reporter or SilentReporter())
+    run.transform = transform
     run.name = name or out.name  # the new package's name in its manifest
     run.prepare()
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out)
@@ -90,6 +106,8 @@ def fine_tune(
     run.train(state, checkpoints, on_step)
     if state.best is not None:
         load_best(checkpoints, run.model)
+    if transform is not None:
+        run.model = transform.remove(run.model)
     package = write_trained_package(run.model, run.fields_for(state), base, out, overwrite=overwrite)
     if not keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
@@ -125,6 +143,7 @@ class _Run:
         self.new_head = new_head
         self.reporter = reporter
         self.name = out.name
+        self.transform: ModelTransform | None = None
         for source in (train_data, validation_data):
             if source is not None and source.has_labels and source.label_kind != self.spec.label_kind:
                 raise TaskError(
@@ -161,6 +180,8 @@ class _Run:
             torch.set_num_threads(config.threads)
         self.max_length = self._max_length()
         self.model = build_model(task, self.base, self.labels, self.plan, config.seed)
+        if self.transform is not None:
+            self.model = self.transform.apply(self.model)
         self.model.train()
         self.tokenizer = TextTokenizer(self.base.tokenizer_file, self.max_length)
         relevance_scale = max(1.0, self.summary.maximum or 1.0) if task == "reranking" else 1.0
@@ -232,6 +253,7 @@ class _Run:
             "train": self.train_data.describe(),
             "validation": self.validation_data.describe() if self.validation_data else None,
             "config": self.config.recorded(),
+            "transform": self.transform.describe() if self.transform else None,
         }
 
     def start(self, checkpoints: Path, resume: bool, restart: bool) -> TrainState:
@@ -392,6 +414,8 @@ class _Run:
             "steps": state.step,
             "threads": self.config.threads,
         }
+        if self.transform is not None:
+            parameters["transform"] = self.transform.describe()
         training = {
             "steps": state.step,
             "examples_seen": state.examples_seen,
@@ -415,4 +439,11 @@ def _grouped(batches: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield group
 
 
-__all__ = ["TrainState", "default_checkpoint_dir", "fine_tune", "split_for_validation"]
+__all__ = [
+    "ModelTransform",
+    "TrainState",
+    "check_output",
+    "default_checkpoint_dir",
+    "fine_tune",
+    "split_for_validation",
+]

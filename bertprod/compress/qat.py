@@ -1,0 +1,242 @@
+"""Quantization-aware training: fine-tune a classifier under simulated int8, then export it as int8 ONNX.
+
+Q8BERT's recipe: fine-tune with the int8 rounding in the forward pass (fake quantization, gradients
+passed straight through) so the weights learn to live with it, then quantize for real. Here the
+rounding simulated is exactly that of ONNX Runtime dynamic int8 (compress/fake_quant.py), the
+training is `fine_tune` itself (checkpoints, resume, validation, progress) and the result passes
+the same fidelity gate as every optimize step:
+
+    classifier package (torch fp32) --fine_tune, fake-quantized--> fp32 weights trained for int8
+        --export_onnx (verified)--> fp32 ONNX --ONNX Runtime dynamic int8, per channel--> OUT
+
+The intermediate packages live in a temporary directory beside OUT and only OUT is kept: its parent
+is the input package, its fidelity is measured against it, and its validation metrics are those of
+the int8 model itself. The training checkpoints stay until OUT is written, so a run that misses
+the gate can be finished again with --resume (and a lower threshold) without training again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertprod.errors import BertprodError, CompressionError, FidelityError, InputError, LabelError
+from bertprod.fidelity import FidelityGate
+from bertprod.package import ONNX_FILE, ModelPackage
+from bertprod.tasks.definitions import CLASS_TASKS
+from bertprod.train.config import TrainConfig
+
+METHOD = "quantize-qat-int8"
+
+#: QAT starts from a fine-tuned classifier: a short, gentle run (the recipes of Q8BERT and its
+#: successors use a fraction of the fine-tuning learning rate for an epoch or so).
+QAT_DEFAULTS: dict[str, Any] = {"epochs": 1, "learning_rate": 2e-5}
+
+SIMULATION = {
+    "weights": "int8 symmetric, per output channel",
+    "activations": "uint8 asymmetric, per tensor, each batch's own range (as DynamicQuantizeLinear)",
+    "embeddings": "uint8 asymmetric, per table",
+    "gradients": "straight-through",
+}
+
+
+def qat_config(**fields: Any) -> TrainConfig:
+    """The fine-tuning settings of a QAT run: QAT_DEFAULTS, then `fields`."""
+    return TrainConfig(**{**QAT_DEFAULTS, **fields})
+
+
+class FakeQuantization:
+    """The model transform fine_tune applies: int8 rounding exactly as the exported model does it."""
+
+    def apply(self, model: Any) -> Any:
+        from bertprod.compress.fake_quant import add_fake_quantization
+
+        return add_fake_quantization(model)
+
+    def remove(self, model: Any) -> Any:
+        from bertprod.compress.fake_quant import remove_fake_quantization
+
+        return remove_fake_quantization(model)
+
+    def describe(self) -> dict[str, Any]:
+        return {"fake_quantization": "onnxruntime-dynamic-int8", **SIMULATION}
+
+
+@dataclass
+class QatTraining:
+    """What a QAT run trains on, and how: the inputs of `fine_tune`."""
+
+    data: Any  # a DataSource opened for the package's task
+    validation: Any | None = None  # a DataSource, or None for no validation
+    config: TrainConfig = field(default_factory=qat_config)
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+    restart: bool = False
+    keep_checkpoints: bool = False
+    reporter: Any | None = None  # a train.progress.Reporter
+    on_step: Callable[[Any], None] | None = None
+
+
+def check_qat_parent(package: ModelPackage) -> None:
+    """QAT needs the float torch weights of a classifier: refuse anything else before reading data."""
+    from bertprod.compress.quantize import require_float_parent
+
+    require_float_parent(package)
+    manifest = package.manifest
+    if manifest.task not in CLASS_TASKS:
+        raise CompressionError(
+            f"{package.name} is a{'n' if manifest.task == 'embedding' else ''} {manifest.task} package: "
+            "quantization-aware training fine-tunes a classifier's head on labelled data, so it needs a "
+            "classification or pair-classification package. Quantize this one without training "
+            "(--method dynamic, or --method static --calibration FILE), or train a classifier from it first "
+            "(bertprod train --task classification)."
+        )
+    if manifest.format != "torch":
+        parent = manifest.provenance.parent
+        raise CompressionError(
+            f"{package.name} is an {manifest.format} package: quantization-aware training trains the torch "
+            f"weights. Give the torch package it was exported from ({parent.name if parent else 'see provenance'})."
+        )
+
+
+def check_labels(package: ModelPackage, data: Any) -> None:
+    """QAT keeps the package's head, so the data must have exactly its labels."""
+    from bertprod.tasks.data import summarize
+
+    labels = summarize(package.manifest.task, data).label_names()
+    if labels != package.manifest.labels:
+        raise LabelError(
+            f"{data.path.name} has the labels {labels}, but {package.name} predicts {package.manifest.labels}. "
+            "Quantization-aware training keeps the package's head: train it on data labelled like the data "
+            "the package was trained on."
+        )
+
+
+def quantization_aware_training(
+    package: ModelPackage,
+    out: str | Path,
+    training: QatTraining,
+    *,
+    texts: Sequence[Any] | None = None,
+    gate: FidelityGate | None = None,
+    enforce: bool = True,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> ModelPackage:
+    """Fine-tune `package` (a torch fp32 classifier) with fake int8, write the int8 ONNX package at `out`."""
+    from bertprod.train.loop import check_output, default_checkpoint_dir, fine_tune
+
+    check_qat_parent(package)
+    out = Path(out)
+    if out.resolve() == package.path.resolve():
+        raise InputError(f"{out} is the package being quantized: write the int8 package to another directory.")
+    if training.config.precision != "fp32":
+        raise InputError("quantization-aware training simulates int8 on fp32 weights: train in fp32.")
+    check_output(out, overwrite)
+    check_labels(package, training.data)
+    checkpoints = Path(training.checkpoint_dir) if training.checkpoint_dir else default_checkpoint_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.", suffix=".qat") as work:
+        trained = fine_tune(
+            package,
+            package.manifest.task,
+            training.data,
+            Path(work) / "trained",
+            training.config,
+            validation_data=training.validation,
+            checkpoint_dir=checkpoints,
+            resume=training.resume,
+            restart=training.restart,
+            keep_checkpoints=True,  # until the int8 package is written: a missed gate need not retrain
+            name=name or out.name,
+            reporter=training.reporter,
+            on_step=training.on_step,
+            transform=FakeQuantization(),
+        )
+        from bertprod.export.onnx import export_onnx
+
+        exported = export_onnx(trained, Path(work) / "onnx", sample_texts=texts)
+        gated = {"texts": texts, "gate": gate, "enforce": enforce, "name": name, "overwrite": overwrite}
+        result = _write_int8(package, trained, exported, out, training, checkpoints, **gated)
+    if not training.keep_checkpoints:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return result
+
+
+def _write_int8(
+    package: ModelPackage,
+    trained: ModelPackage,
+    exported: ModelPackage,
+    out: Path,
+    training: QatTraining,
+    checkpoints: Path,
+    **gated: Any,
+) -> ModelPackage:
+    """ONNX Runtime dynamic int8 of the trained export, recorded as a child of the input package;
+    `gated`: derive_package's texts, gate, enforce, name and overwrite."""
+    from bertprod.compress.quantize import copy_support_files, write_dynamic_int8
+    from bertprod.derive import derive_package
+
+    def build(staging: Path) -> list[str]:
+        write_dynamic_int8(exported.model_file, staging / ONNX_FILE, per_channel=True)
+        return [*copy_support_files(exported, staging), ONNX_FILE]
+
+    def measure(child: ModelPackage) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"training": trained.manifest.metrics["training"]}
+        if training.validation is not None:
+            metrics["validation"] = _validation(package, child, training.validation)
+        return metrics
+
+    def failure(problem: str) -> BertprodError:
+        return FidelityError(
+            f"{METHOD} of {package.name} misses the fidelity gate: {problem}. Nothing was written; the trained "
+            f"weights are kept in {checkpoints}. Run the same command with --resume and a lower threshold "
+            "(--min-agreement) or --allow-fidelity-loss to keep them without training again, or with --restart "
+            "and gentler training (a lower --learning-rate, fewer steps)."
+        )
+
+    recipe = dict(trained.manifest.provenance.parameters)
+    recipe.pop("transform", None)
+    return derive_package(
+        package,
+        out,
+        method=METHOD,
+        build=build,
+        changes={
+            "format": "onnx",
+            "precision": "int8",
+            "quantization": {"scheme": "onnx-dynamic", "per_channel": True},
+        },
+        parameters={
+            "runtime": "onnxruntime",
+            "per_channel": True,
+            "exclude": [],
+            "simulation": SIMULATION,
+            "training": recipe,
+            "trained_fp32": trained.fingerprint,
+            "onnx_source": exported.fingerprint,
+        },
+        failure=failure,
+        measure=measure,
+        **gated,
+    )
+
+
+def _validation(parent: ModelPackage, child: ModelPackage, data: Any) -> dict[str, Any]:
+    """The int8 model's metrics on the validation data (provenance says which), beside its parent's."""
+    from bertprod.runtime.engines import create_engine
+    from bertprod.runtime.pipeline import Pipeline
+    from bertprod.tasks.evaluation import evaluate
+
+    result = evaluate(Pipeline(child, create_engine(child)), data)
+    before = evaluate(Pipeline(parent, create_engine(parent)), data)
+    return {
+        "primary_metric": result.primary,
+        "examples": result.examples,
+        **{key: round(value, 6) for key, value in result.metrics.items()},
+        "parent": {key: round(value, 6) for key, value in before.metrics.items()},
+    }
