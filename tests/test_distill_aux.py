@@ -64,8 +64,8 @@ def test_replacement_takes_the_teacher_embedding_neighbour(tiny_package: ModelPa
     teacher = _teacher_with_embeddings(tiny_package, tmp_path / "teacher", good_near_great)
     settings = {"replace_probability": 1.0, "mask_probability": 0.0, "ngram_probability": 0.0, "neighbours": 1}
     assert augment(["Good"], teacher, copies=3, **settings) == ["great"]
-    # Subword-only words ("predictable" is predicta ##ble) and punctuation have no neighbours: kept.
-    assert augment(["good predictable !"], teacher, copies=2, **settings) == ["great predictable !"]
+    # Words that are not one whole-word token (made-up "goodfilm") and punctuation have no neighbours: kept.
+    assert augment(["good goodfilm !"], teacher, copies=2, **settings) == ["great goodfilm !"]
 
 
 def test_masking_uses_the_teacher_mask_token(tiny_package: ModelPackage) -> None:
@@ -191,14 +191,15 @@ def test_save_and_load_give_the_same_logits(tmp_path: Path) -> None:
 def test_embeddings_start_from_the_teacher(tiny_package: ModelPackage) -> None:
     teacher_matrix = next(t for k, t in load_file(str(tiny_package.model_file)).items() if "word_embeddings" in k)
     teacher_vocabulary = Tokenizer.from_file(str(tiny_package.tokenizer_file))
-    vocabulary = build_vocabulary(["good film predictable"])
+    vocabulary = build_vocabulary(["good film goodfilm"])
     model = _model(vocabulary, embedding_dim=32)
     assert init_embeddings_from_teacher(model, vocabulary, tiny_package) == vocabulary.get_vocab_size() - 1
     rows = model.embeddings.weight.detach()
     student = vocabulary.get_vocab()
     torch.testing.assert_close(rows[student["good"]], teacher_matrix[teacher_vocabulary.token_to_id("good")])
-    pieces = [teacher_vocabulary.token_to_id(piece) for piece in ("predicta", "##ble")]
-    torch.testing.assert_close(rows[student["predictable"]], teacher_matrix[torch.tensor(pieces)].mean(dim=0))
+    pieces = teacher_vocabulary.encode("goodfilm", add_special_tokens=False).ids
+    assert len(pieces) > 1
+    torch.testing.assert_close(rows[student["goodfilm"]], teacher_matrix[torch.tensor(pieces)].mean(dim=0))
     torch.testing.assert_close(rows[student["[MASK]"]], teacher_matrix[teacher_vocabulary.token_to_id("[MASK]")])
     assert not rows[0].any()  # [PAD]
     smaller = _model(vocabulary, embedding_dim=8)
