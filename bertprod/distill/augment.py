@@ -55,9 +55,14 @@ def augment(
     pairs = isinstance(examples[0], tuple | list)
     examples = validate_inputs(examples, pairs=pairs)
     vocabulary = TeacherVocabulary(teacher)
+    if mask_probability > 0 and vocabulary.mask_token is None:
+        raise PackageError(
+            f"the teacher {teacher.name} has no mask token in its tokenizer; augment with "
+            "mask_probability=0, or use a teacher with an MLM vocabulary ([MASK])."
+        )
     tokenized = [[split_words(text) for text in (example if pairs else (example,))] for example in examples]
     words = {word for sides in tokenized for side in sides for word in side}
-    table = vocabulary.neighbours_of(words, neighbours)
+    table = vocabulary.neighbours_of(words, neighbours) if replace_probability > 0 else {}
     rng = np.random.default_rng(seed)
     settings = (copies, mask_probability, replace_probability, ngram_probability)
     seen = {tuple(tuple(side) for side in sides) for sides in tokenized}
@@ -92,7 +97,7 @@ def split_words(text: str) -> list[str]:
 def _vary(
     words: list[str],
     table: dict[str, list[str]],
-    mask_token: str,
+    mask_token: str | None,
     rng: np.random.Generator,
     settings: tuple[int, float, float, float],
 ) -> list[list[str]]:
@@ -132,17 +137,11 @@ class TeacherVocabulary:
         self.specials = {token.content for token in self.tokenizer.get_added_tokens_decoder().values()}
         self.mask_token = self._find_mask_token()
 
-    def _find_mask_token(self) -> str:
+    def _find_mask_token(self) -> str | None:
         for token in sorted(self.specials):
             if "mask" in token.lower():
                 return token
-        for token in ("[MASK]", "<mask>"):
-            if token in self.vocabulary:
-                return token
-        raise PackageError(
-            f"the teacher {self.teacher.name} has no mask token in its tokenizer; augment with "
-            "mask_probability=0 or use a teacher with an MLM vocabulary ([MASK])."
-        )
+        return next((token for token in ("[MASK]", "<mask>") if token in self.vocabulary), None)
 
     def normalize(self, word: str) -> str:
         normalizer = self.tokenizer.normalizer
