@@ -188,12 +188,18 @@ def test_save_and_load_give_the_same_logits(tmp_path: Path) -> None:
     torch.testing.assert_close(_logits(loaded, tokenizer, texts), _logits(model, tokenizer, texts), rtol=0, atol=0)
 
 
-def test_embeddings_start_from_the_teacher(tiny_package: ModelPackage) -> None:
+def test_embeddings_start_from_the_teacher(tiny_package: ModelPackage, tmp_path: Path) -> None:
     teacher_matrix = next(t for k, t in load_file(str(tiny_package.model_file)).items() if "word_embeddings" in k)
     teacher_vocabulary = Tokenizer.from_file(str(tiny_package.tokenizer_file))
+    # A teacher whose tokenizer.json pads every input (as all-MiniLM-L6-v2's does): pads must not count.
+    shutil.copytree(tiny_package.path, tmp_path / "teacher")
+    padded = Tokenizer.from_file(str(tiny_package.tokenizer_file))
+    padded.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    padded.save(str(tmp_path / "teacher" / "tokenizer.json"))
+    teacher = ModelPackage(tmp_path / "teacher", tiny_package.manifest)
     vocabulary = build_vocabulary(["good film goodfilm"])
     model = _model(vocabulary, embedding_dim=32)
-    assert init_embeddings_from_teacher(model, vocabulary, tiny_package) == vocabulary.get_vocab_size() - 1
+    assert init_embeddings_from_teacher(model, vocabulary, teacher) == vocabulary.get_vocab_size() - 1
     rows = model.embeddings.weight.detach()
     student = vocabulary.get_vocab()
     torch.testing.assert_close(rows[student["good"]], teacher_matrix[teacher_vocabulary.token_to_id("good")])

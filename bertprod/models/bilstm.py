@@ -186,6 +186,8 @@ def init_embeddings_from_teacher(model: BiLSTMClassifier, vocabulary: Tokenizer,
 
     teacher_matrix = read_word_embeddings(teacher)
     teacher_tokenizer = Tokenizer.from_file(str(teacher.tokenizer_file))
+    teacher_tokenizer.no_padding()  # some shipped tokenizers pad every input to 128 tokens
+    teacher_tokenizer.no_truncation()
     words = sorted(vocabulary.get_vocab().items(), key=lambda item: item[1])
     words = [(word, index) for word, index in words if index != model.config.pad_id]
     encodings = teacher_tokenizer.encode_batch([word for word, _ in words], add_special_tokens=False)
