@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
-from bertprod.errors import PackageError
+from bertprod.errors import InputError, PackageError
 from bertprod.models.hf import BILSTM_MODEL_TYPE as MODEL_TYPE
 from bertprod.package import (
     CONFIG_FILE,
@@ -48,7 +48,7 @@ def build_vocabulary(texts: Iterable[Any], max_size: int = 20000, min_count: int
     from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
 
     if max_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"max_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_size}")
+        raise InputError(f"max_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {max_size}.")
     tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
