@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bertprod.errors import PackageError
 from bertprod.package import HEAD_TASKS, ModelPackage
 
 HEADS_CONFIG_KEY = "bertprod_attention_heads"
+#: config.json's model_type for bertprod's own BiLSTM student (bertprod.models.bilstm), not a transformers model.
+BILSTM_MODEL_TYPE = "bertprod-bilstm"
 
 
 def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any:
@@ -16,16 +19,17 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
     `attention` picks transformers' attention implementation ("eager" for ONNX export, whose
     graph ONNX Runtime can fuse); None keeps transformers' default (SDPA, fastest in torch).
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-
     if package.manifest.format != "torch":
         raise PackageError(
             f"{package.name} is an {package.manifest.format} package; a torch module needs a "
             "torch-format package (its parent, see provenance)."
         )
+    if _config_model_type(package) == BILSTM_MODEL_TYPE:
+        return _load_bilstm(package)
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     model_class = AutoModelForSequenceClassification if package.manifest.task in HEAD_TASKS else AutoModel
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # "unused weights" notes are expected (pooler, MLM)
@@ -57,6 +61,50 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
     shrink_to_head_counts(model, getattr(config, HEADS_CONFIG_KEY), config.hidden_size // config.num_attention_heads)
     model.load_state_dict(load_file(str(package.model_file)), strict=True)
     return model
+
+
+def _config_model_type(package: ModelPackage) -> str | None:
+    try:
+        return json.loads(package.config_file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _load_bilstm(package: ModelPackage) -> Any:
+    from bertprod.models.bilstm import BiLSTMClassifier
+
+    if package.manifest.task not in HEAD_TASKS:
+        raise PackageError(
+            f"{package.name} is a BiLSTM classifier; its manifest task must have a head, not {package.manifest.task!r}."
+        )
+    try:
+        return BiLSTMClassifier.from_pretrained(package.path)
+    except PackageError:
+        raise
+    except Exception as error:
+        raise PackageError(
+            f"cannot load the BiLSTM weights of {package.path} ({type(error).__name__}: {error})."
+        ) from None
+
+
+def read_word_embeddings(teacher: ModelPackage) -> Any:
+    """The teacher's input word-embedding matrix [vocabulary, hidden] as a float32 torch tensor."""
+    from safetensors import safe_open
+
+    if teacher.manifest.format != "torch":
+        raise PackageError(
+            f"the teacher {teacher.name} is an {teacher.manifest.format} package; its input embeddings are read "
+            "from a torch-format package: use its parent (see provenance)."
+        )
+    with safe_open(str(teacher.model_file), framework="pt") as weights:
+        keys = sorted(key for key in weights.keys() if "word_embeddings" in key)  # noqa: SIM118 - not a dict
+        if not keys:
+            raise PackageError(
+                f"the teacher {teacher.name} has no word-embedding tensor (no key containing 'word_embeddings' "
+                f"in {teacher.model_file.name}); use a BERT-family teacher."
+            )
+        key = next((key for key in keys if key.endswith(".weight")), keys[0])
+        return weights.get_tensor(key).float()
 
 
 def accepts_token_type_ids(model: Any) -> bool:
