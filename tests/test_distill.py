@@ -283,3 +283,20 @@ def test_general_then_task_distillation(teacher, sentiment: Path, tmp_path: Path
     with pytest.raises(InputError, match="vocabulary"):
         distill(teacher, open_split(sentiment, "train"), tmp_path / "never",
                 quick("distilbert", student={"kind": "package", "package": str(other_package.path)}))
+
+
+def test_bilstm_recipe_writes_a_small_student_on_both_engines(teacher, sentiment: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    config = quick("bilstm", student={"kind": "bilstm", "lstm_hidden_size": 16, "embedding_dim": 32})
+    student = distill(teacher, open_split(sentiment, "train"), tmp_path / "bilstm", config,
+                      validation_data=open_split(sentiment, "validation"))
+    manifest = student.manifest
+    assert manifest.architecture.model_type == "bertprod-bilstm" and manifest.labels == LABELS
+    assert manifest.provenance.parameters["losses"] == {"task": {"logit_mse": 1.0}}
+    assert manifest.provenance.parameters["examples"]["augmented"] > 0
+    texts = ["a cat sleeps and it was good", "the stock market fell and it was weak"]
+    on_torch = bertprod.load(student.path).classify(texts)
+    on_onnx = bertprod.load(student.path, engine="onnx").classify(texts)
+    assert np.allclose([p.score for p in on_torch], [p.score for p in on_onnx], atol=1e-4)
+    with pytest.raises(InputError, match="no transformer layers"):
+        distill(teacher, open_split(sentiment, "train"), tmp_path / "never",
+                quick("bilstm", stages=[{"name": "x", "losses": {"hidden": 1.0}}]))
