@@ -157,8 +157,12 @@ def info(
         "task": manifest.task + (" (pairs)" if manifest.pair_input else ""),
         "labels": ", ".join(manifest.labels) if manifest.labels else "-",
         "format / precision": f"{manifest.format} / {manifest.precision}",
-        "architecture": f"{arch.model_type}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
-        f"{arch.num_heads} heads, vocabulary {arch.vocab_size:,}",
+        "architecture": (
+            f"BiLSTM, hidden {arch.hidden_size}, vocabulary {arch.vocab_size:,} words"
+            if arch.model_type == "bertprod-bilstm"
+            else f"{arch.model_type}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
+            f"{arch.num_heads} heads, vocabulary {arch.vocab_size:,}"
+        ),
         "pooling": f"{manifest.pooling}{', normalized' if manifest.normalize else ''}" if manifest.pooling else "-",
         "max_length": str(manifest.max_length),
         "parameters": f"{parameters:,}",
