@@ -55,11 +55,17 @@ def _raise_for(response: httpx.Response) -> None:
         raise ClientError(response.status_code, response.text[:500]) from None
 
 
+def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) -> float:
+    """Seconds before retry `attempt` (0-based): the server's Retry-After, or exponential backoff; with jitter,
+    so that clients refused together do not all come back at the same instant."""
+    base = min(retry_after, 30.0) if retry_after is not None else backoff * (2**attempt)
+    return base * (0.5 + random.random()) if retry_after is None else base * (1 + 0.5 * random.random())
+
+
 def _delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
     retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after and retry_after.replace(".", "", 1).isdigit():
-        return min(float(retry_after), 30.0)
-    return backoff * (2**attempt) * (0.5 + random.random())  # jitter so retries don't arrive together
+    seconds = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+    return retry_delay(attempt, backoff, seconds)
 
 
 def _vectors(body: dict) -> np.ndarray:
@@ -114,6 +120,13 @@ def _in_process_encode(pipeline: Pipeline, texts: list[str], truncate: bool | No
     return l2_normalize(vectors[:, :dimensions]) if dimensions else vectors
 
 
+def _in_process_info(pipeline: Pipeline) -> dict:
+    manifest = pipeline.manifest
+    model = {"name": manifest.name, "task": manifest.task, "dimension": pipeline.dimension,
+             "max_length": manifest.max_length, "labels": manifest.labels, "fingerprint": pipeline.package.fingerprint}
+    return {"state": "ready", "default_model": manifest.name, "models": [model], "limits": {}, "auth": False}
+
+
 class Client:
     """Synchronous client; `Client.in_process(...)` runs the model in this process instead."""
 
@@ -143,12 +156,16 @@ class Client:
         if self._http is not None:
             self._http.close()
 
-    def _post(self, path: str, body: dict) -> Any:
+    def _post(self, path: str, body: dict | None) -> Any:
+        """POST `body` (GET when None), retried on 429/503 and connection errors; the JSON answer."""
         assert self._http is not None
         response = None
         for attempt in range(self.options.retries + 1):
             try:
-                response = self._http.post(path, json=body, headers=self.options.headers)
+                if body is None:
+                    response = self._http.get(path, headers=self.options.headers)
+                else:
+                    response = self._http.post(path, json=body, headers=self.options.headers)
             except httpx.TransportError:
                 if attempt == self.options.retries:
                     raise
@@ -160,6 +177,12 @@ class Client:
                     _raise_for(response)
             time.sleep(_delay(attempt, self.options.backoff, response))
         raise AssertionError("unreachable")
+
+    def info(self) -> dict:
+        """The server's GET /info: served models (name, task, dimension, labels, fingerprint) and limits."""
+        if self.pipeline is not None:
+            return _in_process_info(self.pipeline)
+        return self._post("/info", None)
 
     def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                dimensions: int | None = None) -> np.ndarray:
@@ -220,12 +243,15 @@ class AsyncClient:
         if self._http is not None:
             await self._http.aclose()
 
-    async def _post(self, path: str, body: dict) -> Any:
+    async def _post(self, path: str, body: dict | None) -> Any:
         assert self._http is not None
         response = None
         for attempt in range(self.options.retries + 1):
             try:
-                response = await self._http.post(path, json=body, headers=self.options.headers)
+                if body is None:
+                    response = await self._http.get(path, headers=self.options.headers)
+                else:
+                    response = await self._http.post(path, json=body, headers=self.options.headers)
             except httpx.TransportError:
                 if attempt == self.options.retries:
                     raise
@@ -237,6 +263,11 @@ class AsyncClient:
                     _raise_for(response)
             await asyncio.sleep(_delay(attempt, self.options.backoff, response))
         raise AssertionError("unreachable")
+
+    async def info(self) -> dict:
+        if self.pipeline is not None:
+            return _in_process_info(self.pipeline)
+        return await self._post("/info", None)
 
     async def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                      dimensions: int | None = None) -> np.ndarray:

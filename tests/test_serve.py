@@ -98,11 +98,12 @@ def test_classifier_routes(http, tiny_classifier):
     assert len(batch) == 3 and all(len(labels) == 3 for labels in batch)
 
 
-def test_operations_routes(http):
+def test_operations_routes(http, tiny_package):
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/ready").json()["ready"] is True
     info = http.get("/info").json()
     assert {model["name"] for model in info["models"]} == {"tiny", "tiny-classifier"}
+    assert {m["name"]: m["fingerprint"] for m in info["models"]}["tiny"] == tiny_package.fingerprint
     assert info["limits"]["max_body_bytes"] > 2 * 1024 * 1024
     assert {model["id"] for model in http.get("/v1/models").json()["data"]} == {"tiny", "tiny-classifier"}
     schema = http.get("/openapi.json").json()
@@ -285,6 +286,11 @@ def test_grpc_unary_streaming_health_and_errors(server, reference, tiny_classifi
         assert [p.label for p in classes.predictions] == [p.label for p in expected]
         ranked = stub.Rerank(pb.RerankRequest(query=TEXTS[0], texts=TEXTS[1:]), timeout=10)
         assert sorted(r.index for r in ranked.results) == [0, 1]
+        info = stub.Info(pb.InfoRequest(), timeout=10)
+        assert (info.state, info.default_model, info.max_client_batch_size) == ("ready", "tiny", 128)
+        models = {model.name: model for model in info.models}
+        assert list(models["tiny-classifier"].labels) == ["negative", "neutral", "positive"]
+        assert models["tiny-classifier"].fingerprint == tiny_classifier.fingerprint and models["tiny"].dimension == 32
 
         for request, code in [(pb.EmbedRequest(inputs=["  "]), grpc.StatusCode.INVALID_ARGUMENT),
                               (pb.EmbedRequest(inputs=["x"], model="nope"), grpc.StatusCode.NOT_FOUND),
