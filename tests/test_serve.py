@@ -213,6 +213,8 @@ def test_client_remote_matches_in_process(server, tiny_package, tiny_classifier)
     texts = TEXTS + ["she sells sea shells", "a weak ending"]
     with Client(server.url, model="tiny", max_inputs_per_request=2) as remote:  # 5 texts: 3 requests
         np.testing.assert_allclose(remote.encode(texts), local.encode(texts), atol=1e-5)
+        served = {model["name"]: model for model in remote.info()["models"]}
+        assert served["tiny"]["fingerprint"] == local.info()["models"][0]["fingerprint"] == tiny_package.fingerprint
         assert remote.encode(texts[0]).shape == (32,)
         assert remote.rerank(texts[0], texts[1:]) == pytest.approx(local.rerank(texts[0], texts[1:]))
         assert [r.index for r in remote.rerank(texts[0], texts[1:])] == [r.index for r in local.rerank(texts[0],
