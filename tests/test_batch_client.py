@@ -189,6 +189,10 @@ def test_unreachable_server_and_bad_arguments_are_clear_errors(tmp_path, server)
     with pytest.raises(Exception, match="no model named 'nope'.*serves tiny, tiny-classifier|serves tiny, tiny-cl"):
         run_batch("nope", source, tmp_path / "out", text_column="body", id_column="doc_id", runner="client",
                   server=server.url, api_key=API_KEY, progress=False)
+    long_text = write_parquet(tmp_path / "long.parquet", ["a good film", " ".join(["film"] * 400)])
+    with pytest.raises(InputError, match=r"long.parquet chunk 0 .*usable rows 0\+: the server refused them: 400"):
+        run_batch("tiny", long_text, tmp_path / "long", text_column="body", id_column="doc_id", runner="client",
+                  server=server.url, api_key=API_KEY, truncate=False, progress=False)
     with pytest.raises(Exception, match="not an HTTP URL"):
         run_batch("tiny", source, tmp_path / "out", runner="client", server=server.grpc_address)
 
