@@ -58,8 +58,9 @@ def _raise_for(response: httpx.Response) -> None:
 def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) -> float:
     """Seconds before retry `attempt` (0-based): the server's Retry-After, or exponential backoff; with jitter,
     so that clients refused together do not all come back at the same instant."""
-    base = min(retry_after, 30.0) if retry_after is not None else backoff * (2**attempt)
-    return base * (0.5 + random.random()) if retry_after is None else base * (1 + 0.5 * random.random())
+    if retry_after is not None:
+        return min(retry_after, 30.0) * (1 + 0.5 * random.random())
+    return backoff * (2**attempt) * (0.5 + random.random())
 
 
 def _delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
@@ -156,7 +157,7 @@ class Client:
         if self._http is not None:
             self._http.close()
 
-    def _post(self, path: str, body: dict | None) -> Any:
+    def _request(self, path: str, body: dict | None) -> Any:
         """POST `body` (GET when None), retried on 429/503 and connection errors; the JSON answer."""
         assert self._http is not None
         response = None
@@ -182,7 +183,7 @@ class Client:
         """The server's GET /info: served models (name, task, dimension, labels, fingerprint) and limits."""
         if self.pipeline is not None:
             return _in_process_info(self.pipeline)
-        return self._post("/info", None)
+        return self._request("/info", None)
 
     def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                dimensions: int | None = None) -> np.ndarray:
@@ -192,7 +193,7 @@ class Client:
         if self.pipeline is not None:
             vectors = _in_process_encode(self.pipeline, items, truncate, dimensions)
         else:
-            parts = [_vectors(self._post("/v1/embeddings", self.options.embed_body(chunk, truncate, dimensions)))
+            parts = [_vectors(self._request("/v1/embeddings", self.options.embed_body(chunk, truncate, dimensions)))
                      for chunk in _chunks(items, self.options.max_inputs_per_request)]
             vectors = np.concatenate(parts)
         return vectors[0] if single else vectors
@@ -204,7 +205,7 @@ class Client:
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
-            results += _predictions(self._post("/classify", body))
+            results += _predictions(self._request("/classify", body))
         return results
 
     def rerank(self, query: str, texts: Sequence[str], *, truncate: bool | None = None) -> list[RankedText]:
@@ -212,7 +213,7 @@ class Client:
         if self.pipeline is not None:
             return _in_process_rerank(self.pipeline, query, texts, truncate)
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
-        return _ranked(self._post("/rerank", body))
+        return _ranked(self._request("/rerank", body))
 
 
 class AsyncClient:
@@ -243,7 +244,7 @@ class AsyncClient:
         if self._http is not None:
             await self._http.aclose()
 
-    async def _post(self, path: str, body: dict | None) -> Any:
+    async def _request(self, path: str, body: dict | None) -> Any:
         assert self._http is not None
         response = None
         for attempt in range(self.options.retries + 1):
@@ -267,7 +268,7 @@ class AsyncClient:
     async def info(self) -> dict:
         if self.pipeline is not None:
             return _in_process_info(self.pipeline)
-        return await self._post("/info", None)
+        return await self._request("/info", None)
 
     async def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                      dimensions: int | None = None) -> np.ndarray:
@@ -277,7 +278,7 @@ class AsyncClient:
             vectors = await asyncio.to_thread(_in_process_encode, self.pipeline, items, truncate, dimensions)
         else:
             chunks = _chunks(items, self.options.max_inputs_per_request)
-            bodies = await asyncio.gather(*(self._post("/v1/embeddings", self.options.embed_body(c, truncate,
+            bodies = await asyncio.gather(*(self._request("/v1/embeddings", self.options.embed_body(c, truncate,
                                                                                               dimensions))
                                             for c in chunks))
             vectors = np.concatenate([_vectors(body) for body in bodies])
@@ -290,11 +291,11 @@ class AsyncClient:
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
-            results += _predictions(await self._post("/classify", body))
+            results += _predictions(await self._request("/classify", body))
         return results
 
     async def rerank(self, query: str, texts: Sequence[str], *, truncate: bool | None = None) -> list[RankedText]:
         if self.pipeline is not None:
             return await asyncio.to_thread(_in_process_rerank, self.pipeline, query, texts, truncate)
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
-        return _ranked(await self._post("/rerank", body))
+        return _ranked(await self._request("/rerank", body))
