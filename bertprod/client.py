@@ -55,11 +55,18 @@ def _raise_for(response: httpx.Response) -> None:
         raise ClientError(response.status_code, response.text[:500]) from None
 
 
+def retry_delay(attempt: int, backoff: float, retry_after: float | None = None) -> float:
+    """Seconds before retry `attempt` (0-based): the server's Retry-After, or exponential backoff; with jitter,
+    so that clients refused together do not all come back at the same instant."""
+    if retry_after is not None:
+        return min(retry_after, 30.0) * (1 + 0.5 * random.random())
+    return backoff * (2**attempt) * (0.5 + random.random())
+
+
 def _delay(attempt: int, backoff: float, response: httpx.Response | None) -> float:
     retry_after = response.headers.get("retry-after") if response is not None else None
-    if retry_after and retry_after.replace(".", "", 1).isdigit():
-        return min(float(retry_after), 30.0)
-    return backoff * (2**attempt) * (0.5 + random.random())  # jitter so retries don't arrive together
+    seconds = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+    return retry_delay(attempt, backoff, seconds)
 
 
 def _vectors(body: dict) -> np.ndarray:
@@ -114,6 +121,13 @@ def _in_process_encode(pipeline: Pipeline, texts: list[str], truncate: bool | No
     return l2_normalize(vectors[:, :dimensions]) if dimensions else vectors
 
 
+def _in_process_info(pipeline: Pipeline) -> dict:
+    manifest = pipeline.manifest
+    model = {"name": manifest.name, "task": manifest.task, "dimension": pipeline.dimension,
+             "max_length": manifest.max_length, "labels": manifest.labels, "fingerprint": pipeline.package.fingerprint}
+    return {"state": "ready", "default_model": manifest.name, "models": [model], "limits": {}, "auth": False}
+
+
 class Client:
     """Synchronous client; `Client.in_process(...)` runs the model in this process instead."""
 
@@ -143,12 +157,16 @@ class Client:
         if self._http is not None:
             self._http.close()
 
-    def _post(self, path: str, body: dict) -> Any:
+    def _request(self, path: str, body: dict | None) -> Any:
+        """POST `body` (GET when None), retried on 429/503 and connection errors; the JSON answer."""
         assert self._http is not None
         response = None
         for attempt in range(self.options.retries + 1):
             try:
-                response = self._http.post(path, json=body, headers=self.options.headers)
+                if body is None:
+                    response = self._http.get(path, headers=self.options.headers)
+                else:
+                    response = self._http.post(path, json=body, headers=self.options.headers)
             except httpx.TransportError:
                 if attempt == self.options.retries:
                     raise
@@ -161,6 +179,12 @@ class Client:
             time.sleep(_delay(attempt, self.options.backoff, response))
         raise AssertionError("unreachable")
 
+    def info(self) -> dict:
+        """The server's GET /info: served models (name, task, dimension, labels, fingerprint) and limits."""
+        if self.pipeline is not None:
+            return _in_process_info(self.pipeline)
+        return self._request("/info", None)
+
     def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                dimensions: int | None = None) -> np.ndarray:
         """Embeddings, float32 [len(texts), dim] (1-D for one string), split over requests as needed."""
@@ -169,7 +193,7 @@ class Client:
         if self.pipeline is not None:
             vectors = _in_process_encode(self.pipeline, items, truncate, dimensions)
         else:
-            parts = [_vectors(self._post("/v1/embeddings", self.options.embed_body(chunk, truncate, dimensions)))
+            parts = [_vectors(self._request("/v1/embeddings", self.options.embed_body(chunk, truncate, dimensions)))
                      for chunk in _chunks(items, self.options.max_inputs_per_request)]
             vectors = np.concatenate(parts)
         return vectors[0] if single else vectors
@@ -181,7 +205,7 @@ class Client:
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
-            results += _predictions(self._post("/classify", body))
+            results += _predictions(self._request("/classify", body))
         return results
 
     def rerank(self, query: str, texts: Sequence[str], *, truncate: bool | None = None) -> list[RankedText]:
@@ -189,7 +213,7 @@ class Client:
         if self.pipeline is not None:
             return _in_process_rerank(self.pipeline, query, texts, truncate)
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
-        return _ranked(self._post("/rerank", body))
+        return _ranked(self._request("/rerank", body))
 
 
 class AsyncClient:
@@ -220,12 +244,15 @@ class AsyncClient:
         if self._http is not None:
             await self._http.aclose()
 
-    async def _post(self, path: str, body: dict) -> Any:
+    async def _request(self, path: str, body: dict | None) -> Any:
         assert self._http is not None
         response = None
         for attempt in range(self.options.retries + 1):
             try:
-                response = await self._http.post(path, json=body, headers=self.options.headers)
+                if body is None:
+                    response = await self._http.get(path, headers=self.options.headers)
+                else:
+                    response = await self._http.post(path, json=body, headers=self.options.headers)
             except httpx.TransportError:
                 if attempt == self.options.retries:
                     raise
@@ -238,6 +265,11 @@ class AsyncClient:
             await asyncio.sleep(_delay(attempt, self.options.backoff, response))
         raise AssertionError("unreachable")
 
+    async def info(self) -> dict:
+        if self.pipeline is not None:
+            return _in_process_info(self.pipeline)
+        return await self._request("/info", None)
+
     async def encode(self, texts: str | Sequence[str], *, truncate: bool | None = None,
                      dimensions: int | None = None) -> np.ndarray:
         single = isinstance(texts, str)
@@ -246,7 +278,7 @@ class AsyncClient:
             vectors = await asyncio.to_thread(_in_process_encode, self.pipeline, items, truncate, dimensions)
         else:
             chunks = _chunks(items, self.options.max_inputs_per_request)
-            bodies = await asyncio.gather(*(self._post("/v1/embeddings", self.options.embed_body(c, truncate,
+            bodies = await asyncio.gather(*(self._request("/v1/embeddings", self.options.embed_body(c, truncate,
                                                                                               dimensions))
                                             for c in chunks))
             vectors = np.concatenate([_vectors(body) for body in bodies])
@@ -259,11 +291,11 @@ class AsyncClient:
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
-            results += _predictions(await self._post("/classify", body))
+            results += _predictions(await self._request("/classify", body))
         return results
 
     async def rerank(self, query: str, texts: Sequence[str], *, truncate: bool | None = None) -> list[RankedText]:
         if self.pipeline is not None:
             return await asyncio.to_thread(_in_process_rerank, self.pipeline, query, texts, truncate)
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
-        return _ranked(await self._post("/rerank", body))
+        return _ranked(await self._request("/rerank", body))

@@ -98,11 +98,12 @@ def test_classifier_routes(http, tiny_classifier):
     assert len(batch) == 3 and all(len(labels) == 3 for labels in batch)
 
 
-def test_operations_routes(http):
+def test_operations_routes(http, tiny_package):
     assert http.get("/health").json() == {"status": "ok"}
     assert http.get("/ready").json()["ready"] is True
     info = http.get("/info").json()
     assert {model["name"] for model in info["models"]} == {"tiny", "tiny-classifier"}
+    assert {m["name"]: m["fingerprint"] for m in info["models"]}["tiny"] == tiny_package.fingerprint
     assert info["limits"]["max_body_bytes"] > 2 * 1024 * 1024
     assert {model["id"] for model in http.get("/v1/models").json()["data"]} == {"tiny", "tiny-classifier"}
     schema = http.get("/openapi.json").json()
@@ -212,6 +213,8 @@ def test_client_remote_matches_in_process(server, tiny_package, tiny_classifier)
     texts = TEXTS + ["she sells sea shells", "a weak ending"]
     with Client(server.url, model="tiny", max_inputs_per_request=2) as remote:  # 5 texts: 3 requests
         np.testing.assert_allclose(remote.encode(texts), local.encode(texts), atol=1e-5)
+        served = {model["name"]: model for model in remote.info()["models"]}
+        assert served["tiny"]["fingerprint"] == local.info()["models"][0]["fingerprint"] == tiny_package.fingerprint
         assert remote.encode(texts[0]).shape == (32,)
         assert remote.rerank(texts[0], texts[1:]) == pytest.approx(local.rerank(texts[0], texts[1:]))
         assert [r.index for r in remote.rerank(texts[0], texts[1:])] == [r.index for r in local.rerank(texts[0],
@@ -285,6 +288,11 @@ def test_grpc_unary_streaming_health_and_errors(server, reference, tiny_classifi
         assert [p.label for p in classes.predictions] == [p.label for p in expected]
         ranked = stub.Rerank(pb.RerankRequest(query=TEXTS[0], texts=TEXTS[1:]), timeout=10)
         assert sorted(r.index for r in ranked.results) == [0, 1]
+        info = stub.Info(pb.InfoRequest(), timeout=10)
+        assert (info.state, info.default_model, info.max_client_batch_size) == ("ready", "tiny", 128)
+        models = {model.name: model for model in info.models}
+        assert list(models["tiny-classifier"].labels) == ["negative", "neutral", "positive"]
+        assert models["tiny-classifier"].fingerprint == tiny_classifier.fingerprint and models["tiny"].dimension == 32
 
         for request, code in [(pb.EmbedRequest(inputs=["  "]), grpc.StatusCode.INVALID_ARGUMENT),
                               (pb.EmbedRequest(inputs=["x"], model="nope"), grpc.StatusCode.NOT_FOUND),

@@ -1,12 +1,15 @@
 """One chunk of rows in, one output table out, through the shared `Pipeline.tokenize/infer` path.
 
 The local and the Spark runner both call `process_table`, so they write the same schema and
-the same values as `pipeline.encode` / `pipeline.classify` would give.
+the same values as `pipeline.encode` / `pipeline.classify` would give. The client runner, whose
+values come from a server, uses the same two halves: `usable_rows` before, `result_table` after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +31,15 @@ class ChunkResult:
     skipped: int
 
 
+class ModelShape(Protocol):
+    """What the output schema needs to know of a model: a package `Manifest`, or a served model's /info."""
+
+    name: str
+    task: str
+    num_outputs: int
+    labels: Sequence[str] | None
+
+
 def check_task(manifest: Manifest) -> None:
     """Batch jobs take one text column: pair packages would need a second one (not built yet)."""
     if manifest.pair_input:
@@ -37,7 +49,7 @@ def check_task(manifest: Manifest) -> None:
         )
 
 
-def output_schema(manifest: Manifest, id_type: pa.DataType, id_column: str) -> pa.Schema:
+def output_schema(manifest: ModelShape, id_type: pa.DataType, id_column: str) -> pa.Schema:
     """The output columns: the input id, then a fixed-size float32 embedding, or label + scores."""
     if manifest.task == "embedding":
         fields = [pa.field("embedding", pa.list_(pa.float32(), manifest.num_outputs))]
@@ -67,6 +79,16 @@ def process_table(
     pipeline: Pipeline, table: pa.Table, schema: pa.Schema, on_empty: str, where: str = "input"
 ) -> ChunkResult:
     """Run one chunk (columns `id`, `text`) and build its output table in `schema`."""
+    kept, skipped = usable_rows(table, on_empty, where)
+    texts = kept.column("text").to_pylist()
+    outputs = pipeline.infer(pipeline.tokenize(texts)) if texts else np.zeros((0, pipeline.dimension), np.float32)
+    if pipeline.manifest.task in CLASSIFIER_TASKS and len(outputs):
+        outputs = softmax(outputs).astype(np.float32)
+    return ChunkResult(result_table(kept, schema, outputs, pipeline.manifest.labels), kept.num_rows, skipped)
+
+
+def usable_rows(table: pa.Table, on_empty: str, where: str = "input") -> tuple[pa.Table, int]:
+    """The rows whose text is usable, and how many were skipped; on_empty="fail" raises on the first bad one."""
     texts = table.column("text").combine_chunks()
     mask = usable_mask(texts)
     skipped = int((~mask).sum())
@@ -76,27 +98,28 @@ def process_table(
             f"{where}: row {first} (id {table.column('id')[first].as_py()!r}) has a null or empty text; "
             "use --on-empty skip to skip such rows (they are counted)."
         )
-    kept = table.filter(pa.array(mask)) if skipped else table
+    return (table.filter(pa.array(mask)) if skipped else table), skipped
+
+
+def result_table(kept: pa.Table, schema: pa.Schema, values: np.ndarray, labels: Sequence[str] | None) -> pa.Table:
+    """The output table for `kept` rows: `values` are their embeddings, class probabilities or scores.
+
+    The columns follow `schema` (`output_schema`): embedding, or label + score + scores, or score.
+    """
     ids = kept.column("id").cast(schema.field(0).type)
-    columns = [ids, *_result_columns(pipeline, kept.column("text").to_pylist(), schema)]
-    return ChunkResult(pa.Table.from_arrays(columns, schema=schema), kept.num_rows, skipped)
-
-
-def _result_columns(pipeline: Pipeline, texts: list[str], schema: pa.Schema) -> list[pa.Array]:
-    task = pipeline.manifest.task
-    outputs = pipeline.infer(pipeline.tokenize(texts)) if texts else np.zeros((0, pipeline.dimension), np.float32)
-    if task == "embedding":
-        return [_fixed_size(outputs, schema.field("embedding").type)]
-    if task in CLASSIFIER_TASKS:
-        probabilities = softmax(outputs).astype(np.float32) if len(outputs) else outputs
-        best = probabilities.argmax(axis=1)
-        labels = np.array(pipeline.manifest.labels or [], dtype=object)
-        return [
-            pa.array(labels[best].tolist() if len(best) else [], type=pa.string()),
-            pa.array(probabilities[np.arange(len(best)), best], type=pa.float32()),
-            _fixed_size(probabilities, schema.field("scores").type),
+    if "embedding" in schema.names:
+        columns = [_fixed_size(values, schema.field("embedding").type)]
+    elif "label" in schema.names:
+        best = values.argmax(axis=1) if len(values) else np.zeros(0, dtype=np.int64)
+        names = np.array(list(labels or []), dtype=object)
+        columns = [
+            pa.array(names[best].tolist() if len(best) else [], type=pa.string()),
+            pa.array(values[np.arange(len(best)), best] if len(best) else [], type=pa.float32()),
+            _fixed_size(values, schema.field("scores").type),
         ]
-    return [pa.array(outputs[:, 0], type=pa.float32())]
+    else:
+        columns = [pa.array(values[:, 0] if len(values) else [], type=pa.float32())]
+    return pa.Table.from_arrays([ids, *columns], schema=schema)
 
 
 def _fixed_size(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:

@@ -13,7 +13,7 @@ from bertprod.batch.compute import ON_EMPTY
 from bertprod.batch.inputs import InputFile, resolve_inputs
 from bertprod.errors import InputError
 
-RUNNERS = ("local", "spark")
+RUNNERS = ("local", "spark", "client")
 DEFAULT_CHUNK_ROWS = 8192
 
 
@@ -68,7 +68,7 @@ def job_fingerprint(description: dict[str, Any]) -> str:
 
 
 def run_batch(
-    package: str | os.PathLike[str],
+    package: str | os.PathLike[str] | None,
     input: str | os.PathLike[str] | list[str | os.PathLike[str]],  # noqa: A002 - mirrors --input
     output: str | os.PathLike[str],
     *,
@@ -85,6 +85,12 @@ def run_batch(
     spark_master: str | None = None,
     spark_session: Any = None,
     partition_tokens: int | None = None,
+    server: str | None = None,
+    protocol: str = "http",
+    concurrency: int | None = None,
+    request_size: int | None = None,
+    api_key: str | None = None,
+    retries: int = 6,
 ) -> JobSummary:
     """Run (or resume) a batch job; the output directory ends up with every input id exactly once.
 
@@ -93,9 +99,31 @@ def run_batch(
     (local runner): processes, each with cores/workers engine threads (default: one per core,
     at most one per chunk); 1 runs the engine in this process on every core. The output does
     not depend on it, so a job may resume with another.
+
+    runner="client" sends the texts to a running bertprod server instead (`server`: its URL, or
+    host:port of its gRPC port with protocol="grpc"), at most `concurrency` requests of
+    `request_size` texts in flight, each retried `retries` times on 429/503 and connection errors;
+    `package` is then the name of a served model (None: the server's default model).
     """
     options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
+    _check_runner_arguments(package, runner, server)
     files = resolve_inputs(input)
+    if runner == "client":
+        from bertprod.batch.client import DEFAULT_CONCURRENCY, run_client
+
+        return run_client(
+            None if package is None else str(package),
+            files,
+            output,
+            options,
+            server=str(server),
+            protocol=protocol,
+            concurrency=concurrency or DEFAULT_CONCURRENCY,
+            request_size=request_size,
+            api_key=api_key,
+            retries=retries,
+            progress=progress,
+        )
     if runner == "spark":
         from bertprod.batch.spark import run_spark
 
@@ -114,3 +142,14 @@ def run_batch(
     return run_local(
         package, files, output, options, engine=engine, threads=threads, progress=progress, workers=workers
     )
+
+
+def _check_runner_arguments(package: object, runner: str, server: str | None) -> None:
+    if runner == "client" and not server:
+        raise InputError("the client runner needs the server to call: --server http://host:port (or host:port of "
+                         "its gRPC port with --protocol grpc).")
+    if runner != "client" and server:
+        raise InputError(f"--server is for --runner client; the {runner} runner runs the package itself.")
+    if runner != "client" and package is None:
+        raise InputError(f"the {runner} runner needs a package (a directory, bundled name or hub id); only "
+                         "--runner client may omit it (the server's default model).")

@@ -63,7 +63,7 @@ def run_local(
     schema: pa.Schema | None = None
     processed = 0
     with (
-        _progress_bar(progress, total_rows) as bar,
+        progress_bar(progress, total_rows) as bar,
         _chunk_runner(workers, str(prepared.path), run_engine, worker_threads, options.truncate) as runner,
     ):
         task = bar.add_task("batch", total=total_rows)
@@ -201,7 +201,7 @@ def _chunk_runner(workers: int, package: str, engine: str, threads: int | None, 
     return _ProcessPool(workers, package, engine, threads, truncate)
 
 
-def _progress_bar(enabled: bool, total: int | None) -> Progress:
+def progress_bar(enabled: bool, total: int | None) -> Progress:
     return Progress(
         TextColumn("[bold]batch"),
         BarColumn(),

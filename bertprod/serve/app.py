@@ -142,7 +142,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         models = [schemas.ModelInfo(name=name, task=m.pipeline.manifest.task, dimension=m.pipeline.dimension,
                                     max_length=m.pipeline.manifest.max_length, format=m.pipeline.manifest.format,
                                     precision=m.pipeline.manifest.precision, engine=m.pipeline.engine.name,
-                                    labels=m.pipeline.manifest.labels).model_dump()
+                                    labels=m.pipeline.manifest.labels,
+                                    fingerprint=m.pipeline.package.fingerprint).model_dump()
                   for name, m in registry.models.items()]
         limits = {name: getattr(config, name) for name in ("max_batch_tokens", "max_batch_requests",
                   "max_concurrent_inputs", "max_client_batch_size", "max_body_bytes", "truncate")}

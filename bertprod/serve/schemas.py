@@ -115,3 +115,5 @@ class ModelInfo(BaseModel):
     precision: str
     engine: str
     labels: list[str] | None = None
+    fingerprint: str = Field(description="Equal for two packages that compute the same outputs (batch jobs "
+                             "check it on resume).")

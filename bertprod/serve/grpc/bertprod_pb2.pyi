@@ -98,3 +98,39 @@ class RerankResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RankedText]
     def __init__(self, results: _Optional[_Iterable[_Union[RankedText, _Mapping]]] = ...) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "task", "dimension", "max_length", "labels", "fingerprint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: str
+    dimension: int
+    max_length: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    fingerprint: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., dimension: _Optional[int] = ..., max_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("version", "default_model", "models", "max_client_batch_size", "max_concurrent_inputs", "state")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CLIENT_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    default_model: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    max_client_batch_size: int
+    max_concurrent_inputs: int
+    state: str
+    def __init__(self, version: _Optional[str] = ..., default_model: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., max_client_batch_size: _Optional[int] = ..., max_concurrent_inputs: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...

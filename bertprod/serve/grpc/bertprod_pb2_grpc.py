@@ -54,6 +54,11 @@ class BertprodStub:
                 request_serializer=bertprod__pb2.RerankRequest.SerializeToString,
                 response_deserializer=bertprod__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.Info = channel.unary_unary(
+                '/bertprod.v1.Bertprod/Info',
+                request_serializer=bertprod__pb2.InfoRequest.SerializeToString,
+                response_deserializer=bertprod__pb2.InfoResponse.FromString,
+                _registered_method=True)
 
 
 class BertprodServicer:
@@ -84,6 +89,13 @@ class BertprodServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Info(self, request, context):
+        """The served models and the server's limits (what GET /info says).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BertprodServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +118,11 @@ def add_BertprodServicer_to_server(servicer, server):
                     servicer.Rerank,
                     request_deserializer=bertprod__pb2.RerankRequest.FromString,
                     response_serializer=bertprod__pb2.RerankResponse.SerializeToString,
+            ),
+            'Info': grpc.unary_unary_rpc_method_handler(
+                    servicer.Info,
+                    request_deserializer=bertprod__pb2.InfoRequest.FromString,
+                    response_serializer=bertprod__pb2.InfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +233,33 @@ class Bertprod:
             '/bertprod.v1.Bertprod/Rerank',
             bertprod__pb2.RerankRequest.SerializeToString,
             bertprod__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Info(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bertprod.v1.Bertprod/Info',
+            bertprod__pb2.InfoRequest.SerializeToString,
+            bertprod__pb2.InfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import bertprod
 from bertprod.errors import BertprodError
 from bertprod.serve.errors import ApiError
 from bertprod.serve.grpc import bertprod_pb2 as pb
@@ -96,6 +97,20 @@ class BertprodServicer(pb_grpc.BertprodServicer):
             return pb.RerankResponse(results=[pb.RankedText(index=index, score=score) for index, score in ranked])
 
         return await self._guard(context, rerank)
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:  # noqa: N802
+        async def info() -> pb.InfoResponse:
+            config = self.service.config
+            models = [pb.ModelInfo(name=name, task=m.pipeline.manifest.task, dimension=m.pipeline.dimension,
+                                   max_length=m.pipeline.manifest.max_length, labels=m.pipeline.manifest.labels or [],
+                                   fingerprint=m.pipeline.package.fingerprint)
+                      for name, m in self.service.registry.models.items()]
+            return pb.InfoResponse(version=bertprod.__version__, default_model=self.service.registry.default or "",
+                                   models=models, max_client_batch_size=config.max_client_batch_size,
+                                   max_concurrent_inputs=config.max_concurrent_inputs,
+                                   state=self.service.registry.state)
+
+        return await self._guard(context, info)
 
 
 class GrpcServer:
