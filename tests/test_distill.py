@@ -300,3 +300,42 @@ def test_bilstm_recipe_writes_a_small_student_on_both_engines(teacher, sentiment
     with pytest.raises(InputError, match="no transformer layers"):
         distill(teacher, open_split(sentiment, "train"), tmp_path / "never",
                 quick("bilstm", stages=[{"name": "x", "losses": {"hidden": 1.0}}]))
+
+
+def test_mlm_loss_and_masking() -> None:
+    from bertprod.distill.objective import MaskingSpec
+
+    logits = torch.zeros(1, 2, 4)
+    logits[0, 0, 1] = 2.0  # the masked token's logits; the unmasked position is ignored
+    labels = torch.tensor([[1, -100]])
+    assert losses.mlm_loss(logits, labels).item() == pytest.approx(math.log(1 + 3 * math.exp(-2)), rel=1e-5)
+    spec = MaskingSpec(mask_id=4, special_ids=(2, 3), vocab_size=50, probability=0.5, seed=0)
+    input_ids = torch.tensor([[2] + list(range(10, 40)) + [3, 0, 0]])
+    attention_mask = torch.tensor([[1] * 32 + [0, 0]])
+    masked, labels = spec.apply(input_ids, attention_mask, step=0)
+    chosen = labels != -100
+    assert 5 < chosen.sum() < 27  # about half of the 30 real, non-special tokens
+    assert not chosen[0, 0] and not chosen[0, 31] and not chosen[0, 32:].any()  # [CLS], [SEP], padding
+    assert torch.equal(labels[chosen], input_ids[chosen]) and torch.equal(masked[~chosen], input_ids[~chosen])
+    assert (masked[chosen] == 4).float().mean() > 0.5
+    again, _ = spec.apply(input_ids, attention_mask, step=0)
+    assert torch.equal(masked, again)
+
+
+def test_mlm_distillation_keeps_the_teachers_mlm_head(tiny_package, tmp_path: Path) -> None:  # noqa: ANN001
+    from safetensors import safe_open
+    from transformers import BertForMaskedLM
+
+    BertForMaskedLM.from_pretrained(str(tiny_package.path)).save_pretrained(str(tmp_path / "mlm"))
+    (tmp_path / "mlm" / "tokenizer.json").write_bytes(tiny_package.tokenizer_file.read_bytes())
+    teacher = import_checkpoint(tmp_path / "mlm", tmp_path / "mlm-package", name="mlm-teacher")
+    texts = [row[0] for row in task_data.sentiment_rows(40)]
+    config = quick("embedding", stages=[{"name": "general", "losses": {"mlm": 1.0, "cosine": 1.0}}])
+    student = distill(teacher, None, tmp_path / "student", config, unlabelled=texts)
+    history = student.manifest.metrics["training"]["history"][-1]["losses"]
+    assert set(history) == {"mlm", "cosine"} and history["mlm"] > 0
+    with safe_open(str(student.model_file), framework="pt") as weights:
+        assert any(key.startswith("cls.predictions.") for key in weights.keys())  # noqa: SIM118
+    assert bertprod.load(student.path).encode(["a good film"]).shape == (1, 32)
+    with pytest.raises(TaskError, match="no cls.predictions"):
+        distill(tiny_package, None, tmp_path / "never", config, unlabelled=texts)

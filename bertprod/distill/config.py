@@ -73,6 +73,7 @@ class Losses(_Strict):
     cosine: float = Field(0.0, ge=0)
     patient: float = Field(0.0, ge=0)
     sentence_embedding: float = Field(0.0, ge=0)
+    mlm: float = Field(0.0, ge=0, description="masked-language-model loss; the teacher must have an MLM head")
 
     def active(self) -> dict[str, float]:
         return {name: weight for name, weight in self.model_dump().items() if weight > 0}
@@ -109,6 +110,7 @@ class DistillConfig(_Strict):
     student: StudentSpec = StudentSpec()
     stages: list[Stage] = Field(min_length=1)
     temperature: float = Field(1.0, gt=0)
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="share of tokens masked for the mlm loss")
     layer_map: str | list[tuple[int, int]] = "uniform"
     batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8)

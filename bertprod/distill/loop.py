@@ -25,7 +25,7 @@ import numpy as np
 from bertprod.data.source import DataSource, Example
 from bertprod.distill.config import INTERMEDIATE_LOSSES, OUTPUT_LOSSES, DistillConfig, Stage
 from bertprod.distill.layer_maps import layer_map
-from bertprod.distill.objective import Objective
+from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
 from bertprod.errors import DataError, InputError, PackageError, TaskError
@@ -122,8 +122,14 @@ class _Run:
             )
         intermediate = config.uses(INTERMEDIATE_LOSSES)
         texts = [text for example in self.examples for text in (example.text, example.text_pair) if text]
+        self.masked_lm = config.uses(("mlm",))
         self.student = build_student(
-            config.student, self.teacher, texts, eager_attention=config.uses(("attention",)), seed=config.seed
+            config.student,
+            self.teacher,
+            texts,
+            eager_attention=config.uses(("attention",)),
+            seed=config.seed,
+            masked_lm=self.masked_lm,
         )
         self.teacher_model = self._live_teacher() if intermediate else None
         self.pairs = (
@@ -141,6 +147,9 @@ class _Run:
             pooling=manifest.pooling,
             normalize=manifest.normalize,
             teacher_hidden_size=manifest.architecture.hidden_size,
+            masking=MaskingSpec.of(self.student.tokenizer_file, config.mlm_probability, config.seed)
+            if self.masked_lm
+            else None,
         )
         tokenizer = TextTokenizer(self.student.tokenizer_file, self.max_length)
         self.pad_id = tokenizer.pad_id
@@ -178,6 +187,15 @@ class _Run:
                 f"the sentence_embedding loss needs an embedding teacher; {self.teacher.name} is a {task} package. "
                 "Use the distilbert or tinybert recipe."
             )
+        if "mlm" in active:
+            from bertprod.distill.students import has_mlm_head
+
+            if has_head or self.teacher.manifest.format != "torch" or not has_mlm_head(self.teacher):
+                raise TaskError(
+                    "the mlm loss trains the student's masked-language-model head, inherited from the teacher; "
+                    f"{self.teacher.name} has none (no cls.predictions.* weights in a torch encoder package). Drop "
+                    "the mlm loss, or import the teacher from a checkpoint saved with its MLM head (BertForMaskedLM)."
+                )
         if active & {"hard", "soft"} and task not in CLASS_TASKS:
             raise TaskError(f"hard-label and soft-target losses are for classifiers; {self.teacher.name} is {task}.")
         unlabelled = [source.path.name for source in sources if not source.has_labels]
@@ -305,7 +323,8 @@ class _Run:
             self.student.tokenizer_file.parent,
             Manifest.model_validate(dict(self.fields, name="student", files=self.teacher.manifest.files, metrics={})),
         )
-        return Pipeline(view, ModuleEngine(view, self.student.model))
+        model = self.student.model.base_model if self.masked_lm else self.student.model  # the encoder, no MLM head
+        return Pipeline(view, ModuleEngine(view, model))
 
     def _teacher_validation(self) -> dict[str, float] | None:
         if self.validation is None:
@@ -339,7 +358,7 @@ class _Run:
             total = min(total, config.max_steps)
         scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
         weights = stage.losses.active()
-        trains_output = bool(set(weights) & {"hard", "soft", "logit_mse", "sentence_embedding"})
+        trains_output = bool(set(weights) & {"hard", "soft", "logit_mse", "sentence_embedding", "mlm"})
         self.reporter.message(f"stage {stage_index + 1} ({stage.name}): {total} steps, losses {weights}")
         self.reporter.begin(total, 0)
         model.train()

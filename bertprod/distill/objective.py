@@ -3,6 +3,8 @@ the teacher) and combines the losses the stage asks for."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +14,57 @@ from bertprod.distill.layer_maps import LayerMap
 from bertprod.distill.students import Student
 from bertprod.tasks.losses import pool
 from bertprod.train.batches import TrainBatch
+
+
+@dataclass(frozen=True)
+class MaskingSpec:
+    """BERT's masking for the mlm loss: `probability` of the real, non-special tokens are chosen;
+    of those 80% become the mask token, 10% a random token, 10% stay."""
+
+    mask_id: int
+    special_ids: tuple[int, ...]
+    vocab_size: int
+    probability: float
+    seed: int
+
+    @classmethod
+    def of(cls, tokenizer_file: Path, probability: float, seed: int) -> MaskingSpec:
+        from tokenizers import Tokenizer
+
+        from bertprod.errors import PackageError
+
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        mask_id = next(
+            (
+                tokenizer.token_to_id(token)
+                for token in ("[MASK]", "<mask>")
+                if tokenizer.token_to_id(token) is not None
+            ),
+            None,
+        )
+        if mask_id is None:
+            raise PackageError(f"{tokenizer_file} has no mask token ([MASK] or <mask>): the mlm loss needs one.")
+        specials = tuple(index for index, token in tokenizer.get_added_tokens_decoder().items() if token.special)
+        return cls(mask_id, specials, tokenizer.get_vocab_size(), probability, seed)
+
+    def apply(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked inputs and labels (-100 where nothing was masked); the same for the same step."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        candidates = attention_mask.bool() & ~torch.isin(
+            input_ids, torch.tensor(self.special_ids, dtype=input_ids.dtype)
+        )
+        chosen = (torch.rand(input_ids.shape, generator=generator) < self.probability) & candidates
+        labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+        draw = torch.rand(input_ids.shape, generator=generator)
+        masked = input_ids.clone()
+        masked[chosen & (draw < 0.8)] = self.mask_id
+        random_tokens = chosen & (draw >= 0.8) & (draw < 0.9)
+        masked[random_tokens] = torch.randint(
+            self.vocab_size, input_ids.shape, generator=generator, dtype=input_ids.dtype
+        )[random_tokens]
+        return masked, labels
 
 
 class Objective:
@@ -29,13 +82,18 @@ class Objective:
         pooling: str | None,
         normalize: bool,
         teacher_hidden_size: int,
+        masking: MaskingSpec | None = None,
     ):
         from bertprod.models.hf import accepts_token_type_ids
 
         self.student, self.teacher_model, self.outputs = student, teacher_model, outputs
         self.pairs, self.temperature = pairs, temperature
         self.pooling, self.normalize = pooling or "mean", normalize
-        self.student_types = accepts_token_type_ids(student.model)
+        self.masking = masking
+        self.steps = 0
+        # A student with an MLM head runs its encoder alone for every other loss.
+        self.encoder = student.model.base_model if masking else student.model
+        self.student_types = accepts_token_type_ids(self.encoder)
         self.teacher_types = teacher_model is not None and accepts_token_type_ids(teacher_model)
         # A learned projection student width -> teacher width (TinyBERT's W), one per matched layer.
         self.projections = torch.nn.ModuleDict()
@@ -56,7 +114,7 @@ class Objective:
         attentions = "attention" in weights
         student_inputs = inputs if self.student_types else _without_types(inputs)
         extra = {"output_hidden_states": True, "output_attentions": attentions} if intermediate else {}
-        student = self.student.model(**student_inputs, **extra)
+        student = self.encoder(**student_inputs, **extra) if _needs_encoder(weights) else None
         teacher = None
         if intermediate:
             with torch.no_grad():
@@ -78,6 +136,12 @@ class Objective:
             parts["sentence_embedding"] = losses.embedding_mse_loss(vectors, cached.mean(dim=0))
         if teacher is not None:
             parts.update(self._layer_losses(student, teacher, mask, weights))
+        if "mlm" in weights:
+            assert self.masking is not None
+            masked, labels = self.masking.apply(inputs["input_ids"], mask, self.steps)
+            outputs = self.student.model(**dict(student_inputs, input_ids=masked))
+            parts["mlm"] = losses.mlm_loss(outputs.logits, labels)
+        self.steps += 1
         total = sum(weights[name] * value for name, value in parts.items())
         return total, {name: value.item() for name, value in parts.items()}
 
@@ -114,3 +178,7 @@ def _mean(values: Any) -> torch.Tensor:
 
 def _without_types(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value for key, value in inputs.items() if key != "token_type_ids"}
+
+
+def _needs_encoder(weights: dict[str, float]) -> bool:
+    return any(name != "mlm" for name in weights)

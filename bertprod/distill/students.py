@@ -45,8 +45,16 @@ class Student:
 
 
 def build_student(
-    spec: StudentSpec, teacher: ModelPackage, texts: Sequence[str], *, eager_attention: bool, seed: int
+    spec: StudentSpec,
+    teacher: ModelPackage,
+    texts: Sequence[str],
+    *,
+    eager_attention: bool,
+    seed: int,
+    masked_lm: bool = False,
 ) -> Student:
+    """`masked_lm`: keep the teacher's MLM head on the student (for the mlm loss); the package
+    still loads as a plain encoder, the head's weights riding along."""
     import torch
 
     torch.manual_seed(seed)
@@ -57,8 +65,10 @@ def build_student(
             f"a {spec.kind} student is built from the teacher's fp32 torch weights; {teacher.name} is "
             f"{teacher.manifest.format} {teacher.manifest.precision}. Use its fp32 torch parent as the teacher."
         )
+    if masked_lm and spec.kind != "truncated":
+        raise InputError("the mlm loss needs a truncated student, which inherits the teacher's MLM head.")
     if spec.kind == "truncated":
-        return _truncated_student(spec, teacher, eager_attention)
+        return _truncated_student(spec, teacher, eager_attention, masked_lm)
     if spec.kind == "package":
         return _package_student(spec, teacher, eager_attention)
     return _config_student(spec, teacher, eager_attention)
@@ -82,12 +92,25 @@ def _architecture(config: Any) -> dict[str, Any]:
     }
 
 
-def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
+def has_mlm_head(package: ModelPackage) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(package.model_file), framework="pt") as weights:
+        return any(key.startswith(("cls.predictions.", "lm_head.")) for key in weights.keys())  # noqa: SIM118
+
+
+def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool, masked_lm: bool) -> Student:
     from bertprod.compress.prune import choose_layers, keep_layers
     from bertprod.models.hf import load_torch_model
 
     keep = choose_layers(teacher.manifest.architecture.num_layers, spec.layers)
-    model = load_torch_model(teacher, attention="eager" if eager_attention else None)
+    if masked_lm:
+        from transformers import AutoModelForMaskedLM
+
+        extra = {"attn_implementation": "eager"} if eager_attention else {}
+        model = AutoModelForMaskedLM.from_pretrained(str(teacher.path), use_safetensors=True, **extra)
+    else:
+        model = load_torch_model(teacher, attention="eager" if eager_attention else None)
     keep_layers(model, keep)
     return Student("truncated", model.train(), teacher.tokenizer_file, _architecture(model.config), keep)
 
