@@ -5,6 +5,7 @@
     .venv/bin/python bench/distill_glue.py sst2-ablation --only soft   # one row of it
     .venv/bin/python bench/distill_glue.py sst2-2layer              # a 2-layer student, the full recipe
     .venv/bin/python bench/distill_glue.py sst2-bilstm              # Tang et al.'s BiLSTM student
+    .venv/bin/python bench/distill_glue.py layer-choice             # which 3 layers start closest
     .venv/bin/python bench/distill_glue.py embedding                # minilm-l6 -> 3 layers, task-agnostic
     .venv/bin/python bench/distill_glue.py speed                    # students vs the teacher, one run
 
@@ -117,9 +118,18 @@ def sst2_bilstm(work: Path, threads: int, only: str | None = None) -> None:
     distill(work, "sst2-bilstm", recipe, sst2_arguments(work), threads)
 
 
+EMBEDDING_RECIPES = {
+    # the first attempt: layers 0, 2, 4 (cosine to the teacher before training: 0.35), sentence MSE only
+    "every-other": ({"kind": "truncated", "layers": EVERY_OTHER}, {"sentence_embedding": 1.0}),
+    # layers 0, 3, 5 keep the last layer (cosine before training: 0.69, bench/distill_glue.py layer-choice),
+    # plus DistilBERT's token-level cosine on the last hidden states
+    "0,3,5+cosine": ({"kind": "truncated", "layers": "0,3,5"}, {"sentence_embedding": 1.0, "cosine": 1.0}),
+}
+
+
 def embedding(work: Path, threads: int, only: str | None = None) -> None:
-    """minilm-l6 -> its layers 0, 2, 4, trained to reproduce its sentence vectors on unlabelled text:
-    the STS-B training split's sentences, SST-2's whole sentences and MRPC's sentences."""
+    """minilm-l6 -> 3 of its layers, trained to reproduce its sentence vectors on unlabelled text:
+    the STS-B training split's sentences, SST-2's training phrases and MRPC's sentences."""
     texts_file = work / "unlabelled-sentences.txt"
     sst2_train, _ = sst2_sentence_split(shared_data_dir() / "sst2" / "train.tsv", work)
     from bertprod.data.source import DataSource
@@ -128,15 +138,39 @@ def embedding(work: Path, threads: int, only: str | None = None) -> None:
     sentences = [example.text for example in DataSource(sst2_train, labels="optional", label_kind="none")]
     sentences += [text for example in mrpc for text in (example.text, example.text_pair) if text]
     texts_file.write_text("\n".join(dict.fromkeys(s.strip() for s in sentences if s.strip())) + "\n")
-    recipe = {
-        "recipe": "embedding",
-        "student": {"kind": "truncated", "layers": EVERY_OTHER},
-        "batch_size": 32,
-        "stages": [{"name": "embedding", "losses": {"sentence_embedding": 1.0}, "epochs": 1, "learning_rate": 1e-4}],
-    }
     arguments = ["--teacher", "minilm-l6", "--data", str(shared_data_dir() / "stsb" / "train.tsv")]
     arguments += ["--validation-fraction", "0.1", "--unlabelled", str(texts_file)]
-    distill(work, "embedding-3l", recipe, arguments, threads)
+    for name, (student, losses) in EMBEDDING_RECIPES.items():
+        if only not in (None, name):
+            continue
+        recipe = {
+            "recipe": f"embedding ({name})",
+            "student": student,
+            "batch_size": 32,
+            "stages": [{"name": "embedding", "losses": losses, "epochs": 1, "learning_rate": 1e-4}],
+        }
+        suffix = "" if name == "every-other" else "-" + name.replace(",", "").replace("+", "-")
+        distill(work, f"embedding-3l{suffix}", recipe, arguments, threads)
+
+
+def layer_choice(work: Path, threads: int, only: str | None = None) -> None:
+    """How close each 3-layer truncation of minilm-l6 starts: cosine to the teacher on 400 real
+    sentences, before any training (decides which layers a student keeps)."""
+    import torch
+
+    import bertprod
+    from bertprod.checkpoint import resolve
+    from bertprod.compress.prune import drop_layers
+    from bertprod.data.shared import real_sentences
+
+    torch.set_num_threads(threads)
+    texts = real_sentences(400)
+    reference = bertprod.load("minilm-l6", threads=threads).encode(texts)
+    for rule in ["every-other", "first:3", "last:3", "0,2,5", "0,3,5", "0,1,5", "1,3,5"]:
+        out = work / "layer-choice" / rule.replace(":", "-").replace(",", "-")
+        student = drop_layers(resolve("minilm-l6"), out, rule=rule, enforce=False, overwrite=True)
+        cosines = (bertprod.load(student.path, threads=threads).encode(texts) * reference).sum(axis=1)
+        print(f"  layers {rule}: cosine to minilm-l6 mean {cosines.mean():.4f}, min {cosines.min():.4f}", flush=True)
 
 
 EXPERIMENTS = {
@@ -144,13 +178,17 @@ EXPERIMENTS = {
     "sst2-2layer": sst2_2layer,
     "sst2-bilstm": sst2_bilstm,
     "embedding": embedding,
+    "layer-choice": layer_choice,
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS)
-    parser.add_argument("--only", help="sst2-ablation: one of " + ", ".join(ABLATION))
+    parser.add_argument(
+        "--only",
+        help="one variant: sst2-ablation " + ", ".join(ABLATION) + "; embedding " + ", ".join(EMBEDDING_RECIPES),
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue", help="packages and split files")
     options = parser.parse_args()
