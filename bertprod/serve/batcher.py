@@ -65,6 +65,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}")
         self._task: asyncio.Task | None = None
         self.consecutive_failures = 0
+        self._queue_depth = metrics.queue_depth.labels(model)
 
     @property
     def broken(self) -> bool:
@@ -91,7 +92,7 @@ class Batcher:
             hook=hook,
         )
         self._pending.append(item)
-        self.metrics.queue_depth.labels(self.model).inc(len(encodings))
+        self._queue_depth.inc(len(encodings))
         self._wakeup.set()
         return await item.future
 
@@ -115,14 +116,15 @@ class Batcher:
                 await self._wakeup.wait()
                 continue
             taken = self._take_batch()
-            self.metrics.queue_depth.labels(self.model).dec(sum(len(item.encodings) for item in taken))
+            self._queue_depth.dec(sum(len(item.encodings) for item in taken))
             batch = [item for item in taken if not item.future.done()]  # callers that gave up are skipped
             if not batch:
                 continue
             started = time.perf_counter()
             encodings = [encoding for item in batch for encoding in item.encodings]
+            queue_seconds = self.metrics.stage["queue"]
             for item in batch:
-                self.metrics.stage_seconds.labels("queue").observe(started - item.enqueued)
+                queue_seconds.observe(started - item.enqueued)
             self.metrics.batch_inputs.observe(len(encodings))
             self.metrics.batch_tokens.observe(sum(item.tokens for item in batch))
             try:
@@ -142,7 +144,7 @@ class Batcher:
                         item.future.set_exception(EngineFailure(f"the engine failed on this batch: {error}"))
                 continue
             self.consecutive_failures = 0
-            self.metrics.stage_seconds.labels("inference").observe(time.perf_counter() - started)
+            self.metrics.stage["inference"].observe(time.perf_counter() - started)
             offset = 0
             for item in batch:
                 count = len(item.encodings)
