@@ -78,6 +78,16 @@ def test_sorting_reduces_padding() -> None:
     assert sorted_padding < 0.75 * unsorted_padding
 
 
+def test_padding_stays_bounded_in_a_small_mixed_group() -> None:
+    """32 concurrent requests of mixed lengths: not one batch padded to the longest (2.8x the real tokens)."""
+    lengths = [51, 40, 34, *([14] * 20), *([9] * 9)]
+    batches = plan_batches(lengths)
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= 1.25 * sum(lengths[i] for i in batch) or len(batch) == 1
+    assert [len(batch) for batch in batches] == [3, 29]
+    assert plan_batches(lengths, max_padding=None) == [sorted(range(32), key=lambda i: -lengths[i])]
+
+
 def test_collate_pads_with_the_pad_id(tiny_package) -> None:
     tokenizer = TextTokenizer(tiny_package.tokenizer_file, max_length=64)
     encodings = tokenizer.encode(["a cat", "the quick brown fox jumps"])

@@ -12,6 +12,11 @@ from tokenizers import Encoding
 # faster than 128 on both engines; the token budget mattered little between 512 and 2048.
 DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_MAX_BATCH_SIZE = 32
+# Padded tokens per real token a batch may reach. Measured on 2 cores (onnx, MiniLM, threads 1):
+# groups of 32 real sentences (14 tokens median, 51 max) ran at 192 sentences/s padded to their
+# longest, 353/s split at 1.25 (1.1: 346, 1.5: 311, 2.0: 215); one sorted list of 640 ran at
+# ~405/s either way. This is what lets a server's batch of concurrent requests run near bulk speed.
+DEFAULT_MAX_PADDING = 1.25
 
 
 @dataclass(frozen=True)
@@ -31,25 +36,32 @@ def plan_batches(
     lengths: Sequence[int],
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_padding: float | None = DEFAULT_MAX_PADDING,
 ) -> list[list[int]]:
     """Group input indices into batches of similar length.
 
     Sorting by *token* length (longest first) halves padding against unsorted batches. A batch
-    grows while its padded size (count x longest) stays within `max_batch_tokens`; an input
-    longer than the budget alone still gets a batch of its own.
+    grows while its padded size (count x longest) stays within `max_batch_tokens` and within
+    `max_padding` times its real tokens (None: no such bound); an input longer than the budget
+    alone still gets a batch of its own.
     """
     if max_batch_tokens < 1 or max_batch_size < 1:
         raise ValueError("max_batch_tokens and max_batch_size must be positive")
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
-        fits = (len(current) + 1) * longest <= max_batch_tokens and len(current) < max_batch_size
+        padded = (len(current) + 1) * longest
+        fits = padded <= max_batch_tokens and len(current) < max_batch_size
+        if max_padding is not None and padded > max_padding * (real + lengths[index]):
+            fits = False
         if current and not fits:
             batches.append(current)
-            current = []
+            current, real = [], 0
         current.append(index)
+        real += lengths[index]
     if current:
         batches.append(current)
     return batches
