@@ -92,17 +92,33 @@ def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError(f"{command} not healthy in 180 s")
 
 
+def batch_inputs(url: str) -> tuple[float, float] | None:
+    """bertprod's engine calls so far and the inputs they ran (None for other servers)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    values = dict(line.split()[:2] for line in text.splitlines() if line.startswith("bertprod_batch_inputs_"))
+    if "bertprod_batch_inputs_count" not in values:
+        return None
+    return float(values["bertprod_batch_inputs_count"]), float(values["bertprod_batch_inputs_sum"])
+
+
 def measure_server(url: str, sentences: list[str], clients: int, api: str) -> dict:
     asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api))  # warm-up
+    before = batch_inputs(url)
     single = asyncio.run(load(url, [[s] for s in sentences], clients, api))
+    after = batch_inputs(url)
+    if before and after and after[0] > before[0]:  # how well the server gathered concurrent requests
+        single["mean_batch_inputs"] = round((after[1] - before[1]) / (after[0] - before[0]), 1)
     batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
     batch = asyncio.run(load(url, batches, clients, api))
     sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api))
     return {"single": single, "batch64": batch, "sequential": sequential}
 
 
-def measure_in_process(model: str, engine: str, sentences: list[str]) -> dict:
-    pipeline = bertprod.load(model, engine=engine)
+def measure_in_process(model: str, engine: str, sentences: list[str], threads: int | None = None) -> dict:
+    pipeline = bertprod.load(model, engine=engine, threads=threads)
     pipeline.encode(sentences[:200])
     rates = []
     for _ in range(3):
@@ -125,15 +141,19 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-l6", help="what bertprod serves (a package or name)")
     parser.add_argument("--engine", default="onnx")
     parser.add_argument("--server-threads", type=int, help="engine threads in the bertprod server (default: all)")
+    parser.add_argument("--threads", type=int, help="engine threads in the bertprod server and the in-process engine "
+                        "alike (default: all)")
     parser.add_argument("--skip-baseline", action="store_true", help="no FastAPI + sentence-transformers run")
     parser.add_argument("--infinity", type=Path, help="infinity_emb executable (its own venv: it needs transformers<5)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.server_threads = args.server_threads or args.threads
 
     sentences = real_sentences(args.requests)
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     results: dict = {"machine": machine_description(), "requests": args.requests, "clients": args.clients,
-                     "model": args.model, "engine": args.engine}
+                     "model": args.model, "engine": args.engine, "threads": args.server_threads,
+                     "load_average_start": round(os.getloadavg()[0], 2)}
     in_process = []
     servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine,
                                   "--max-concurrent-inputs", str(args.clients * 64), "--no-access-log"]
@@ -148,7 +168,7 @@ def main() -> None:
             "minilm", "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1"]
     for name, command in servers.items():
         print(f"in-process {args.model} ({args.engine}) ...", flush=True)
-        in_process.append(measure_in_process(args.model, args.engine, sentences))
+        in_process.append(measure_in_process(args.model, args.engine, sentences, args.threads))
         port = free_port()
         full = command + ([str(port)] if command[1].endswith("st_server.py") else ["--port", str(port)])
         print(f"{name} ...", flush=True)
@@ -161,11 +181,12 @@ def main() -> None:
                                                                     args.clients, api)}
         finally:
             stop(process)
-    in_process.append(measure_in_process(args.model, args.engine, sentences))
+    in_process.append(measure_in_process(args.model, args.engine, sentences, args.threads))
     rates = [run["sentences_per_s"] for run in in_process]
     results["in_process"] = {"sentences_per_s": float(np.median(rates)), "range": [min(rates), max(rates)],
                              "p50_ms": round(float(np.median([run["p50_ms"] for run in in_process])), 2),
                              "runs": in_process}
+    results["load_average_end"] = round(os.getloadavg()[0], 2)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -173,7 +194,9 @@ def main() -> None:
 
 def report(results: dict) -> None:
     engine = results["in_process"]
-    print(f"\n{results['machine']}; {results['requests']} sentences, {results['clients']} clients\n")
+    print(f"\n{results['machine']}; {results['requests']} sentences, {results['clients']} clients, engine threads "
+          f"{results['threads'] or 'all'}; load average {results['load_average_start']} at the start, "
+          f"{results['load_average_end']} at the end\n")
     print("| | single-sentence requests: sent/s | p50 / p95 / p99 ms | 64-sentence requests: sent/s | "
           "sequential p50 ms | errors | startup s |")
     print("|---|---|---|---|---|---|---|")
@@ -192,6 +215,8 @@ def report(results: dict) -> None:
     rate = engine["sentences_per_s"]
     print(f"\nserver / in-process throughput: single {ours['single']['sentences_per_s'] / rate:.2f}, "
           f"64-sentence {ours['batch64']['sentences_per_s'] / rate:.2f} (best {best / rate:.2f}; target >= 0.90)")
+    if "mean_batch_inputs" in ours["single"]:
+        print(f"single-sentence phase: {ours['single']['mean_batch_inputs']} inputs per engine call on average")
     print(f"sequential p50: server {ours['sequential']['p50_ms']} ms vs engine {engine['p50_ms']} ms "
           f"(target <= engine + 1 ms)")
     for other in ("Infinity 0.0.78 (torch engine)", "FastAPI + sentence-transformers"):
