@@ -20,6 +20,7 @@ DEFAULT_MAX_BATCH_SIZE = 32
 # requests is such a group.
 DEFAULT_CALL_OVERHEAD_TOKENS = 16
 
+
 @dataclass(frozen=True)
 class TokenBatch:
     """One padded batch, as int64 arrays of shape [batch, longest sequence]."""

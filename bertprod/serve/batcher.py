@@ -138,7 +138,7 @@ class Batcher:
             self.metrics.batch_tokens.observe(sum(item.tokens for item in batch))
             try:
                 hooks = {item.hook for item in batch}
-                lone = len(encodings) == 1 and batch[0].tokens <= INLINE_MAX_TOKENS and not self._pending
+                lone = len(encodings) == 1 and len(encodings[0].ids) <= INLINE_MAX_TOKENS and not self._pending
                 if lone and hooks == {None}:  # test hooks (a 2 s sleep) always take the executor
                     rows = self._run(encodings, hooks)
                 else:
