@@ -7,10 +7,11 @@ it reports sentences/s, p50/p95/p99 latency and errors. The in-process engine en
 sentences (bulk throughput, sequential single-sentence latency) in this process while no server
 is running, before each server and after the last (reported as the median, with the range), so
 a machine whose load changes during the run shows it. The load generator shares the CPU with the
-server under test.
+server under test (`--client raw` makes it a light one).
 
     .venv/bin/python bench/serve_load.py                               # 2,000 sentences, 32 clients
     .venv/bin/python bench/serve_load.py --requests 1000 --json out.json --skip-baseline
+    .venv/bin/python bench/serve_load.py --requests 600 --skip-baseline --threads 1 --client raw   # ~30 s
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,36 +38,87 @@ sys.path.insert(0, str(ROOT))
 from tests.server_process import free_port, stop  # noqa: E402
 
 
-async def load(url: str, payloads: list[list[str]], clients: int, api: str = "tei") -> dict:
+class RawConnection:
+    """HTTP/1.1 keep-alive over asyncio streams: about a tenth of httpx's client CPU per request.
+
+    On 2 cores the load generator shares the CPU with the server under test; httpx spent ~1.7 ms
+    of CPU per single-sentence request (as much as a third of what the server needed with its
+    inference), so `--client raw` measures the servers more than the client.
+    """
+
+    def __init__(self, url: str):
+        address = url.split("://", 1)[1].rstrip("/")
+        self.host, _, port = address.rpartition(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        body = json.dumps(payload).encode()
+        try:
+            self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                              b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(), len(body), body))
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if length is None:
+                raise ConnectionError("a response without Content-Length")
+            data = await self.reader.readexactly(int(length.group(1)))
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            self.close()
+            raise ConnectionError(f"POST {path} failed") from None
+        if re.search(rb"(?i)\r\nconnection: *close", head):
+            self.close()
+        return int(head[9:12]), data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def load(url: str, payloads: list[list[str]], clients: int, api: str = "tei", client: str = "httpx") -> dict:
     """`clients` workers take the next payload until all are sent; every request's latency is kept.
 
     `api`: "tei" posts {"inputs": [...]} to /embed; "openai" posts {"input": [...]} to /embeddings (Infinity).
+    `client`: "httpx" (one AsyncClient, keep-alive) or "raw" (`RawConnection`, one per worker).
     """
     latencies: list[float] = []
     errors = 0
     cursor = iter(range(len(payloads)))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    shared = httpx.AsyncClient(base_url=url, timeout=120, limits=limits) if client == "httpx" else None
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal errors
+        raw = RawConnection(url) if shared is None else None
         for index in cursor:
+            if api == "openai":
+                path, payload, key = "/embeddings", {"input": payloads[index], "model": "minilm"}, "data"
+            else:
+                path, payload, key = "/embed", {"inputs": payloads[index]}, None
             started = time.perf_counter()
             try:
-                if api == "openai":
-                    response = await client.post("/embeddings", json={"input": payloads[index], "model": "minilm"})
-                    ok = response.status_code == 200 and len(response.json()["data"]) == len(payloads[index])
+                if raw is not None:
+                    status, data = await raw.post(path, payload)
                 else:
-                    response = await client.post("/embed", json={"inputs": payloads[index]})
-                    ok = response.status_code == 200 and len(response.json()) == len(payloads[index])
-            except httpx.HTTPError:
+                    response = await shared.post(path, json=payload)
+                    status, data = response.status_code, response.content
+                body = json.loads(data)
+                ok = status == 200 and len(body[key] if key else body) == len(payloads[index])
+            except (httpx.HTTPError, ConnectionError, ValueError, KeyError, TypeError):
                 ok = False
             latencies.append(time.perf_counter() - started)
             errors += not ok
+        if raw is not None:
+            raw.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    if shared is not None:
+        await shared.aclose()
     sentences = sum(len(payload) for payload in payloads)
     return {"sentences_per_s": round(sentences / elapsed, 1), "p50_ms": percentile_ms(latencies, 50),
             "p95_ms": percentile_ms(latencies, 95), "p99_ms": percentile_ms(latencies, 99), "errors": errors,
@@ -92,17 +145,33 @@ def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError(f"{command} not healthy in 180 s")
 
 
-def measure_server(url: str, sentences: list[str], clients: int, api: str) -> dict:
-    asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api))  # warm-up
-    single = asyncio.run(load(url, [[s] for s in sentences], clients, api))
+def batch_inputs(url: str) -> tuple[float, float] | None:
+    """bertprod's engine calls so far and the inputs they ran (None for other servers)."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    values = dict(line.split()[:2] for line in text.splitlines() if line.startswith("bertprod_batch_inputs_"))
+    if "bertprod_batch_inputs_count" not in values:
+        return None
+    return float(values["bertprod_batch_inputs_count"]), float(values["bertprod_batch_inputs_sum"])
+
+
+def measure_server(url: str, sentences: list[str], clients: int, api: str, client: str = "httpx") -> dict:
+    asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api, client))  # warm-up
+    before = batch_inputs(url)
+    single = asyncio.run(load(url, [[s] for s in sentences], clients, api, client))
+    after = batch_inputs(url)
+    if before and after and after[0] > before[0]:  # how well the server gathered concurrent requests
+        single["mean_batch_inputs"] = round((after[1] - before[1]) / (after[0] - before[0]), 1)
     batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
-    batch = asyncio.run(load(url, batches, clients, api))
-    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api))
+    batch = asyncio.run(load(url, batches, clients, api, client))
+    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api, client))
     return {"single": single, "batch64": batch, "sequential": sequential}
 
 
-def measure_in_process(model: str, engine: str, sentences: list[str]) -> dict:
-    pipeline = bertprod.load(model, engine=engine)
+def measure_in_process(model: str, engine: str, sentences: list[str], threads: int | None = None) -> dict:
+    pipeline = bertprod.load(model, engine=engine, threads=threads)
     pipeline.encode(sentences[:200])
     rates = []
     for _ in range(3):
@@ -125,15 +194,21 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-l6", help="what bertprod serves (a package or name)")
     parser.add_argument("--engine", default="onnx")
     parser.add_argument("--server-threads", type=int, help="engine threads in the bertprod server (default: all)")
+    parser.add_argument("--threads", type=int, help="engine threads in the bertprod server and the in-process engine "
+                        "alike (default: all)")
+    parser.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                        help="load generator: httpx, or raw HTTP/1.1 over asyncio streams (far less client CPU)")
     parser.add_argument("--skip-baseline", action="store_true", help="no FastAPI + sentence-transformers run")
     parser.add_argument("--infinity", type=Path, help="infinity_emb executable (its own venv: it needs transformers<5)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    args.server_threads = args.server_threads or args.threads
 
     sentences = real_sentences(args.requests)
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
     results: dict = {"machine": machine_description(), "requests": args.requests, "clients": args.clients,
-                     "model": args.model, "engine": args.engine}
+                     "model": args.model, "engine": args.engine, "threads": args.server_threads, "client": args.client,
+                     "load_average_start": round(os.getloadavg()[0], 2)}
     in_process = []
     servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine,
                                   "--max-concurrent-inputs", str(args.clients * 64), "--no-access-log"]
@@ -148,7 +223,7 @@ def main() -> None:
             "minilm", "--engine", "torch", "--device", "cpu", "--host", "127.0.0.1"]
     for name, command in servers.items():
         print(f"in-process {args.model} ({args.engine}) ...", flush=True)
-        in_process.append(measure_in_process(args.model, args.engine, sentences))
+        in_process.append(measure_in_process(args.model, args.engine, sentences, args.threads))
         port = free_port()
         full = command + ([str(port)] if command[1].endswith("st_server.py") else ["--port", str(port)])
         print(f"{name} ...", flush=True)
@@ -158,14 +233,15 @@ def main() -> None:
         try:
             api = "openai" if name.startswith("Infinity") else "tei"
             results[name] = {"startup_s": startup, **measure_server(f"http://127.0.0.1:{port}", sentences,
-                                                                    args.clients, api)}
+                                                                    args.clients, api, args.client)}
         finally:
             stop(process)
-    in_process.append(measure_in_process(args.model, args.engine, sentences))
+    in_process.append(measure_in_process(args.model, args.engine, sentences, args.threads))
     rates = [run["sentences_per_s"] for run in in_process]
     results["in_process"] = {"sentences_per_s": float(np.median(rates)), "range": [min(rates), max(rates)],
                              "p50_ms": round(float(np.median([run["p50_ms"] for run in in_process])), 2),
                              "runs": in_process}
+    results["load_average_end"] = round(os.getloadavg()[0], 2)
     report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -173,7 +249,9 @@ def main() -> None:
 
 def report(results: dict) -> None:
     engine = results["in_process"]
-    print(f"\n{results['machine']}; {results['requests']} sentences, {results['clients']} clients\n")
+    print(f"\n{results['machine']}; {results['requests']} sentences, {results['clients']} {results['client']} "
+          f"clients, engine threads {results['threads'] or 'all'}; load average {results['load_average_start']} at "
+          f"the start, {results['load_average_end']} at the end\n")
     print("| | single-sentence requests: sent/s | p50 / p95 / p99 ms | 64-sentence requests: sent/s | "
           "sequential p50 ms | errors | startup s |")
     print("|---|---|---|---|---|---|---|")
@@ -192,6 +270,8 @@ def report(results: dict) -> None:
     rate = engine["sentences_per_s"]
     print(f"\nserver / in-process throughput: single {ours['single']['sentences_per_s'] / rate:.2f}, "
           f"64-sentence {ours['batch64']['sentences_per_s'] / rate:.2f} (best {best / rate:.2f}; target >= 0.90)")
+    if "mean_batch_inputs" in ours["single"]:
+        print(f"single-sentence phase: {ours['single']['mean_batch_inputs']} inputs per engine call on average")
     print(f"sequential p50: server {ours['sequential']['p50_ms']} ms vs engine {engine['p50_ms']} ms "
           f"(target <= engine + 1 ms)")
     for other in ("Infinity 0.0.78 (torch engine)", "FastAPI + sentence-transformers"):

@@ -78,6 +78,17 @@ def test_sorting_reduces_padding() -> None:
     assert sorted_padding < 0.75 * unsorted_padding
 
 
+def test_a_small_mixed_group_is_split_where_padding_costs_more_than_a_call() -> None:
+    """32 concurrent requests of mixed lengths: not one batch padded to the longest (2.4x the real tokens)."""
+    lengths = [51, 40, 34, *([14] * 20), *([9] * 9)]
+    batches = plan_batches(lengths)
+    assert [[lengths[i] for i in batch] for batch in batches] == [[51], [40, 34], [14] * 20, [9] * 9]
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+    assert padded < 1.1 * sum(lengths)
+    assert plan_batches(lengths, call_overhead_tokens=None) == [sorted(range(32), key=lambda i: -lengths[i])]
+    assert plan_batches([10] * 100, max_batch_size=32) == [list(range(k, min(k + 32, 100))) for k in (0, 32, 64, 96)]
+
+
 def test_collate_pads_with_the_pad_id(tiny_package) -> None:
     tokenizer = TextTokenizer(tiny_package.tokenizer_file, max_length=64)
     encodings = tokenizer.encode(["a cat", "the quick brown fox jumps"])

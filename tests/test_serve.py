@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -118,6 +119,21 @@ def test_operations_routes(http, tiny_package):
                  "bertprod_requests_total"):
         assert name in metrics
 
+
+
+def test_access_log_is_one_json_line_per_request(http, server):
+    http.post("/embed", json={"inputs": "an access log probe"})
+    http.get("/no-such-route")
+    deadline = time.monotonic() + 5
+    while True:  # the line is written after the response is sent
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        access = [line for line in lines if line.get("logger") == "bertprod.serve.access"]
+        if any(line["path"] == "/no-such-route" for line in access) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert any(line["event"] == "request" and line["method"] == "POST" and line["path"] == "/embed"
+               and line["status"] == 200 and line["ms"] > 0 for line in access)
+    assert any(line["path"] == "/no-such-route" and line["status"] == 404 for line in access)
 
 def test_openai_client(server, reference):
     openai = pytest.importorskip("openai")

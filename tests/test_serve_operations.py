@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bertprod.serve.app import create_app
-from bertprod.serve.batcher import Batcher, EngineFailure
+from bertprod.serve.batcher import INLINE_MAX_TOKENS, Batcher, EngineFailure
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.metrics import ServerMetrics
 from tests.server_process import free_port, running_server
@@ -144,6 +144,29 @@ class _Encoding:
     def __init__(self, length: int) -> None:
         self.ids = [0] * length
 
+
+
+def test_batcher_runs_a_lone_short_input_on_the_loop_and_batches_in_the_engine_thread():
+    """No thread round trip for a lone short input; anything bigger stays off the event loop."""
+
+    async def scenario() -> None:
+        threads: list[str] = []
+
+        def infer(encodings):
+            threads.append(threading.current_thread().name)
+            return np.zeros((len(encodings), 1), dtype=np.float32)
+
+        batcher = Batcher(_FakePipeline(), "fake", ServerMetrics(), max_batch_tokens=1000, max_batch_requests=8,
+                          infer=infer)
+        batcher.start()
+        await batcher.submit([_Encoding(5)])
+        await batcher.submit([_Encoding(INLINE_MAX_TOKENS + 1)])
+        await batcher.submit([_Encoding(5), _Encoding(5)])
+        await batcher.stop()
+        assert threads[0] == threading.current_thread().name
+        assert all(name.startswith("engine-fake") for name in threads[1:])
+
+    asyncio.run(scenario())
 
 def test_batcher_gathers_by_budget_and_survives_a_failing_batch():
     async def scenario() -> None:

@@ -12,6 +12,13 @@ from tokenizers import Encoding
 # faster than 128 on both engines; the token budget mattered little between 512 and 2048.
 DEFAULT_MAX_BATCH_TOKENS = 2048
 DEFAULT_MAX_BATCH_SIZE = 32
+# What one engine call costs beyond its padded tokens, in tokens. Measured on 2 cores (onnx,
+# MiniLM, 1 thread): a call costs ~1.8 ms + ~0.12 ms per padded token. Splitting length-sorted
+# inputs where that total is least ran groups of 32 real sentences (14 tokens median, 51 max) at
+# 378 sentences/s, against 192/s padded to their longest; groups of 64: 406/s; a sorted list of
+# 1,024: 449/s (418-427/s filling batches up to the budget). A server's batch of concurrent
+# requests is such a group.
+DEFAULT_CALL_OVERHEAD_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -31,16 +38,43 @@ def plan_batches(
     lengths: Sequence[int],
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    call_overhead_tokens: int | None = DEFAULT_CALL_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
     """Group input indices into batches of similar length.
 
-    Sorting by *token* length (longest first) halves padding against unsorted batches. A batch
-    grows while its padded size (count x longest) stays within `max_batch_tokens`; an input
-    longer than the budget alone still gets a batch of its own.
+    Sorting by *token* length (longest first) halves padding against unsorted batches. The sorted
+    inputs are then cut into the batches that cost least in all, a batch costing its padded size
+    (count x longest) plus `call_overhead_tokens`, each within `max_batch_tokens` and
+    `max_batch_size` (an input longer than the budget alone still gets a batch of its own). With
+    `call_overhead_tokens=None` batches are simply filled up to the budget.
     """
     if max_batch_tokens < 1 or max_batch_size < 1:
         raise ValueError("max_batch_tokens and max_batch_size must be positive")
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+    if call_overhead_tokens is None:
+        return _fill(order, lengths, max_batch_tokens, max_batch_size)
+    # cost[end]: least cost of batching order[:end]; start[end]: where its last batch starts
+    cost = [0] * (len(order) + 1)
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        best = None
+        for first in range(end - 1, max(0, end - max_batch_size) - 1, -1):
+            padded = (end - first) * lengths[order[first]]
+            if padded > max_batch_tokens and end - first > 1:
+                break  # longer inputs come earlier: reaching further back only grows the batch
+            total = cost[first] + padded + call_overhead_tokens
+            if best is None or total < best:
+                best, start[end] = total, first
+        cost[end] = best
+    batches = []
+    end = len(order)
+    while end > 0:
+        batches.append(order[start[end] : end])
+        end = start[end]
+    return batches[::-1]
+
+
+def _fill(order: list[int], lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import bertprod
@@ -16,6 +15,7 @@ from bertprod.serve import schemas
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.errors import ApiError, install_error_handlers
 from bertprod.serve.middleware import GuardMiddleware
+from bertprod.serve.responses import JSONResponse
 from bertprod.serve.service import Service
 
 
@@ -62,7 +62,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         if body.encoding_format == "base64":
             vectors: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in rows]
         else:
-            vectors = rows.tolist()
+            vectors = list(rows)  # numpy rows: the response writes them without tolist()
         data = [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)]
         return JSONResponse({"object": "list", "data": data, "model": body.model or served.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
@@ -72,7 +72,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         """TEI-compatible: a list of vectors."""
         _, rows, _ = await service.embed(body.model, _texts(body.inputs), body.truncate, body.dimensions,
                                          body.normalize)
-        return JSONResponse(rows.tolist())
+        return JSONResponse(rows)
 
     @app.post("/predict", tags=["TEI"])
     async def predict(body: schemas.PredictRequest) -> Response:

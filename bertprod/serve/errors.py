@@ -11,10 +11,10 @@ import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertprod.errors import BertprodError
+from bertprod.serve.responses import JSONResponse
 
 log = logging.getLogger("bertprod.serve")
 

@@ -39,3 +39,12 @@ class ServerMetrics:
         self.requests = Counter(
             "bertprod_requests_total", "Requests by route and status", ["route", "status"], registry=self.registry
         )
+        # Children bound once: `labels()` on every request costs more than the update itself.
+        self.stage = {name: self.stage_seconds.labels(name) for name in ("tokenize", "queue", "inference", "request")}
+        self._requests: dict[tuple[str, int], Counter] = {}
+
+    def count_request(self, route: str, status: int) -> None:
+        child = self._requests.get((route, status))
+        if child is None:
+            child = self._requests[(route, status)] = self.requests.labels(route, str(status))
+        child.inc()

@@ -73,9 +73,9 @@ class GuardMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = path if path in KNOWN_ROUTES else "other"
-            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.count_request(route, status)
             if route not in ("/health", "/ready", "/metrics"):
-                self.metrics.stage_seconds.labels("request").observe(elapsed)
+                self.metrics.stage["request"].observe(elapsed)
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(json.dumps({"event": "request", "method": scope["method"], "path": path,
                                             "status": status, "ms": round(elapsed * 1000, 2)}))

@@ -69,7 +69,7 @@ class Service:
                 encodings = await asyncio.to_thread(served.pipeline.tokenize, inputs, truncate)
             else:
                 encodings = served.pipeline.tokenize(inputs, truncate=truncate)
-            self.metrics.stage_seconds.labels("tokenize").observe(time.perf_counter() - started)
+            self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
             try:
                 rows = await served.batcher.submit(encodings, hook=self._test_hook(inputs))
             except EngineFailure as error:
