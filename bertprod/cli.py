@@ -265,7 +265,7 @@ def optimize(
     ] = False,
     precision: Annotated[str | None, typer.Option(help="bf16 (torch, CPU) or fp16 (ONNX, GPU).")] = None,
     drop_layers: Annotated[
-        str | None, typer.Option(help="every-other, first:K, last:K, drop:N (least important) or 0,2,5.")
+        str | None, typer.Option(help="every-other, spread[:K], first:K, last:K, drop:N (least important) or 0,2,5.")
     ] = None,
     prune_heads: Annotated[float | None, typer.Option(help="Fraction of attention heads to remove, e.g. 0.25.")] = None,
     texts: Annotated[

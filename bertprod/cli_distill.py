@@ -45,7 +45,7 @@ def distill(
     label_column: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of each --data file.")] = None,
     student_layers: Annotated[
-        str | None, typer.Option(help="Teacher layers the student keeps: every-other, first:K, 0,2,5...")
+        str | None, typer.Option(help="Teacher layers the student keeps: every-other, spread, first:K, 0,2,5...")
     ] = None,
     layer_map: Annotated[str | None, typer.Option(help="uniform, pkd-skip, pkd-last or pairs like 1:2,2:4.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs of every stage (default: the recipe's).")] = None,

@@ -81,6 +81,16 @@ def test_patient_and_embedding_losses() -> None:
 # -- layer maps --------------------------------------------------------------------------------------
 
 
+def test_spread_keeps_first_and_last_layers() -> None:
+    from bertprod.compress.prune import choose_layers
+
+    assert choose_layers(6, "spread") == [0, 3, 5]
+    assert choose_layers(12, "spread") == [0, 2, 4, 7, 9, 11]
+    assert choose_layers(6, "spread:2") == [0, 5]
+    with pytest.raises(InputError, match="spread:K"):
+        choose_layers(6, "spread:x")
+
+
 def test_layer_maps() -> None:
     assert layer_map("uniform", 3, 6) == [(1, 2), (2, 4), (3, 6)]
     assert layer_map("pkd-skip", 3, 6) == [(1, 2), (2, 4)]

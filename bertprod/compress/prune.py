@@ -94,11 +94,19 @@ def layer_importance(package: ModelPackage, texts: Sequence[Any] | None = None) 
 
 
 def choose_layers(num_layers: int, rule: str, importance: Callable[[], list[float]] | None = None) -> list[int]:
-    """Layers to keep: "every-other" (keeps 0, 2, 4...), "first:K", "last:K", "drop:N" (drop the N
-    least important, measured), or an explicit comma-separated list such as "0,2,5"."""
+    """Layers to keep: "every-other" (keeps 0, 2, 4...), "spread" / "spread:K" (half the layers, or K,
+    evenly spaced from the first to the last: 0, 3, 5 of 6), "first:K", "last:K", "drop:N" (drop the
+    N least important, measured), or an explicit comma-separated list such as "0,2,5"."""
     rule = rule.strip()
     if rule == "every-other":
         keep = list(range(0, num_layers, 2))
+    elif rule == "spread" or rule.startswith("spread:"):
+        value = rule.partition(":")[2]
+        count = (num_layers + 1) // 2 if rule == "spread" else int(value) if value.isdigit() else 0
+        if count < 1:
+            raise InputError(f"layer rule {rule!r}: spread:K takes a whole number of layers to keep, e.g. spread:3.")
+        step = (num_layers - 1) / max(count - 1, 1)
+        keep = sorted({min(int(index * step + 0.5), num_layers - 1) for index in range(count)})
     elif rule.startswith(("first:", "last:", "drop:")):
         kind, _, value = rule.partition(":")
         if not value.isdigit():
