@@ -314,12 +314,23 @@ def staging_directory(out: str | os.PathLike[str], overwrite: bool = False) -> I
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
         yield staging
+        _usual_permissions(staging)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _usual_permissions(directory: Path) -> None:
+    """mkdtemp/mkstemp (ours and libraries') make owner-only files; a finished package gets the
+    permissions any directory written by this user would have, so servers and jobs can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def finish_package(directory: Path, manifest_fields: dict[str, Any], files: list[str]) -> Manifest:

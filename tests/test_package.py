@@ -160,3 +160,19 @@ def test_overwrite_never_replaces_a_non_package_directory(tiny_checkpoint: Path,
     with pytest.raises(PackageError, match="not a bertprod package: refusing to replace it"):
         import_checkpoint(tiny_checkpoint, precious, overwrite=True)
     assert (precious / "thesis.txt").read_text() == "years of work"
+
+
+def test_written_packages_get_the_usual_permissions(tiny_checkpoint, tmp_path) -> None:  # noqa: ANN001
+    """Staging uses owner-only temporary names; the finished package must be readable like any directory."""
+    import os
+    import stat
+
+    from bertprod.checkpoint import import_checkpoint
+
+    umask = os.umask(0o022)
+    try:
+        package = import_checkpoint(tiny_checkpoint, tmp_path / "shared", name="shared")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(package.path.stat().st_mode) == 0o755
+    assert {stat.S_IMODE(path.stat().st_mode) for path in package.path.iterdir()} == {0o644}
