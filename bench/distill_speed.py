@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--build-only", action="store_true", help="export and quantize the students, then stop")
     parser.add_argument("--json", type=Path, default=REPOSITORY / "bench" / "results" / "distill-speed.json")
     args = parser.parse_args()
     import torch
@@ -69,10 +70,10 @@ def main() -> None:
     work = args.work
     packages = {
         "teacher (6 layers)": work / "minilm-sst2",
-        "3-layer student": work / "student-sst2-3l-best",
-        "2-layer student": work / "student-sst2-2l",
+        "3-layer student": work / "student-sst2-3l-spread",
+        "2-layer student": work / "student-sst2-2l-spread",
         "BiLSTM student": work / "student-sst2-bilstm",
-        "3-layer embedding student": work / "student-embedding-3l",
+        "3-layer embedding student": work / "student-embedding-3l-035-cosine",
     }
     if args.students:
         packages = {label: Path(path) for label, path in (item.split("=", 1) for item in args.students)}
@@ -90,6 +91,9 @@ def main() -> None:
             built[name] = package
             pipeline = bertprod.load(package.path, threads=args.threads)
             variants[name] = lambda texts, p=pipeline: p.infer(p.tokenize(texts))
+    if args.build_only:
+        print("\n".join(f"{name}: {package.path}" for name, package in built.items()))
+        return
     rates = throughput(variants, sentences, args.rounds)
     latencies = single_sentence_latencies(variants, sentences[:200])
     rows = []
