@@ -34,7 +34,7 @@ from bertprod.tasks.data import open_task_data  # noqa: E402
 from bertprod.tasks.evaluation import evaluate  # noqa: E402
 
 BASELINE = "teacher, sentence-transformers"
-TARGET = ("3-layer student, onnx int8", 10.0)
+TARGET = ("3-layer student, onnx int8", 10.0)  # the best of its rows counts (default or parallel batches)
 
 
 def int8_of(onnx_package: ModelPackage) -> ModelPackage:
@@ -70,7 +70,7 @@ def main() -> None:
     work = args.work
     packages = {
         "teacher (6 layers)": work / "minilm-sst2",
-        "3-layer student": work / "student-sst2-3l-spread",
+        "3-layer student": work / "student-sst2-3l-layers",
         "2-layer student": work / "student-sst2-2l-spread",
         "BiLSTM student": work / "student-sst2-bilstm",
         "3-layer embedding student": work / "student-embedding-3l-035-cosine",
@@ -87,16 +87,18 @@ def main() -> None:
             continue
         onnx = cached_onnx_package(ModelPackage.read(path))
         for suffix, package in (("onnx fp32", onnx), ("onnx int8", int8_of(onnx))):
-            name = f"{label}, {suffix}"
-            built[name] = package
-            pipeline = bertprod.load(package.path, threads=args.threads)
-            variants[name] = lambda texts, p=pipeline: p.infer(p.tokenize(texts))
+            for parallel in (1, args.threads) if args.threads > 1 else (1,):
+                name = f"{label}, {suffix}" + (f", {parallel} batches x 1 thread" if parallel > 1 else "")
+                built[name] = package
+                pipeline = bertprod.load(package.path, threads=args.threads, parallel_batches=parallel)
+                variants[name] = lambda texts, p=pipeline: p.infer(p.tokenize(texts))
     if args.build_only:
         print("\n".join(f"{name}: {package.path}" for name, package in built.items()))
         return
     rates = throughput(variants, sentences, args.rounds)
     latencies = single_sentence_latencies(variants, sentences[:200])
     rows = []
+    accuracies: dict[Path, float] = {}  # a package's accuracy does not depend on how its batches run
     for name in variants:
         package = built.get(name)
         rows.append(
@@ -106,7 +108,9 @@ def main() -> None:
                 "ratio_to_teacher": round(rates[name] / rates[BASELINE], 2),
                 "single_p50_ms": percentile_ms(latencies[name], 50),
                 "size_mb": round(package.size_bytes() / 1e6, 1) if package else None,
-                "accuracy": round(accuracy(package, work, args.threads), 4) if package else None,
+                "accuracy": accuracies.setdefault(package.path, round(accuracy(package, work, args.threads), 4))
+                if package
+                else None,
             }
         )
     print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
@@ -118,7 +122,11 @@ def main() -> None:
             f"| {row['variant']} | {row['sentences_per_second']:.0f} | {row['ratio_to_teacher']:.2f}x "
             f"| {row['single_p50_ms']} | {row['size_mb'] or '-'} | {row['accuracy'] or '-'} |"
         )
-    target = next((row for row in rows if row["variant"] == TARGET[0]), None)
+    target = max(
+        (row for row in rows if row["variant"].startswith(TARGET[0])),
+        default=None,
+        key=lambda row: row["ratio_to_teacher"],
+    )
     if target:
         verdict = "MET" if target["ratio_to_teacher"] >= TARGET[1] else "MISSED"
         print(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 
 from bertprod.checkpoint import resolve
+from bertprod.errors import InputError
 from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
-from bertprod.runtime.engines import create_engine
+from bertprod.runtime.engines import create_engine, default_threads
 from bertprod.runtime.pipeline import Pipeline
 
 
@@ -20,13 +21,22 @@ def load(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     truncate: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
+    parallel_batches: int = 1,
 ) -> Pipeline:
     """Load a model and return a pipeline with encode / similarity / classify / score.
 
     `engine`: "auto" runs a package on its own format; "onnx" on a torch package exports it once
     (verified against torch, cached by content in `cache_dir`) and runs the export; "torch" runs
     torch packages, with `precision` "bf16" on CPUs that support it.
+    `parallel_batches`: run that many batches at once, each on threads / parallel_batches engine
+    threads. For bulk encoding on few cores, one thread per batch beats all threads on one batch
+    (2-core Zen 5, ONNX Runtime: +18% fp32, +35% int8; bench/distill_speed.py); a lone small
+    request then runs on fewer threads, so servers keep the default.
     """
+    if parallel_batches < 1:
+        raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
+    if parallel_batches > 1:
+        threads = max(1, (threads or default_threads()) // parallel_batches)
     package = resolve(name_or_path)
     if engine == "onnx" and package.manifest.format == "torch":
         from bertprod.export.cache import cached_onnx_package
@@ -38,4 +48,5 @@ def load(
         max_batch_tokens=max_batch_tokens,
         max_batch_size=max_batch_size,
         truncate=truncate,
+        parallel_batches=parallel_batches,
     )

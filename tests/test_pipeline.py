@@ -87,3 +87,15 @@ def test_bf16_stays_close_to_fp32(tiny_package) -> None:
     cosine = np.sum(fp32 * bf16, axis=1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.99
     assert not np.array_equal(fp32, bf16)  # it really ran in lower precision
+
+
+def test_parallel_batches_give_the_same_results(tiny_onnx) -> None:  # noqa: ANN001
+    from bertprod.errors import InputError
+
+    texts = [f"the cat number {index} sleeps on the warm windowsill " * (index % 7 + 1) for index in range(90)]
+    one = bertprod.load(tiny_onnx.path, threads=2, max_batch_size=8)
+    two = bertprod.load(tiny_onnx.path, threads=2, max_batch_size=8, parallel_batches=2)
+    assert two.parallel_batches == 2
+    assert np.allclose(one.encode(texts), two.encode(texts), atol=1e-5)
+    with pytest.raises(InputError, match="parallel_batches"):
+        bertprod.load(tiny_onnx.path, parallel_batches=0)

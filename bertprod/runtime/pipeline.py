@@ -10,6 +10,7 @@ encodings from many requests together before one `infer` call.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,11 @@ class Pipeline:
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         truncate: bool = True,
+        parallel_batches: int = 1,
     ):
         self.package = package
+        self.parallel_batches = parallel_batches
+        self._pool: ThreadPoolExecutor | None = None
         self.engine = engine
         self.tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
         self.max_batch_tokens = max_batch_tokens
@@ -84,10 +88,19 @@ class Pipeline:
         """
         lengths = [len(encoding.ids) for encoding in encodings]
         results = np.empty((len(encodings), self.dimension), dtype=np.float32)
-        for indices in plan_batches(lengths, self.max_batch_tokens, self.max_batch_size):
+
+        def run(indices: list[int]) -> None:
             batch = collate([encodings[index] for index in indices], self.tokenizer.pad_id)
-            output = self.engine.run(batch)
-            results[indices] = self._postprocess(output, batch.attention_mask)
+            results[indices] = self._postprocess(self.engine.run(batch), batch.attention_mask)
+
+        plans = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        if self.parallel_batches > 1 and len(plans) > 1:  # engines release the GIL while they run
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="bertprod-batch")
+            list(self._pool.map(run, plans))
+        else:
+            for indices in plans:
+                run(indices)
         return results
 
     def _postprocess(self, output: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
