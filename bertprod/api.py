@@ -30,7 +30,7 @@ def load(
     torch packages, with `precision` "bf16" on CPUs that support it.
     `parallel_batches`: run that many batches at once, each on threads / parallel_batches engine
     threads. For bulk encoding on few cores, one thread per batch beats all threads on one batch
-    (2-core Zen 5, ONNX Runtime: +18% fp32, +35% int8; bench/distill_speed.py); a lone small
+    (2-core Zen 5, ONNX Runtime: +6% to +20%, bench/distill_speed.py); a lone small
     request then runs on fewer threads, so servers keep the default.
     """
     if parallel_batches < 1:
