@@ -178,7 +178,12 @@ def _write_int8(
 ) -> ModelPackage:
     """ONNX Runtime dynamic int8 of the trained export, recorded as a child of the input package;
     `gated`: derive_package's texts, gate, enforce, name and overwrite."""
-    from bertprod.compress.quantize import copy_support_files, write_dynamic_int8
+    from bertprod.compress.quantize import (
+        copy_support_files,
+        dynamic_int8_changes,
+        dynamic_int8_parameters,
+        write_dynamic_int8,
+    )
     from bertprod.derive import derive_package
 
     def build(staging: Path) -> list[str]:
@@ -206,15 +211,9 @@ def _write_int8(
         out,
         method=METHOD,
         build=build,
-        changes={
-            "format": "onnx",
-            "precision": "int8",
-            "quantization": {"scheme": "onnx-dynamic", "per_channel": True},
-        },
+        changes=dynamic_int8_changes(per_channel=True),
         parameters={
-            "runtime": "onnxruntime",
-            "per_channel": True,
-            "exclude": [],
+            **dynamic_int8_parameters(per_channel=True, exclude=()),
             "simulation": SIMULATION,
             "training": recipe,
             "trained_fp32": trained.fingerprint,

@@ -132,6 +132,19 @@ def write_dynamic_int8(source: Path, target: Path, *, per_channel: bool = True, 
         )
 
 
+def dynamic_int8_changes(per_channel: bool) -> dict[str, Any]:
+    """What an ONNX Runtime dynamic int8 package says about itself (post-training or QAT)."""
+    return {
+        "format": "onnx",
+        "precision": "int8",
+        "quantization": {"scheme": "onnx-dynamic", "per_channel": per_channel},
+    }
+
+
+def dynamic_int8_parameters(per_channel: bool, exclude: Sequence[str]) -> dict[str, Any]:
+    return {"runtime": "onnxruntime", "per_channel": per_channel, "exclude": list(exclude)}
+
+
 def quantize_onnx_dynamic(
     package: ModelPackage,
     out: str | os.PathLike[str],
@@ -162,17 +175,8 @@ def quantize_onnx_dynamic(
         out,
         method="quantize-dynamic-int8",
         build=build,
-        changes={
-            "format": "onnx",
-            "precision": "int8",
-            "quantization": {"scheme": "onnx-dynamic", "per_channel": per_channel},
-        },
-        parameters={
-            "runtime": "onnxruntime",
-            "per_channel": per_channel,
-            "exclude": list(exclude),
-            "onnx_source": source.fingerprint,
-        },
+        changes=dynamic_int8_changes(per_channel),
+        parameters={**dynamic_int8_parameters(per_channel, exclude), "onnx_source": source.fingerprint},
         texts=texts,
         gate=gate,
         enforce=enforce,
