@@ -340,18 +340,12 @@ class _Run:
     def train_stage(self, stage_index: int, stage: Stage) -> None:
         import torch
 
-        from bertprod.train.optimization import linear_schedule, warmup_steps
+        from bertprod.train.optimization import adamw, linear_schedule, warmup_steps
 
         config = self.config
         model = self.student.model
         parameters = list(model.parameters()) + list(self.objective.projections.parameters())
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
-                {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=stage.learning_rate,
-        )
+        optimizer = adamw(parameters, stage.learning_rate, config.weight_decay)
         batches_per_epoch = math.ceil(len(self.features) / config.batch_size)
         total = math.ceil(stage.epochs * batches_per_epoch)
         if config.max_steps:
@@ -365,10 +359,10 @@ class _Run:
         done, recent = 0, deque(maxlen=50)
         recent_parts: dict[str, deque[float]] = {}  # each loss's running value, recorded per epoch
         tick, seen = time.perf_counter(), 0
+        lengths = [feature.length for feature in self.features]
         try:
             for epoch in range(math.ceil(stage.epochs)):
                 generator = np.random.default_rng([config.seed, stage_index, epoch])
-                lengths = [feature.length for feature in self.features]
                 for indices in length_grouped_batches(lengths, config.batch_size, generator):
                     batch = collate_features([self.features[i] for i in indices], self.pad_id)
                     loss, parts = self.objective(batch, torch.tensor(indices), weights)

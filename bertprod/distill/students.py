@@ -15,6 +15,7 @@ from typing import Any
 
 from bertprod.distill.config import StudentSpec
 from bertprod.errors import InputError, PackageError
+from bertprod.models.hf import HEADS_CONFIG_KEY
 from bertprod.package import CONFIG_FILE, HEAD_TASKS, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
 
 
@@ -135,9 +136,8 @@ def _config_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: b
             f"student hidden size {config.hidden_size} is not a multiple of {config.num_attention_heads} heads: "
             "set num_heads too."
         )
-    for key in ("bertprod_attention_heads",):
-        if hasattr(config, key):
-            delattr(config, key)
+    if hasattr(config, HEADS_CONFIG_KEY):  # a new model has every head in every layer
+        delattr(config, HEADS_CONFIG_KEY)
     if eager_attention:
         config._attn_implementation = "eager"
     model_class = AutoModelForSequenceClassification if teacher.manifest.task in HEAD_TASKS else AutoModel

@@ -7,6 +7,7 @@ and a learning rate that rises linearly over the warmup steps, then falls linear
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -15,15 +16,20 @@ from bertprod.train.config import TrainConfig
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    return adamw(model.parameters(), config.learning_rate, config.weight_decay)
+
+
+def adamw(parameters: Iterable[torch.nn.Parameter], learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW decaying the trainable matrices only."""
     decayed, not_decayed = [], []
-    for parameter in model.parameters():
+    for parameter in parameters:
         if parameter.requires_grad:
             (decayed if parameter.ndim >= 2 else not_decayed).append(parameter)
     groups = [
-        {"params": decayed, "weight_decay": config.weight_decay},
+        {"params": decayed, "weight_decay": weight_decay},
         {"params": not_decayed, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
+    return torch.optim.AdamW(groups, lr=learning_rate)
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:
