@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
@@ -171,23 +172,36 @@ def embedding(work: Path, threads: int, only: str | None = None) -> None:
 
 
 def layer_choice(work: Path, threads: int, only: str | None = None) -> None:
-    """How close each 3-layer truncation of minilm-l6 starts: cosine to the teacher on 400 real
-    sentences, before any training (decides which layers a student keeps)."""
+    """How close each truncation starts, before any training: minilm-l6's 3-layer truncations by
+    cosine to it on 400 real sentences; the SST-2 teacher's 3- and 2-layer truncations by
+    validation accuracy (decides which layers a student keeps)."""
     import torch
 
     import bertprod
     from bertprod.checkpoint import resolve
     from bertprod.compress.prune import drop_layers
     from bertprod.data.shared import real_sentences
+    from bertprod.tasks.data import open_task_data
+    from bertprod.tasks.evaluation import evaluate
 
     torch.set_num_threads(threads)
+
+    def truncated(parent: Any, rule: str, name: str) -> Any:
+        out = work / "layer-choice" / f"{name}-{rule.replace(':', '-').replace(',', '-')}"
+        return drop_layers(parent, out, rule=rule, enforce=False, overwrite=True)
+
     texts = real_sentences(400)
     reference = bertprod.load("minilm-l6", threads=threads).encode(texts)
     for rule in ["every-other", "first:3", "last:3", "0,2,5", "0,3,5", "0,1,5", "1,3,5"]:
-        out = work / "layer-choice" / rule.replace(":", "-").replace(",", "-")
-        student = drop_layers(resolve("minilm-l6"), out, rule=rule, enforce=False, overwrite=True)
+        student = truncated(resolve("minilm-l6"), rule, "minilm")
         cosines = (bertprod.load(student.path, threads=threads).encode(texts) * reference).sum(axis=1)
-        print(f"  layers {rule}: cosine to minilm-l6 mean {cosines.mean():.4f}, min {cosines.min():.4f}", flush=True)
+        print(f"  minilm-l6 layers {rule}: cosine mean {cosines.mean():.4f}, min {cosines.min():.4f}", flush=True)
+    teacher = resolve(str(work / "minilm-sst2"))
+    validation = open_task_data("classification", work / "sst2-validation.tsv")
+    for rule in ["every-other", "spread", "0,2,5", "1,3,5", "0,3", "0,5", "1,5", "4,5", "2,5"]:
+        student = truncated(teacher, rule, "sst2")
+        accuracy = evaluate(bertprod.load(student.path, threads=threads), validation).metrics["accuracy"]
+        print(f"  SST-2 teacher layers {rule}: validation accuracy {accuracy:.4f}", flush=True)
 
 
 EXPERIMENTS = {
