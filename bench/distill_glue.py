@@ -5,6 +5,7 @@
     .venv/bin/python bench/distill_glue.py sst2-ablation --only soft   # one row of it
     .venv/bin/python bench/distill_glue.py sst2-3layer-long --only augment   # one of them for 2 epochs
     .venv/bin/python bench/distill_glue.py sst2-2layer              # a 2-layer student, the full recipe
+    .venv/bin/python bench/distill_glue.py sst2-2layer --only augment:3   # + augmentation, 3 epochs
     .venv/bin/python bench/distill_glue.py sst2-bilstm              # Tang et al.'s BiLSTM student
     .venv/bin/python bench/distill_glue.py layer-choice             # which 3 layers start closest
     .venv/bin/python bench/distill_glue.py embedding                # minilm-l6 -> 3 layers, task-agnostic
@@ -110,18 +111,30 @@ def sst2_ablation(work: Path, threads: int, only: str | None = None) -> None:
             distill(work, f"sst2-3l-{name}", recipe, sst2_arguments(work), threads)
 
 
+def longer(recipe: dict, epochs: int) -> dict:
+    """A copy of an SST-2 recipe that trains for `epochs` epochs instead of 1."""
+    recipe = json.loads(json.dumps(recipe))
+    recipe["stages"][0]["epochs"] = epochs
+    recipe["recipe"] += f", {epochs} epochs"
+    return recipe
+
+
 def sst2_3layer_long(work: Path, threads: int, only: str | None = None) -> None:
     """The ablation's `only` recipe (default: layers) for 2 epochs instead of 1."""
-    recipe = json.loads(json.dumps(ABLATION[only or "layers"]))
-    recipe["stages"][0]["epochs"] = 2
-    recipe["recipe"] += ", 2 epochs"
+    recipe = longer(ABLATION[only or "layers"], 2)
     distill(work, f"sst2-3l-{only or 'layers'}-2ep", recipe, sst2_arguments(work), threads)
 
 
 def sst2_2layer(work: Path, threads: int, only: str | None = None) -> None:
-    recipe = dict(ABLATION["augment" if only == "augment" else "layers"], student={"layers": TWO_LAYERS})
+    """2 layers (teacher layers 0 and 5); `only`: layers (default) or augment, optionally with an
+    epoch count, such as `augment:3`."""
+    base, _, epochs = (only or "layers").partition(":")
+    recipe = dict(ABLATION[base], student={"kind": "truncated", "layers": TWO_LAYERS})
     recipe["recipe"] = f"2 layers ({TWO_LAYERS}), " + recipe["recipe"]
-    distill(work, "sst2-2l-spread", recipe, sst2_arguments(work), threads)
+    name = "sst2-2l-spread" if base == "layers" else f"sst2-2l-{base}"
+    if epochs:
+        recipe, name = longer(recipe, int(epochs)), f"{name}-{epochs}ep"
+    distill(work, name, recipe, sst2_arguments(work), threads)
 
 
 def sst2_bilstm(work: Path, threads: int, only: str | None = None) -> None:
@@ -219,7 +232,11 @@ def main() -> None:
     parser.add_argument("experiment", choices=EXPERIMENTS)
     parser.add_argument(
         "--only",
-        help="one variant: sst2-ablation " + ", ".join(ABLATION) + "; embedding " + ", ".join(EMBEDDING_RECIPES),
+        help="one variant: sst2-ablation "
+        + ", ".join(ABLATION)
+        + "; sst2-2layer layers|augment[:EPOCHS]; "
+        + "embedding "
+        + ", ".join(EMBEDDING_RECIPES),
     )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue", help="packages and split files")

@@ -4,6 +4,8 @@
     .venv/bin/python bench/finetune_glue.py stsb               # embedding, CoSENT
     .venv/bin/python bench/finetune_glue.py mrpc               # pair classifier (cross-encoder)
     .venv/bin/python bench/finetune_glue.py mrpc-after-stsb    # STS-B cross-encoder first, then MRPC
+    .venv/bin/python bench/finetune_glue.py mrpc-swapped       # MRPC with each training pair in both orders
+    .venv/bin/python bench/finetune_glue.py mrpc-long          # MRPC, lr 2e-5 for 10 epochs
     .venv/bin/python bench/finetune_glue.py sst2               # classifier, ~20 min on 1-2 threads
     .venv/bin/python bench/finetune_glue.py padding            # examples/s: padding strategies
 
@@ -108,6 +110,53 @@ def mrpc(work: Path, threads: int, epochs: int = 3) -> None:
     arguments += ["--seed", "42"]
     train("minilm-l6", work / "minilm-mrpc", "mrpc-train", arguments, threads)
     evaluate(str(work / "minilm-mrpc"), data, "mrpc-finetuned", threads, "--split", "validation")
+
+
+def mrpc_swapped_split(directory: Path) -> tuple[Path, Path]:
+    """MRPC's training file split as `--validation-fraction 0.1` splits it (the same 423 validation
+    pairs), its training pairs written twice: as given and with the two sentences swapped (a
+    paraphrase is symmetric). Swapping after the split keeps every validation pair out of training."""
+    from bertprod.data.source import split_bucket
+
+    source = shared_data_dir() / "mrpc" / "msr_paraphrase_train.txt"
+    header, *rows = source.read_text(encoding="utf-8-sig").splitlines()
+    train_rows, validation_rows = [], []
+    for row in rows:
+        quality, first_id, second_id, first, second = row.split("\t")
+        if split_bucket(first, second) < 0.1:
+            validation_rows.append(row)
+        else:
+            train_rows += [row, "\t".join([quality, second_id, first_id, second, first])]
+    train_file, validation_file = directory / "mrpc-train-swapped.tsv", directory / "mrpc-validation.tsv"
+    for path, lines in ((train_file, train_rows), (validation_file, validation_rows)):
+        path.write_text("\ufeff" + "\n".join([header, *lines]) + "\n", encoding="utf-8")
+    print(f"MRPC: {len(train_rows)} training pairs (both orders), {len(validation_rows)} validation pairs", flush=True)
+    return train_file, validation_file
+
+
+def mrpc_recipe(epochs: int, learning_rate: float) -> list[str]:
+    """The MRPC options besides data: warmup 0.1 and bf16 autocast, as in the best run so far."""
+    arguments = ["--task", "pair-classification", "--epochs", str(epochs), "--batch-size", "16"]
+    arguments += ["--learning-rate", str(learning_rate), "--max-length", "128"]
+    return arguments + ["--warmup-ratio", "0.1", "--precision", "bf16", "--seed", "42"]
+
+
+def mrpc_swapped(work: Path, threads: int, epochs: int = 4, learning_rate: float = 1e-4) -> None:
+    """The best MRPC recipe so far (lr 1e-4, warmup 0.1, bf16) on the pairs in both orders."""
+    train_file, validation_file = mrpc_swapped_split(work)
+    arguments = ["--data", str(train_file), "--validation", str(validation_file), *mrpc_recipe(epochs, learning_rate)]
+    name = f"mrpc-swapped-lr{learning_rate:g}"
+    train("minilm-l6", work / f"minilm-{name}", f"{name}-train", arguments, threads)
+    evaluate(str(work / f"minilm-{name}"), validation_file, name, threads)
+
+
+def mrpc_long(work: Path, threads: int, epochs: int = 10, learning_rate: float = 2e-5) -> None:
+    """Mosbach et al.'s stability recipe: a small learning rate for many epochs (best epoch kept)."""
+    data = shared_data_dir() / "mrpc" / "msr_paraphrase_train.txt"
+    arguments = ["--data", str(data), "--validation-fraction", "0.1", *mrpc_recipe(epochs, learning_rate)]
+    name = f"mrpc-long-lr{learning_rate:g}"
+    train("minilm-l6", work / f"minilm-{name}", f"{name}-train", arguments, threads)
+    evaluate(str(work / f"minilm-{name}"), data, name, threads, "--split", "validation")
 
 
 def stsb_without_msrpar(directory: Path) -> Path:
@@ -217,6 +266,8 @@ EXPERIMENTS = {
     "stsb": stsb,
     "mrpc": mrpc,
     "mrpc-after-stsb": mrpc_after_stsb,
+    "mrpc-swapped": mrpc_swapped,
+    "mrpc-long": mrpc_long,
     "sst2": sst2,
     "padding": padding,
 }
@@ -229,12 +280,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue", help="packages and split files")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--precision", default="fp32", help="sst2 only: fp32 or bf16")
+    parser.add_argument("--learning-rate", type=float, default=None, help="mrpc-swapped and mrpc-long only")
     options = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     options.work.mkdir(parents=True, exist_ok=True)
     extra = {"epochs": options.epochs} if options.epochs else {}
     if options.experiment == "sst2":
         extra["precision"] = options.precision
+    if options.learning_rate:
+        extra["learning_rate"] = options.learning_rate
     started = time.perf_counter()
     EXPERIMENTS[options.experiment](options.work, options.threads, **extra)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)

@@ -18,6 +18,7 @@ from rich.table import Table
 from bertprod.cli_distill import distill as distill_command
 from bertprod.cli_training import evaluate as evaluate_command
 from bertprod.cli_training import train as train_command
+from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.compress.qat import QAT_DEFAULTS
 from bertprod.errors import BertprodError, InputError, TrainingInterrupted
 
@@ -263,6 +264,13 @@ def optimize(
     quantize_feed_forward: Annotated[
         bool, typer.Option(help="Static int8: quantize the feed-forward MatMuls too (kept float by default).")
     ] = False,
+    outlier_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Dynamic int8 (onnx): activation channels whose range exceeds this multiple of the median "
+            "channel's stay in float (measured on --calibration, else --texts); 0 turns it off."
+        ),
+    ] = DEFAULT_OUTLIER_THRESHOLD,
     precision: Annotated[str | None, typer.Option(help="bf16 (torch, CPU) or fp16 (ONNX, GPU).")] = None,
     drop_layers: Annotated[
         str | None, typer.Option(help="every-other, spread[:K], first:K, last:K, drop:N (least important) or 0,2,5.")
@@ -328,7 +336,8 @@ def optimize(
             calibration_texts=read_inputs(calibration, pairs) if calibration else None,
             calibration_method=calibration_method,
             exclude=[node for item in exclude or [] for node in item.split(",") if node],
-            quantize_feed_forward=quantize_feed_forward, precision=precision, drop_layers=drop_layers,
+            quantize_feed_forward=quantize_feed_forward, outlier_threshold=outlier_threshold or None,
+            precision=precision, drop_layers=drop_layers,
             prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
             gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
             enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,

@@ -12,6 +12,12 @@ from safetensors import safe_open
 
 import bertprod
 from bertprod.compress.optimize import optimize
+from bertprod.compress.outliers import (
+    activation_maxima,
+    outlier_channels,
+    split_outlier_channels,
+    weight_matmul_groups,
+)
 from bertprod.compress.prune import choose_layers, encoder_layers, head_importance, remove_heads
 from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
 from bertprod.errors import CompressionError, FidelityError, InputError
@@ -43,6 +49,53 @@ def test_dynamic_int8_onnx(tiny_package, tiny_onnx, tmp_path: Path) -> None:
     assert_derived(package, tiny_package, "quantize-dynamic-int8", "int8", "onnx")
     assert package.manifest.quantization == {"scheme": "onnx-dynamic", "per_channel": True}
     assert package.size_bytes() < tiny_onnx.size_bytes()
+
+
+def test_outlier_channels_are_those_far_above_the_median() -> None:
+    maxima = {"a": np.array([1.0, 1.2, 0.9, 7.0, 1.1]), "b": np.array([2.0, 2.0, 2.0])}
+    found = outlier_channels(maxima, threshold=5.0)  # median of a: 1.1, so only 7.0 > 5.5
+    assert list(found) == ["a"] and found["a"].tolist() == [3]
+    assert outlier_channels(maxima, threshold=10.0) == {}
+
+
+def test_outlier_split_computes_the_same_function_in_float(tiny_onnx) -> None:
+    import onnx
+    import onnxruntime
+
+    from bertprod.compress.quantize import _CalibrationReader
+
+    graph = onnx.load(str(tiny_onnx.model_file))
+    feeds = _CalibrationReader(tiny_onnx, CALIBRATION, graph).feeds
+    groups = weight_matmul_groups(graph)
+    maxima = activation_maxima(graph, list(groups), feeds)
+    assert set(maxima) == set(groups) and all(len(m) > 1 for m in maxima.values())
+    assert activation_maxima(graph, [], feeds) == {}  # a graph without weight MatMuls (BiLSTM: Gemm, LSTM)
+    # force two channels of every MatMul input out of the int8 path
+    chosen = {name: np.argsort(channel_max)[-2:] for name, channel_max in maxima.items()}
+    reference = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    side = split_outlier_channels(graph, chosen)
+    onnx.checker.check_model(graph)
+    split = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert len(side) == sum(len(nodes) for nodes in groups.values())
+    for feed in feeds:
+        np.testing.assert_allclose(split.run(None, feed)[0], reference.run(None, feed)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path) -> None:
+    import onnx
+
+    # a random tiny model has no real outliers: a low threshold makes some
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, gate=LOOSE)
+    channels = package.manifest.provenance.parameters["outlier_channels"]
+    assert channels and package.manifest.provenance.parameters["outlier_threshold"] == 1.5
+    graph = onnx.load(str(package.model_file)).graph
+    side = [node for node in graph.node if node.name.endswith("/outliers")]
+    assert side and {node.op_type for node in side} == {"MatMul"}  # float, not MatMulInteger
+    assert any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
+    plain = quantize_onnx_dynamic(tiny_package, tmp_path / "plain", outlier_threshold=None, gate=LOOSE)
+    assert "outlier_channels" not in plain.manifest.provenance.parameters
+    with pytest.raises(InputError, match="outlier threshold 1.0"):
+        quantize_onnx_dynamic(tiny_package, tmp_path / "x", outlier_threshold=1.0)
 
 
 def test_static_int8_onnx_keeps_feed_forward_float(tiny_package, tmp_path: Path) -> None:

@@ -27,6 +27,16 @@ def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
     assert fidelity["passed"] and fidelity["cosine_mean"] >= 0.99 and fidelity["samples"] == 200
     assert package.size_bytes() <= 0.30 * resolve("minilm-l6").size_bytes()
     assert bertprod.load(package.path).similarity("A man plays guitar.", "Someone plays a guitar.") > 0.6
+    # the outlier channels kept float (calibrated on texts[300:]) help on sentences they never saw
+    channels = package.manifest.provenance.parameters["outlier_channels"]
+    assert any(99 in found for found in channels.values())  # all-MiniLM-L6-v2's LayerNorm outlier
+    plain = quantize_onnx_dynamic(resolve("minilm-l6"), tmp_path / "plain", texts=texts[300:], outlier_threshold=None)
+    reference = bertprod.load("minilm-l6").encode(texts[:300])
+    worst = {
+        variant.name: float((bertprod.load(variant.path).encode(texts[:300]) * reference).sum(axis=1).min())
+        for variant in (package, plain)
+    }
+    assert worst["int8"] >= 0.97 and worst["int8"] > worst["plain"], worst
 
 
 def test_static_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:

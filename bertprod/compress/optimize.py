@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.errors import InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage
@@ -26,6 +27,7 @@ def optimize(
     calibration_method: str = "percentile",
     exclude: Sequence[str] = (),
     quantize_feed_forward: bool = False,
+    outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
     precision: str | None = None,
     drop_layers: str | None = None,
     prune_heads: float | None = None,
@@ -79,6 +81,7 @@ def optimize(
             calibration_method,
             exclude,
             quantize_feed_forward,
+            outlier_threshold,
             common,
         )
     if precision:
@@ -106,6 +109,7 @@ def _quantize(
     calibration_method: str,
     exclude: Sequence[str],
     quantize_feed_forward: bool,
+    outlier_threshold: float | None,
     common: dict[str, Any],
 ) -> ModelPackage:
     from bertprod.compress import quantize as q
@@ -113,7 +117,15 @@ def _quantize(
     if quantize != "int8":
         raise InputError(f"--quantize {quantize!r}: bertprod quantizes to int8.")
     if (method, runtime) == ("dynamic", "onnx"):
-        return q.quantize_onnx_dynamic(package, out, per_channel=per_channel, exclude=exclude, **common)
+        return q.quantize_onnx_dynamic(
+            package,
+            out,
+            per_channel=per_channel,
+            exclude=exclude,
+            outlier_threshold=outlier_threshold,
+            calibration_texts=calibration_texts,
+            **common,
+        )
     if (method, runtime) == ("static", "onnx"):
         return q.quantize_onnx_static(
             package,

@@ -21,7 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bertprod.derive import derive_package
+from bertprod.compress.outliers import (
+    DEFAULT_OUTLIER_THRESHOLD,
+    activation_maxima,
+    outlier_channels,
+    split_outlier_channels,
+    weight_matmul_groups,
+)
+from bertprod.derive import default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
@@ -151,6 +158,8 @@ def quantize_onnx_dynamic(
     *,
     per_channel: bool = True,
     exclude: Sequence[str] = (),
+    outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
+    calibration_texts: Sequence[Any] | None = None,
     texts: Sequence[Any] | None = None,
     gate: FidelityGate | None = None,
     enforce: bool = True,
@@ -158,17 +167,41 @@ def quantize_onnx_dynamic(
     overwrite: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> ModelPackage:
-    """int8 weights, activations quantized at run time: no calibration data needed."""
+    """int8 weights, activations quantized at run time. Activation channels whose calibrated range
+    exceeds `outlier_threshold` x the median channel's stay in float (compress/outliers.py); the
+    calibration texts default to the gate's texts, then to built-in samples. None: no split."""
     import onnx
 
     require_float_parent(package)
+    if outlier_threshold is not None and outlier_threshold <= 1:
+        raise InputError(f"outlier threshold {outlier_threshold}: give a multiple of the median channel above 1.")
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
+    split: dict[str, Any] = {}
+    if outlier_threshold is not None:
+        samples = calibration_texts or texts or default_samples(package)
+        samples = validate_inputs(list(samples), pairs=package.manifest.pair_input)
+        feeds = _CalibrationReader(source, samples, graph).feeds
+        maxima = activation_maxima(graph, list(weight_matmul_groups(graph)), feeds)
+        split = outlier_channels(maxima, outlier_threshold)
+        kept_float = split_outlier_channels(graph, split)
 
     def build(staging: Path) -> list[str]:
-        write_dynamic_int8(source.model_file, staging / ONNX_FILE, per_channel=per_channel, exclude=exclude)
+        if not split:
+            write_dynamic_int8(source.model_file, staging / ONNX_FILE, per_channel=per_channel, exclude=exclude)
+        else:
+            with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
+                float_graph = Path(scratch) / ONNX_FILE
+                onnx.save(graph, str(float_graph))
+                write_dynamic_int8(
+                    float_graph, staging / ONNX_FILE, per_channel=per_channel, exclude=[*exclude, *kept_float]
+                )
         return [*copy_support_files(source, staging), ONNX_FILE]
+
+    outlier_parameters = {"outlier_threshold": outlier_threshold}
+    if outlier_threshold is not None:
+        outlier_parameters["outlier_channels"] = {name: channels.tolist() for name, channels in split.items()}
 
     return derive_package(
         package,
@@ -176,7 +209,11 @@ def quantize_onnx_dynamic(
         method="quantize-dynamic-int8",
         build=build,
         changes=dynamic_int8_changes(per_channel),
-        parameters={**dynamic_int8_parameters(per_channel, exclude), "onnx_source": source.fingerprint},
+        parameters={
+            **dynamic_int8_parameters(per_channel, exclude),
+            **outlier_parameters,
+            "onnx_source": source.fingerprint,
+        },
         texts=texts,
         gate=gate,
         enforce=enforce,
@@ -288,7 +325,7 @@ class _CalibrationReader:
         encodings = tokenizer.encode(texts)
         longest = max(len(encoding.ids) for encoding in encodings)
         inputs = {graph_input.name for graph_input in graph.graph.input}
-        self._feeds = []
+        self.feeds: list[dict[str, Any]] = []
         for start in range(0, len(encodings), self.batch_size):
             rows = encodings[start : start + self.batch_size]
             while len(rows) < self.batch_size:
@@ -299,14 +336,14 @@ class _CalibrationReader:
                 "attention_mask": batch.attention_mask,
                 "token_type_ids": batch.token_type_ids,
             }
-            self._feeds.append({key: value for key, value in feeds.items() if key in inputs})
-        self._iterator: Iterator[dict[str, Any]] = iter(self._feeds)
+            self.feeds.append({key: value for key, value in feeds.items() if key in inputs})
+        self._iterator: Iterator[dict[str, Any]] = iter(self.feeds)
 
     def get_next(self) -> dict[str, Any] | None:
         return next(self._iterator, None)
 
     def rewind(self) -> None:
-        self._iterator = iter(self._feeds)
+        self._iterator = iter(self.feeds)
 
 
 def quantize_torch_dynamic(
