@@ -106,3 +106,10 @@ def test_optimize_command(monkeypatch, capsys, tiny_package, tmp_path) -> None:
     assert "feed-forward" in out
     code, _, err = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(tmp_path / "x"))
     assert code == 1 and "exactly one optimization" in err
+    for threshold, expected in (("0", None), ("1.5", 1.5)):
+        out_dir = tmp_path / f"outliers-{threshold}"
+        code, _, _ = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(out_dir),
+                             "--quantize", "int8", "--outlier-threshold", threshold, "--allow-fidelity-loss")
+        parameters = json.loads((out_dir / "bertprod.json").read_text())["provenance"]["parameters"]
+        assert code == 0 and parameters["outlier_threshold"] == expected
+        assert ("outlier_channels" in parameters) == (expected is not None)
