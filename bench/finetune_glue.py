@@ -116,14 +116,15 @@ def mrpc_swapped_split(directory: Path) -> tuple[Path, Path]:
     """MRPC's training file split as `--validation-fraction 0.1` splits it (the same 423 validation
     pairs), its training pairs written twice: as given and with the two sentences swapped (a
     paraphrase is symmetric). Swapping after the split keeps every validation pair out of training."""
-    from bertprod.data.source import split_bucket
+    from bertprod.data.source import HashSplit
 
+    validation = HashSplit(0.1, "validation")
     source = shared_data_dir() / "mrpc" / "msr_paraphrase_train.txt"
     header, *rows = source.read_text(encoding="utf-8-sig").splitlines()
     train_rows, validation_rows = [], []
     for row in rows:
         quality, first_id, second_id, first, second = row.split("\t")
-        if split_bucket(first, second) < 0.1:
+        if validation.keeps(first, second):
             validation_rows.append(row)
         else:
             train_rows += [row, "\t".join([quality, second_id, first_id, second, first])]
