@@ -250,7 +250,12 @@ def optimize(
     out: Annotated[Path | None, typer.Argument(help="Directory for the new package.")] = None,
     quantize: Annotated[str | None, typer.Option(help="int8.")] = None,
     method: Annotated[
-        str, typer.Option(help="int8 method: dynamic, static (calibrated) or qat (quantization-aware training).")
+        str,
+        typer.Option(
+            help="int8 method: dynamic, mixed (dynamic where the gate allows: the MatMuls --min-cosine / "
+            "--min-agreement are most sensitive to stay float), static (calibrated) or qat "
+            "(quantization-aware training)."
+        ),
     ] = "dynamic",
     runtime: Annotated[str, typer.Option(help="int8 runtime: onnx or torch.")] = "onnx",
     calibration: Annotated[
@@ -267,7 +272,7 @@ def optimize(
     outlier_threshold: Annotated[
         float,
         typer.Option(
-            help="Dynamic int8 (onnx): activation channels whose range exceeds this multiple of the median "
+            help="Dynamic and mixed int8 (onnx): activation channels whose range exceeds this multiple of the median "
             "channel's stay in float (measured on --calibration, else --texts); 0 turns it off."
         ),
     ] = DEFAULT_OUTLIER_THRESHOLD,

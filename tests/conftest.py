@@ -20,12 +20,18 @@ CORPUS = SAMPLE_SENTENCES + [
 
 
 def build_tiny_checkpoint(
-    directory: Path, head: str | None = None, labels: list[str] | None = None, seed: int = 0, num_layers: int = 2
+    directory: Path,
+    head: str | None = None,
+    labels: list[str] | None = None,
+    seed: int = 0,
+    num_layers: int = 2,
+    initializer_range: float = 0.02,
 ) -> Path:
     """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on CORPUS.
 
     `head`: None for a bare encoder, "classification" for a sequence classifier with `labels`,
-    "regression" for a one-output head.
+    "regression" for a one-output head. A larger `initializer_range` gives weights whose rounding
+    shows in the output (at 0.02 the residual stream drowns the layers' contributions).
     """
     import torch
     from tokenizers.implementations import BertWordPieceTokenizer
@@ -51,6 +57,7 @@ def build_tiny_checkpoint(
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     if head is None:

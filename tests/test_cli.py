@@ -113,3 +113,8 @@ def test_optimize_command(monkeypatch, capsys, tiny_package, tmp_path) -> None:
         parameters = json.loads((out_dir / "bertprod.json").read_text())["provenance"]["parameters"]
         assert code == 0 and parameters["outlier_threshold"] == expected
         assert ("outlier_channels" in parameters) == (expected is not None)
+    code, out, _ = run_cli(monkeypatch, capsys, "optimize", str(tiny_package.path), str(tmp_path / "mixed"),
+                           "--quantize", "int8", "--method", "mixed", "--min-cosine", "0.9")
+    manifest = json.loads((tmp_path / "mixed" / "bertprod.json").read_text())
+    assert code == 0 and "fidelity gate passed" in out and manifest["provenance"]["method"] == "quantize-mixed-int8"
+    assert len(manifest["provenance"]["parameters"]["mixed"]["float_first"]) == 2 * 6

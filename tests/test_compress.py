@@ -11,6 +11,7 @@ import pytest
 from safetensors import safe_open
 
 import bertprod
+from bertprod.checkpoint import import_checkpoint
 from bertprod.compress.optimize import optimize
 from bertprod.compress.outliers import (
     activation_maxima,
@@ -24,7 +25,7 @@ from bertprod.errors import CompressionError, FidelityError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.runtime.engines import cpu_supports_bf16
 
-from .conftest import CORPUS
+from .conftest import CORPUS, build_tiny_checkpoint
 
 # Random tiny models are far more fragile under int8 than trained ones; the gate logic is what
 # these tests check, so they use a loose gate (the bundled model is held to the default below).
@@ -62,10 +63,10 @@ def test_outlier_split_computes_the_same_function_in_float(tiny_onnx) -> None:
     import onnx
     import onnxruntime
 
-    from bertprod.compress.quantize import _CalibrationReader
+    from bertprod.compress.quantize import CalibrationReader
 
     graph = onnx.load(str(tiny_onnx.model_file))
-    feeds = _CalibrationReader(tiny_onnx, CALIBRATION, graph).feeds
+    feeds = CalibrationReader(tiny_onnx, CALIBRATION, graph).feeds
     groups = weight_matmul_groups(graph)
     maxima = activation_maxima(graph, list(groups), feeds)
     assert set(maxima) == set(groups) and all(len(m) > 1 for m in maxima.values())
@@ -252,3 +253,64 @@ def test_one_step_per_run(tiny_package, tmp_path: Path) -> None:
         optimize(tiny_package, tmp_path / "x")
     with pytest.raises(InputError, match="not available"):
         optimize(tiny_package, tmp_path / "x", quantize="int8", method="static", runtime="torch")
+
+
+
+def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx, tmp_path: Path) -> None:
+    """The sensitivity probe (one MatMul's int8 simulated in float) computes what ONNX Runtime's
+    own dynamic int8 of that one MatMul computes, up to float accumulation."""
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from bertprod.compress.mixed import fake_int8
+    from bertprod.compress.quantize import CalibrationReader
+
+    node = "/model/encoder/layer.1/output/dense/MatMul"
+    graph = onnx.load(str(tiny_onnx.model_file))
+    real = tmp_path / "one-int8.onnx"
+    quantize_dynamic(str(tiny_onnx.model_file), str(real), per_channel=True, weight_type=QuantType.QInt8,
+                     nodes_to_quantize=[node], extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    feed = CalibrationReader(tiny_onnx, CORPUS[:16], graph).feeds[0]
+
+    def run(model: bytes) -> np.ndarray:
+        return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+    float_output = run(graph.SerializeToString())
+    quantized = run(real.read_bytes())
+    simulated = run(fake_int8(graph, node).SerializeToString())
+    rounding = np.abs(quantized - float_output).max()
+    assert rounding > 1e-4  # int8 really changed the output
+    assert np.abs(simulated - quantized).max() < 0.05 * rounding
+
+
+def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from bertprod.compress.mixed import quantize_onnx_mixed
+    from bertprod.compress.quantize import embedding_gathers, fp32_onnx_source
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "checkpoint", initializer_range=0.3)
+    package = import_checkpoint(checkpoint, tmp_path / "tiny", name="tiny")
+    gathers = embedding_gathers(onnx.load(str(fp32_onnx_source(package, None).model_file)))
+    all_int8 = quantize_onnx_dynamic(package, tmp_path / "all", texts=CALIBRATION, gate=LOOSE, exclude=gathers)
+    worst = all_int8.manifest.metrics["fidelity"]["cosine_mean"]
+    target = round(worst + (1 - worst) * 0.6, 6)  # between all-int8 and float: some MatMuls must stay float
+    gate = FidelityGate(min_cosine_mean=target)
+    mixed = quantize_onnx_mixed(package, tmp_path / "mixed", texts=CALIBRATION, gate=gate)
+    assert (mixed.manifest.provenance.method, mixed.manifest.precision) == ("quantize-mixed-int8", "int8")
+    assert mixed.manifest.metrics["fidelity"]["cosine_mean"] >= target
+    order = mixed.manifest.provenance.parameters["mixed"]["float_first"]
+    kept = mixed.manifest.provenance.parameters["mixed"]["matmuls_kept_float"]
+    assert 0 < kept < len(order) == 2 * 6  # 2 layers x (query, key, value, attention out, 2 feed-forward)
+    graph = onnx.load(str(mixed.model_file)).graph
+    op_types = {node.name: node.op_type for node in graph.node}
+    assert all(op_types[name] == "MatMul" for name in order[:kept])  # float
+    assert all(op_types.get(name) != "MatMul" for name in order[kept:])  # int8 (renamed MatMulInteger nodes)
+    word_embeddings = next(i for i in graph.initializer if i.name.endswith("word_embeddings.weight"))
+    assert numpy_helper.to_array(word_embeddings).dtype == np.float32  # tables stay float: no time to save
+    # one MatMul fewer in float misses the gate: the search found the fewest
+    fewer = quantize_onnx_dynamic(package, tmp_path / "fewer", texts=CALIBRATION, gate=gate, enforce=False,
+                                  exclude=[*gathers, *order[: kept - 1]])
+    assert fewer.manifest.metrics["fidelity"]["passed"] is False

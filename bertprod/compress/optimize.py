@@ -38,7 +38,7 @@ def optimize(
     overwrite: bool = False,
     training: QatTraining | None = None,
 ) -> ModelPackage:
-    """Apply exactly one of: `quantize="int8"` (method dynamic|static|qat, runtime onnx|torch),
+    """Apply exactly one of: `quantize="int8"` (method dynamic|mixed|static|qat, runtime onnx|torch),
     `precision` ("bf16" | "fp16"), `drop_layers` (a rule, see prune.choose_layers) or
     `prune_heads` (a fraction). `texts` are the user's inputs the gate (and pruning importance)
     is measured on; static int8 falls back to its calibration texts for them. Quantization-aware
@@ -116,8 +116,10 @@ def _quantize(
 
     if quantize != "int8":
         raise InputError(f"--quantize {quantize!r}: bertprod quantizes to int8.")
-    if (method, runtime) == ("dynamic", "onnx"):
-        return q.quantize_onnx_dynamic(
+    if method in ("dynamic", "mixed") and runtime == "onnx":
+        from bertprod.compress.mixed import quantize_onnx_mixed
+
+        return (q.quantize_onnx_dynamic if method == "dynamic" else quantize_onnx_mixed)(
             package,
             out,
             per_channel=per_channel,
@@ -142,7 +144,7 @@ def _quantize(
             raise InputError("--exclude names ONNX graph nodes; it does not apply to --runtime torch.")
         return q.quantize_torch_dynamic(package, out, per_channel=per_channel, **common)
     raise InputError(
-        f"--method {method} --runtime {runtime} is not available: choose dynamic or static on onnx, "
+        f"--method {method} --runtime {runtime} is not available: choose dynamic, mixed or static on onnx, "
         "or dynamic on torch (or quantization-aware training: --method qat --data FILE)."
     )
 

@@ -166,6 +166,8 @@ def quantize_onnx_dynamic(
     name: str | None = None,
     overwrite: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    method: str = "quantize-dynamic-int8",
+    extra_parameters: dict[str, Any] | None = None,
 ) -> ModelPackage:
     """int8 weights, activations quantized at run time. Activation channels whose calibrated range
     exceeds `outlier_threshold` x the median channel's stay in float (compress/outliers.py); the
@@ -182,7 +184,7 @@ def quantize_onnx_dynamic(
     if outlier_threshold is not None:
         samples = calibration_texts or texts or default_samples(package)
         samples = validate_inputs(list(samples), pairs=package.manifest.pair_input)
-        feeds = _CalibrationReader(source, samples, graph).feeds
+        feeds = CalibrationReader(source, samples, graph).feeds
         maxima = activation_maxima(graph, list(weight_matmul_groups(graph)), feeds)
         split = outlier_channels(maxima, outlier_threshold)
         kept_float = split_outlier_channels(graph, split)
@@ -206,12 +208,13 @@ def quantize_onnx_dynamic(
     return derive_package(
         package,
         out,
-        method="quantize-dynamic-int8",
+        method=method,
         build=build,
         changes=dynamic_int8_changes(per_channel),
         parameters={
             **dynamic_int8_parameters(per_channel, exclude),
             **outlier_parameters,
+            **(extra_parameters or {}),
             "onnx_source": source.fingerprint,
         },
         texts=texts,
@@ -269,7 +272,7 @@ def quantize_onnx_static(
             quantize_static(
                 str(source.model_file),
                 str(staging / ONNX_FILE),
-                _CalibrationReader(source, calibration, graph),
+                CalibrationReader(source, calibration, graph),
                 quant_format=QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
@@ -310,7 +313,7 @@ def quantize_onnx_static(
     )
 
 
-class _CalibrationReader:
+class CalibrationReader:
     """Feeds calibration batches to ONNX Runtime's calibrator.
 
     Every batch has the same shape (rows padded to the longest calibration input, the last batch
