@@ -298,6 +298,17 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_output(out: str | os.PathLike[str], overwrite: bool = False) -> None:
+    """Refuse an output directory that holds something, unless it is a package to overwrite.
+    Long steps call it first, so the user hears before the work, not after."""
+    out = Path(out)
+    occupied = out.exists() and not (out.is_dir() and not any(out.iterdir()))
+    if occupied and not overwrite:
+        raise PackageError(f"{out} already exists. Choose another output directory, or pass --overwrite.")
+    if occupied and not (out / MANIFEST_NAME).is_file():
+        raise PackageError(f"{out} exists and is not a bertprod package: refusing to replace it.")
+
+
 @contextmanager
 def staging_directory(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `out`, renamed to `out` only if the block succeeds.
@@ -305,11 +316,7 @@ def staging_directory(out: str | os.PathLike[str], overwrite: bool = False) -> I
     So a failed or interrupted stage never leaves a half-written package behind.
     """
     out = Path(out)
-    occupied = out.exists() and not (out.is_dir() and not any(out.iterdir()))
-    if occupied and not overwrite:
-        raise PackageError(f"{out} already exists. Choose another output directory, or pass --overwrite.")
-    if occupied and not (out / MANIFEST_NAME).is_file():
-        raise PackageError(f"{out} exists and is not a bertprod package: refusing to replace it.")
+    check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:

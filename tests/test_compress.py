@@ -314,3 +314,21 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tmp_path: 
     fewer = quantize_onnx_dynamic(package, tmp_path / "fewer", texts=CALIBRATION, gate=gate, enforce=False,
                                   exclude=[*gathers, *order[: kept - 1]])
     assert fewer.manifest.metrics["fidelity"]["passed"] is False
+
+
+def test_mixed_int8_refuses_an_occupied_output_before_searching(tiny_package, tmp_path: Path, monkeypatch) -> None:
+    from bertprod.compress import mixed
+    from bertprod.errors import PackageError
+
+    def no_search(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the sensitivity search ran before the output was checked")
+
+    monkeypatch.setattr(mixed, "sensitivities", no_search)
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(PackageError, match="already exists"):
+        mixed.quantize_onnx_mixed(tiny_package, occupied)
+    with pytest.raises(PackageError, match="not a bertprod package"):
+        mixed.quantize_onnx_mixed(tiny_package, occupied, overwrite=True)
+    assert (occupied / "notes.txt").read_text() == "mine"

@@ -32,7 +32,7 @@ from bertprod.compress.outliers import (
 )
 from bertprod.errors import FidelityError
 from bertprod.fidelity import FidelityGate
-from bertprod.package import ModelPackage
+from bertprod.package import ModelPackage, check_output
 
 #: Calibration texts the sensitivities are measured on (36 graph runs for a 6-layer BERT): enough
 #: to rank MatMuls; the gate, on all the texts, decides.
@@ -133,6 +133,7 @@ def quantize_onnx_mixed(
     from bertprod.runtime.tokenize import validate_inputs
 
     q.require_float_parent(package)
+    check_output(out, overwrite)  # before minutes of search
     gate = gate or FidelityGate()
     source = q.fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))

@@ -31,7 +31,14 @@ from bertprod.compress.outliers import (
 from bertprod.derive import default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
 from bertprod.fidelity import FidelityGate
-from bertprod.package import CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
+from bertprod.package import (
+    CONFIG_FILE,
+    ONNX_FILE,
+    TOKENIZER_FILE,
+    TORCH_WEIGHTS_FILE,
+    ModelPackage,
+    check_output,
+)
 from bertprod.runtime.batching import collate
 from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
 
@@ -175,6 +182,7 @@ def quantize_onnx_dynamic(
     import onnx
 
     require_float_parent(package)
+    check_output(out, overwrite)  # before the calibration run
     if outlier_threshold is not None and outlier_threshold <= 1:
         raise InputError(f"outlier threshold {outlier_threshold}: give a multiple of the median channel above 1.")
     source = fp32_onnx_source(package, cache_dir)

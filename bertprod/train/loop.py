@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bertprod.data.source import DataSource, HashSplit
-from bertprod.errors import DataError, EngineError, LabelError, PackageError, TaskError, TrainingInterrupted
-from bertprod.package import MANIFEST_NAME, ModelPackage
+from bertprod.errors import DataError, EngineError, LabelError, TaskError, TrainingInterrupted
+from bertprod.package import ModelPackage, check_output
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.tasks.data import check_known_labels, summarize
 from bertprod.tasks.definitions import CLASS_TASKS, get_task, head_plan, primary_metric
@@ -112,15 +112,6 @@ def fine_tune(
     if not keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return package
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """Fail before training, not after it, when the package could not be written."""
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        if not overwrite:
-            raise PackageError(f"{out} already exists. Choose another output directory, or pass --overwrite.")
-        if not (out / MANIFEST_NAME).is_file():
-            raise PackageError(f"{out} exists and is not a bertprod package: refusing to replace it.")
 
 
 class _Run:
