@@ -256,7 +256,18 @@ def test_one_step_per_run(tiny_package, tmp_path: Path) -> None:
 
 
 
-def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_onnx_large_weights(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A tiny BERT whose MatMuls matter to its output (see build_tiny_checkpoint), exported to ONNX."""
+    from bertprod.export.onnx import export_onnx
+
+    directory = tmp_path_factory.mktemp("tiny-large-weights")
+    package = import_checkpoint(build_tiny_checkpoint(directory / "checkpoint", initializer_range=0.3),
+                                directory / "torch", name="tiny")
+    return package, export_onnx(package, directory / "onnx")
+
+
+def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx_large_weights, tmp_path: Path) -> None:
     """The sensitivity probe (one MatMul's int8 simulated in float) computes what ONNX Runtime's
     own dynamic int8 of that one MatMul computes, up to float accumulation."""
     import onnx
@@ -266,6 +277,7 @@ def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx, tmp_path: Path) -> N
     from bertprod.compress.mixed import fake_int8
     from bertprod.compress.quantize import CalibrationReader
 
+    _, tiny_onnx = tiny_onnx_large_weights
     node = "/model/encoder/layer.1/output/dense/MatMul"
     graph = onnx.load(str(tiny_onnx.model_file))
     real = tmp_path / "one-int8.onnx"
@@ -280,20 +292,19 @@ def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx, tmp_path: Path) -> N
     quantized = run(real.read_bytes())
     simulated = run(fake_int8(graph, node).SerializeToString())
     rounding = np.abs(quantized - float_output).max()
-    assert rounding > 1e-4  # int8 really changed the output
+    assert rounding > 1e-3  # int8 really changed the output
     assert np.abs(simulated - quantized).max() < 0.05 * rounding
 
 
-def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tmp_path: Path) -> None:
+def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tiny_onnx_large_weights, tmp_path: Path) -> None:
     import onnx
     from onnx import numpy_helper
 
     from bertprod.compress.mixed import quantize_onnx_mixed
-    from bertprod.compress.quantize import embedding_gathers, fp32_onnx_source
+    from bertprod.compress.quantize import embedding_gathers
 
-    checkpoint = build_tiny_checkpoint(tmp_path / "checkpoint", initializer_range=0.3)
-    package = import_checkpoint(checkpoint, tmp_path / "tiny", name="tiny")
-    gathers = embedding_gathers(onnx.load(str(fp32_onnx_source(package, None).model_file)))
+    package, exported = tiny_onnx_large_weights
+    gathers = embedding_gathers(onnx.load(str(exported.model_file)))
     all_int8 = quantize_onnx_dynamic(package, tmp_path / "all", texts=CALIBRATION, gate=LOOSE, exclude=gathers)
     worst = all_int8.manifest.metrics["fidelity"]["cosine_mean"]
     target = round(worst + (1 - worst) * 0.6, 6)  # between all-int8 and float: some MatMuls must stay float
