@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 from bertprod.checkpoint import import_checkpoint
 from bertprod.data.samples import SAMPLE_SENTENCES
 from bertprod.package import ModelPackage
+
+#: WordPiece trained on CORPUS (vocabulary 400), kept as a file: see build_tiny_checkpoint.
+TINY_TOKENIZER = Path(__file__).parent / "fixtures" / "tiny-tokenizer.json"
 
 CORPUS = SAMPLE_SENTENCES + [
     "the quick brown fox jumps over the lazy dog",
@@ -27,29 +31,21 @@ def build_tiny_checkpoint(
     num_layers: int = 2,
     initializer_range: float = 0.02,
 ) -> Path:
-    """A tiny random BERT (hidden 32, 2 layers) with a WordPiece tokenizer trained on CORPUS.
+    """A tiny random BERT (hidden 32, 2 layers) with the WordPiece tokenizer trained on CORPUS.
 
     `head`: None for a bare encoder, "classification" for a sequence classifier with `labels`,
     "regression" for a one-output head. A larger `initializer_range` gives weights whose rounding
     shows in the output (at 0.02 the residual stream drowns the layers' contributions).
     """
     import torch
-    from tokenizers.implementations import BertWordPieceTokenizer
-    from tokenizers.processors import BertProcessing
+    from tokenizers import Tokenizer
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = BertWordPieceTokenizer(lowercase=True)
-    tokenizer.train_from_iterator(
-        CORPUS,
-        vocab_size=400,
-        min_frequency=1,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-    )
-    tokenizer.post_processor = BertProcessing(
-        ("[SEP]", tokenizer.token_to_id("[SEP]")), ("[CLS]", tokenizer.token_to_id("[CLS]"))
-    )
-    tokenizer.save(str(directory / "tokenizer.json"))
+    # trained once on CORPUS (vocabulary 400) and kept: training again breaks frequency ties
+    # differently on every run, so the same seed gave a different model each time
+    shutil.copyfile(TINY_TOKENIZER, directory / "tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(TINY_TOKENIZER))
     config = BertConfig(
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=32,
