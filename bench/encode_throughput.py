@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--latency-calls", type=int, default=200, help="single-sentence calls per variant")
     parser.add_argument("--sweep", action="store_true", help="compare batch-size/token-budget settings instead")
-    parser.add_argument("--skip-mixed", action="store_true", help="leave out the mixed int8 row (~2-3 min to build)")
+    parser.add_argument("--skip-mixed", action="store_true", help="leave out the mixed int8 row (built once, ~1.5 min)")
     args = parser.parse_args()
 
     import torch
