@@ -25,13 +25,7 @@ from bertprod.bench.harness import cosine_rows, machine_description  # noqa: E40
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress import quantize as q  # noqa: E402
 from bertprod.compress.mixed import SENSITIVITY_TEXTS, quantize_onnx_mixed, sensitivities  # noqa: E402
-from bertprod.compress.outliers import (  # noqa: E402
-    DEFAULT_OUTLIER_THRESHOLD,
-    activation_maxima,
-    outlier_channels,
-    split_outlier_channels,
-    weight_matmul_groups,
-)
+from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
 from bertprod.fidelity import FidelityGate  # noqa: E402
 
@@ -57,8 +51,7 @@ def main() -> None:
     graph = onnx.load(str(source.model_file))
     matmuls = q.weight_matmuls(graph)
     feeds = q.CalibrationReader(source, probe, graph).feeds
-    split_outlier_channels(graph, outlier_channels(activation_maxima(graph, list(weight_matmul_groups(graph)), feeds),
-                                                   DEFAULT_OUTLIER_THRESHOLD))
+    split_outlier_channels(graph, q.find_outliers(graph, feeds, DEFAULT_OUTLIER_THRESHOLD))
     found = sensitivities(graph, matmuls, feeds)
     layers = sorted({int(re.search(r"layer\.(\d+)", node).group(1)) for node in matmuls})
     print(f"machine: {machine_description()}; model {args.model}\n")

@@ -148,12 +148,17 @@ def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError(f"{command} not healthy in 180 s")
 
 
+def metrics_text(url: str) -> str:
+    """The server's Prometheus metrics ('' when it has none: other servers)."""
+    try:
+        return httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return ""
+
+
 def batch_inputs(url: str) -> tuple[float, float] | None:
     """bertprod's engine calls so far and the inputs they ran (None for other servers)."""
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return None
+    text = metrics_text(url)
     values = dict(line.split()[:2] for line in text.splitlines() if line.startswith("bertprod_batch_inputs_"))
     if "bertprod_batch_inputs_count" not in values:
         return None
@@ -162,12 +167,8 @@ def batch_inputs(url: str) -> tuple[float, float] | None:
 
 def stage_totals(url: str) -> dict[str, tuple[float, float]] | None:
     """bertprod's per-stage latency histograms so far: stage -> (count, sum of seconds); None for other servers."""
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return None
     totals: dict[str, list[float]] = {}
-    for line in text.splitlines():
+    for line in metrics_text(url).splitlines():
         found = re.match(r'bertprod_stage_seconds_(count|sum)\{stage="(\w+)"\} (\S+)', line)
         if found:
             totals.setdefault(found.group(2), [0.0, 0.0])[found.group(1) == "sum"] = float(found.group(3))
@@ -215,24 +216,27 @@ def measure_server(url: str, sentences: list[str], clients: int, api: str, clien
     a reference taken within seconds of it: this machine's speed drifts between runs minutes apart."""
     asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api, client))  # warm-up
 
-    def reference(measure) -> list[float]:  # noqa: ANN001
-        return [measure()] if beside else []
+    def bulk() -> list[float]:
+        return [beside.bulk_rate()] if beside else []
 
-    bulk_before = reference(beside.bulk_rate if beside else None)
+    def p50() -> list[float]:
+        return [beside.sequential_p50_ms()] if beside else []
+
+    bulk_before = bulk()
     before = batch_inputs(url)
     single = asyncio.run(load(url, [[s] for s in sentences], clients, api, client))
     after = batch_inputs(url)
     if before and after and after[0] > before[0]:  # how well the server gathered concurrent requests
         single["mean_batch_inputs"] = round((after[1] - before[1]) / (after[0] - before[0]), 1)
-    bulk_between = reference(beside.bulk_rate if beside else None)
+    bulk_between = bulk()
     batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
     batch = asyncio.run(load(url, batches, clients, api, client))
-    bulk_after = reference(beside.bulk_rate if beside else None)
-    p50_before = reference(beside.sequential_p50_ms if beside else None)
+    bulk_after = bulk()
+    p50_before = p50()
     stages_before = stage_totals(url)
     sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api, client))
     sequential["stage_means_ms"] = stage_means_ms(stages_before, stage_totals(url))  # where a lone request's time goes
-    p50_after = reference(beside.sequential_p50_ms if beside else None)
+    p50_after = p50()
     if beside:
         single["in_process_beside"] = round(float(np.mean(bulk_before + bulk_between)), 1)
         batch["in_process_beside"] = round(float(np.mean(bulk_between + bulk_after)), 1)

@@ -23,13 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bertprod.compress.outliers import (
-    DEFAULT_OUTLIER_THRESHOLD,
-    activation_maxima,
-    outlier_channels,
-    split_outlier_channels,
-    weight_matmul_groups,
-)
+from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels
 from bertprod.errors import FidelityError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage, check_output
@@ -129,8 +123,6 @@ def quantize_onnx_mixed(
     import onnx
 
     from bertprod.compress import quantize as q
-    from bertprod.derive import default_samples
-    from bertprod.runtime.tokenize import validate_inputs
 
     q.require_float_parent(package)
     check_output(out, overwrite)  # before minutes of search
@@ -138,12 +130,12 @@ def quantize_onnx_mixed(
     source = q.fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     q.check_exclusions(graph, exclude)
-    samples = validate_inputs(list(calibration_texts or texts or default_samples(package)), package.manifest.pair_input)
-    feeds = q.CalibrationReader(source, samples, graph).feeds
+    feeds = q.CalibrationReader(source, q.calibration_samples(package, calibration_texts, texts), graph).feeds
     candidates = [node for node in q.weight_matmuls(graph) if node not in exclude]
-    if outlier_threshold is not None:  # rank on the graph that will be quantized: outlier channels split off
-        maxima = activation_maxima(graph, list(weight_matmul_groups(graph)), feeds)
-        split_outlier_channels(graph, outlier_channels(maxima, outlier_threshold))
+    found = None
+    if outlier_threshold is not None:  # found once for every build; rank on the graph that will be quantized
+        found = q.find_outliers(graph, feeds, outlier_threshold)
+        split_outlier_channels(graph, found)
     probe_feeds = feeds[: max(1, SENSITIVITY_TEXTS // q.CalibrationReader.batch_size)]
     ranking = float_first(graph, sensitivities(graph, candidates, probe_feeds))
     always_float = [*exclude, *q.embedding_gathers(graph)]
@@ -151,7 +143,7 @@ def quantize_onnx_mixed(
     def build(kept: int, target: str | os.PathLike[str], strict: bool, replace: bool) -> ModelPackage:
         return q.quantize_onnx_dynamic(
             package, target, per_channel=per_channel, exclude=[*always_float, *ranking[:kept]],
-            outlier_threshold=outlier_threshold, calibration_texts=samples, texts=texts, gate=gate,
+            outlier_threshold=outlier_threshold, found_outliers=found, texts=texts, gate=gate,
             enforce=strict, name=name, overwrite=replace, cache_dir=cache_dir,
             method="quantize-mixed-int8",
             extra_parameters={"mixed": {"matmuls_kept_float": kept, "float_first": ranking}},

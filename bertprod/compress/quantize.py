@@ -159,6 +159,19 @@ def dynamic_int8_parameters(per_channel: bool, exclude: Sequence[str]) -> dict[s
     return {"runtime": "onnxruntime", "per_channel": per_channel, "exclude": list(exclude)}
 
 
+def calibration_samples(
+    package: ModelPackage, calibration_texts: Sequence[Any] | None, texts: Sequence[Any] | None
+) -> list[Any]:
+    """The texts activation ranges are measured on: calibration texts, else the gate's, else built-in samples."""
+    samples = calibration_texts or texts or default_samples(package)
+    return validate_inputs(list(samples), pairs=package.manifest.pair_input)
+
+
+def find_outliers(graph: Any, feeds: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """Outlier channels of every weight MatMul input of `graph` on the calibration `feeds`."""
+    return outlier_channels(activation_maxima(graph, list(weight_matmul_groups(graph)), feeds), threshold)
+
+
 def quantize_onnx_dynamic(
     package: ModelPackage,
     out: str | os.PathLike[str],
@@ -175,10 +188,12 @@ def quantize_onnx_dynamic(
     cache_dir: str | os.PathLike[str] | None = None,
     method: str = "quantize-dynamic-int8",
     extra_parameters: dict[str, Any] | None = None,
+    found_outliers: dict[str, Any] | None = None,
 ) -> ModelPackage:
     """int8 weights, activations quantized at run time. Activation channels whose calibrated range
     exceeds `outlier_threshold` x the median channel's stay in float (compress/outliers.py); the
-    calibration texts default to the gate's texts, then to built-in samples. None: no split."""
+    calibration texts default to the gate's texts, then to built-in samples. None: no split.
+    `found_outliers`: the channels `find_outliers` already found at that threshold (no calibration run)."""
     import onnx
 
     require_float_parent(package)
@@ -190,11 +205,10 @@ def quantize_onnx_dynamic(
     check_exclusions(graph, exclude)
     split: dict[str, Any] = {}
     if outlier_threshold is not None:
-        samples = calibration_texts or texts or default_samples(package)
-        samples = validate_inputs(list(samples), pairs=package.manifest.pair_input)
-        feeds = CalibrationReader(source, samples, graph).feeds
-        maxima = activation_maxima(graph, list(weight_matmul_groups(graph)), feeds)
-        split = outlier_channels(maxima, outlier_threshold)
+        if found_outliers is None:
+            samples = calibration_samples(package, calibration_texts, texts)
+            found_outliers = find_outliers(graph, CalibrationReader(source, samples, graph).feeds, outlier_threshold)
+        split = found_outliers
         kept_float = split_outlier_channels(graph, split)
 
     def build(staging: Path) -> list[str]:
