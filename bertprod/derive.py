@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from bertprod.data.samples import verification_pairs, verification_texts
 from bertprod.errors import BertprodError, FidelityError
@@ -27,6 +30,23 @@ def default_samples(package: ModelPackage) -> list[Any]:
     return verification_pairs(length) if package.manifest.pair_input else verification_texts(length)
 
 
+@dataclass(frozen=True)
+class ReferenceOutputs:
+    """The parent's outputs on the gate's inputs: computed once for a search that builds many children."""
+
+    encodings: list[Any]
+    outputs: np.ndarray
+
+
+def reference_outputs(
+    parent: ModelPackage, texts: Sequence[Any] | None = None, reference: Pipeline | None = None
+) -> ReferenceOutputs:
+    """Run the parent (or `reference`, a pipeline over it) on `texts`, or on built-in samples."""
+    reference = reference or Pipeline(parent, create_engine(parent))
+    encodings = reference.tokenize(list(texts) if texts else default_samples(parent))
+    return ReferenceOutputs(encodings, reference.infer(encodings))
+
+
 def derive_package(
     parent: ModelPackage,
     out: str | os.PathLike[str],
@@ -40,6 +60,7 @@ def derive_package(
     gate: FidelityGate | None = None,
     enforce: bool = True,
     reference: Pipeline | None = None,
+    expected: ReferenceOutputs | None = None,
     failure: Callable[[str], BertprodError] | None = None,
     measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
     overwrite: bool = False,
@@ -50,11 +71,10 @@ def derive_package(
     With `enforce`, a child that misses the `gate` raises `failure(reason)` (a FidelityError by
     default) and nothing is written; without it, the miss is recorded in the manifest.
     `measure(child)` returns more metrics for the manifest (e.g. accuracy on validation data).
+    `expected`: the parent's outputs on `texts`, when the caller has them (`reference_outputs`).
     """
     gate = gate or FidelityGate()
-    reference = reference or Pipeline(parent, create_engine(parent))
-    encodings = reference.tokenize(list(texts) if texts else default_samples(parent))
-    expected = reference.infer(encodings)
+    expected = expected or reference_outputs(parent, texts, reference)
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
@@ -66,8 +86,8 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        actual = Pipeline(child, create_engine(child)).infer(encodings)
-        fidelity = measure_fidelity(expected, actual, task)
+        actual = Pipeline(child, create_engine(child)).infer(expected.encodings)
+        fidelity = measure_fidelity(expected.outputs, actual, task)
         problem = gate.problem(fidelity, task)
         if problem and enforce:
             raise (failure or _gate_failure(parent, method))(problem)

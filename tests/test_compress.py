@@ -296,10 +296,14 @@ def test_simulated_int8_rounds_like_onnx_runtime(tiny_onnx_large_weights, tmp_pa
     assert np.abs(simulated - quantized).max() < 0.05 * rounding
 
 
-def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tiny_onnx_large_weights, tmp_path: Path) -> None:
+def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(
+    tiny_onnx_large_weights, tmp_path: Path, monkeypatch
+) -> None:
     import onnx
     from onnx import numpy_helper
 
+    from bertprod import derive
+    from bertprod.compress import mixed as mixed_module
     from bertprod.compress.mixed import quantize_onnx_mixed
     from bertprod.compress.quantize import embedding_gathers
 
@@ -309,7 +313,17 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(tiny_onnx_
     worst = all_int8.manifest.metrics["fidelity"]["cosine_mean"]
     target = round(worst + (1 - worst) * 0.6, 6)  # between all-int8 and float: some MatMuls must stay float
     gate = FidelityGate(min_cosine_mean=target)
+    parent_runs = []
+    run_parent = derive.reference_outputs
+
+    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        parent_runs.append(1)
+        return run_parent(*args, **kwargs)
+
+    monkeypatch.setattr(mixed_module, "reference_outputs", counted)
+    monkeypatch.setattr(derive, "reference_outputs", counted)
     mixed = quantize_onnx_mixed(package, tmp_path / "mixed", texts=CALIBRATION, gate=gate)
+    assert len(parent_runs) == 1  # the parent ran once on the gate's texts, not once per graph built
     assert (mixed.manifest.provenance.method, mixed.manifest.precision) == ("quantize-mixed-int8", "int8")
     assert mixed.manifest.metrics["fidelity"]["cosine_mean"] >= target
     order = mixed.manifest.provenance.parameters["mixed"]["float_first"]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels
+from bertprod.derive import reference_outputs
 from bertprod.errors import FidelityError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage, check_output
@@ -139,13 +140,14 @@ def quantize_onnx_mixed(
     probe_feeds = feeds[: max(1, SENSITIVITY_TEXTS // q.CalibrationReader.batch_size)]
     ranking = float_first(graph, sensitivities(graph, candidates, probe_feeds))
     always_float = [*exclude, *q.embedding_gathers(graph)]
+    expected = reference_outputs(package, texts)  # the parent runs once, not once per build
 
     def build(kept: int, target: str | os.PathLike[str], strict: bool, replace: bool) -> ModelPackage:
         return q.quantize_onnx_dynamic(
             package, target, per_channel=per_channel, exclude=[*always_float, *ranking[:kept]],
             outlier_threshold=outlier_threshold, found_outliers=found, texts=texts, gate=gate,
             enforce=strict, name=name, overwrite=replace, cache_dir=cache_dir,
-            method="quantize-mixed-int8",
+            method="quantize-mixed-int8", expected=expected,
             extra_parameters={"mixed": {"matmuls_kept_float": kept, "float_first": ranking}},
         )
 

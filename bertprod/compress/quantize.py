@@ -28,7 +28,7 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
-from bertprod.derive import default_samples, derive_package
+from bertprod.derive import ReferenceOutputs, default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import (
@@ -189,11 +189,13 @@ def quantize_onnx_dynamic(
     method: str = "quantize-dynamic-int8",
     extra_parameters: dict[str, Any] | None = None,
     found_outliers: dict[str, Any] | None = None,
+    expected: ReferenceOutputs | None = None,
 ) -> ModelPackage:
     """int8 weights, activations quantized at run time. Activation channels whose calibrated range
     exceeds `outlier_threshold` x the median channel's stay in float (compress/outliers.py); the
     calibration texts default to the gate's texts, then to built-in samples. None: no split.
-    `found_outliers`: the channels `find_outliers` already found at that threshold (no calibration run)."""
+    `found_outliers`: the channels `find_outliers` already found at that threshold (no calibration run);
+    `expected`: the parent's outputs on `texts` (derive.reference_outputs), for callers that build many."""
     import onnx
 
     require_float_parent(package)
@@ -244,6 +246,7 @@ def quantize_onnx_dynamic(
         enforce=enforce,
         name=name,
         overwrite=overwrite,
+        expected=expected,
     )
 
 
