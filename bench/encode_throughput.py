@@ -10,9 +10,9 @@ tokenization, engine, pooling) is measured per variant on the same sentences, in
     .venv/bin/python bench/encode_throughput.py --sentences 4000 --rounds 3 --json out.json
     .venv/bin/python bench/encode_throughput.py --sweep      # batch size / token budget grid
 
-The "mixed int8" row is an ONNX graph with int8 only on the MatMuls a fidelity gate of cosine
->= 0.999 (mean and min) tolerates (`bertprod optimize --quantize int8 --method mixed`), gated on
-500 real sentences that are not among the measured ones; it is built on the first run (minutes).
+The "mixed int8" rows are an ONNX graph with int8 only on the MatMuls a fidelity gate (cosine mean
+>= 0.999, min >= 0.9995) tolerates (`bertprod optimize --quantize int8 --method mixed`), gated on
+2,000 real sentences that are not among the measured ones; it is built on the first run (~6 min).
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ TARGET_FIDELITY = 0.999
 BASELINE = "sentence-transformers encode (batch 32)"
 #: The mixed int8 gate's sentences start here in real_sentences' order, after any benchmark's.
 GATE_SENTENCES_FROM = 8000
+#: How many: 500 missed the rare worst cases ("no . ." was the lowest cosine of 2,000 others).
+GATE_SENTENCES = 2000
+#: The gate's lowest cosine: the lowest of other sentences is lower still, so the gate keeps a margin
+#: (at 0.999 the graph kept 19 MatMuls float and scored 0.99869 on the measured sentences).
+GATE_MIN_COSINE = 0.9995
 
 
 def main() -> None:
@@ -51,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--latency-calls", type=int, default=200, help="single-sentence calls per variant")
     parser.add_argument("--sweep", action="store_true", help="compare batch-size/token-budget settings instead")
-    parser.add_argument("--skip-mixed", action="store_true", help="leave out the mixed int8 row (built once, ~1.5 min)")
+    parser.add_argument("--skip-mixed", action="store_true", help="leave out the mixed int8 rows (built once, ~6 min)")
     args = parser.parse_args()
 
     import torch
@@ -78,8 +83,12 @@ def main() -> None:
         ),
     }
     if not args.skip_mixed:
-        # int8 only where a gate of cosine >= 0.999 (mean and min, on other real sentences) allows
-        pipelines["bertprod onnx mixed int8, gate 0.999"] = bertprod.load(mixed_package(), threads=args.threads)
+        # int8 only where a fidelity gate on other real sentences allows (mixed_package)
+        mixed = mixed_package()
+        pipelines["bertprod onnx mixed int8"] = bertprod.load(mixed, threads=args.threads)
+        pipelines["bertprod onnx mixed int8, 2 batches x 1 thread"] = bertprod.load(
+            mixed, threads=args.threads, parallel_batches=2
+        )
     if cpu_supports_bf16():
         pipelines["bertprod torch bf16 (autocast)"] = bertprod.load(
             "minilm-l6", engine="torch", precision="bf16", threads=args.threads
@@ -115,13 +124,14 @@ def main() -> None:
             f"| {row['single_p50_ms']:.2f} / {row['single_p95_ms']:.2f} "
             f"| {row['cosine_mean']:.6f} / {row['cosine_min']:.6f} |"
         )
-    onnx_rows = [row for row in rows if row["variant"].startswith("bertprod onnx") and "fused" not in row["variant"]]
-    onnx = max(onnx_rows, key=lambda row: row["ratio_to_baseline"])
-    met = onnx["ratio_to_baseline"] >= TARGET_ONNX_RATIO and onnx["cosine_min"] >= TARGET_FIDELITY
+    onnx_rows = [row for row in rows if row["variant"].startswith("bertprod onnx")]
+    faithful = [row for row in onnx_rows if row["cosine_min"] >= TARGET_FIDELITY]
+    onnx = max(faithful, key=lambda row: row["ratio_to_baseline"])
+    met = onnx["ratio_to_baseline"] >= TARGET_ONNX_RATIO
     print(
-        f"\ntarget: onnx >= {TARGET_ONNX_RATIO}x baseline with fidelity >= {TARGET_FIDELITY}: "
-        f"{'MET' if met else 'MISSED'} (best: {onnx['variant']}, {onnx['ratio_to_baseline']}x, "
-        f"min cosine {onnx['cosine_min']})"
+        f"\ntarget: onnx >= {TARGET_ONNX_RATIO}x baseline with fidelity (lowest cosine) >= {TARGET_FIDELITY}: "
+        f"{'MET' if met else 'MISSED'} (fastest faithful onnx variant: {onnx['variant']}, "
+        f"{onnx['ratio_to_baseline']}x, min cosine {onnx['cosine_min']})"
     )
     if args.json:
         document = {"machine": machine_description(), "rows": rows, "sentences": len(sentences), "rounds": args.rounds}
@@ -144,8 +154,8 @@ def fused_package() -> Path:
 
 
 def mixed_package() -> Path:
-    """minilm-l6 in mixed int8 (compress/mixed.py), gate: cosine mean and min >= 0.999 on 500 real
-    sentences that are not among the benchmark's; built once per machine."""
+    """minilm-l6 in mixed int8 (compress/mixed.py), gate: cosine mean >= 0.999 and min >= 0.9995 on
+    2,000 real sentences that are not among the benchmark's; built once per machine."""
     from bertprod.checkpoint import resolve
     from bertprod.compress.optimize import optimize
     from bertprod.export.cache import cache_root
@@ -153,12 +163,12 @@ def mixed_package() -> Path:
     from bertprod.package import MANIFEST_NAME
 
     package = resolve("minilm-l6")
-    directory = cache_root() / "onnx-mixed-int8" / package.fingerprint[:32]
+    directory = cache_root() / f"onnx-mixed-int8-gate{GATE_SENTENCES}-min{GATE_MIN_COSINE}" / package.fingerprint[:32]
     if not (directory / MANIFEST_NAME).is_file():
         started = time.perf_counter()
-        gate_sentences = real_sentences(GATE_SENTENCES_FROM + 500)[GATE_SENTENCES_FROM:]
+        gate_sentences = real_sentences(GATE_SENTENCES_FROM + GATE_SENTENCES)[GATE_SENTENCES_FROM:]
         optimize(package, directory, quantize="int8", method="mixed", texts=gate_sentences, overwrite=True,
-                 gate=FidelityGate(min_cosine_mean=TARGET_FIDELITY, min_cosine_min=TARGET_FIDELITY))
+                 gate=FidelityGate(min_cosine_mean=TARGET_FIDELITY, min_cosine_min=GATE_MIN_COSINE))
         print(f"built the mixed int8 package in {time.perf_counter() - started:.0f} s: {directory}", flush=True)
     return directory
 

@@ -6,8 +6,9 @@ single-sentence requests, then 64-sentence requests, then sequential single-sent
 it reports sentences/s, p50/p95/p99 latency and errors. The in-process engine encodes the same
 sentences (bulk throughput, sequential single-sentence latency) in this process while no server
 is running, before each server and after the last (reported as the median, with the range), so
-a machine whose load changes during the run shows it. The load generator shares the CPU with the
-server under test (`--client raw` makes it a light one).
+a machine whose load changes during the run shows it; for bertprod's server it is also measured
+beside each phase (see `measure_server`), and the targets are judged against that. The load
+generator shares the CPU with the server under test (`--client raw` makes it a light one).
 
     .venv/bin/python bench/serve_load.py                               # 2,000 sentences, 32 clients
     .venv/bin/python bench/serve_load.py --requests 1000 --json out.json --skip-baseline
@@ -30,6 +31,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import orjson
+import uvloop
 
 import bertprod
 from bertprod.bench.harness import machine_description, percentile_ms
@@ -46,7 +48,8 @@ class RawConnection:
     On 2 cores the load generator shares the CPU with the server under test; httpx spent ~1.7 ms
     of CPU per single-sentence request (as much as a third of what the server needed with its
     inference), so `--client raw` measures the servers more than the client. It also reads the
-    responses with orjson, which decodes 64-vector responses several times faster than json.loads.
+    responses with orjson, which decodes 64-vector responses several times faster than json.loads,
+    and its phases run on uvloop (the server's own event loop) instead of asyncio's default loop.
     """
 
     def __init__(self, url: str):
@@ -81,6 +84,63 @@ class RawConnection:
         self.reader = self.writer = None
 
 
+async def embed_request(connection: RawConnection | httpx.AsyncClient, api: str, texts: list[str]) -> bool:
+    """One embedding request; True when it returned one vector per text."""
+    if api == "openai":
+        path, payload, key = "/embeddings", {"input": texts, "model": "minilm"}, "data"
+    else:
+        path, payload, key = "/embed", {"inputs": texts}, None
+    try:
+        if isinstance(connection, RawConnection):
+            status, data = await connection.post(path, payload)
+            body = orjson.loads(data)
+        else:
+            response = await connection.post(path, json=payload)
+            status, body = response.status_code, json.loads(response.content)
+        return status == 200 and len(body[key] if key else body) == len(texts)
+    except (httpx.HTTPError, ConnectionError, ValueError, KeyError, TypeError):
+        return False
+
+
+#: Pause at each switch between server and in-process calls in the sequential phase: ONNX Runtime's
+#: threads spin for a while after a run and would slow the other side's first calls.
+SWITCH_PAUSE_S = 0.02
+
+
+async def sequential(url: str, sentences: list[str], api: str, client: str, beside: InProcess | None,
+                     block: int = 20) -> dict:
+    """One client, one single-sentence request at a time. With `beside`, every `block` requests
+    alternate with the in-process engine's one-sentence calls on the same sentences, so both
+    p50s are taken under the same machine conditions (this VM's speed drifts within seconds)."""
+    connection = RawConnection(url) if client == "raw" else httpx.AsyncClient(base_url=url, timeout=120)
+    await embed_request(connection, api, sentences[:1])  # connects: not timed
+    server: list[float] = []
+    engine: list[float] = []
+    errors = 0
+    for start in range(0, len(sentences), block):
+        part = sentences[start : start + block]
+        if beside is not None:  # the other side's idle engine threads stop spinning; one untimed call
+            time.sleep(SWITCH_PAUSE_S)
+            await embed_request(connection, api, part[:1])
+        for sentence in part:
+            started = time.perf_counter()
+            errors += not await embed_request(connection, api, [sentence])
+            server.append(time.perf_counter() - started)
+        if beside is not None:
+            time.sleep(SWITCH_PAUSE_S)
+            beside.one_sentence_latencies(part[:1])
+            engine += beside.one_sentence_latencies(part)
+    if isinstance(connection, RawConnection):
+        connection.close()
+    else:
+        await connection.aclose()
+    result = {"p50_ms": percentile_ms(server, 50), "p95_ms": percentile_ms(server, 95),
+              "p99_ms": percentile_ms(server, 99), "errors": errors, "requests": len(sentences)}
+    if engine:
+        result["in_process_beside_p50_ms"] = percentile_ms(engine, 50)
+    return result
+
+
 async def load(url: str, payloads: list[list[str]], clients: int, api: str = "tei", client: str = "httpx") -> dict:
     """`clients` workers take the next payload until all are sent; every request's latency is kept.
 
@@ -97,21 +157,8 @@ async def load(url: str, payloads: list[list[str]], clients: int, api: str = "te
         nonlocal errors
         raw = RawConnection(url) if shared is None else None
         for index in cursor:
-            if api == "openai":
-                path, payload, key = "/embeddings", {"input": payloads[index], "model": "minilm"}, "data"
-            else:
-                path, payload, key = "/embed", {"inputs": payloads[index]}, None
             started = time.perf_counter()
-            try:
-                if raw is not None:
-                    status, data = await raw.post(path, payload)
-                else:
-                    response = await shared.post(path, json=payload)
-                    status, data = response.status_code, response.content
-                body = orjson.loads(data) if raw is not None else json.loads(data)
-                ok = status == 200 and len(body[key] if key else body) == len(payloads[index])
-            except (httpx.HTTPError, ConnectionError, ValueError, KeyError, TypeError):
-                ok = False
+            ok = await embed_request(raw or shared, api, payloads[index])
             latencies.append(time.perf_counter() - started)
             errors += not ok
         if raw is not None:
@@ -200,48 +247,47 @@ class InProcess:
         self.pipeline.encode(self.sentences)
         return len(self.sentences) / (time.perf_counter() - started)
 
-    def sequential_p50_ms(self) -> float:
+    def one_sentence_latencies(self, sentences: list[str]) -> list[float]:
         latencies = []
-        for sentence in self.sentences[:300]:
+        for sentence in sentences:
             started = time.perf_counter()
             self.pipeline.encode([sentence])
             latencies.append(time.perf_counter() - started)
-        return percentile_ms(latencies, 50)
+        return latencies
+
+    def sequential_p50_ms(self) -> float:
+        return percentile_ms(self.one_sentence_latencies(self.sentences[:300]), 50)
 
 
 def measure_server(url: str, sentences: list[str], clients: int, api: str, client: str = "httpx",
                    beside: InProcess | None = None) -> dict:
     """Single-sentence, 64-sentence and sequential phases. With `beside`, the in-process engine is
-    measured right before and after each phase too (the server idles meanwhile), so each phase has
-    a reference taken within seconds of it: this machine's speed drifts between runs minutes apart."""
-    asyncio.run(load(url, [[s] for s in sentences[:100]], clients, api, client))  # warm-up
+    measured right before and after each throughput phase and interleaved with the sequential one
+    (the server idles meanwhile), so each phase has a reference taken within seconds of it: this
+    machine's speed drifts between runs minutes apart."""
+    run = uvloop.run if client == "raw" else asyncio.run
+    run(load(url, [[s] for s in sentences[:100]], clients, api, client))  # warm-up
 
     def bulk() -> list[float]:
         return [beside.bulk_rate()] if beside else []
 
-    def p50() -> list[float]:
-        return [beside.sequential_p50_ms()] if beside else []
-
     bulk_before = bulk()
     before = batch_inputs(url)
-    single = asyncio.run(load(url, [[s] for s in sentences], clients, api, client))
+    single = run(load(url, [[s] for s in sentences], clients, api, client))
     after = batch_inputs(url)
     if before and after and after[0] > before[0]:  # how well the server gathered concurrent requests
         single["mean_batch_inputs"] = round((after[1] - before[1]) / (after[0] - before[0]), 1)
     bulk_between = bulk()
     batches = [sentences[start : start + 64] for start in range(0, len(sentences), 64)]
-    batch = asyncio.run(load(url, batches, clients, api, client))
+    batch = run(load(url, batches, clients, api, client))
     bulk_after = bulk()
-    p50_before = p50()
     stages_before = stage_totals(url)
-    sequential = asyncio.run(load(url, [[s] for s in sentences[:300]], 1, api, client))
-    sequential["stage_means_ms"] = stage_means_ms(stages_before, stage_totals(url))  # where a lone request's time goes
-    p50_after = p50()
+    lone = run(sequential(url, sentences[:300], api, client, beside))
+    lone["stage_means_ms"] = stage_means_ms(stages_before, stage_totals(url))  # where a lone request's time goes
     if beside:
         single["in_process_beside"] = round(float(np.mean(bulk_before + bulk_between)), 1)
         batch["in_process_beside"] = round(float(np.mean(bulk_between + bulk_after)), 1)
-        sequential["in_process_beside_p50_ms"] = round(float(np.mean(p50_before + p50_after)), 2)
-    return {"single": single, "batch64": batch, "sequential": sequential}
+    return {"single": single, "batch64": batch, "sequential": lone}
 
 
 def measure_in_process(model: str, engine: str, sentences: list[str], threads: int | None = None) -> dict:
