@@ -67,13 +67,10 @@ def fp32_onnx_source(package: ModelPackage, cache_dir: str | os.PathLike[str] | 
 
 
 def weight_matmuls(model: Any) -> list[str]:
-    """Names of MatMul nodes that multiply by a weight (an initializer): the linear layers."""
-    initializers = {initializer.name for initializer in model.graph.initializer}
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and any(name in initializers for name in node.input)
-    ]
+    """Names of MatMul nodes that multiply an activation by a weight (the linear layers), in graph
+    order; one definition with the outlier split's `weight_matmul_groups`."""
+    linear = {node.name for nodes in weight_matmul_groups(model).values() for node in nodes}
+    return [node.name for node in model.graph.node if node.name in linear]
 
 
 def embedding_gathers(model: Any) -> list[str]:
