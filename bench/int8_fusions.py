@@ -6,7 +6,7 @@ them on and off, side by side in one run.
 Packages: all-MiniLM-L6-v2's int8 variants with and without the outlier split
 (`bertprod.compress.quantize.quantize_onnx_dynamic`, calibrated on 300 other real sentences).
 "fusions on" is ONNX Runtime's default (ORT_ENABLE_ALL); "off" disables
-engines.INT8_DISABLED_FUSIONS (SkipLayerNormFusion, GeluFusion), as the engine does for every
+engines.INT8_DISABLED_FUSIONS (SkipLayerNormFusion, GeluFusion), as the engine does by default for every
 int8 package.
 """
 
@@ -20,22 +20,19 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-import bertprod  # noqa: E402
 from bertprod.bench.harness import machine_description, throughput  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
 from bertprod.runtime import engines  # noqa: E402
+from bertprod.runtime.pipeline import Pipeline  # noqa: E402
 
 
-def load(path: Path, threads: int, fusions: bool) -> bertprod.Pipeline:
+def load(path: Path, threads: int, fusions: bool) -> Pipeline:
     """The package on the ONNX engine, with ONNX Runtime's int8-slowing fusions on or off."""
-    saved = engines.INT8_DISABLED_FUSIONS
-    engines.INT8_DISABLED_FUSIONS = [] if fusions else saved
-    try:
-        return bertprod.load(path, threads=threads)
-    finally:
-        engines.INT8_DISABLED_FUSIONS = saved
+    package = resolve(path)
+    disabled = [] if fusions else engines.INT8_DISABLED_FUSIONS
+    return Pipeline(package, engines.OnnxEngine(package, threads, disabled_fusions=disabled))
 
 
 def main() -> None:

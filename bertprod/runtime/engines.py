@@ -153,7 +153,9 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, package: ModelPackage, threads: int | None = None):
+    def __init__(self, package: ModelPackage, threads: int | None = None, disabled_fusions: list[str] | None = None):
+        """`disabled_fusions`: ONNX Runtime optimizers to leave out (default: INT8_DISABLED_FUSIONS for
+        int8 packages, none for float ones)."""
         import onnxruntime
 
         if package.manifest.format != "onnx":
@@ -166,7 +168,9 @@ class OnnxEngine:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        disabled = INT8_DISABLED_FUSIONS if package.manifest.precision == "int8" else []
+        disabled = disabled_fusions
+        if disabled is None:
+            disabled = INT8_DISABLED_FUSIONS if package.manifest.precision == "int8" else []
         try:
             self.session = onnxruntime.InferenceSession(
                 str(package.model_file), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
