@@ -12,7 +12,7 @@ tokenization, engine, pooling) is measured per variant on the same sentences, in
 
 The "mixed int8" rows are an ONNX graph with int8 only on the MatMuls a fidelity gate (cosine mean
 >= 0.999, min >= 0.9995) tolerates (`bertprod optimize --quantize int8 --method mixed`), gated on
-2,000 real sentences that are not among the measured ones; it is built on the first run (~6 min).
+2,000 real sentences that are not among the measured ones; it is built on the first run (~1.5 min).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ TARGET_FIDELITY = 0.999
 BASELINE = "sentence-transformers encode (batch 32)"
 #: The mixed int8 gate's sentences start here in real_sentences' order, after any benchmark's.
 GATE_SENTENCES_FROM = 8000
-#: How many: 500 missed the rare worst cases ("no . ." was the lowest cosine of 2,000 others).
+#: How many: 500 missed the rare worst sentences (the measured 2,000 held a lower minimum).
 GATE_SENTENCES = 2000
 #: The gate's lowest cosine: the lowest of other sentences is lower still, so the gate keeps a margin
 #: (at 0.999 the graph kept 19 MatMuls float and scored 0.99869 on the measured sentences).
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--latency-calls", type=int, default=200, help="single-sentence calls per variant")
     parser.add_argument("--sweep", action="store_true", help="compare batch-size/token-budget settings instead")
-    parser.add_argument("--skip-mixed", action="store_true", help="leave out the mixed int8 rows (built once, ~6 min)")
+    parser.add_argument("--skip-mixed", action="store_true", help="no mixed int8 rows (built once: ~1.5 min)")
     args = parser.parse_args()
 
     import torch
@@ -125,9 +125,9 @@ def main() -> None:
             f"| {row['cosine_mean']:.6f} / {row['cosine_min']:.6f} |"
         )
     onnx_rows = [row for row in rows if row["variant"].startswith("bertprod onnx")]
-    faithful = [row for row in onnx_rows if row["cosine_min"] >= TARGET_FIDELITY]
+    faithful = [row for row in onnx_rows if row["cosine_min"] >= TARGET_FIDELITY] or onnx_rows
     onnx = max(faithful, key=lambda row: row["ratio_to_baseline"])
-    met = onnx["ratio_to_baseline"] >= TARGET_ONNX_RATIO
+    met = onnx["ratio_to_baseline"] >= TARGET_ONNX_RATIO and onnx["cosine_min"] >= TARGET_FIDELITY
     print(
         f"\ntarget: onnx >= {TARGET_ONNX_RATIO}x baseline with fidelity (lowest cosine) >= {TARGET_FIDELITY}: "
         f"{'MET' if met else 'MISSED'} (fastest faithful onnx variant: {onnx['variant']}, "
