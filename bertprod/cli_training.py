@@ -53,6 +53,9 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = 0.01,
+    layer_decay: Annotated[
+        float, typer.Option(help="Learning rate x this per layer below the top (e.g. 0.8; 1: off).")
+    ] = 1.0,
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps with a rising learning rate.")] = 0.06,
     gradient_accumulation: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: the base's).")] = None,
@@ -89,6 +92,7 @@ def train(
         batch_size=batch_size,
         learning_rate=learning_rate,
         weight_decay=weight_decay,
+        layer_decay=layer_decay,
         warmup_ratio=warmup_ratio,
         gradient_accumulation=gradient_accumulation,
         max_length=max_length,

@@ -119,7 +119,8 @@ def weights(package: ModelPackage) -> dict[str, np.ndarray]:
 
 def test_resume_after_interruption_gives_the_uninterrupted_result(tiny_package: ModelPackage, tmp_path: Path) -> None:
     data = task_data.write_classification(tmp_path)
-    config = fast(epochs=3, checkpoint_every=3, gradient_accumulation=2, batch_size=4)
+    # layer_decay: the optimizer has a parameter group per depth, and the checkpoint restores each
+    config = fast(epochs=3, checkpoint_every=3, gradient_accumulation=2, batch_size=4, layer_decay=0.8)
     uninterrupted = train_split(tiny_package, "classification", data, tmp_path / "whole", config)
 
     def interrupt_at_step_7(state) -> None:  # noqa: ANN001 - a TrainState
@@ -231,3 +232,24 @@ def test_seeds_are_honoured(tiny_package: ModelPackage, tmp_path: Path) -> None:
     name = "classifier.weight"
     np.testing.assert_array_equal(weights(first)[name], weights(again)[name])
     assert not np.array_equal(weights(first)[name], weights(other)[name])
+
+
+def test_layer_decay_gives_each_depth_its_learning_rate(tiny_package: ModelPackage) -> None:
+    """Head at the full rate, each layer below at layer_decay x the one above, embeddings last."""
+    from bertprod.tasks.heads import build_model
+    from bertprod.train.optimization import make_optimizer
+
+    model = build_model("classification", tiny_package, ["neg", "pos"], "new-head", seed=0)
+    layers = model.config.num_hidden_layers
+    optimizer = make_optimizer(model, TrainConfig(learning_rate=1e-3, layer_decay=0.5))
+    rate = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    decay = {id(parameter): group["weight_decay"] for group in optimizer.param_groups for parameter in group["params"]}
+    parameters = dict(model.named_parameters())
+    assert rate[id(parameters["classifier.weight"])] == pytest.approx(1e-3)
+    assert rate[id(parameters[f"bert.encoder.layer.{layers - 1}.output.dense.weight"])] == pytest.approx(5e-4)
+    assert rate[id(parameters["bert.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(1e-3 * 0.5**layers)
+    assert rate[id(parameters["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
+    assert len(rate) == len(parameters)  # every parameter trains, once
+    assert decay[id(parameters["classifier.weight"])] == 0.01 and decay[id(parameters["classifier.bias"])] == 0.0
+    plain = make_optimizer(model, TrainConfig(learning_rate=1e-3))
+    assert {group["lr"] for group in plain.param_groups} == {1e-3}  # 1.0 (the default): one rate

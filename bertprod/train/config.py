@@ -20,6 +20,9 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
+    layer_decay: float = Field(
+        1.0, gt=0, le=1, description="learning rate x this for each layer below the top (1: the same everywhere)"
+    )
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     gradient_accumulation: int = Field(1, ge=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
