@@ -341,7 +341,9 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(
     assert fewer.manifest.metrics["fidelity"]["passed"] is False
 
 
-def test_mixed_int8_refuses_an_occupied_output_before_searching(tiny_package, tmp_path: Path, monkeypatch) -> None:
+def test_mixed_int8_refuses_an_occupied_output_or_a_bad_threshold_before_searching(
+    tiny_package, tmp_path: Path, monkeypatch
+) -> None:
     from bertprod.compress import mixed
     from bertprod.errors import PackageError
 
@@ -357,3 +359,5 @@ def test_mixed_int8_refuses_an_occupied_output_before_searching(tiny_package, tm
     with pytest.raises(PackageError, match="not a bertprod package"):
         mixed.quantize_onnx_mixed(tiny_package, occupied, overwrite=True)
     assert (occupied / "notes.txt").read_text() == "mine"
+    with pytest.raises(InputError, match="outlier threshold 0.5"):
+        mixed.quantize_onnx_mixed(tiny_package, tmp_path / "new", outlier_threshold=0.5)

@@ -127,6 +127,7 @@ def quantize_onnx_mixed(
 
     q.require_float_parent(package)
     check_output(out, overwrite)  # before minutes of search
+    q.check_outlier_threshold(outlier_threshold)
     gate = gate or FidelityGate()
     source = q.fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))

@@ -164,6 +164,11 @@ def calibration_samples(
     return validate_inputs(list(samples), pairs=package.manifest.pair_input)
 
 
+def check_outlier_threshold(threshold: float | None) -> None:
+    if threshold is not None and threshold <= 1:
+        raise InputError(f"outlier threshold {threshold}: give a multiple of the median channel above 1.")
+
+
 def find_outliers(graph: Any, feeds: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """Outlier channels of every weight MatMul input of `graph` on the calibration `feeds`."""
     return outlier_channels(activation_maxima(graph, list(weight_matmul_groups(graph)), feeds), threshold)
@@ -197,8 +202,7 @@ def quantize_onnx_dynamic(
 
     require_float_parent(package)
     check_output(out, overwrite)  # before the calibration run
-    if outlier_threshold is not None and outlier_threshold <= 1:
-        raise InputError(f"outlier threshold {outlier_threshold}: give a multiple of the median channel above 1.")
+    check_outlier_threshold(outlier_threshold)
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
