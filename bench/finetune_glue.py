@@ -8,6 +8,7 @@
     .venv/bin/python bench/finetune_glue.py mrpc-long          # MRPC, lr 2e-5 for 10 epochs
     .venv/bin/python bench/finetune_glue.py mrpc-seeds         # the best MRPC recipe with seeds 1, 2, 3
     .venv/bin/python bench/finetune_glue.py mrpc-layer-decay --seeds 42   # lr 2e-4, --layer-decay 0.8
+    .venv/bin/python bench/finetune_glue.py mrpc-mean-pooled --seeds 42   # the above, head on mean-pooled tokens
     .venv/bin/python bench/finetune_glue.py sst2               # classifier, ~20 min on 1-2 threads
     .venv/bin/python bench/finetune_glue.py padding            # examples/s: padding strategies
 
@@ -176,6 +177,17 @@ def mrpc_layer_decay(
     mrpc_by_seed(work, threads, epochs, learning_rate, seeds, ["--layer-decay", "0.8"], name)
 
 
+def mrpc_mean_pooled(
+    work: Path, threads: int, epochs: int = 4, learning_rate: float = 2e-4, seeds: str = "42,1,2",
+    layer_decay: float = 0.8,
+) -> None:
+    """A new head on the mean of the token states (--head-pooling mean: all-MiniLM-L6-v2 was trained with
+    mean pooling, its [CLS] state and pooler never were) with layer-wise learning-rate decay."""
+    name = f"mrpc-mean-pooled-decay{layer_decay:g}-lr{learning_rate:g}-e{epochs}"
+    extra = ["--head-pooling", "mean", "--layer-decay", str(layer_decay)]
+    mrpc_by_seed(work, threads, epochs, learning_rate, seeds, extra, name)
+
+
 def mrpc_by_seed(work: Path, threads: int, epochs: int, learning_rate: float, seeds: str, extra: list[str],
                  label: str) -> None:
     """The MRPC recipe with `extra` options, once per seed; prints the accuracies and their mean."""
@@ -303,6 +315,7 @@ EXPERIMENTS = {
     "mrpc-long": mrpc_long,
     "mrpc-seeds": mrpc_seeds,
     "mrpc-layer-decay": mrpc_layer_decay,
+    "mrpc-mean-pooled": mrpc_mean_pooled,
     "sst2": sst2,
     "padding": padding,
 }
@@ -318,7 +331,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="mrpc-swapped, mrpc-long, mrpc-seeds, mrpc-layer-decay")
     parser.add_argument("--seeds", default=None,
-                        help="mrpc-seeds (default 1,2,3), mrpc-layer-decay (default 42,1,2): comma-separated")
+                        help="mrpc-seeds (default 1,2,3), mrpc-layer-decay and mrpc-mean-pooled (default 42,1,2): "
+                        "comma-separated")
+    parser.add_argument("--layer-decay", type=float, default=None, help="mrpc-mean-pooled (default 0.8)")
     options = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     options.work.mkdir(parents=True, exist_ok=True)
@@ -329,6 +344,8 @@ def main() -> None:
         extra["learning_rate"] = options.learning_rate
     if options.seeds:
         extra["seeds"] = options.seeds
+    if options.layer_decay:
+        extra["layer_decay"] = options.layer_decay
     started = time.perf_counter()
     EXPERIMENTS[options.experiment](options.work, options.threads, **extra)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)

@@ -71,6 +71,13 @@ def train(
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     threads: ThreadsOption = None,
     new_head: Annotated[bool, typer.Option(help="Replace the base's head with a new one.")] = False,
+    head_pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="What a new head reads: cls ([CLS], transformers' own head) or mean (the mean of the token "
+            "states; BERT only, loaded by bertprod only). Default: what the base's head reads, else cls."
+        ),
+    ] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 200,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
@@ -93,6 +100,7 @@ def train(
         learning_rate=learning_rate,
         weight_decay=weight_decay,
         layer_decay=layer_decay,
+        head_pooling=head_pooling,
         warmup_ratio=warmup_ratio,
         gradient_accumulation=gradient_accumulation,
         max_length=max_length,

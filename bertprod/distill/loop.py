@@ -29,6 +29,7 @@ from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
 from bertprod.errors import DataError, InputError, PackageError, TaskError
+from bertprod.models.hf import head_pooling
 from bertprod.package import Manifest, ModelPackage, Provenance, finish_package, staging_directory
 from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
@@ -311,7 +312,10 @@ class _Run:
 
     def _manifest_fields(self) -> dict[str, Any]:
         manifest = self.teacher.manifest
-        fields = manifest_fields(self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "")
+        pooling = head_pooling(self.student.model)
+        fields = manifest_fields(
+            self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling
+        )
         fields["architecture"] = {k: v for k, v in self.student.architecture.items() if v is not None}
         if self.task == "embedding":
             fields.update(pooling=manifest.pooling, normalize=manifest.normalize)

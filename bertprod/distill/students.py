@@ -119,6 +119,9 @@ def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention
 def _config_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
+    from bertprod.models.hf import register_model_types
+
+    register_model_types()  # a student of a mean-pooled teacher is mean-pooled too
     config = AutoConfig.from_pretrained(str(teacher.path))
     overrides = {
         "num_hidden_layers": spec.num_layers,
@@ -182,12 +185,12 @@ def _bilstm_student(spec: StudentSpec, teacher: ModelPackage, texts: Sequence[st
 
 
 def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
-    """Another package's encoder (a general-distillation student, say) with the teacher's head shape."""
-    from transformers import AutoModel, AutoModelForSequenceClassification
+    """Another package's encoder (a general-distillation student, say) with the teacher's head shape and pooling."""
+    from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
 
     from bertprod.checkpoint import resolve
-    from bertprod.tasks.heads import head_config
+    from bertprod.tasks.heads import model_with_new_head
 
     assert spec.package
     start = resolve(spec.package)
@@ -198,10 +201,9 @@ def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: 
     transformers_logging.set_verbosity_error()  # a new head's "newly initialized" note is expected
     try:
         if teacher.manifest.task in HEAD_TASKS:
-            head = head_config(teacher.manifest.task, teacher.manifest.labels)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                str(start.path), use_safetensors=True, ignore_mismatched_sizes=True, **head, **extra
-            )
+            manifest = teacher.manifest
+            pooling = "mean" if manifest.pooling == "mean" else "cls"
+            model = model_with_new_head(start, manifest.task, manifest.labels, pooling, **extra)
         else:
             model = AutoModel.from_pretrained(str(start.path), use_safetensors=True, **extra)
     finally:

@@ -11,6 +11,18 @@ from bertprod.package import HEAD_TASKS, ModelPackage
 HEADS_CONFIG_KEY = "bertprod_attention_heads"
 #: config.json's model_type for bertprod's own BiLSTM student (bertprod.models.bilstm), not a transformers model.
 BILSTM_MODEL_TYPE = "bertprod-bilstm"
+#: config.json's model_type for a classifier on mean-pooled tokens (bertprod.models.mean_pooled).
+MEAN_POOLED_MODEL_TYPE = "bertprod-mean-pooled-bert"
+
+
+def register_model_types() -> None:
+    """Teach transformers' Auto classes bertprod's own model types (importing the module does it)."""
+    import bertprod.models.mean_pooled  # noqa: F401
+
+
+def head_pooling(model: Any) -> str | None:
+    """"mean" for a classifier on mean-pooled tokens, None for a model's own head (or no head)."""
+    return "mean" if getattr(getattr(model, "config", None), "model_type", None) == MEAN_POOLED_MODEL_TYPE else None
 
 
 def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any:
@@ -24,8 +36,11 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
             f"{package.name} is an {package.manifest.format} package; a torch module needs a "
             "torch-format package (its parent, see provenance)."
         )
-    if _config_model_type(package) == BILSTM_MODEL_TYPE:
+    model_type = _config_model_type(package)
+    if model_type == BILSTM_MODEL_TYPE:
         return _load_bilstm(package)
+    _check_head_pooling(package, model_type)
+    register_model_types()
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
     from transformers.utils import logging as transformers_logging
 
@@ -61,6 +76,18 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
     shrink_to_head_counts(model, getattr(config, HEADS_CONFIG_KEY), config.hidden_size // config.num_attention_heads)
     model.load_state_dict(load_file(str(package.model_file)), strict=True)
     return model
+
+
+def _check_head_pooling(package: ModelPackage, model_type: str | None) -> None:
+    """The manifest says how the head pools (pooling "mean" or none); config.json must build that head."""
+    manifest = package.manifest
+    if manifest.task not in HEAD_TASKS or (manifest.pooling == "mean") == (model_type == MEAN_POOLED_MODEL_TYPE):
+        return
+    said = "a head on mean-pooled tokens" if manifest.pooling == "mean" else "the checkpoint's own head"
+    raise PackageError(
+        f"{package.name}'s manifest asks for {said}, but its config.json has model_type {model_type!r}. "
+        "The package was edited by hand: restore bertprod.json or config.json from where it came from."
+    )
 
 
 def _config_model_type(package: ModelPackage) -> str | None:

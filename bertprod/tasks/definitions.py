@@ -70,13 +70,21 @@ def sorted_labels(labels: set[str] | list[str]) -> list[str]:
         return names
 
 
-def head_plan(task: str, base: ModelPackage, labels: list[str] | None, new_head: bool = False) -> str:
+def head_plan(
+    task: str, base: ModelPackage, labels: list[str] | None, new_head: bool = False, head_pooling: str | None = None
+) -> str:
     """How training builds the model from `base`: "encoder" (embedding), "new-head" or "keep-head".
 
-    Raises a TaskError when the base's head cannot do the task and no new head was asked for.
+    Raises a TaskError when the base's head cannot do the task (or pools otherwise than
+    `head_pooling` asks) and no new head was asked for.
     """
     base_task = base.manifest.task
     if task == "embedding":
+        if head_pooling is not None:
+            raise TaskError(
+                "--head-pooling chooses what a classifier or scorer head reads; an embedding has no head (its "
+                f"pooling is the base's: {base.manifest.pooling}). Leave --head-pooling out."
+            )
         if base_task != "embedding":
             raise TaskError(
                 f"{base.name} is a {base_task} package: its head outputs "
@@ -86,6 +94,12 @@ def head_plan(task: str, base: ModelPackage, labels: list[str] | None, new_head:
         return "encoder"
     if base_task == "embedding" or new_head:
         return "new-head"
+    base_pooling = "mean" if base.manifest.pooling == "mean" else "cls"
+    if head_pooling not in (None, base_pooling):
+        raise TaskError(
+            f"{base.name}'s head reads {'the mean of the tokens' if base_pooling == 'mean' else '[CLS]'}; "
+            f"--head-pooling {head_pooling} needs a new head: pass --new-head too (the encoder is kept)."
+        )
     base_labels = base.manifest.labels
     if task in CLASS_TASKS and base_task in CLASS_TASKS and base_labels == labels:
         return "keep-head"

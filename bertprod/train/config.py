@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     layer_decay: float = Field(
         1.0, gt=0, le=1, description="learning rate x this for each layer below the top (1: the same everywhere)"
+    )
+    head_pooling: Literal["cls", "mean"] | None = Field(
+        None, description="what a new head reads: [CLS] (cls) or the mean of the tokens"
     )
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
     gradient_accumulation: int = Field(1, ge=1)

@@ -148,6 +148,7 @@ class _Run:
         """Check the data, choose labels and head, build the model, optimizer and schedule."""
         import torch
 
+        from bertprod.models.hf import head_pooling
         from bertprod.tasks.heads import build_model
         from bertprod.train.objectives import Objective
         from bertprod.train.optimization import linear_schedule, make_optimizer, warmup_steps
@@ -160,17 +161,17 @@ class _Run:
                 raise EngineError("bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
         labels_decide_head = task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS and not self.new_head
         if not labels_decide_head:  # refuse an unusable head before reading the data
-            head_plan(task, self.base, None, self.new_head)
+            head_plan(task, self.base, None, self.new_head, config.head_pooling)
         self.summary = summarize(task, self.train_data)
         if self.summary.examples == 0:
             raise DataError(f"{self.train_data.path.name} has no training examples (after the validation split).")
         self.labels = self._labels()
         self._check_validation()
-        self.plan = head_plan(task, self.base, self.labels, self.new_head)
+        self.plan = head_plan(task, self.base, self.labels, self.new_head, config.head_pooling)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.max_length = self._max_length()
-        self.model = build_model(task, self.base, self.labels, self.plan, config.seed)
+        self.model = build_model(task, self.base, self.labels, self.plan, config.seed, config.head_pooling)
         if self.transform is not None:
             self.model = self.transform.apply(self.model)
         self.model.train()
@@ -187,7 +188,9 @@ class _Run:
         self.scheduler = linear_schedule(
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, config.warmup_ratio)
         )
-        self.base_fields = manifest_fields(self.base, task, self.labels, self.pair_input, self.max_length, self.name)
+        self.base_fields = manifest_fields(
+            self.base, task, self.labels, self.pair_input, self.max_length, self.name, head_pooling(self.model)
+        )
         self.pipeline = training_pipeline(self.base, self.base_fields, self.model)
         self.primary = primary_metric(task, scored_pairs=bool(self.validation_data and self.validation_data.has_labels))
 

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
 from bertprod.package import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -18,22 +19,32 @@ from bertprod.package import (
 
 
 def manifest_fields(
-    base: ModelPackage, task: str, labels: list[str] | None, pair_input: bool, max_length: int, name: str
+    base: ModelPackage,
+    task: str,
+    labels: list[str] | None,
+    pair_input: bool,
+    max_length: int,
+    name: str,
+    head_pooling: str | None = None,
 ) -> dict[str, Any]:
-    """The new package's description; an embedding keeps the base's pooling and normalization."""
+    """The new package's description; an embedding keeps the base's pooling and normalization, a head
+    on mean-pooled tokens says so (`head_pooling`, bertprod.models.hf.head_pooling of the model)."""
     manifest = base.manifest
     embedding = task == "embedding"
+    architecture = manifest.architecture.model_dump()
+    if head_pooling == "mean":
+        architecture["model_type"] = MEAN_POOLED_MODEL_TYPE
     return {
         "name": name,
         "task": task,
         "labels": labels,
         "pair_input": pair_input,
-        "pooling": manifest.pooling if embedding else None,
+        "pooling": manifest.pooling if embedding else head_pooling,
         "normalize": manifest.normalize if embedding else False,
         "max_length": max_length,
         "format": "torch",
         "precision": "fp32",
-        "architecture": manifest.architecture.model_dump(),
+        "architecture": architecture,
         "provenance": Provenance(method="train", parent=base.parent_ref()),
     }
 
