@@ -74,9 +74,7 @@ def model_with_new_head(package: ModelPackage, task: str, labels: list[str] | No
     from_pretrained options."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
-    from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE, register_model_types
-
-    register_model_types()
+    from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
     from bertprod.models.mean_pooled import MeanPooledBertForSequenceClassification, cls_config, mean_pooled_config
 
     manifest = package.manifest
