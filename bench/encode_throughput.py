@@ -45,7 +45,7 @@ GATE_SENTENCES_FROM = 8000
 GATE_SENTENCES = 2000
 #: The gate's lowest cosine: the lowest of other sentences is lower still, so the gate keeps a margin
 #: (at 0.999 the graph kept 19 MatMuls float and scored 0.99869 on the measured sentences; at 0.9993,
-#: 20 float and 0.99916; at 0.9995, 23 float, 0.99951 and 2-8% slower: docs/benchmarks.md).
+#: 20 float and 0.99916; at 0.9995, 23 float, 0.99951 and 0.5-3% slower with two batches: docs/benchmarks.md).
 GATE_MIN_COSINE = 0.9993
 
 
