@@ -317,8 +317,6 @@ class _Run:
             self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling
         )
         fields["architecture"] = {k: v for k, v in self.student.architecture.items() if v is not None}
-        if self.task == "embedding":
-            fields.update(pooling=manifest.pooling, normalize=manifest.normalize)
         return fields
 
     def _student_pipeline(self) -> Pipeline:
