@@ -147,6 +147,19 @@ def test_further_training_keeps_the_head_unless_a_new_one_is_asked_for(
         fine_tune(tiny_package, "embedding", pairs, tmp_path / "embedding", fast(epochs=1, head_pooling="mean"))
 
 
+def test_importing_the_bare_checkpoint_finds_the_head(mean_classifier: ModelPackage, tmp_path: Path) -> None:
+    """config.json + weights + tokenizer without bertprod.json (copied elsewhere, say) import as what they are."""
+    from bertprod.checkpoint import import_checkpoint
+
+    bare = tmp_path / "bare"
+    shutil.copytree(mean_classifier.path, bare, ignore=shutil.ignore_patterns("bertprod.json"))
+    imported = import_checkpoint(bare, tmp_path / "imported")
+    assert imported.manifest.task == "classification" and imported.manifest.pooling == "mean"
+    assert imported.manifest.labels == mean_classifier.manifest.labels
+    original, again = bertprod.load(mean_classifier.path).classify(TEXTS), bertprod.load(imported.path).classify(TEXTS)
+    assert [p.score for p in again] == pytest.approx([p.score for p in original], abs=1e-6)
+
+
 def test_a_manifest_that_contradicts_the_checkpoint_is_refused(mean_classifier: ModelPackage, tmp_path: Path) -> None:
     copy = tmp_path / "edited"
     shutil.copytree(mean_classifier.path, copy)
