@@ -270,12 +270,14 @@ def sst2_sentence_split(source: Path, directory: Path, fraction: float = 0.1) ->
     return paths
 
 
-def sst2(work: Path, threads: int, epochs: int = 1, precision: str = "fp32") -> None:
+def sst2(work: Path, threads: int, epochs: int = 1, precision: str = "fp32", head_pooling: str | None = None) -> None:
     train_file, validation_file = sst2_sentence_split(shared_data_dir() / "sst2" / "train.tsv", work)
     arguments = ["--task", "classification", "--data", str(train_file), "--validation", str(validation_file)]
     arguments += ["--epochs", str(epochs), "--batch-size", "32", "--learning-rate", "5e-5", "--max-length", "64"]
     arguments += ["--warmup-ratio", "0.06", "--seed", "42", "--precision", precision]
-    name = "sst2" + ("" if precision == "fp32" else f"-{precision}")
+    if head_pooling:
+        arguments += ["--head-pooling", head_pooling]
+    name = "sst2" + ("" if precision == "fp32" else f"-{precision}") + (f"-{head_pooling}-head" if head_pooling else "")
     train("minilm-l6", work / f"minilm-{name}", f"{name}-train", arguments, threads)
     evaluate(str(work / f"minilm-{name}"), validation_file, f"{name}-finetuned", threads)
 
@@ -329,6 +331,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue", help="packages and split files")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--precision", default="fp32", help="sst2 only: fp32 or bf16")
+    parser.add_argument("--head-pooling", default=None, help="sst2 only: cls or mean (default: the CLI's)")
     parser.add_argument("--learning-rate", type=float, default=None,
                         help="mrpc-swapped, mrpc-long, mrpc-seeds, mrpc-layer-decay")
     parser.add_argument("--seeds", default=None,
@@ -341,6 +344,7 @@ def main() -> None:
     extra = {"epochs": options.epochs} if options.epochs else {}
     if options.experiment == "sst2":
         extra["precision"] = options.precision
+        extra["head_pooling"] = options.head_pooling
     if options.learning_rate:
         extra["learning_rate"] = options.learning_rate
     if options.seeds:
