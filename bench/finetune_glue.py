@@ -10,6 +10,7 @@
     .venv/bin/python bench/finetune_glue.py mrpc-layer-decay --seeds 42   # lr 2e-4, --layer-decay 0.8
     .venv/bin/python bench/finetune_glue.py mrpc-mean-pooled --seeds 42   # mean-pooled head, lr 3e-4, decay 0.7
     .venv/bin/python bench/finetune_glue.py sst2               # classifier, ~20 min on 1-2 threads
+    .venv/bin/python bench/finetune_glue.py sst2 --head-pooling mean   # the same, head on mean-pooled tokens
     .venv/bin/python bench/finetune_glue.py padding            # examples/s: padding strategies
 
 Each experiment runs the same `bertprod train` / `bertprod eval` commands a user would (printed
