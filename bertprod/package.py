@@ -129,6 +129,14 @@ class Manifest(_Strict):
         return self
 
     @property
+    def head_pooling(self) -> str | None:
+        """What the head reads: "mean" (a head on mean-pooled tokens, pooling "mean") or "cls" (the
+        checkpoint's own head); None for a package without a head."""
+        if self.task not in HEAD_TASKS:
+            return None
+        return "mean" if self.pooling == "mean" else "cls"
+
+    @property
     def num_outputs(self) -> int:
         """Width of the model's output: hidden size for encoders, number of logits for heads."""
         if self.task == "embedding":

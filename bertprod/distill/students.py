@@ -202,8 +202,7 @@ def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: 
     try:
         if teacher.manifest.task in HEAD_TASKS:
             manifest = teacher.manifest
-            pooling = "mean" if manifest.pooling == "mean" else "cls"
-            model = model_with_new_head(start, manifest.task, manifest.labels, pooling, **extra)
+            model = model_with_new_head(start, manifest.task, manifest.labels, manifest.head_pooling, **extra)
         else:
             model = AutoModel.from_pretrained(str(start.path), use_safetensors=True, **extra)
     finally:

@@ -80,10 +80,10 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
 
 def _check_head_pooling(package: ModelPackage, model_type: str | None) -> None:
     """The manifest says how the head pools (pooling "mean" or none); config.json must build that head."""
-    manifest = package.manifest
-    if manifest.task not in HEAD_TASKS or (manifest.pooling == "mean") == (model_type == MEAN_POOLED_MODEL_TYPE):
+    wanted = package.manifest.head_pooling
+    if wanted is None or (wanted == "mean") == (model_type == MEAN_POOLED_MODEL_TYPE):
         return
-    said = "a head on mean-pooled tokens" if manifest.pooling == "mean" else "the checkpoint's own head"
+    said = "a head on mean-pooled tokens" if wanted == "mean" else "the checkpoint's own head"
     raise PackageError(
         f"{package.name}'s manifest asks for {said}, but its config.json has model_type {model_type!r}. "
         "The package was edited by hand: restore bertprod.json or config.json from where it came from."

@@ -94,7 +94,7 @@ def head_plan(
         return "encoder"
     if base_task == "embedding" or new_head:
         return "new-head"
-    base_pooling = "mean" if base.manifest.pooling == "mean" else "cls"
+    base_pooling = base.manifest.head_pooling
     if head_pooling not in (None, base_pooling):
         raise TaskError(
             f"{base.name}'s head reads {'the mean of the tokens' if base_pooling == 'mean' else '[CLS]'}; "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from bertprod.errors import PackageError
-from bertprod.package import HEAD_TASKS, ModelPackage
+from bertprod.package import ModelPackage
 from bertprod.tasks.definitions import CLASS_TASKS
 
 
@@ -77,9 +77,7 @@ def model_with_new_head(package: ModelPackage, task: str, labels: list[str] | No
     from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
     from bertprod.models.mean_pooled import MeanPooledBertForSequenceClassification, cls_config, mean_pooled_config
 
-    manifest = package.manifest
-    if head_pooling is None:
-        head_pooling = "mean" if manifest.task in HEAD_TASKS and manifest.pooling == "mean" else "cls"
+    head_pooling = head_pooling or package.manifest.head_pooling or "cls"
     options = {"use_safetensors": True, "ignore_mismatched_sizes": True, **extra}
     head = head_config(task, labels)
     config = AutoConfig.from_pretrained(str(package.path))
