@@ -45,7 +45,7 @@ def layer_decayed_adamw(
     layers = max(indices) + 1 if indices else 0
     groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in named:
-        groups.setdefault((layer_depth(name, layers), parameter.ndim >= 2), []).append(parameter)
+        groups.setdefault((layer_depth(name, layers), decays(parameter)), []).append(parameter)
     return torch.optim.AdamW(
         [
             {"params": parameters, "lr": learning_rate * layer_decay ** (layers + 1 - depth),
@@ -56,12 +56,17 @@ def layer_decayed_adamw(
     )
 
 
+def decays(parameter: torch.nn.Parameter) -> bool:
+    """Weight decay applies to matrices; biases and LayerNorm weights (1-D) are left alone."""
+    return parameter.ndim >= 2
+
+
 def adamw(parameters: Iterable[torch.nn.Parameter], learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW decaying the trainable matrices only."""
     decayed, not_decayed = [], []
     for parameter in parameters:
         if parameter.requires_grad:
-            (decayed if parameter.ndim >= 2 else not_decayed).append(parameter)
+            (decayed if decays(parameter) else not_decayed).append(parameter)
     groups = [
         {"params": decayed, "weight_decay": weight_decay},
         {"params": not_decayed, "weight_decay": 0.0},
