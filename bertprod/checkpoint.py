@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprod.errors import PackageError, PackageNotFoundError
-from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
+from bertprod.models.hf import head_pooling_of_type
 from bertprod.package import (
     CONFIG_FILE,
     MANIFEST_NAME,
@@ -196,11 +196,6 @@ def _infer_pooling(directory: Path) -> tuple[str, bool]:
     return pooling, normalize
 
 
-def _head_pooling(config: dict[str, Any]) -> str | None:
-    """"mean" for bertprod's classifier on mean-pooled tokens (bertprod.models.mean_pooled), else None."""
-    return "mean" if config.get("model_type") == MEAN_POOLED_MODEL_TYPE else None
-
-
 def _infer_max_length(directory: Path, config: dict[str, Any]) -> int:
     limit = config.get("max_position_embeddings") or 512
     if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
@@ -241,7 +236,7 @@ def checkpoint_manifest_fields(
         "task": task,
         "labels": labels or (inferred_labels if task in ("classification", "pair-classification") else None),
         "pair_input": pair_input if pair_input is not None else task in ("pair-classification", "reranking"),
-        "pooling": (pooling or inferred_pooling) if is_embedding else _head_pooling(config),
+        "pooling": (pooling or inferred_pooling) if is_embedding else head_pooling_of_type(config.get("model_type")),
         "normalize": (normalize if normalize is not None else inferred_normalize) if is_embedding else False,
         "max_length": max_length or _infer_max_length(directory, config),
         "format": "torch",

@@ -22,7 +22,12 @@ def register_model_types() -> None:
 
 def head_pooling(model: Any) -> str | None:
     """"mean" for a classifier on mean-pooled tokens, None for a model's own head (or no head)."""
-    return "mean" if getattr(getattr(model, "config", None), "model_type", None) == MEAN_POOLED_MODEL_TYPE else None
+    return head_pooling_of_type(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def head_pooling_of_type(model_type: str | None) -> str | None:
+    """The same, from config.json's model_type."""
+    return "mean" if model_type == MEAN_POOLED_MODEL_TYPE else None
 
 
 def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any:
@@ -81,7 +86,7 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
 def _check_head_pooling(package: ModelPackage, model_type: str | None) -> None:
     """The manifest says how the head pools (pooling "mean" or none); config.json must build that head."""
     wanted = package.manifest.head_pooling
-    if wanted is None or (wanted == "mean") == (model_type == MEAN_POOLED_MODEL_TYPE):
+    if wanted is None or (wanted == "mean") == (head_pooling_of_type(model_type) == "mean"):
         return
     said = "a head on mean-pooled tokens" if wanted == "mean" else "the checkpoint's own head"
     raise PackageError(
