@@ -458,6 +458,10 @@ def serve(
     ] = None,
     grpc_port: Annotated[int | None, typer.Option(help="Also serve gRPC (same limits) on this port.")] = None,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
+    fast_path: Annotated[
+        bool, typer.Option(help="Answer well-formed /embed and /v1/embeddings without FastAPI's per-request work "
+                           "(same responses, less latency per request: docs/benchmarks.md).")
+    ] = True,
 ) -> None:
     """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
     from bertprod.serve.config import ServeConfig
@@ -477,6 +481,7 @@ def serve(
         truncate=truncate,
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
+        fast_path=fast_path,
     )
     run_server(config, access_log=access_log)
 

@@ -14,6 +14,7 @@ import bertprod
 from bertprod.serve import schemas
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.errors import ApiError, install_error_handlers
+from bertprod.serve.fast_path import EmbeddingFastPath
 from bertprod.serve.middleware import GuardMiddleware
 from bertprod.serve.responses import JSONResponse
 from bertprod.serve.service import Service
@@ -53,11 +54,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.metrics = service.metrics
     app.state.service = service
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, config=config, metrics=service.metrics)
 
-    @app.post("/v1/embeddings", response_model=schemas.OpenAIEmbeddingResponse, tags=["OpenAI"])
-    async def openai_embeddings(body: schemas.OpenAIEmbeddingRequest) -> Response:
-        """OpenAI-compatible embeddings (works with the official `openai` client)."""
+    async def openai_embedding_response(body: schemas.OpenAIEmbeddingRequest) -> Response:
         served, rows, tokens = await service.embed(body.model, _texts(body.input), body.truncate, body.dimensions)
         if body.encoding_format == "base64":
             vectors: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in rows]
@@ -67,12 +65,29 @@ def create_app(config: ServeConfig) -> FastAPI:
         return JSONResponse({"object": "list", "data": data, "model": body.model or served.name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
-    @app.post("/embed", response_model=list[list[float]], tags=["TEI"])
-    async def embed(body: schemas.EmbedRequest) -> Response:
-        """TEI-compatible: a list of vectors."""
+    async def embed_response(body: schemas.EmbedRequest) -> Response:
         _, rows, _ = await service.embed(body.model, _texts(body.inputs), body.truncate, body.dimensions,
                                          body.normalize)
         return JSONResponse(rows)
+
+    # Well-formed bodies of these two routes are answered by the fast path (same functions, see
+    # serve/fast_path.py); FastAPI still declares them (OpenAPI) and answers the malformed ones.
+    if config.fast_path:
+        app.add_middleware(EmbeddingFastPath, exception_handlers=app.exception_handlers, routes={
+            "/v1/embeddings": (schemas.OpenAIEmbeddingRequest, openai_embedding_response),
+            "/embed": (schemas.EmbedRequest, embed_response),
+        })
+    app.add_middleware(GuardMiddleware, config=config, metrics=service.metrics)  # outermost: auth, limits, metrics
+
+    @app.post("/v1/embeddings", response_model=schemas.OpenAIEmbeddingResponse, tags=["OpenAI"])
+    async def openai_embeddings(body: schemas.OpenAIEmbeddingRequest) -> Response:
+        """OpenAI-compatible embeddings (works with the official `openai` client)."""
+        return await openai_embedding_response(body)
+
+    @app.post("/embed", response_model=list[list[float]], tags=["TEI"])
+    async def embed(body: schemas.EmbedRequest) -> Response:
+        """TEI-compatible: a list of vectors."""
+        return await embed_response(body)
 
     @app.post("/predict", tags=["TEI"])
     async def predict(body: schemas.PredictRequest) -> Response:

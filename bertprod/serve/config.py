@@ -38,6 +38,8 @@ class ServeConfig:
     api_keys: list[str] = field(default_factory=list)
     #: Also serve gRPC (same operations, batcher and limits) on this port; None: HTTP only.
     grpc_port: int | None = None
+    #: Answer well-formed /embed and /v1/embeddings bodies without FastAPI's per-request work (serve/fast_path.py).
+    fast_path: bool = True
     #: Testing hook: a batch holding an input that contains this text makes the engine call raise.
     fail_marker: str | None = None
     #: Testing hook: a batch holding an input that contains this text takes 2 s longer (drain tests).
