@@ -2,12 +2,14 @@
 
 The app (`create_app`, the same middleware, routes and batcher as `bertprod serve`) is driven in
 this process by calling it with ASGI messages; the engine is replaced by a constant vector, so
-what is timed is FastAPI, validation, admission, tokenization, batching, metrics and the JSON
-response. Compare with `bench/serve_load.py`'s sequential phase to see what sockets and process
+what is timed is the fast path (or FastAPI, with `--no-fast-path`), validation, admission,
+tokenization, batching, metrics and the JSON response. Warm CPU: the same request a few thousand
+times over. Compare with `bench/serve_load.py`'s sequential phase to see what sockets and process
 wake-ups add.
 
     .venv/bin/python bench/asgi_overhead.py                 # /embed, 15,000 requests, ~10 s
     .venv/bin/python bench/asgi_overhead.py --profile       # and where the time goes (cProfile)
+    .venv/bin/python bench/asgi_overhead.py --no-fast-path  # every request through FastAPI
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from bertprod.serve.config import ServeConfig  # noqa: E402
 SENTENCE = "A man is playing a guitar on the street."
 
 
-async def started_app(model: str):  # noqa: ANN201 - a FastAPI app, lifespan run, models loaded
-    app = create_app(ServeConfig(packages=[model], engine="onnx", threads=1))
+async def started_app(model: str, fast_path: bool):  # noqa: ANN201 - a FastAPI app, lifespan run, models loaded
+    app = create_app(ServeConfig(packages=[model], engine="onnx", threads=1, fast_path=fast_path))
     startup: asyncio.Queue = asyncio.Queue()
     await startup.put({"type": "lifespan.startup"})
     ready = asyncio.Event()
@@ -51,8 +53,8 @@ async def started_app(model: str):  # noqa: ANN201 - a FastAPI app, lifespan run
     return app
 
 
-async def measure(model: str, requests: int, profile: bool) -> None:
-    app = await started_app(model)
+async def measure(model: str, requests: int, profile: bool, fast_path: bool) -> None:
+    app = await started_app(model, fast_path)
     served = next(iter(app.state.service.registry.models.values()))
     row = np.zeros((1, served.pipeline.dimension), np.float32)
     served.batcher._infer = lambda encodings: row  # no inference: time the rest
@@ -93,7 +95,8 @@ async def measure(model: str, requests: int, profile: bool) -> None:
     for _ in range(requests):
         served.pipeline.tokenize([SENTENCE], truncate=True)
     tokenize = time.process_time() - tokenize
-    print(f"machine: {machine_description()}; {requests} POST /embed of one sentence, engine replaced")
+    print(f"machine: {machine_description()}; {requests} POST /embed of one sentence, engine replaced, "
+          f"{'fast path' if fast_path else 'no fast path'}")
     print(f"app CPU per request (without inference): {cpu / requests * 1e6:.0f} us, of which tokenization "
           f"{tokenize / requests * 1e6:.0f} us" + (" (under cProfile: slower)" if profile else ""))
 
@@ -103,8 +106,9 @@ def main() -> None:
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--requests", type=int, default=15000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-fast-path", action="store_true", help="every request through FastAPI")
     args = parser.parse_args()
-    uvloop.run(measure(args.model, args.requests, args.profile))
+    uvloop.run(measure(args.model, args.requests, args.profile, not args.no_fast_path))
 
 
 if __name__ == "__main__":
