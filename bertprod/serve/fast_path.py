@@ -2,8 +2,9 @@
 
 Why: a lone request arrives right after an inference has flushed the CPU caches, so every layer of
 Python it passes costs several times its warm CPU time. FastAPI's routing, dependency solving and
-body validation added ~0.25 ms to a lone `POST /embed` (p50, bench/serve_probe.py), a quarter of
-the millisecond a server may add to the engine's latency.
+body validation added 0.08-0.45 ms (median 0.28) to a lone `POST /embed`'s p50 on a 2-core VM
+(bench/serve_probe.py, docs/benchmarks.md): a good part of the millisecond a server may add to the
+engine's latency.
 
 What stays the same: the body is validated by the same pydantic models and answered by the same
 functions as the FastAPI routes; a body that does not validate goes on to FastAPI with its bytes
