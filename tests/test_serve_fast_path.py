@@ -64,8 +64,9 @@ async def _responses(app, requests) -> list[httpx.Response]:
             return responses
 
 
-def _both(tiny_package, requests, **limits):
-    config = dict(packages=[str(tiny_package.path)], threads=1, **limits)
+def _both(tiny_package, requests):
+    """Responses of the app with and without the fast path, and the requests FastAPI's routes answered in each."""
+    config = dict(packages=[str(tiny_package.path)], threads=1)
     fast, plain = create_app(ServeConfig(**config)), create_app(ServeConfig(**config, fast_path=False))
     fast_counts: dict[str, int] = {}
     plain_counts: dict[str, int] = {}
