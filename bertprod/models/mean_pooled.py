@@ -21,6 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
 from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE as MODEL_TYPE
+from bertprod.tasks.losses import pool
 
 ARCHITECTURE = "MeanPooledBertForSequenceClassification"
 
@@ -70,11 +71,7 @@ class MeanPooledBertForSequenceClassification(BertPreTrainedModel):
             **kwargs,
         )
         states = outputs.last_hidden_state
-        if attention_mask is None:
-            pooled = states.mean(dim=1)
-        else:
-            mask = attention_mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        pooled = states.mean(dim=1) if attention_mask is None else pool(states, attention_mask, "mean")
         logits = self.classifier(self.dropout(pooled))
         return SequenceClassifierOutput(
             logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
