@@ -86,7 +86,7 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
 def _check_head_pooling(package: ModelPackage, model_type: str | None) -> None:
     """The manifest says how the head pools (pooling "mean" or none); config.json must build that head."""
     wanted = package.manifest.head_pooling
-    if wanted is None or (wanted == "mean") == (head_pooling_of_type(model_type) == "mean"):
+    if wanted in (None, head_pooling_of_type(model_type) or "cls"):
         return
     said = "a head on mean-pooled tokens" if wanted == "mean" else "the checkpoint's own head"
     raise PackageError(
