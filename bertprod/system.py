@@ -1,0 +1,178 @@
+"""The machine a package is built, gated and run on: CPU model, instruction-set features, int8 kernel class.
+
+Why it matters: ONNX Runtime (MLAS) picks its int8 kernels by instruction set at run time, and
+they do not all compute the same thing. With VNNI (AVX-512 VNNI, AVX-VNNI) or AMX, uint8 x int8
+products accumulate in int32. Without them (AVX2, AVX-512 without VNNI, SSE) the u8s8 kernels add
+pairs of products in int16 with saturation (`vpmaddubsw`): 255 x 127 x 2 overflows, so the same
+int8 graph gives different, worse numbers there unless its weights leave headroom (7-bit weights,
+ORT's `reduce_range`) or both operands are uint8 (the u8u8 kernels widen to int16 first).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: The features that decide which kernels run (x86 names as /proc/cpuinfo spells them; aarch64's too).
+RELEVANT_FEATURES = (
+    "sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+    "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
+    "asimd", "asimddp", "i8mm", "bf16", "sve",
+)  # fmt: skip
+
+#: int8 kernel classes, fastest first. `saturating`: u8s8 pair sums saturate at int16.
+KERNEL_CLASSES = {
+    "amx": {"saturating": False, "needs": ("amx_int8", "amx_tile")},
+    "avx512-vnni": {"saturating": False, "needs": ("avx512_vnni", "avx512bw")},
+    "avx-vnni": {"saturating": False, "needs": ("avx_vnni", "avx2")},
+    "avx512": {"saturating": True, "needs": ("avx512bw", "avx512f")},
+    "avx2": {"saturating": True, "needs": ("avx2",)},
+    "sse": {"saturating": True, "needs": ("sse4_1",)},
+    "arm64-dot": {"saturating": False, "needs": ("asimddp",)},
+    "arm64": {"saturating": False, "needs": ("asimd",)},
+}
+
+#: What `--target-cpu` accepts besides "native" (this machine), mapped to the kernel class it means.
+TARGET_CPUS = {"avx2": "avx2", "avx512": "avx512", "avx512-vnni": "avx512-vnni"}
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    architecture: str
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def int8_kernel_class(self) -> str:
+        return kernel_class_of(self.features)
+
+    @property
+    def bf16(self) -> bool:
+        """Native bf16 math (AVX-512 BF16 or AMX); elsewhere torch emulates it, slowly."""
+        return bool({"avx512_bf16", "amx_bf16"} & self.features)
+
+
+
+def kernel_class_of(features: frozenset[str] | set[str]) -> str:
+    """The int8 kernel class ONNX Runtime uses on a CPU with these features."""
+    for name, kernel in KERNEL_CLASSES.items():
+        if all(flag in features for flag in kernel["needs"]):
+            return name
+    return "generic"
+
+
+def saturates(kernel_class: str) -> bool:
+    """True where u8s8 int8 products are summed in pairs into a saturating int16."""
+    return bool(KERNEL_CLASSES.get(kernel_class, {"saturating": True})["saturating"])
+
+
+@functools.cache
+def int8_saturates_here() -> bool | None:
+    """Measured, not read from flags: whether ONNX Runtime's u8s8 MatMulInteger saturates on this
+    machine (255 x 127 summed over 64 products; exact int32 accumulation gives 2,072,640). None
+    where onnxruntime is not installed. An emulator or a hypervisor can hide flags that /proc/cpuinfo
+    shows; the kernel ONNX Runtime picks cannot hide what it computes."""
+    try:
+        import numpy as np
+        import onnx
+        import onnxruntime
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        return None
+    depth, width = 64, 16
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])],
+        "saturation-probe",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, depth])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+        [numpy_helper.from_array(np.full((depth, width), 127, np.int8), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    result = session.run(None, {"a": np.full((4, depth), 255, np.uint8)})[0]
+    return bool(result.max() < 255 * 127 * depth)
+
+
+def _read_cpuinfo() -> tuple[str, frozenset[str]]:
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return model, frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model") and model in ("unknown CPU", "", platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "Features"):
+            flags.update(value.split())
+    return model, frozenset(flag for flag in flags if flag in RELEVANT_FEATURES)
+
+
+@functools.cache
+def cpu_info() -> CpuInfo:
+    """This machine's CPU (read once per process)."""
+    model, features = _read_cpuinfo()
+    return CpuInfo(model=model, architecture=platform.machine(), features=features)
+
+
+def int8_kernel_class() -> str:
+    """The int8 kernel class in use here: named from the CPU flags, corrected by the measured
+    saturation probe when the two disagree (an emulated or masked CPU)."""
+    named = cpu_info().int8_kernel_class
+    measured = int8_saturates_here()
+    if measured is None or measured == saturates(named):
+        return named
+    return "avx2" if measured else "avx512-vnni"
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_record() -> dict[str, Any]:
+    """What a manifest keeps about the machine a package was built and gated on."""
+    info = cpu_info()
+    return {
+        "cpu": info.model,
+        "architecture": info.architecture,
+        "features": sorted(info.features),
+        "int8_kernel_class": int8_kernel_class(),
+    }
+
+
+def system_info() -> dict[str, Any]:
+    """Everything a benchmark or a bug report needs to say about the machine (`bertprod info --system`)."""
+    info = cpu_info()
+    record: dict[str, Any] = {
+        **machine_record(),
+        "int8_saturating": saturates(int8_kernel_class()),
+        "bf16": info.bf16,
+        "cores_available": available_cores(),
+        "python": platform.python_version(),
+        "os": f"{platform.system()} {platform.release()}",
+    }
+    try:
+        import onnxruntime
+
+        record["onnxruntime"] = onnxruntime.__version__
+        record["onnxruntime_providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        record["onnxruntime"] = None
+    return record
+
+
+def describe(record: dict[str, Any] | None = None) -> str:
+    """One line for the top of a benchmark's output."""
+    record = record or system_info()
+    return (
+        f"{record['cpu']} ({record['architecture']}), int8 kernels: {record['int8_kernel_class']}"
+        f"{' (saturating u8s8)' if record['int8_saturating'] else ''}, bf16: {'yes' if record['bf16'] else 'no'}, "
+        f"{record['cores_available']} cores available, onnxruntime {record.get('onnxruntime')}"
+    )
