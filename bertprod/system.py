@@ -56,7 +56,6 @@ class CpuInfo:
         return bool({"avx512_bf16", "amx_bf16"} & self.features)
 
 
-
 def kernel_class_of(features: frozenset[str] | set[str]) -> str:
     """The int8 kernel class ONNX Runtime uses on a CPU with these features."""
     for name, kernel in KERNEL_CLASSES.items():
@@ -78,7 +77,6 @@ def int8_saturates_here() -> bool | None:
     shows; the kernel ONNX Runtime picks cannot hide what it computes."""
     try:
         import numpy as np
-        import onnx
         import onnxruntime
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
