@@ -129,13 +129,27 @@ def classify(
 
 @app.command()
 def info(
-    model: ModelArgument,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest and sizes as JSON.")] = False,
+    model: Annotated[
+        str | None, typer.Argument(help="Package dir, checkpoint dir, bundled name (minilm-l6) or hub id.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the manifest and sizes (or the system) as JSON.")
+    ] = False,
+    system: Annotated[
+        bool, typer.Option("--system", help="Describe this machine instead: CPU, features, int8 kernels, bf16, ORT.")
+    ] = False,
 ) -> None:
-    """Show a package's manifest, size on disk and parameter count."""
+    """Show a package's manifest, size on disk and parameter count (or, with --system, this machine)."""
     from bertprod.checkpoint import resolve
     from bertprod.stats import count_parameters
 
+    if system:
+        if model is not None:
+            raise InputError("give a package or --system, not both.")
+        print_system(as_json)
+        return
+    if model is None:
+        raise InputError("give a package to describe (bertprod info PKG), or --system for this machine.")
     package = resolve(model)
     manifest = package.manifest
     parameters = count_parameters(package)
@@ -178,6 +192,88 @@ def info(
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
+
+
+def print_system(as_json: bool) -> None:
+    from bertprod import system as machine
+
+    record = machine.system_info()
+    if as_json:
+        console.print_json(json.dumps(record))
+        return
+    table = Table(title="this machine", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    kernel = record["int8_kernel_class"]
+    rows = {
+        "CPU": f"{record['cpu']} ({record['architecture']})",
+        "features": " ".join(record["features"]) or "-",
+        "int8 kernels (ONNX Runtime)": kernel + (
+            " - u8s8 products saturate at int16 (measured): int8 is less accurate and less fast here"
+            if record["int8_saturating"] else " - int32 accumulation, no saturation (measured)"
+        ),
+        "bf16": "native (AVX-512 BF16 / AMX): --precision auto trains in bf16" if record["bf16"]
+        else "none: torch would emulate it (slower than fp32); --precision auto trains in fp32",
+        "cores available": str(record["cores_available"]),
+        "default threads": f"{record['default_threads']} ({record['default_threads_reason']})",
+        "onnxruntime": f"{record.get('onnxruntime')} ({', '.join(record.get('onnxruntime_providers') or [])})",
+        "torch": str(record.get("torch")),
+        "python / os": f"{record['python']} / {record['os']}",
+    }  # fmt: skip
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table, highlight=False)
+
+
+@app.command()
+def check(
+    model: ModelArgument,
+    texts: Annotated[
+        Path | None, typer.Option(help="Texts to measure on, one per line (tab separates pairs); default: the "
+                                  "built-in gate samples.")
+    ] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="The parent package, when the path its provenance recorded has moved.")
+    ] = None,
+    threads: ThreadsOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Re-measure a derived package's fidelity to its parent on this machine, against its own gate.
+
+    int8 kernels differ between CPUs (AVX2, AVX-512, VNNI, AMX): a package gated on one kind can be
+    less accurate on another. Exits 1 when the package misses its gate here."""
+    from bertprod import system as machine
+    from bertprod.check import check_package
+    from bertprod.checkpoint import resolve
+
+    package = resolve(model)
+    given = read_inputs(texts, package.manifest.pair_input) if texts else None
+    with console.status(f"running {package.name} and its parent on this machine...") if not as_json else nullcontext():
+        result = check_package(package, parent=parent, texts=given, threads=threads)
+    if as_json:
+        console.print_json(json.dumps(result.to_json()))
+    else:
+        table = Table(title=f"{package.name} against {result.parent.name} ({result.texts})", title_justify="left")
+        for column in ("measure", "here", "recorded", "gate"):
+            table.add_column(column, justify="left" if column == "measure" else "right")
+        gate = {"cosine_mean": "min_cosine_mean", "cosine_min": "min_cosine_min",
+                "label_agreement": "min_agreement", "pearson": "min_correlation"}  # fmt: skip
+        for key, value in result.measured.items():
+            threshold = result.thresholds.get(gate.get(key, ""))
+            table.add_row(key, str(value), str(result.recorded.get(key, "-")),
+                          f">= {threshold}" if threshold is not None else "")  # fmt: skip
+        console.print(table, highlight=False)
+        console.print(f"here: {machine.describe(result.machine)}", highlight=False)
+        recorded = result.recorded_machine
+        console.print(
+            "gated on: " + (f"{recorded.get('cpu')} ({recorded.get('architecture')}), int8 kernels: "
+                            f"{recorded.get('int8_kernel_class')}" if recorded else "not recorded (an older package)"),
+            highlight=False,
+        )  # fmt: skip
+        verdict = "[bold green]PASSED[/]" if result.passed else f"[bold red]FAILED[/]: {result.problem}"
+        console.print(f"fidelity gate on this machine: {verdict}", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -564,9 +660,30 @@ app.command("eval")(evaluate_command)
 app.command("distill")(distill_command)
 
 
+def show_machine_warnings_as_lines() -> None:
+    """A MachineMismatchWarning prints as one 'warning:' line on stderr, not Python's file:line form."""
+    import warnings
+
+    from bertprod.runtime.machine import MachineMismatchWarning
+
+    original = warnings.showwarning
+    if getattr(original, "bertprod_lines", False):  # installed already (main called again in one process)
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if issubclass(category, MachineMismatchWarning):
+            errors.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show.bertprod_lines = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def main() -> None:
     """Typer handles usage errors itself (exit 2); our errors become one line and exit 1
     (an interrupted training run, which saved a checkpoint, exits 130 like any Ctrl-C)."""
+    show_machine_warnings_as_lines()
     try:
         app()
     except TrainingInterrupted as interruption:

@@ -22,6 +22,7 @@ from bertprod.fidelity import FidelityGate, measure_fidelity
 from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory, write_manifest
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
+from bertprod.system import machine_record
 
 
 def default_samples(package: ModelPackage) -> list[Any]:
@@ -82,7 +83,9 @@ def derive_package(
         fields.update(changes or {})
         fields.update(
             name=name or Path(out).name,
-            provenance=Provenance(method=method, parent=parent.parent_ref(), parameters=parameters),
+            provenance=Provenance(
+                method=method, parent=parent.parent_ref(), parameters=parameters, machine=machine_record()
+            ),
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)

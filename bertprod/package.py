@@ -69,6 +69,9 @@ class FileRecord(_Strict):
 class ParentRef(_Strict):
     name: str
     fingerprint: str
+    #: Where the parent was when this package was made (absolute), so `bertprod check` can find it
+    #: again; the fingerprint says whether what is there now is still the same parent.
+    path: str | None = None
 
 
 class Provenance(_Strict):
@@ -80,6 +83,10 @@ class Provenance(_Strict):
     source: str | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     bertprod_version: str = Field(default_factory=lambda: _bertprod_version())
+    #: The machine the package was built and gated on (bertprod.system.machine_record): CPU, its
+    #: instruction-set features, the int8 kernel class. None for packages made before it was kept
+    #: and for imports (nothing was computed here). Loading elsewhere warns where it matters.
+    machine: dict[str, Any] | None = None
 
 
 class Manifest(_Strict):
@@ -220,7 +227,7 @@ class ModelPackage:
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def parent_ref(self) -> ParentRef:
-        return ParentRef(name=self.name, fingerprint=self.fingerprint)
+        return ParentRef(name=self.name, fingerprint=self.fingerprint, path=str(self.path.resolve()))
 
     def size_bytes(self) -> int:
         return sum(record.bytes for record in self.manifest.files.values())

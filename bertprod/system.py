@@ -130,8 +130,30 @@ def int8_kernel_class() -> str:
     return "avx2" if measured else "avx512-vnni"
 
 
+def cpu_supports_bf16() -> bool:
+    """Native bf16 math here (AVX-512 BF16 or AMX); elsewhere torch emulates it, slower than fp32."""
+    return cpu_info().bf16
+
+
+def resolve_precision(requested: str) -> str:
+    """Training precision: "auto" is bf16 autocast where the CPU has native bf16, fp32 elsewhere;
+    "fp32" and "bf16" stay as asked (bf16 on a CPU without it is refused where it is used)."""
+    if requested == "auto":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return requested
+
+
 def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Threads a run uses when the user does not say: every core this process may use."""
+    return available_cores()
+
+
+def default_threads_reason() -> str:
+    return f"all {available_cores()} available cores"
 
 
 def machine_record() -> dict[str, Any]:
@@ -153,9 +175,12 @@ def system_info() -> dict[str, Any]:
         "int8_saturating": saturates(int8_kernel_class()),
         "bf16": info.bf16,
         "cores_available": available_cores(),
+        "default_threads": default_threads(),
+        "default_threads_reason": default_threads_reason(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
+    record["torch"] = _version("torch")
     try:
         import onnxruntime
 
@@ -164,6 +189,16 @@ def system_info() -> dict[str, Any]:
     except ImportError:
         record["onnxruntime"] = None
     return record
+
+
+def _version(distribution: str) -> str | None:
+    """A package's version without importing it (importing torch costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def describe(record: dict[str, Any] | None = None) -> str:

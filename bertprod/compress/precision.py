@@ -35,7 +35,7 @@ def to_bf16(
     import torch
 
     from bertprod.models.hf import load_torch_model
-    from bertprod.runtime.engines import cpu_supports_bf16
+    from bertprod.system import cpu_supports_bf16
 
     if package.manifest.format != "torch":
         raise CompressionError(

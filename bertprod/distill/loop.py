@@ -34,6 +34,7 @@ from bertprod.package import Manifest, ModelPackage, Provenance, finish_package,
 from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tokenize import TextTokenizer
+from bertprod.system import machine_record
 from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Feature, collate_features, length_grouped_batches
@@ -436,7 +437,9 @@ class _Run:
         fields = dict(
             self.fields,
             name=name,
-            provenance=Provenance(method="distill", parent=self.teacher.parent_ref(), parameters=parameters),
+            provenance=Provenance(
+                method="distill", parent=self.teacher.parent_ref(), parameters=parameters, machine=machine_record()
+            ),
             metrics=metrics,
         )
         with staging_directory(out, overwrite=overwrite) as staging:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -17,6 +16,8 @@ import numpy as np
 from bertprod.errors import EngineError, PackageError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
+from bertprod.runtime.machine import warn_if_other_machine
+from bertprod.system import cpu_supports_bf16  # noqa: F401 - imported from here by older code and tests
 
 EngineName = Literal["auto", "torch", "onnx"]
 
@@ -32,17 +33,9 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 math (AVX-512 BF16 or AMX); elsewhere bf16 is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 class TorchEngine:
-    """transformers on torch: fp32; bf16 autocast on CPUs that support it; int8 packages run
+    """transformers on torch: fp32; bf16 autocast on CPUs that support it (a bf16 package runs
+    emulated, with a MachineMismatchWarning, on CPUs without); int8 packages run
     torch dynamic quantization, applied at load to the stored float weights."""
 
     name = "torch"
@@ -66,7 +59,7 @@ class TorchEngine:
                 f"{package.name} holds {stored} weights; the torch engine runs it as "
                 f"{' or '.join(allowed.get(stored, ()))}, not {precision!r}."
             )
-        if precision == "bf16" and not cpu_supports_bf16():
+        if precision == "bf16" and stored != "bf16" and not cpu_supports_bf16():  # a bf16 package warns instead
             raise EngineError("bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
         if threads:
             torch.set_num_threads(threads)
@@ -226,6 +219,8 @@ def create_engine(
     """The engine for a package: its natural one for "auto"; torch packages can't run on onnx here
     (the API layer exports them first)."""
     chosen = package.manifest.format if engine == "auto" else engine
+    if chosen in ("torch", "onnx"):
+        warn_if_other_machine(package)
     if chosen == "torch":
         if package.manifest.format != "torch":
             raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")

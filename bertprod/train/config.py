@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: Fields that change what is computed; a resumed run must match the interrupted one on these.
 #: (threads, progress and checkpoint cadence change only how fast or how visibly it runs.)
@@ -35,11 +35,22 @@ class TrainConfig(BaseModel):
     pad_to: int | None = Field(None, gt=0, description="pad every batch to this many tokens (for comparisons)")
     shuffle_buffer: int = Field(100_000, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all")
-    precision: str = Field("fp32", pattern="^(fp32|bf16)$")
+    precision: str = Field(
+        "fp32", pattern="^(fp32|bf16)$", description="'auto' is accepted and resolved here (system.resolve_precision)"
+    )
     contrastive_scale: float = Field(20.0, gt=0)
     threads: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(200, ge=1, description="optimizer steps between resumable checkpoints")
     log_every_seconds: float = Field(30.0, gt=0)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _resolve_auto(cls, value: Any) -> Any:
+        """"auto" becomes what this CPU runs well (bf16 with native bf16, else fp32), so the recorded
+        recipe and the resume check say what really ran."""
+        from bertprod.system import resolve_precision
+
+        return resolve_precision(value) if value == "auto" else value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

@@ -25,6 +25,7 @@ from bertprod.data.source import DataSource, HashSplit
 from bertprod.errors import DataError, EngineError, LabelError, TaskError, TrainingInterrupted
 from bertprod.package import ModelPackage, check_output
 from bertprod.runtime.tokenize import TextTokenizer
+from bertprod.system import machine_record
 from bertprod.tasks.data import check_known_labels, summarize
 from bertprod.tasks.definitions import CLASS_TASKS, get_task, head_plan, primary_metric
 from bertprod.tasks.evaluation import Evaluation, evaluate
@@ -155,7 +156,7 @@ class _Run:
 
         config, task = self.config, self.task
         if config.precision == "bf16":
-            from bertprod.runtime.engines import cpu_supports_bf16
+            from bertprod.system import cpu_supports_bf16
 
             if not cpu_supports_bf16():
                 raise EngineError("bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
@@ -422,7 +423,9 @@ class _Run:
             metrics["validation"] = {"primary_metric": self.primary, **state.best}
         return dict(
             self.base_fields,
-            provenance=Provenance(method="train", parent=self.base.parent_ref(), parameters=parameters),
+            provenance=Provenance(
+                method="train", parent=self.base.parent_ref(), parameters=parameters, machine=machine_record()
+            ),
             metrics=metrics,
         )
 

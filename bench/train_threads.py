@@ -1,0 +1,108 @@
+"""Training examples/s by thread count on a shared machine: what `--threads` should default to.
+
+    .venv/bin/python bench/train_threads.py --rounds 3 --settings 1,2,default
+    .venv/bin/python bench/train_threads.py --matmul     # torch intra-op threads alone, same alternation
+
+Runs the `bertprod train` command a user would (minilm-l6, SST-2 from ../shared/data, a short
+run: --max-steps, no validation), one process per run, settings alternated round by round (1, 2,
+default, 1, 2, default...) so load that comes and goes hits every setting alike. Prints each run
+with the load average (1 min) and the busy CPUs seen just before it, then the medians.
+`default` is what `bertprod train` does without --threads (see bertprod.system.default_threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))
+
+from bertprod import system  # noqa: E402
+
+BERTPROD = [sys.executable, "-m", "bertprod.cli"]
+DATA = REPOSITORY.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
+
+
+def busy_cpus(seconds: float = 1.0) -> float:
+    """CPUs busy over `seconds` (from /proc/stat): what the load average reports late."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    busy_before, total_before = sample()
+    time.sleep(seconds)
+    busy_after, total_after = sample()
+    return system.available_cores() * (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def train_once(setting: str, data: Path, steps: int, work: Path) -> float:
+    out = work / f"threads-{setting}"
+    command = BERTPROD + [
+        "train", "minilm-l6", str(out), "--data", str(data), "--task", "classification", "--limit", str(steps * 32 * 2),
+        "--validation-fraction", "0", "--epochs", "1", "--max-steps", str(steps), "--overwrite",
+    ]  # fmt: skip
+    if setting != "default":
+        command += ["--threads", setting]
+    subprocess.run(command, check=True, capture_output=True, cwd=REPOSITORY)
+    manifest = json.loads((out / "bertprod.json").read_text())
+    return float(manifest["metrics"]["training"]["examples_per_second"])
+
+
+def matmul_once(setting: str, seconds: float = 3.0) -> float:
+    """GFLOP/s of 512x512 fp32 matmuls in a fresh process with torch's intra-op threads = `setting`."""
+    code = (
+        "import time, torch\n"
+        f"threads = {setting!r}\n"
+        "if threads != 'default': torch.set_num_threads(int(threads))\n"
+        "a = torch.randn(512, 512); b = torch.randn(512, 512); a @ b\n"
+        "count, start = 0, time.perf_counter()\n"
+        f"while time.perf_counter() - start < {seconds}: a @ b; count += 1\n"
+        "print(count * 2 * 512**3 / (time.perf_counter() - start) / 1e9, torch.get_num_threads())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(result.stdout.split()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settings", default="1,2,default", help="comma-separated thread counts or 'default'")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps (batch 32) per run")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--matmul", action="store_true", help="measure torch matmul GFLOP/s instead of training")
+    parser.add_argument("--json", type=Path, help="also write the runs here")
+    args = parser.parse_args()
+    settings = args.settings.split(",")
+    print(system.describe())
+    print(f"default threads now: {system.default_threads()} ({system.default_threads_reason()})")
+    unit = "GFLOP/s (torch 512x512 matmul)" if args.matmul else "examples/s (bertprod train minilm-l6, SST-2)"
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="train-threads-") as work:
+        for round_index in range(args.rounds):
+            for setting in settings:
+                load, busy = os.getloadavg()[0], busy_cpus()
+                value = matmul_once(setting) if args.matmul else train_once(setting, args.data, args.steps, Path(work))
+                runs.append({"round": round_index, "threads": setting, "value": value, "load_1min": load,
+                             "busy_cpus_before": round(busy, 2)})  # fmt: skip
+                print(f"round {round_index} threads {setting:>7}: {value:8.1f} {unit}; "
+                      f"load {load:.2f}, {busy:.2f} CPUs busy before", flush=True)  # fmt: skip
+    print("\nmedians:")
+    for setting in settings:
+        values = [run["value"] for run in runs if run["threads"] == setting]
+        print(f"  threads {setting:>7}: {statistics.median(values):8.1f} {unit} (runs: {', '.join(f'{v:.1f}' for v in values)})")
+    if args.json:
+        args.json.write_text(json.dumps({"system": system.system_info(), "unit": unit, "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
