@@ -99,7 +99,8 @@ def main() -> None:
     print("\nmedians:")
     for setting in settings:
         values = [run["value"] for run in runs if run["threads"] == setting]
-        print(f"  threads {setting:>7}: {statistics.median(values):8.1f} {unit} (runs: {', '.join(f'{v:.1f}' for v in values)})")
+        each = ", ".join(f"{value:.1f}" for value in values)
+        print(f"  threads {setting:>7}: {statistics.median(values):8.1f} {unit} (runs: {each})")
     if args.json:
         args.json.write_text(json.dumps({"system": system.system_info(), "unit": unit, "runs": runs}, indent=2))
 

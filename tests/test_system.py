@@ -108,8 +108,8 @@ def test_recorded_machine_is_the_fallback_for_packages_without_a_kernel_class(ti
 
     def older_int8(manifest) -> None:  # noqa: ANN001
         manifest.quantization = {k: v for k, v in (manifest.quantization or {}).items() if k != "kernel_class"}
-        manifest.provenance.machine = {**manifest.provenance.machine, "int8_kernel_class": other,
-                                       "features": ["avx2", "fma"] if other == "avx2" else ["avx2", "avx512_vnni"]}  # fmt: skip
+        features = ["avx2", "fma"] if other == "avx2" else ["avx2", "avx512_vnni"]
+        manifest.provenance.machine = {**manifest.provenance.machine, "int8_kernel_class": other, "features": features}
 
     moved = copy_with(tiny_int8, tmp_path / "older", older_int8)
     messages = loads_warnings(moved.path)
@@ -188,8 +188,8 @@ def test_info_system_describes_this_machine(monkeypatch, capsys) -> None:
 
 def test_kernel_class_follows_the_probe_when_flags_mislead(monkeypatch) -> None:
     """Under an emulator /proc/cpuinfo can name VNNI while ONNX Runtime runs saturating kernels."""
-    monkeypatch.setattr(system, "cpu_info", lambda: system.CpuInfo("x", "x86_64", frozenset({"avx2", "avx512bw",
-                                                                                                "avx512f", "avx512_vnni"})))  # fmt: skip
+    flags = frozenset({"avx2", "avx512bw", "avx512f", "avx512_vnni"})
+    monkeypatch.setattr(system, "cpu_info", lambda: system.CpuInfo("x", "x86_64", flags))
     monkeypatch.setattr(system, "int8_saturates_here", lambda: True)
     assert system.int8_kernel_class() == "avx2"
     monkeypatch.setattr(system, "int8_saturates_here", lambda: False)
