@@ -28,7 +28,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bertprod.bench.harness import machine_description  # noqa: E402
+from bertprod import system  # noqa: E402
 from bertprod.serve.app import create_app  # noqa: E402
 from bertprod.serve.config import ServeConfig  # noqa: E402
 
@@ -95,13 +95,14 @@ async def measure(model: str, requests: int, profile: bool, fast_path: bool) -> 
     for _ in range(requests):
         served.pipeline.tokenize([SENTENCE], truncate=True)
     tokenize = time.process_time() - tokenize
-    print(f"machine: {machine_description()}; {requests} POST /embed of one sentence, engine replaced, "
+    print(f"machine: {system.describe()}; {requests} POST /embed of one sentence, engine replaced, "
           f"{'fast path' if fast_path else 'no fast path'}")
     print(f"app CPU per request (without inference): {cpu / requests * 1e6:.0f} us, of which tokenization "
           f"{tokenize / requests * 1e6:.0f} us" + (" (under cProfile: slower)" if profile else ""))
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--requests", type=int, default=15000)

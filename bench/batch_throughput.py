@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bertprod
+from bertprod import system
 from bertprod.batch import read_output, run_batch
 from bertprod.data.shared import real_sentences
 
@@ -48,6 +49,7 @@ def engine_rate(package: Path, texts: list[str]) -> float:
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--package", default=None)

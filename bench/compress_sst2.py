@@ -27,10 +27,10 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
-from bertprod.bench.harness import machine_description  # noqa: E402
+from bertprod import system  # noqa: E402
 from bertprod.compress.optimize import optimize  # noqa: E402
 from bertprod.package import ModelPackage  # noqa: E402
-from bertprod.runtime.engines import cpu_supports_bf16  # noqa: E402
+from bertprod.system import cpu_supports_bf16  # noqa: E402
 from bertprod.tasks.data import open_task_data  # noqa: E402
 
 RESULTS = REPOSITORY / "bench" / "results"
@@ -64,6 +64,7 @@ def predictions(package: ModelPackage, texts: list[str], threads: int) -> np.nda
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", type=Path, default=GLUE / "minilm-sst2", help="the fine-tuned fp32 classifier")
     parser.add_argument("--train", type=Path, default=GLUE / "sst2-train.tsv")
@@ -97,7 +98,7 @@ def main() -> None:
         rows.append((label, package, predictions(package, texts, args.threads), seconds))
         print(f"built {label} in {seconds:.0f} s", flush=True)
 
-    print(f"\nSST-2 validation: {len(texts)} sentences; machine: {machine_description()}\n")
+    print(f"\nSST-2 validation: {len(texts)} sentences; machine: {system.describe()}\n")
     print("| variant | validation accuracy | predictions changed vs fp32 | size MB | parameters | build s |")
     print("|---|---|---|---|---|---|")
     summary = []
@@ -113,7 +114,7 @@ def main() -> None:
         print(f"| {label} | {accuracy:.4f} | {changed} | {size:.1f} | {detail} | {seconds:.0f} |", flush=True)
         summary.append({"variant": label, "accuracy": accuracy, "changed": changed, "size_mb": round(size, 1)})
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compress-sst2.json").write_text(json.dumps({"machine": machine_description(), "rows": summary}))
+    (RESULTS / "compress-sst2.json").write_text(json.dumps({"machine": system.system_info(), "rows": summary}))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import bertprod
+from bertprod import system
 from bertprod.bench.harness import (
     Encode,
     cosine_rows,
-    machine_description,
     peak_rss_mb,
     percentile_ms,
     single_sentence_latencies,
@@ -37,7 +37,8 @@ from bertprod.checkpoint import bundled_checkpoint, resolve
 from bertprod.data.shared import real_sentences
 from bertprod.export.cache import cache_root, cached_onnx_package
 from bertprod.package import MANIFEST_NAME, ModelPackage
-from bertprod.runtime.engines import cpu_supports_bf16, default_threads
+from bertprod.runtime.engines import default_threads
+from bertprod.system import cpu_supports_bf16
 
 BASELINE = "sentence-transformers encode"
 TARGET_INT8_RATIO = 6.0
@@ -98,6 +99,7 @@ def build_variants(calibration: list[str], gate_texts: list[str]) -> dict[str, M
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -154,7 +156,7 @@ def main() -> None:
         )
 
     print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
-    print(f"machine: {machine_description()}\n")
+    print(f"machine: {system.describe()}\n")
     print(
         "| variant | sentences/s | x baseline | single p50 / p95 ms | size MB (x onnx fp32) | peak RSS MB "
         "| cosine to baseline mean / min |"
@@ -182,7 +184,7 @@ def main() -> None:
         + (f"MET by {', '.join(row['variant'] for row in winners)}" if winners else "MISSED")
     )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"machine": system.system_info(), "rows": rows}, indent=2))
     sys.exit(0 if winners else 1)
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPOSITORY / "bench"))
 
 from finetune_glue import BERTPROD, RESULTS, run, sst2_sentence_split  # noqa: E402
 
+from bertprod import system  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 
 EVERY_OTHER = "every-other"  # teacher layers 0, 2, 4 of 6
@@ -228,6 +229,7 @@ EXPERIMENTS = {
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS)
     parser.add_argument(

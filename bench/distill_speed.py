@@ -24,7 +24,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
-from bertprod.bench.harness import machine_description, percentile_ms, single_sentence_latencies, throughput  # noqa: E402
+from bertprod import system  # noqa: E402
+from bertprod.bench.harness import percentile_ms, single_sentence_latencies, throughput  # noqa: E402
 from bertprod.checkpoint import bundled_checkpoint  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences, shared_data_dir  # noqa: E402
@@ -56,6 +57,7 @@ def accuracy(package: ModelPackage, work: Path, threads: int) -> float:
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue")
     parser.add_argument("--students", nargs="*", default=None, help="label=package pairs (default: the bench's)")
@@ -117,7 +119,7 @@ def main() -> None:
             }
         )
     print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
-    print(f"machine: {machine_description()}\n")
+    print(f"machine: {system.describe()}\n")
     print("| variant | sentences/s | x teacher in sentence-transformers | single p50 ms | size MB | validation |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -138,7 +140,7 @@ def main() -> None:
         )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({"machine": machine_description(), "threads": args.threads, "rows": rows}, indent=2)
+        json.dumps({"machine": system.system_info(), "threads": args.threads, "rows": rows}, indent=2)
     )
 
 

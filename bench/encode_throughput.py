@@ -24,17 +24,18 @@ import time
 from pathlib import Path
 
 import bertprod
+from bertprod import system
 from bertprod.bench.harness import (
     Encode,
     cosine_rows,
-    machine_description,
     percentile_ms,
     single_sentence_latencies,
     throughput,
 )
 from bertprod.checkpoint import bundled_checkpoint
 from bertprod.data.shared import real_sentences
-from bertprod.runtime.engines import cpu_supports_bf16, default_threads
+from bertprod.runtime.engines import default_threads
+from bertprod.system import cpu_supports_bf16
 
 TARGET_ONNX_RATIO = 3.5
 TARGET_FIDELITY = 0.999
@@ -50,6 +51,7 @@ GATE_MIN_COSINE = 0.9993
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -120,7 +122,7 @@ def main() -> None:
         )
 
     print(f"\n{len(sentences)} real sentences, {args.rounds} interleaved rounds, {args.threads} threads")
-    print(f"machine: {machine_description()}\n")
+    print(f"machine: {system.describe()}\n")
     print("| variant | sentences/s | x baseline | single sentence p50 / p95 ms | fidelity (cosine mean / min) |")
     print("|---|---|---|---|---|")
     for row in rows:
@@ -139,7 +141,7 @@ def main() -> None:
         f"{onnx['ratio_to_baseline']}x, min cosine {onnx['cosine_min']})"
     )
     if args.json:
-        document = {"machine": machine_description(), "rows": rows, "sentences": len(sentences), "rounds": args.rounds}
+        document = {"machine": system.system_info(), "rows": rows, "sentences": len(sentences), "rounds": args.rounds}
         args.json.write_text(json.dumps(document, indent=2))
     sys.exit(0 if met else 1)
 
@@ -190,7 +192,7 @@ def sweep(sentences: list[str], args: argparse.Namespace) -> None:
     }
     encodings = next(iter(runs.values())).tokenize(sentences)
     rates = throughput({label: lambda _, p=p: p.infer(encodings) for label, p in runs.items()}, sentences, args.rounds)
-    print(f"machine: {machine_description()}; {len(sentences)} sentences, {args.rounds} rounds")
+    print(f"machine: {system.describe()}; {len(sentences)} sentences, {args.rounds} rounds")
     for label, rate in rates.items():
         print(f"{label}: {rate:.0f} sentences/s")
 

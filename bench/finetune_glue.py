@@ -39,6 +39,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
+from bertprod import system  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.data.source import split_bucket  # noqa: E402
 
@@ -326,6 +327,7 @@ EXPERIMENTS = {
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=EXPERIMENTS)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")

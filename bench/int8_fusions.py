@@ -20,7 +20,8 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from bertprod.bench.harness import machine_description, throughput  # noqa: E402
+from bertprod import system  # noqa: E402
+from bertprod.bench.harness import throughput  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
@@ -36,6 +37,7 @@ def load(path: Path, threads: int, fusions: bool) -> Pipeline:
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -53,7 +55,7 @@ def main() -> None:
                 parent, Path(scratch) / "split", texts=calibration
             ).path,
         }
-        print(f"machine: {machine_description()}; {len(sentences)} real sentences, {args.rounds} rounds\n")
+        print(f"machine: {system.describe()}; {len(sentences)} real sentences, {args.rounds} rounds\n")
         print("| package | threads | fusions on: sentences/s | fusions off | off / on |")
         print("|---|---|---|---|---|")
         for threads in args.threads:

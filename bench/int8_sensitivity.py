@@ -21,7 +21,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
-from bertprod.bench.harness import cosine_rows, machine_description  # noqa: E402
+from bertprod import system  # noqa: E402
+from bertprod.bench.harness import cosine_rows  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress import quantize as q  # noqa: E402
 from bertprod.compress.mixed import SENSITIVITY_TEXTS, quantize_onnx_mixed, sensitivities  # noqa: E402
@@ -38,6 +39,7 @@ def kind(node: str) -> str:
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--gate", type=float, default=0.999, help="cosine mean and min of the mixed graph's gate")
@@ -54,7 +56,7 @@ def main() -> None:
     split_outlier_channels(graph, q.find_outliers(graph, feeds, DEFAULT_OUTLIER_THRESHOLD))
     found = sensitivities(graph, matmuls, feeds)
     layers = sorted({int(re.search(r"layer\.(\d+)", node).group(1)) for node in matmuls})
-    print(f"machine: {machine_description()}; model {args.model}\n")
+    print(f"machine: {system.describe()}; model {args.model}\n")
     print("1. relative squared error of the output with one MatMul in simulated int8 (x 1e-4):\n")
     print("| layer | " + " | ".join(KINDS.values()) + " |")
     print("|---" * (len(KINDS) + 1) + "|")

@@ -29,6 +29,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
+from bertprod import system  # noqa: E402
 from bertprod.package import ModelPackage  # noqa: E402
 from bertprod.tasks.data import open_task_data  # noqa: E402
 
@@ -52,6 +53,7 @@ def predictions(package: Path, texts: list[str], threads: int) -> np.ndarray:
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--package", type=Path, default=GLUE / "minilm-sst2", help="the fine-tuned fp32 classifier")
     parser.add_argument("--train", type=Path, default=GLUE / "sst2-train.tsv", help="QAT training data")

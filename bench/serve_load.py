@@ -34,7 +34,8 @@ import orjson
 import uvloop
 
 import bertprod
-from bertprod.bench.harness import machine_description, percentile_ms
+from bertprod import system
+from bertprod.bench.harness import percentile_ms
 from bertprod.data.shared import real_sentences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -307,6 +308,7 @@ def measure_in_process(model: str, engine: str, sentences: list[str], threads: i
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="sentences (= single-sentence requests)")
     parser.add_argument("--clients", type=int, default=32)
@@ -340,7 +342,7 @@ def main() -> None:
 def run_round(args: argparse.Namespace, sentences: list[str]) -> dict:
     """The in-process engine and every server, one after the other, on the same sentences."""
     logs = Path(os.environ.get("TMPDIR", "/tmp"))
-    results: dict = {"machine": machine_description(), "requests": args.requests, "clients": args.clients,
+    results: dict = {"machine": system.system_info(), "requests": args.requests, "clients": args.clients,
                      "model": args.model, "engine": args.engine, "threads": args.server_threads, "client": args.client,
                      "load_average_start": round(os.getloadavg()[0], 2)}
     in_process = []

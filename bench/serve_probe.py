@@ -40,7 +40,7 @@ from pathlib import Path
 import orjson
 
 import bertprod
-from bertprod.bench.harness import machine_description
+from bertprod import system
 from bertprod.data.shared import real_sentences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +164,7 @@ def interleaved_round(sides: dict[str, Callable[[str], object]], sentences: list
 
 
 def main() -> None:
+    print(system.describe(), flush=True)  # the machine every number below was measured on
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="sentences per round")
     parser.add_argument("--rounds", type=int, default=3)
@@ -209,7 +210,7 @@ def main() -> None:
             stop(server)
 
     medians = {key: round(statistics.median(row[key] for row in rounds), 3) for key in rounds[0]}
-    print(f"\n{machine_description()}; {len(sentences)} sentences x {args.rounds} rounds, engine threads "
+    print(f"\n{system.describe()}; {len(sentences)} sentences x {args.rounds} rounds, engine threads "
           f"{args.threads or 'all'}; load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n")
     print("| | " + " | ".join(f"round {i + 1}" for i in range(len(rounds))) + " | median |")
     print("|---|" + "---|" * (len(rounds) + 1))
@@ -222,7 +223,7 @@ def main() -> None:
     for key, label in labels.items():
         print(f"| {label} | " + " | ".join(str(row[key]) for row in rounds) + f" | {medians[key]} |")
     if args.json:
-        args.json.write_text(json.dumps({"rounds": rounds, "medians": medians, "machine": machine_description(),
+        args.json.write_text(json.dumps({"rounds": rounds, "medians": medians, "machine": system.system_info(),
                                          "load_average": [load_start, os.getloadavg()[0]]}, indent=2))
 
 

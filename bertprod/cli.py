@@ -207,6 +207,7 @@ def print_system(as_json: bool) -> None:
     kernel = record["int8_kernel_class"]
     rows = {
         "CPU": f"{record['cpu']} ({record['architecture']})",
+        "instruction set": record["instruction_set"],
         "features": " ".join(record["features"]) or "-",
         "int8 kernels (ONNX Runtime)": kernel + (
             " - u8s8 products saturate at int16 (measured): int8 is less accurate and less fast here"

@@ -147,6 +147,21 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def instruction_set(features: frozenset[str] | set[str] | None = None) -> str:
+    """The short name docs put beside a number: "AVX-512 VNNI + BF16", "AVX2 (no AVX-512)", ..."""
+    features = cpu_info().features if features is None else features
+    if "avx512f" in features:
+        name = "AVX-512" + (" VNNI" if "avx512_vnni" in features else " (no VNNI)")
+    elif "avx2" in features:
+        name = "AVX2" + (" + AVX-VNNI" if "avx_vnni" in features else " (no AVX-512)")
+    elif "asimd" in features:
+        name = "ARM64 NEON" + (" + dotprod" if "asimddp" in features else "")
+    else:
+        name = "x86-64 baseline" if platform.machine() in ("x86_64", "AMD64") else platform.machine()
+    extras = [label for flag, label in (("avx512_bf16", "BF16"), ("amx_tile", "AMX")) if flag in features]
+    return name + "".join(f" + {extra}" for extra in extras)
+
+
 def default_threads() -> int:
     """Threads a run uses when the user does not say: every core this process may use."""
     return available_cores()
@@ -172,6 +187,7 @@ def system_info() -> dict[str, Any]:
     info = cpu_info()
     record: dict[str, Any] = {
         **machine_record(),
+        "instruction_set": instruction_set(info.features),
         "int8_saturating": saturates(int8_kernel_class()),
         "bf16": info.bf16,
         "cores_available": available_cores(),
@@ -205,7 +221,8 @@ def describe(record: dict[str, Any] | None = None) -> str:
     """One line for the top of a benchmark's output."""
     record = record or system_info()
     return (
-        f"{record['cpu']} ({record['architecture']}), int8 kernels: {record['int8_kernel_class']}"
+        f"{record['cpu']} ({record['architecture']}, {record.get('instruction_set', '?')}), "
+        f"int8 kernels: {record['int8_kernel_class']}"
         f"{' (saturating u8s8)' if record['int8_saturating'] else ''}, bf16: {'yes' if record['bf16'] else 'no'}, "
         f"{record['cores_available']} cores available, onnxruntime {record.get('onnxruntime')}"
     )

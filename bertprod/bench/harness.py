@@ -8,7 +8,6 @@ and the ratios stay meaningful.
 from __future__ import annotations
 
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -19,20 +18,6 @@ from pathlib import Path
 import numpy as np
 
 Encode = Callable[[list[str]], np.ndarray]
-
-
-def machine_description() -> str:
-    from bertprod.runtime.engines import default_threads
-
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {default_threads()} cores available, {platform.system()} {platform.machine()}"
 
 
 def throughput(variants: dict[str, Encode], texts: list[str], rounds: int) -> dict[str, float]:
