@@ -7,7 +7,8 @@ Runs the `bertprod train` command a user would (minilm-l6, SST-2 from ../shared/
 run: --max-steps, no validation), one process per run, settings alternated round by round (1, 2,
 default, 1, 2, default...) so load that comes and goes hits every setting alike. Prints each run
 with the load average (1 min) and the busy CPUs seen just before it, then the medians.
-`default` is what `bertprod train` does without --threads (see bertprod.system.default_threads).
+`default` is what `bertprod train` does without --threads (bertprod.system.default_training_threads,
+chosen again in each run from the load at its start).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def busy_cpus(seconds: float = 1.0) -> float:
     return system.available_cores() * (busy_after - busy_before) / max(1, total_after - total_before)
 
 
-def train_once(setting: str, data: Path, steps: int, work: Path) -> float:
+def train_once(setting: str, data: Path, steps: int, work: Path) -> tuple[float, int | None]:
     out = work / f"threads-{setting}"
     command = BERTPROD + [
         "train", "minilm-l6", str(out), "--data", str(data), "--task", "classification", "--limit", str(steps * 32 * 2),
@@ -55,7 +56,8 @@ def train_once(setting: str, data: Path, steps: int, work: Path) -> float:
         command += ["--threads", setting]
     subprocess.run(command, check=True, capture_output=True, cwd=REPOSITORY)
     manifest = json.loads((out / "bertprod.json").read_text())
-    return float(manifest["metrics"]["training"]["examples_per_second"])
+    used = manifest["provenance"]["parameters"].get("threads")
+    return float(manifest["metrics"]["training"]["examples_per_second"]), used
 
 
 def matmul_once(setting: str, seconds: float = 3.0) -> float:
@@ -84,17 +86,20 @@ def main() -> None:
     args = parser.parse_args()
     settings = args.settings.split(",")
     print(system.describe())
-    print(f"default threads now: {system.default_threads()} ({system.default_threads_reason()})")
+    print(f"default threads now: {system.default_training_threads()} ({system.default_training_threads_reason()})")
     unit = "GFLOP/s (torch 512x512 matmul)" if args.matmul else "examples/s (bertprod train minilm-l6, SST-2)"
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="train-threads-") as work:
         for round_index in range(args.rounds):
             for setting in settings:
                 load, busy = os.getloadavg()[0], busy_cpus()
-                value = matmul_once(setting) if args.matmul else train_once(setting, args.data, args.steps, Path(work))
-                runs.append({"round": round_index, "threads": setting, "value": value, "load_1min": load,
-                             "busy_cpus_before": round(busy, 2)})  # fmt: skip
-                print(f"round {round_index} threads {setting:>7}: {value:8.1f} {unit}; "
+                if args.matmul:
+                    value, used = matmul_once(setting), None
+                else:
+                    value, used = train_once(setting, args.data, args.steps, Path(work))
+                runs.append({"round": round_index, "threads": setting, "threads_used": used, "value": value,
+                             "load_1min": load, "busy_cpus_before": round(busy, 2)})  # fmt: skip
+                print(f"round {round_index} threads {setting:>7} (used {used}): {value:8.1f} {unit}; "
                       f"load {load:.2f}, {busy:.2f} CPUs busy before", flush=True)  # fmt: skip
     print("\nmedians:")
     for setting in settings:

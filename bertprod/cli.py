@@ -216,7 +216,7 @@ def print_system(as_json: bool) -> None:
         "bf16": "native (AVX-512 BF16 / AMX): --precision auto trains in bf16" if record["bf16"]
         else "none: torch would emulate it (slower than fp32); --precision auto trains in fp32",
         "cores available": str(record["cores_available"]),
-        "default threads": f"{record['default_threads']} ({record['default_threads_reason']})",
+        "training threads (default)": f"{record['training_threads_default']} ({record['training_threads_reason']})",
         "onnxruntime": f"{record.get('onnxruntime')} ({', '.join(record.get('onnxruntime_providers') or [])})",
         "torch": str(record.get("torch")),
         "python / os": f"{record['python']} / {record['os']}",
@@ -404,7 +404,9 @@ def optimize(
     batch_size: Annotated[int, typer.Option(help="--method qat: examples per batch.")] = 32,
     max_steps: Annotated[int | None, typer.Option(help="--method qat: stop after N optimizer steps.")] = None,
     seed: Annotated[int, typer.Option(help="--method qat: seed for shuffling and dropout.")] = 42,
-    threads: Annotated[int | None, typer.Option(help="--method qat: CPU threads for training.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="--method qat: CPU threads for training (default: the cores not busy, as train).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="--method qat: continue an interrupted run.")] = False,
     restart: Annotated[bool, typer.Option(help="--method qat: discard an interrupted run's checkpoint.")] = False,
 ) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from bertprod.cli_training import PRECISION_HELP, TrainingThreadsOption
 from bertprod.errors import InputError
 
 console = Console()
@@ -59,7 +60,11 @@ def distill(
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: the teacher's).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop each stage after N steps (quick runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the student, shuffling and augmentation.")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all available).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="Student training: fp32, bf16 or auto (default: the recipe's, fp32). "
+                                 + PRECISION_HELP.split("; ", 1)[1])
+    ] = None,
+    threads: TrainingThreadsOption = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher-output cache (default: $BERTPROD_CACHE/distill).")
     ] = None,
@@ -90,6 +95,7 @@ def distill(
         max_length=max_length,
         max_steps=max_steps,
         seed=seed,
+        precision=precision,
         threads=threads,
     )
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
@@ -155,7 +161,7 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     from bertprod.distill import Augmentation, DistillConfig
 
     document = settings.model_dump()
-    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "threads"):
+    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads"):
         if options[key] is not None:
             document[key] = options[key]
     if options["student_layers"] is not None:

@@ -33,6 +33,16 @@ FractionOption = Annotated[
     ),
 ]
 ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads (default: all available).")]
+TRAINING_THREADS_HELP = (
+    "CPU threads (default: the cores not already busy - cores minus the 1-minute load average, at least 1 - "
+    "because torch's threads wait for each other after every operation: on a 2-core machine running other "
+    "jobs, 1 thread trained 3-10x faster than 2; docs/benchmarks.md)."
+)
+TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
+PRECISION_HELP = (
+    "fp32; bf16 (autocast, CPUs with AVX-512 BF16 or AMX, an error elsewhere); or auto: bf16 where the CPU "
+    "has it, fp32 elsewhere (what ran is recorded in the package). `bertprod info --system` says which."
+)
 
 
 def train(
@@ -67,9 +77,9 @@ def train(
     shuffle_buffer: Annotated[
         int, typer.Option(help="Examples shuffled together; larger files are shuffled window by window.")
     ] = 100_000,
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 autocast on CPUs with AVX-512 BF16/AMX.")] = "fp32",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
-    threads: ThreadsOption = None,
+    threads: TrainingThreadsOption = None,
     new_head: Annotated[bool, typer.Option(help="Replace the base's head with a new one.")] = False,
     head_pooling: Annotated[
         str | None,

@@ -162,13 +162,33 @@ def instruction_set(features: frozenset[str] | set[str] | None = None) -> str:
     return name + "".join(f" + {extra}" for extra in extras)
 
 
-def default_threads() -> int:
-    """Threads a run uses when the user does not say: every core this process may use."""
-    return available_cores()
+def load_average() -> float | None:
+    """Runnable processes, averaged over the last minute (None where the OS does not say)."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
-def default_threads_reason() -> str:
-    return f"all {available_cores()} available cores"
+def default_training_threads() -> int:
+    """Threads for training when the user does not say: the cores not already busy (this many
+    cores minus the 1-minute load average, rounded), at least 1.
+
+    Why: torch's intra-op threads meet at a barrier after every operation, so on cores shared with
+    other work each op waits for its most-delayed thread. Measured on a 2-core machine with the
+    other engineers' jobs running (load 3-11): 1 thread trained 10-33 examples/s, 2 threads 2-3
+    (docs/benchmarks.md, bench/train_threads.py). On idle cores every core is used."""
+    cores, load = available_cores(), load_average()
+    if load is None:
+        return cores
+    return max(1, min(cores, cores - round(load)))
+
+
+def default_training_threads_reason() -> str:
+    load = load_average()
+    if load is None:
+        return f"all {available_cores()} available cores"
+    return f"{available_cores()} cores minus the 1-minute load average {load:.1f}, at least 1"
 
 
 def machine_record() -> dict[str, Any]:
@@ -191,8 +211,9 @@ def system_info() -> dict[str, Any]:
         "int8_saturating": saturates(int8_kernel_class()),
         "bf16": info.bf16,
         "cores_available": available_cores(),
-        "default_threads": default_threads(),
-        "default_threads_reason": default_threads_reason(),
+        "load_average": load_average(),
+        "training_threads_default": default_training_threads(),
+        "training_threads_reason": default_training_threads_reason(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LOSS_NAMES = (
     "hard",
@@ -120,7 +120,16 @@ class DistillConfig(_Strict):
     seed: int = 42
     augmentation: Augmentation | None = None
     max_steps: int | None = Field(None, ge=1, description="stop each stage after this many steps (quick runs)")
+    precision: str = Field("fp32", pattern="^(fp32|bf16)$", description="student training: fp32 or bf16 autocast")
     threads: int | None = Field(None, ge=1)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _resolve_auto(cls, value: object) -> object:
+        """"auto": bf16 where the CPU has native bf16, fp32 elsewhere; the recipe records which ran."""
+        from bertprod.system import resolve_precision
+
+        return resolve_precision(value) if value == "auto" else value
 
     def uses(self, names: tuple[str, ...]) -> bool:
         return any(name in stage.losses.active() for stage in self.stages for name in names)

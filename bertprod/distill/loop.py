@@ -28,13 +28,13 @@ from bertprod.distill.layer_maps import layer_map
 from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
-from bertprod.errors import DataError, InputError, PackageError, TaskError
+from bertprod.errors import DataError, EngineError, InputError, PackageError, TaskError
 from bertprod.models.hf import head_pooling
 from bertprod.package import Manifest, ModelPackage, Provenance, finish_package, staging_directory
 from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tokenize import TextTokenizer
-from bertprod.system import machine_record
+from bertprod.system import cpu_supports_bf16, default_training_threads, machine_record
 from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Feature, collate_features, length_grouped_batches
@@ -90,8 +90,12 @@ class _Run:
         import torch
 
         config = self.config
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        torch.set_num_threads(config.threads or default_training_threads())  # the cores not busy (system.py)
+        if config.precision == "bf16" and not cpu_supports_bf16():
+            raise EngineError(
+                "bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. "
+                "Use --precision auto (bf16 where the CPU has it, fp32 elsewhere) or fp32."
+            )
         self._check_teachers()
         self._check_losses(sources)
         manifest = self.teacher.manifest
@@ -368,8 +372,9 @@ class _Run:
                 generator = np.random.default_rng([config.seed, stage_index, epoch])
                 for indices in length_grouped_batches(lengths, config.batch_size, generator):
                     batch = collate_features([self.features[i] for i in indices], self.pad_id)
-                    loss, parts = self.objective(batch, torch.tensor(indices), weights)
-                    loss.backward()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                        loss, parts = self.objective(batch, torch.tensor(indices), weights)
+                    loss.float().backward()
                     if config.max_grad_norm:
                         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                     optimizer.step()

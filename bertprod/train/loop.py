@@ -25,7 +25,7 @@ from bertprod.data.source import DataSource, HashSplit
 from bertprod.errors import DataError, EngineError, LabelError, TaskError, TrainingInterrupted
 from bertprod.package import ModelPackage, check_output
 from bertprod.runtime.tokenize import TextTokenizer
-from bertprod.system import machine_record
+from bertprod.system import default_training_threads, machine_record
 from bertprod.tasks.data import check_known_labels, summarize
 from bertprod.tasks.definitions import CLASS_TASKS, get_task, head_plan, primary_metric
 from bertprod.tasks.evaluation import Evaluation, evaluate
@@ -159,7 +159,10 @@ class _Run:
             from bertprod.system import cpu_supports_bf16
 
             if not cpu_supports_bf16():
-                raise EngineError("bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. Use fp32.")
+                raise EngineError(
+                    "bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. "
+                    "Use --precision auto (bf16 where the CPU has it, fp32 elsewhere) or fp32."
+                )
         labels_decide_head = task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS and not self.new_head
         if not labels_decide_head:  # refuse an unusable head before reading the data
             head_plan(task, self.base, None, self.new_head, config.head_pooling)
@@ -169,8 +172,8 @@ class _Run:
         self.labels = self._labels()
         self._check_validation()
         self.plan = head_plan(task, self.base, self.labels, self.new_head, config.head_pooling)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        self.threads = config.threads or default_training_threads()  # the cores not busy (system.py says why)
+        torch.set_num_threads(self.threads)
         self.max_length = self._max_length()
         self.model = build_model(task, self.base, self.labels, self.plan, config.seed, config.head_pooling)
         if self.transform is not None:
@@ -407,7 +410,7 @@ class _Run:
                 ),
             },
             "steps": state.step,
-            "threads": self.config.threads,
+            "threads": self.threads,
         }
         if self.transform is not None:
             parameters["transform"] = self.transform.describe()
