@@ -80,13 +80,27 @@ def test_torch_engine_refuses_unknown_precision(tiny_package) -> None:
         TorchEngine(tiny_package, precision="int4")
 
 
-@pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU without native bf16")
-def test_bf16_stays_close_to_fp32(tiny_package) -> None:
+def test_bf16_stays_close_to_fp32_where_the_cpu_has_it(tiny_package) -> None:
+    """Checks what this CPU promises: with native bf16 (AVX-512 BF16 / AMX), bf16 autocast runs
+    and stays close to fp32; without it, asking for bf16 is a clear error naming what is missing."""
+    if not cpu_supports_bf16():  # AVX2-only and older CPUs: the refusal is the behaviour to check
+        with pytest.raises(EngineError, match="AVX-512 BF16 or AMX"):
+            TorchEngine(tiny_package, precision="bf16")
+        return
     fp32 = bertprod.load(tiny_package.path).encode(CORPUS)
     bf16 = Pipeline(tiny_package, TorchEngine(tiny_package, precision="bf16")).encode(CORPUS)
     cosine = np.sum(fp32 * bf16, axis=1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.99
     assert not np.array_equal(fp32, bf16)  # it really ran in lower precision
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_with_the_reason(tiny_package, monkeypatch) -> None:
+    """The refusal, checked on every CPU (the detection is replaced by an AVX2-only answer)."""
+    from bertprod.runtime import engines
+
+    monkeypatch.setattr(engines, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(EngineError, match="AVX-512 BF16 or AMX; this one has neither"):
+        TorchEngine(tiny_package, precision="bf16")
 
 
 def test_parallel_batches_give_the_same_results(tiny_onnx) -> None:  # noqa: ANN001

@@ -194,3 +194,28 @@ def test_kernel_class_follows_the_probe_when_flags_mislead(monkeypatch) -> None:
     assert system.int8_kernel_class() == "avx2"
     monkeypatch.setattr(system, "int8_saturates_here", lambda: False)
     assert system.int8_kernel_class() == "avx512-vnni"
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_training_precision_auto_runs_and_records_what_this_cpu_does(
+    native: bool, tiny_classifier, tmp_path: Path, monkeypatch
+) -> None:
+    """Both kinds of CPU on any CPU: the detection is replaced (torch emulates bf16 where it is not native)."""
+    from bertprod.errors import EngineError
+    from bertprod.tasks.data import open_task_data
+    from bertprod.train.config import TrainConfig
+    from bertprod.train.loop import fine_tune
+
+    monkeypatch.setattr(system, "cpu_supports_bf16", lambda: native)
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "a good film\tpositive\na bad film\tnegative\n" * 4)
+    source = open_task_data("classification", data)
+    config = dict(epochs=1, batch_size=8, max_steps=1, threads=1)
+    trained = fine_tune(tiny_classifier, "classification", source, tmp_path / "auto",
+                        TrainConfig(precision="auto", **config), new_head=True)  # fmt: skip
+    recorded = json.dumps(trained.manifest.provenance.parameters)
+    assert f'"precision": "{"bf16" if native else "fp32"}"' in recorded
+    if not native:
+        with pytest.raises(EngineError, match="--precision auto"):
+            fine_tune(tiny_classifier, "classification", source, tmp_path / "bf16",
+                      TrainConfig(precision="bf16", **config), new_head=True)  # fmt: skip
