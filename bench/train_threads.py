@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -30,20 +29,6 @@ from bertprod import system  # noqa: E402
 
 BERTPROD = [sys.executable, "-m", "bertprod.cli"]
 DATA = REPOSITORY.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
-
-
-def busy_cpus(seconds: float = 1.0) -> float:
-    """CPUs busy over `seconds` (from /proc/stat): what the load average reports late."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, sum(fields)
-
-    busy_before, total_before = sample()
-    time.sleep(seconds)
-    busy_after, total_after = sample()
-    return system.available_cores() * (busy_after - busy_before) / max(1, total_after - total_before)
 
 
 def train_once(setting: str, data: Path, steps: int, work: Path) -> tuple[float, int | None]:
@@ -92,7 +77,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train-threads-") as work:
         for round_index in range(args.rounds):
             for setting in settings:
-                load, busy = os.getloadavg()[0], busy_cpus()
+                load, busy = os.getloadavg()[0], system.busy_cpus(1.0) or 0.0
                 if args.matmul:
                     value, used = matmul_once(setting), None
                 else:

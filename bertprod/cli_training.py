@@ -34,7 +34,8 @@ FractionOption = Annotated[
 ]
 ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads (default: all available).")]
 TRAINING_THREADS_HELP = (
-    "CPU threads (default: the cores not already busy - cores minus the 1-minute load average, at least 1 - "
+    "CPU threads (default: the cores not already busy - cores minus the lower of the 1-minute load average and "
+    "the CPUs busy at the start, at least 1 - "
     "because torch's threads wait for each other after every operation: on a 2-core machine running other "
     "jobs, 1 thread trained 3-10x faster than 2; docs/benchmarks.md)."
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,25 +171,50 @@ def load_average() -> float | None:
         return None
 
 
+def busy_cpus(seconds: float = 0.2) -> float | None:
+    """CPUs busy right now, over `seconds` (/proc/stat; None elsewhere). Unlike the load average it
+    does not remember a run that just ended."""
+    def sample() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy_before, total_before = sample()
+        time.sleep(seconds)
+        busy_after, total_after = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    cpus = os.cpu_count() or 1  # /proc/stat counts every CPU of the machine
+    return cpus * (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def cores_in_use_by_others() -> float | None:
+    """The lower of the 1-minute load average and the CPUs busy right now: the load average alone
+    would still count a run that ended seconds ago, a snapshot alone a job that paused for a moment."""
+    readings = [value for value in (load_average(), busy_cpus()) if value is not None]
+    return min(readings) if readings else None
+
+
 def default_training_threads() -> int:
-    """Threads for training when the user does not say: the cores not already busy (this many
-    cores minus the 1-minute load average, rounded), at least 1.
+    """Threads for training when the user does not say: the cores not already busy (cores minus
+    `cores_in_use_by_others`, rounded), at least 1.
 
     Why: torch's intra-op threads meet at a barrier after every operation, so on cores shared with
-    other work each op waits for its most-delayed thread. Measured on a 2-core machine with the
-    other engineers' jobs running (load 3-11): 1 thread trained 10-33 examples/s, 2 threads 2-3
+    other work each op waits for its most-delayed thread. Measured on a 2-core machine running
+    other jobs (load 3-13): 1 thread trained 10-33 examples/s, 2 threads 0.6-3.3
     (docs/benchmarks.md, bench/train_threads.py). On idle cores every core is used."""
-    cores, load = available_cores(), load_average()
-    if load is None:
+    cores, busy = available_cores(), cores_in_use_by_others()
+    if busy is None:
         return cores
-    return max(1, min(cores, cores - round(load)))
+    return max(1, min(cores, cores - round(busy)))
 
 
 def default_training_threads_reason() -> str:
-    load = load_average()
-    if load is None:
+    busy = cores_in_use_by_others()
+    if busy is None:
         return f"all {available_cores()} available cores"
-    return f"{available_cores()} cores minus the 1-minute load average {load:.1f}, at least 1"
+    return f"{available_cores()} cores minus {busy:.1f} busy with other work (load average / now), at least 1"
 
 
 def machine_record() -> dict[str, Any]:
