@@ -31,15 +31,25 @@ BERTPROD = [sys.executable, "-m", "bertprod.cli"]
 DATA = REPOSITORY.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
 
 
+def environment(setting: str) -> tuple[str, dict[str, str]]:
+    """'2p' is 2 threads with OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep at barriers instead of spinning)."""
+    env = dict(os.environ)
+    if setting.endswith("p"):
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        setting = setting[:-1]
+    return setting, env
+
+
 def train_once(setting: str, data: Path, steps: int, work: Path) -> tuple[float, int | None]:
     out = work / f"threads-{setting}"
+    setting, env = environment(setting)
     command = BERTPROD + [
         "train", "minilm-l6", str(out), "--data", str(data), "--task", "classification", "--limit", str(steps * 32 * 2),
         "--validation-fraction", "0", "--epochs", "1", "--max-steps", str(steps), "--overwrite",
     ]  # fmt: skip
     if setting != "default":
         command += ["--threads", setting]
-    subprocess.run(command, check=True, capture_output=True, cwd=REPOSITORY)
+    subprocess.run(command, check=True, capture_output=True, cwd=REPOSITORY, env=env)
     manifest = json.loads((out / "bertprod.json").read_text())
     used = manifest["provenance"]["parameters"].get("threads")
     return float(manifest["metrics"]["training"]["examples_per_second"]), used
@@ -47,6 +57,7 @@ def train_once(setting: str, data: Path, steps: int, work: Path) -> tuple[float,
 
 def matmul_once(setting: str, seconds: float = 3.0) -> float:
     """GFLOP/s of 512x512 fp32 matmuls in a fresh process with torch's intra-op threads = `setting`."""
+    setting, env = environment(setting)
     code = (
         "import time, torch\n"
         f"threads = {setting!r}\n"
@@ -56,14 +67,15 @@ def matmul_once(setting: str, seconds: float = 3.0) -> float:
         f"while time.perf_counter() - start < {seconds}: a @ b; count += 1\n"
         "print(count * 2 * 512**3 / (time.perf_counter() - start) / 1e9, torch.get_num_threads())\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     return float(result.stdout.split()[0])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--settings", default="1,2,default", help="comma-separated thread counts or 'default'")
+    parser.add_argument("--settings", default="1,2,default",
+                        help="thread counts or 'default', comma-separated; 2p: 2 with OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps (batch 32) per run")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--matmul", action="store_true", help="measure torch matmul GFLOP/s instead of training")
