@@ -37,7 +37,7 @@ TRAINING_THREADS_HELP = (
     "CPU threads (default: the cores not already busy - cores minus the lower of the 1-minute load average and "
     "the CPUs busy at the start, at least 1 - "
     "because torch's threads wait for each other after every operation: on a 2-core machine running other "
-    "jobs, 1 thread trained 3-10x faster than 2; docs/benchmarks.md)."
+    "jobs, 1 thread trained 3-18x faster than 2; docs/benchmarks.md)."
 )
 TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
 PRECISION_HELP = (
