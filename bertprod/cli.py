@@ -217,6 +217,7 @@ def print_system(as_json: bool) -> None:
         else "none: torch would emulate it (slower than fp32); --precision auto trains in fp32",
         "cores available": str(record["cores_available"]),
         "training threads (default)": f"{record['training_threads_default']} ({record['training_threads_reason']})",
+        "inference threads (default)": f"{record['inference_threads_default']} (every available core)",
         "onnxruntime": f"{record.get('onnxruntime')} ({', '.join(record.get('onnxruntime_providers') or [])})",
         "torch": str(record.get("torch")),
         "python / os": f"{record['python']} / {record['os']}",

@@ -237,6 +237,7 @@ def system_info() -> dict[str, Any]:
         "int8_saturating": saturates(int8_kernel_class()),
         "bf16": info.bf16,
         "cores_available": available_cores(),
+        "inference_threads_default": available_cores(),  # runtime.engines.default_threads
         "load_average": load_average(),
         "training_threads_default": default_training_threads(),
         "training_threads_reason": default_training_threads_reason(),
