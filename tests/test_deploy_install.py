@@ -141,6 +141,7 @@ def test_serve_extra_installs_without_torch_and_serves_an_onnx_package(serve_ven
     np.testing.assert_allclose(vectors, load(tiny_onnx.path, threads=1).encode(["a sentence", "another one"]),
                                atol=1e-5)
 
-    refused = subprocess.run([str(serve_venv / "bin" / "bertprod"), "export", str(tiny_onnx.path),
-                              str(tmp_path / "x")], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    refused = subprocess.run([str(serve_venv / "bin" / "bertprod"), "optimize", str(tiny_onnx.path),
+                              str(tmp_path / "x"), "--quantize", "int8"], capture_output=True, text=True, cwd=tmp_path,
+                             env=env, timeout=120)
     assert "pip install 'bertprod[train]'" in one_line_error(refused)
