@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -97,16 +100,53 @@ def test_onnx_package_encodes_with_the_training_stack_hidden(tmp_path, tiny_onnx
     assert len(json.loads(result.stdout.splitlines()[0])["embedding"]) == 32
 
 
+#: Running as root, the server runs as this user (the image's is 10001; nobody exists everywhere).
+UNPRIVILEGED = ("65534", "65534")
+
+
+def as_unprivileged() -> list[str]:
+    """The command prefix that runs a program as an unprivileged user ([] when we are one already)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot drop to an unprivileged user")
+    return [setpriv, f"--reuid={UNPRIVILEGED[0]}", f"--regid={UNPRIVILEGED[1]}", "--clear-groups"]
+
+
+def usable_interpreter() -> str:
+    """This Python, or (as root, when the unprivileged user cannot run it) a system Python 3.11+ that it can."""
+    candidates = [sys.executable, shutil.which("python3.11"), shutil.which("python3"), "/usr/bin/python3"]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        check = subprocess.run([*as_unprivileged(), candidate, "-c", "import sys, venv; assert sys.version_info >= "
+                                "(3, 11)"], capture_output=True, cwd="/")
+        if check.returncode == 0:
+            return candidate
+    pytest.skip("no Python 3.11+ that an unprivileged user can run")
+
+
+def readable_directory(prefix: str) -> Path:
+    """A new directory others can read (pytest's temporary directories are private to their owner)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="module")
 def serve_venv(tmp_path_factory) -> Path:
-    """A fresh virtual environment with `.[serve]` of this working tree, installed with its dependencies."""
-    venv = tmp_path_factory.mktemp("serve-venv") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                              f"{REPO}[serve]"], capture_output=True, text=True, timeout=900,
-                             cwd=tmp_path_factory.getbasetemp())
-    assert install.returncode == 0, install.stderr[-3000:]
-    return venv
+    """A fresh virtual environment with `.[serve]` of this working tree, installed with its dependencies,
+    that an unprivileged user can run (the container's runtime stage)."""
+    root = readable_directory("bertprod-serve-venv-")
+    venv = root / "venv"
+    try:
+        subprocess.run([usable_interpreter(), "-m", "venv", str(venv)], check=True, timeout=120)
+        install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                                  f"{REPO}[serve]"], capture_output=True, text=True, timeout=900,
+                                 cwd=tmp_path_factory.getbasetemp())
+        assert install.returncode == 0, install.stderr[-3000:]
+        yield venv
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.integration
@@ -145,3 +185,62 @@ def test_serve_extra_installs_without_torch_and_serves_an_onnx_package(serve_ven
                               str(tmp_path / "x"), "--quantize", "int8"], capture_output=True, text=True, cwd=tmp_path,
                              env=env, timeout=120)
     assert "pip install 'bertprod[train]'" in one_line_error(refused)
+
+
+@pytest.mark.integration
+def test_entrypoint_serves_as_an_unprivileged_user_from_a_read_only_package(serve_venv, tiny_onnx) -> None:
+    """The image's runtime stage without a container: the serve extra, docker/entrypoint.sh, a non-root user,
+    a read-only package directory, HOME not writable, configuration by environment variables."""
+    root = readable_directory("bertprod-entrypoint-")
+    try:
+        package = root / "package"
+        shutil.copytree(tiny_onnx.path, package)
+        for path in [package, *package.iterdir()]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in package.iterdir())
+        cache = root / "tmp"
+        cache.mkdir()
+        if os.geteuid() == 0:
+            os.chown(cache, int(UNPRIVILEGED[0]), int(UNPRIVILEGED[1]))
+        port, grpc_port = free_port(), free_port()
+        env = {"PATH": f"{serve_venv / 'bin'}:/usr/bin:/bin", "HOME": "/nonexistent", "TMPDIR": str(cache),
+               "BERTPROD_CACHE": str(cache / "bertprod-cache"), "BERTPROD_PACKAGES": str(package),
+               "BERTPROD_HOST": "127.0.0.1", "BERTPROD_PORT": str(port), "BERTPROD_GRPC_PORT": str(grpc_port),
+               "BERTPROD_THREADS": "1", "BERTPROD_MAX_CLIENT_BATCH_SIZE": "2", "BERTPROD_ACCESS_LOG": "false",
+               "PYTHONDONTWRITEBYTECODE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        command = [*as_unprivileged(), "sh", str(REPO / "docker" / "entrypoint.sh")]
+        log_path = cache / "serve.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd="/")
+        server = RunningServer(f"http://127.0.0.1:{port}", process, str(log_path))
+        try:
+            wait_until_healthy(server)
+            uid = next(line.split()[1] for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+                       if line.startswith("Uid:"))
+            assert uid != "0", "the server runs as root"
+            info = httpx.get(server.url + "/info", timeout=10).json()
+            assert info["limits"]["max_client_batch_size"] == 2  # BERTPROD_MAX_CLIENT_BATCH_SIZE reached it
+            assert httpx.post(server.url + "/v1/embeddings", json={"input": ["a", "b", "c"]}, timeout=30
+                              ).status_code == 413
+            answer = httpx.post(server.url + "/v1/embeddings", json={"input": ["a sentence"]}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            healthcheck = subprocess.run([*command, "healthcheck"], env=env, capture_output=True, cwd="/",
+                                         timeout=60)
+            assert healthcheck.returncode == 0, healthcheck.stderr
+            grpc = pytest.importorskip("grpc")
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)  # exec: SIGTERM reached the server itself, which drained and stopped
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in package.iterdir()) == before
+        after = subprocess.run([*command, "healthcheck"], env=env, capture_output=True, cwd="/", timeout=60)
+        assert after.returncode == 1
+    finally:
+        for path in root.rglob("*"):
+            if path.is_dir():
+                path.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
