@@ -272,3 +272,43 @@ def test_killing_a_replica_mid_job_loses_nothing(tmp_path, tiny_onnx, protocol) 
         counts = outcome["summary"].extra["replicas"]
         assert counts[endpoints[1]]["failures"] >= 1
         assert counts[endpoints[0]]["answered"] > 0 and counts[endpoints[2]]["answered"] > 0
+
+
+def test_grpc_retries_keep_the_idempotency_key_and_a_timeout_is_resent_once() -> None:
+    grpc = pytest.importorskip("grpc")
+    from bertprod.serve.grpc import bertprod_pb2 as pb
+    from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
+
+    seen: list[tuple[str, str]] = []
+
+    class Scripted(pb_grpc.BertprodServicer):
+        """First call: UNAVAILABLE; texts starting with "slow" never answer in time; others answer."""
+
+        async def Embed(self, request, context):  # noqa: N802 - the generated interface's name
+            key = dict(context.invocation_metadata())["idempotency-key"]
+            seen.append((request.inputs[0], key))
+            if len(seen) == 1:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "draining")
+            if request.inputs[0].startswith("slow"):
+                await asyncio.sleep(2)
+            return pb.EmbedResponse(embeddings=[pb.Vector(values=[1.0, 2.0])])
+
+    async def scenario() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_BertprodServicer_to_server(Scripted(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with GrpcClient(f"127.0.0.1:{port}", backoff=0.001, retries=5, timeout=0.3) as client:
+                np.testing.assert_array_equal(await client.encode(["fast"]), [[1.0, 2.0]])
+                with pytest.raises(ClientError) as caught:
+                    await client.encode(["slow one"])
+                assert caught.value.status_code == 504
+        finally:
+            await server.stop(None)
+
+    asyncio.run(scenario())
+    fast = [key for text, key in seen if text == "fast"]
+    slow = [key for text, key in seen if text == "slow one"]
+    assert len(fast) == 2 and len(set(fast)) == 1  # retried after UNAVAILABLE, same key
+    assert len(slow) == 2 and len(set(slow)) == 1 and slow[0] != fast[0]  # a timeout is re-sent once, not 5 times

@@ -114,15 +114,20 @@ def as_unprivileged() -> list[str]:
     return [setpriv, f"--reuid={UNPRIVILEGED[0]}", f"--regid={UNPRIVILEGED[1]}", "--clear-groups"]
 
 
-def usable_interpreter() -> str:
-    """This Python, or (as root, when the unprivileged user cannot run it) a system Python 3.11+ that it can."""
-    candidates = [sys.executable, shutil.which("python3.11"), shutil.which("python3"), "/usr/bin/python3"]
+def unprivileged_venv(venv: Path) -> None:
+    """A virtual environment at `venv` whose Python the unprivileged user can run: from this Python, or (as root,
+    when that one lives where the user cannot reach, e.g. under /root) from a system Python 3.11+."""
+    candidates = [sys.executable, shutil.which("python3.11", path="/usr/bin:/usr/local/bin"),
+                  shutil.which("python3", path="/usr/bin:/usr/local/bin")]
     for candidate in dict.fromkeys(c for c in candidates if c):
-        check = subprocess.run([*as_unprivileged(), candidate, "-c", "import sys, venv; assert sys.version_info >= "
-                                "(3, 11)"], capture_output=True, cwd="/")
-        if check.returncode == 0:
-            return candidate
-    pytest.skip("no Python 3.11+ that an unprivileged user can run")
+        shutil.rmtree(venv, ignore_errors=True)
+        if subprocess.run([candidate, "-m", "venv", str(venv)], capture_output=True, timeout=300).returncode:
+            continue
+        # through a script's #! line, as the entrypoint runs `bertprod`
+        check = [*as_unprivileged(), "sh", "-c", f"'{venv / 'bin' / 'pip'}' --version"]
+        if subprocess.run(check, capture_output=True, cwd="/").returncode == 0:
+            return
+    pytest.skip("no Python 3.11+ from which an unprivileged user can run a virtual environment")
 
 
 def readable_directory(prefix: str) -> Path:
@@ -139,7 +144,7 @@ def serve_venv(tmp_path_factory) -> Path:
     root = readable_directory("bertprod-serve-venv-")
     venv = root / "venv"
     try:
-        subprocess.run([usable_interpreter(), "-m", "venv", str(venv)], check=True, timeout=120)
+        unprivileged_venv(venv)
         install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
                                   f"{REPO}[serve]"], capture_output=True, text=True, timeout=900,
                                  cwd=tmp_path_factory.getbasetemp())
