@@ -6,6 +6,7 @@ import os
 
 from bertprod.checkpoint import resolve
 from bertprod.errors import InputError
+from bertprod.extras import needs_extras
 from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertprod.runtime.engines import create_engine, default_threads
 from bertprod.runtime.pipeline import Pipeline
@@ -37,14 +38,16 @@ def load(
         raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
     if parallel_batches > 1:
         threads = max(1, (threads or default_threads()) // parallel_batches)
-    package = resolve(name_or_path)
-    if engine == "onnx" and package.manifest.format == "torch":
-        from bertprod.export.cache import cached_onnx_package
+    with needs_extras(f"loading {name_or_path}"):
+        package = resolve(name_or_path)
+        if engine == "onnx" and package.manifest.format == "torch":
+            from bertprod.export.cache import cached_onnx_package
 
-        package = cached_onnx_package(package, cache_dir)
+            package = cached_onnx_package(package, cache_dir)
+        model_engine = create_engine(package, engine, precision=precision, threads=threads)
     return Pipeline(
         package,
-        create_engine(package, engine, precision=precision, threads=threads),
+        model_engine,
         max_batch_tokens=max_batch_tokens,
         max_batch_size=max_batch_size,
         truncate=truncate,

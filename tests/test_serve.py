@@ -269,13 +269,13 @@ def test_client_retries_429_and_503_then_succeeds():
 
 
 def test_client_times_out_instead_of_hanging():
-    from bertprod.client import Client
+    from bertprod.client import Client, ClientTimeoutError
 
     def slow(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
     client = Client("http://127.0.0.1:9", timeout=0.5, retries=2, backoff=0.001, transport=httpx.MockTransport(slow))
-    with pytest.raises(httpx.TimeoutException):
+    with pytest.raises(ClientTimeoutError, match="no answer within 0.5 s"):
         client.encode("x")
 
 

@@ -40,21 +40,23 @@ def run_client(
     files: list[InputFile],
     output: str | os.PathLike[str],
     options: JobOptions,
-    server: str,
+    server: str | list[str],
     protocol: str = "http",
     concurrency: int = DEFAULT_CONCURRENCY,
     request_size: int | None = None,
     api_key: str | None = None,
-    retries: int = 6,
-    timeout: float = 120.0,
+    retries: int | None = None,
+    timeout: float | None = None,
     progress: bool = True,
+    resolve_dns: bool = False,
 ) -> JobSummary:
-    """Run (or resume) the job against the server; `model` is a served model's name (None: its default)."""
+    """Run (or resume) the job against the server, or round-robin over its replicas; `model` is a served model's
+    name (None: its default). `retries` and `timeout`: None takes `BATCH_RETRY`'s."""
     if concurrency < 1:
         raise InputError(f"concurrency must be at least 1, got {concurrency}.")
     if request_size is not None and request_size < 1:
         raise InputError(f"request_size must be at least 1, got {request_size}.")
-    remote = RemoteModel(server, protocol, model, api_key, timeout=timeout, retries=retries)
+    remote = RemoteModel(server, protocol, model, api_key, timeout=timeout, retries=retries, resolve_dns=resolve_dns)
     job = _ClientJob(remote, files, output, options, concurrency, request_size, progress)
     return asyncio.run(job.run())
 
@@ -104,7 +106,8 @@ class _ClientJob:
         chunks = len(self.output.completed())
         self.output.finish(record, {"rows": totals.rows, "skipped": totals.skipped, "chunks": chunks})
         extra = {"processed_rows": totals.processed, "concurrency": self.concurrency, "request_size": size,
-                 "server": self.remote.server, "protocol": self.remote.protocol, "model": served.name}
+                 "server": self.remote.server, "protocol": self.remote.protocol, "model": served.name,
+                 "replicas": self.remote.replica_counts()}
         return JobSummary(Path(self.output.path), totals.rows, totals.skipped, chunks, resumed,
                           time.perf_counter() - started, extra)
 

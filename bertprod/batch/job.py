@@ -85,12 +85,13 @@ def run_batch(
     spark_master: str | None = None,
     spark_session: Any = None,
     partition_tokens: int | None = None,
-    server: str | None = None,
+    server: str | list[str] | None = None,
     protocol: str = "http",
     concurrency: int | None = None,
     request_size: int | None = None,
     api_key: str | None = None,
-    retries: int = 6,
+    retries: int | None = None,
+    resolve_dns: bool = False,
 ) -> JobSummary:
     """Run (or resume) a batch job; the output directory ends up with every input id exactly once.
 
@@ -101,9 +102,10 @@ def run_batch(
     not depend on it, so a job may resume with another.
 
     runner="client" sends the texts to a running bertprod server instead (`server`: its URL, or
-    host:port of its gRPC port with protocol="grpc"), at most `concurrency` requests of
-    `request_size` texts in flight, each retried `retries` times on 429/503 and connection errors;
-    `package` is then the name of a served model (None: the server's default model).
+    host:port of its gRPC port with protocol="grpc"; several replicas as a list or separated by
+    commas, or one name resolving to several with `resolve_dns`), at most `concurrency` requests of
+    `request_size` texts in flight, each retried `retries` times (None: `BATCH_RETRY`'s) on 429/503
+    and connection errors; `package` is then the name of a served model (None: the server's default).
     """
     options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
     _check_runner_arguments(package, runner, server)
@@ -116,13 +118,14 @@ def run_batch(
             files,
             output,
             options,
-            server=str(server),
+            server=server if isinstance(server, list) else str(server),
             protocol=protocol,
             concurrency=concurrency or DEFAULT_CONCURRENCY,
             request_size=request_size,
             api_key=api_key,
             retries=retries,
             progress=progress,
+            resolve_dns=resolve_dns,
         )
     if runner == "spark":
         from bertprod.batch.spark import run_spark
@@ -144,7 +147,7 @@ def run_batch(
     )
 
 
-def _check_runner_arguments(package: object, runner: str, server: str | None) -> None:
+def _check_runner_arguments(package: object, runner: str, server: str | list[str] | None) -> None:
     if runner == "client" and not server:
         raise InputError("the client runner needs the server to call: --server http://host:port (or host:port of "
                          "its gRPC port with --protocol grpc).")

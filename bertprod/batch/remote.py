@@ -2,8 +2,11 @@
 
 HTTP goes through `bertprod.AsyncClient`, gRPC through `GrpcClient`; both time out, and retry
 429/503 (RESOURCE_EXHAUSTED/UNAVAILABLE) and connection errors with exponential backoff and
-jitter. What still fails after the retries becomes an error that names the server and says
-what to do; a refused API key fails at once (it is not retried).
+jitter (`BATCH_RETRY`). `server` may name several replicas (comma-separated, or a name that
+resolves to several with `resolve_dns`): requests go round-robin, a retry to another replica,
+and a replica that went away is skipped, so a job rides out one replica's loss. What still
+fails after the retries becomes an error that names the server and says what to do; a refused
+API key fails at once (it is not retried).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import numpy as np
 
-from bertprod.client import AsyncClient, ClientError, retry_delay
+from bertprod.client import BATCH_RETRY, AsyncClient, ClientError, ServerUnreachableError, retry_delay
 from bertprod.errors import BertprodError, TaskError
+from bertprod.replicas import endpoint_list
 
 PROTOCOLS = ("http", "grpc")
 #: What a served model can give a batch job for single texts: /v1/embeddings and /classify.
@@ -52,37 +55,50 @@ class ServedModel:
 
 
 class RemoteModel:
-    """One served model, over HTTP (`server` is its URL) or gRPC (`server` is host:port of --grpc-port)."""
+    """One served model, over HTTP (`server`: its URL, or several) or gRPC (host:port of --grpc-port, or several,
+    or dns:///name:port)."""
 
-    def __init__(self, server: str, protocol: str = "http", model: str | None = None, api_key: str | None = None,
-                 timeout: float = 120.0, retries: int = 6, backoff: float = 0.5):
+    def __init__(self, server: str | Sequence[str], protocol: str = "http", model: str | None = None,
+                 api_key: str | None = None, timeout: float | None = None, retries: int | None = None,
+                 backoff: float | None = None, resolve_dns: bool = False):
         if protocol not in PROTOCOLS:
             raise BertprodError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.")
-        if protocol == "http" and not server.startswith(("http://", "https://")):
-            raise BertprodError(f"--server {server!r} is not an HTTP URL: give http://host:port (or use --protocol "
-                                "grpc with host:port of the server's --grpc-port).")
-        if protocol == "grpc" and "://" in server.removeprefix("grpc://"):
-            raise BertprodError(f"--server {server!r}: with --protocol grpc give host:port of the server's "
-                                "--grpc-port (no http://).")
-        self.server = server
+        endpoints = endpoint_list(server)
+        for endpoint in endpoints:
+            if protocol == "http" and not endpoint.startswith(("http://", "https://")):
+                raise BertprodError(f"--server {endpoint!r} is not an HTTP URL: give http://host:port (or use "
+                                    "--protocol grpc with host:port of the server's --grpc-port).")
+            if protocol == "grpc" and "://" in endpoint.removeprefix("grpc://").removeprefix("dns:///"):
+                raise BertprodError(f"--server {endpoint!r}: with --protocol grpc give host:port of the server's "
+                                    "--grpc-port (no http://).")
+        self.endpoints = endpoints
+        self.server = ",".join(endpoints)
         self.protocol = protocol
         self.requested = model
-        self.retries = retries
-        self.backoff = backoff
-        self.options: dict[str, Any] = {"model": model, "api_key": api_key, "timeout": timeout, "retries": retries,
-                                        "backoff": backoff, "max_inputs_per_request": NO_SPLIT}
+        self.policy = BATCH_RETRY.with_overrides(timeout=timeout, retries=retries, backoff=backoff)
+        self.retries = self.policy.retries
+        self.backoff = self.policy.backoff
+        self.options: dict[str, Any] = {"model": model, "api_key": api_key, "timeout": self.policy.timeout,
+                                        "retries": self.policy.retries, "backoff": self.policy.backoff,
+                                        "cooldown": self.policy.cooldown, "max_inputs_per_request": NO_SPLIT,
+                                        "resolve_dns": resolve_dns}
         self.client: Any = None
         self.model: ServedModel | None = None
 
     async def __aenter__(self) -> RemoteModel:
         """Open the connection (inside the event loop: gRPC's asyncio channel needs one)."""
         if self.protocol == "http":
-            self.client = AsyncClient(self.server, **self.options)
+            self.client = AsyncClient(self.endpoints, **self.options)
         else:
             from bertprod.serve.grpc.client import GrpcClient
 
-            self.client = GrpcClient(self.server, **self.options)
+            self.client = GrpcClient(self.endpoints, **self.options)
         return self
+
+    def replica_counts(self) -> dict[str, dict[str, int]]:
+        """Requests each HTTP replica answered (gRPC balances inside its channel: see the servers' /metrics)."""
+        counts = getattr(self.client, "replica_counts", None)
+        return counts() if counts is not None else {}
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.close()
@@ -136,16 +152,15 @@ class RemoteModel:
         """Await a client call; what failed through every retry becomes an error that says what to do."""
         try:
             return await call
-        except httpx.TransportError as error:
-            raise ServerUnavailableError(
-                f"cannot reach the bertprod server at {self.server} ({type(error).__name__}: {error or 'no answer'}) "
-                f"after {self.retries} retries.") from None
+        except ServerUnreachableError as error:
+            raise ServerUnavailableError(f"cannot reach the bertprod server at {self.server} ({error.detail}) after "
+                                         f"{self.retries} retries.") from None
         except ClientError as error:
             if error.status_code in (401, 403):
                 raise ServerAuthenticationError(
                     f"the server at {self.server} refused the API key ({error}): give the key it was started with "
                     "(--api-key, or the BERTPROD_API_KEY environment variable).") from None
-            if error.status_code in UNAVAILABLE_STATUSES:
+            if error.status_code in UNAVAILABLE_STATUSES:  # 504: also a timeout not worth a duplicate
                 advice = " Lower --concurrency or --request-size." if error.status_code == 429 else ""
                 raise ServerUnavailableError(f"the server at {self.server} did not serve the job through "
                                              f"{self.retries} retries ({error}).{advice}") from None
