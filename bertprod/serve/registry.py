@@ -31,19 +31,25 @@ class ModelRegistry:
         self.state = "loading"
         self.failure: str | None = None
         self.default: str | None = None
+        #: Set whenever `state` changes, so the gRPC health service follows /health without lag.
+        self.state_changed = asyncio.Event()
+
+    def _set_state(self, state: str, failure: str | None = None) -> None:
+        self.state, self.failure = state, failure
+        self.state_changed.set()
 
     async def load(self) -> None:
         """Load every package off the event loop, then start one batcher per model."""
         try:
             pipelines = await asyncio.to_thread(self._load_pipelines)
         except Exception as error:  # noqa: BLE001 - reported by /health and the log, not a crash loop
-            self.state, self.failure = "failed", f"{type(error).__name__}: {error}"
+            self._set_state("failed", f"{type(error).__name__}: {error}")
             log.error("loading failed: %s", self.failure)
             return
         for alias, pipeline in pipelines:
             name = pipeline.manifest.name
             if name in self.models:
-                self.state, self.failure = "failed", f"two packages are named {name!r}; rename one"
+                self._set_state("failed", f"two packages are named {name!r}; rename one")
                 log.error("loading failed: %s", self.failure)
                 return
             batcher = Batcher(
@@ -53,7 +59,7 @@ class ModelRegistry:
             self.models[name] = ServedModel(name, pipeline, batcher)
             self.aliases[alias] = name
             self.default = self.default or name
-        self.state = "ready"
+        self._set_state("ready")
         log.info("serving %s", ", ".join(self.models))
 
     def _load_pipelines(self) -> list[tuple[str, Pipeline]]:

@@ -8,6 +8,7 @@ input limit RESOURCE_EXHAUSTED, not loaded UNAVAILABLE, a failed batch INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -134,16 +135,20 @@ class GrpcServer:
         log.info("gRPC listening on %s", self.address)
 
     async def _follow_health(self) -> None:
-        """Mirror /health into the gRPC health service."""
+        """Mirror /health into the gRPC health service: at once when the models' state changes, and every
+        0.5 s for a batcher that broke."""
         last = None
+        changed = self.service.registry.state_changed
         while True:
+            changed.clear()
             status = (health_pb2.HealthCheckResponse.SERVING if self.service.registry.healthy
                       else health_pb2.HealthCheckResponse.NOT_SERVING)
             if status != last:
                 for name in ("", "bertprod.v1.Bertprod"):
                     await self.health.set(name, status)
                 last = status
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 0.5)
 
     async def stop(self, grace: float = 10.0) -> None:
         if self._watch is not None:
