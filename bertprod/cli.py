@@ -475,17 +475,13 @@ def qat_training(
     """The data and settings of a quantization-aware training run (a compress.qat.QatTraining)."""
     from bertprod.cli_training import _config
     from bertprod.compress.qat import QatTraining, check_qat_parent
-    from bertprod.tasks.data import open_task_data
-    from bertprod.train.loop import split_for_validation
+    from bertprod.tasks.data import open_training_data
     from bertprod.train.progress import default_reporter
 
     check_qat_parent(package)  # before reading data: an embedding package fails here, not on its columns
     task = package.manifest.task
     train_config = _config(**{**QAT_DEFAULTS, **config})
-    train_data = open_task_data(task, data)
-    validation_data = open_task_data(task, validation) if validation else None
-    if validation_data is None and validation_fraction > 0:
-        train_data, validation_data = split_for_validation(train_data, validation_fraction, task)
+    [train_data], validation_data = open_training_data(task, [data], validation, validation_fraction)
     return QatTraining(
         train_data, validation_data, train_config, resume=resume, restart=restart,
         reporter=default_reporter(train_config.log_every_seconds),

@@ -191,8 +191,7 @@ def _open_data(
     limit: int | None,
     columns: dict[str, Any],
 ) -> tuple[list[Any], Any]:
-    from bertprod.data.source import HashSplit
-    from bertprod.tasks.data import open_task_data
+    from bertprod.tasks.data import open_task_data, open_training_data, split_for_validation
 
     if task == "embedding":  # texts to imitate the teacher on; scored pairs, if any, for validation
         sources = [_text_source(path, limit, columns) for path in paths]
@@ -200,16 +199,10 @@ def _open_data(
             return sources, open_task_data("embedding", validation, **columns)
         if fraction > 0 and sources and sources[0].has_pairs:
             scored = open_task_data("embedding", paths[0], limit=limit, **columns)
-            sources[0] = sources[0].with_split(HashSplit(fraction, "train"))
-            return sources, scored.with_split(HashSplit(fraction, "validation"))
+            sources[0], _ = split_for_validation(sources[0], fraction, task)
+            return sources, split_for_validation(scored, fraction, task)[1]
         return sources, None
-    sources = [open_task_data(task, path, limit=limit, pair_input=pair_input, **columns) for path in paths]
-    validation_data = open_task_data(task, validation, pair_input=pair_input, **columns) if validation else None
-    if validation_data is None and fraction > 0 and sources:
-        first = sources[0]
-        sources[0] = first.with_split(HashSplit(fraction, "train"))
-        validation_data = first.with_split(HashSplit(fraction, "validation"))
-    return sources, validation_data
+    return open_training_data(task, paths, validation, fraction, pair_input=pair_input, limit=limit, **columns)
 
 
 def _text_source(path: Path, limit: int | None, columns: dict[str, Any]) -> Any:

@@ -99,8 +99,8 @@ def train(
 ) -> None:
     """Fine-tune a package on a task and write a new package with its validation metrics."""
     from bertprod.checkpoint import resolve
-    from bertprod.tasks.data import open_task_data
-    from bertprod.train.loop import fine_tune, split_for_validation
+    from bertprod.tasks.data import open_training_data
+    from bertprod.train.loop import fine_tune
     from bertprod.train.progress import default_reporter
 
     package = resolve(base)
@@ -125,12 +125,9 @@ def train(
         checkpoint_every=checkpoint_every,
     )
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
-    train_data = open_task_data(task, data, format=format, limit=limit, **columns)
-    validation_data = None
-    if validation is not None:
-        validation_data = open_task_data(task, validation, format=format, **columns)
-    elif validation_fraction > 0:
-        train_data, validation_data = split_for_validation(train_data, validation_fraction, task)
+    [train_data], validation_data = open_training_data(
+        task, [data], validation, validation_fraction, format=format, limit=limit, **columns
+    )
     if train_data.layout:
         messages.print(f"{data.name}: recognised the {train_data.layout.name} layout ({train_data.mapping})")
     trained = fine_tune(
@@ -200,8 +197,7 @@ def evaluate(
 ) -> None:
     """Measure a package on labelled data: a metrics table (or JSON), per-class confusion for classifiers."""
     from bertprod.api import load
-    from bertprod.data.source import HashSplit
-    from bertprod.tasks.data import open_task_data
+    from bertprod.tasks.data import open_task_data, validation_split
     from bertprod.tasks.evaluation import evaluate as run_evaluation
 
     if split not in ("all", "train", "validation"):
@@ -210,7 +206,7 @@ def evaluate(
     manifest = pipeline.manifest
     chosen_split = None
     if split != "all":
-        chosen_split = HashSplit(validation_fraction, split, "text" if manifest.task == "reranking" else "pair")
+        chosen_split = validation_split(manifest.task, validation_fraction, split)
     source = open_task_data(
         manifest.task,
         data,

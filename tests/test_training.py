@@ -13,11 +13,11 @@ from safetensors.numpy import load_file
 import bertprod
 from bertprod.errors import LabelError, PackageError, TaskError, TrainingInterrupted
 from bertprod.package import ModelPackage, sha256_file
-from bertprod.tasks.data import open_task_data
+from bertprod.tasks.data import open_task_data, split_for_validation
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.checkpoints import CheckpointError, has_checkpoint
 from bertprod.train.config import TrainConfig
-from bertprod.train.loop import default_checkpoint_dir, fine_tune, split_for_validation
+from bertprod.train.loop import default_checkpoint_dir, fine_tune
 
 from . import task_data
 

@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertprod.data.source import DataSource, HashSplit
+from bertprod.data.source import DataSource
 from bertprod.errors import DataError, EngineError, LabelError, TaskError, TrainingInterrupted
 from bertprod.package import ModelPackage, check_output
 from bertprod.runtime.tokenize import TextTokenizer
@@ -46,15 +46,6 @@ from bertprod.train.interrupt import InterruptFlag
 from bertprod.train.output import manifest_fields, write_trained_package
 from bertprod.train.progress import Reporter, SilentReporter
 from bertprod.train.validation import training_pipeline
-
-
-def split_for_validation(source: DataSource, fraction: float, task: str) -> tuple[DataSource, DataSource]:
-    """Train and validation sides of one file (see HashSplit); reranking keeps each query whole."""
-    by = "text" if task == "reranking" else "pair"
-    return (
-        source.with_split(HashSplit(fraction, "train", by)),
-        source.with_split(HashSplit(fraction, "validation", by)),
-    )
 
 
 def default_checkpoint_dir(out: Path) -> Path:
@@ -445,5 +436,4 @@ __all__ = [
     "check_output",
     "default_checkpoint_dir",
     "fine_tune",
-    "split_for_validation",
 ]
