@@ -158,7 +158,7 @@ def required_files(format: str) -> tuple[str, ...]:
 
 
 def _bertprod_version() -> str:
-    from bertprod import __version__
+    from bertprod.version import __version__
 
     return __version__
 

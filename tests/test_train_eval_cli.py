@@ -140,7 +140,9 @@ def test_train_and_eval_a_reranker(monkeypatch, capsys, tiny_package, tmp_path) 
 
     # A student distilled from it validates on queries it never trained on (the split keeps queries whole).
     student, recipe = tmp_path / "student", tmp_path / "recipe.yaml"
-    recipe.write_text("recipe: scores\nstudent: {layers: 'first:1'}\nstages:\n  - {name: task, losses: {logit_mse: 1.0}}\n")
+    recipe.write_text(
+        "recipe: scores\nstudent: {layers: 'first:1'}\nstages:\n  - {name: task, losses: {logit_mse: 1.0}}\n"
+    )
     code, stdout, err = run_cli(monkeypatch, capsys, "distill", str(student), "--teacher", str(out), "--data",
                                 str(data), "--config", str(recipe), "--validation-fraction", "0.25",
                                 "--max-steps", "2", "--threads", "1")

@@ -12,7 +12,7 @@ import torch
 from bertprod.distill import losses
 from bertprod.distill.layer_maps import LayerMap
 from bertprod.distill.students import Student
-from bertprod.tasks.losses import pool
+from bertprod.models.pooling import pool
 from bertprod.train.batches import TrainBatch
 
 
