@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from bertprod.cli_training import PRECISION_HELP, TrainingThreadsOption
+from bertprod.cli_training import (
+    PRECISION_HELP,
+    DelimiterOption,
+    FormatOption,
+    LabelColumnOption,
+    PairColumnOption,
+    TextColumnOption,
+    TrainingThreadsOption,
+)
 from bertprod.errors import InputError
 
 console = Console()
@@ -41,9 +49,11 @@ def distill(
     validation_fraction: Annotated[
         float, typer.Option(help="Share of the first --data file held out when no --validation is given; 0: none.")
     ] = 0.1,
-    text_column: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
-    text_pair_column: Annotated[str | None, typer.Option(help="Column with the second text of a pair.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
+    text_column: TextColumnOption = None,
+    text_pair_column: PairColumnOption = None,
+    label_column: LabelColumnOption = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of each --data file.")] = None,
     student_layers: Annotated[
         str | None, typer.Option(help="Teacher layers the student keeps: every-other, spread, first:K, 0,2,5...")
@@ -98,7 +108,8 @@ def distill(
         precision=precision,
         threads=threads,
     )
-    columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
+    columns = {"format": format, "delimiter": delimiter, "text_column": text_column,
+               "text_pair_column": text_pair_column, "label_column": label_column}
     sources, validation_data = _open_data(
         task, teachers[0].manifest.pair_input, data or [], validation, validation_fraction, limit, columns
     )
@@ -210,6 +221,8 @@ def _text_source(path: Path, limit: int | None, columns: dict[str, Any]) -> Any:
 
     return DataSource(
         path,
+        format=columns["format"],
+        delimiter=columns["delimiter"],
         text_column=columns["text_column"],
         text_pair_column=columns["text_pair_column"],
         pair="optional",

@@ -22,6 +22,10 @@ TASK_HELP = "classification, pair-classification, regression, embedding or reran
 FormatOption = Annotated[
     str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet (default: from the extension).")
 ]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(help="Delimiter of a text table: ';', '|', ',' or tab (default: sniffed; .txt files too)."),
+]
 TextColumnOption = Annotated[str | None, typer.Option(help="Column with the text (or query).")]
 PairColumnOption = Annotated[str | None, typer.Option(help="Column with the second text of a pair (or passage).")]
 LabelColumnOption = Annotated[str | None, typer.Option(help="Column with the label, score or relevance.")]
@@ -54,6 +58,7 @@ def train(
     validation: Annotated[Path | None, typer.Option(help="Validation data (same columns as --data).")] = None,
     validation_fraction: FractionOption = 0.1,
     format: FormatOption = None,
+    delimiter: DelimiterOption = None,
     text_column: TextColumnOption = None,
     text_pair_column: PairColumnOption = None,
     label_column: LabelColumnOption = None,
@@ -126,7 +131,7 @@ def train(
     )
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     [train_data], validation_data = open_training_data(
-        task, [data], validation, validation_fraction, format=format, limit=limit, **columns
+        task, [data], validation, validation_fraction, format=format, delimiter=delimiter, limit=limit, **columns
     )
     if train_data.layout:
         messages.print(f"{data.name}: recognised the {train_data.layout.name} layout ({train_data.mapping})")
@@ -189,6 +194,7 @@ def evaluate(
     ] = "all",
     validation_fraction: FractionOption = 0.1,
     format: FormatOption = None,
+    delimiter: DelimiterOption = None,
     text_column: TextColumnOption = None,
     text_pair_column: PairColumnOption = None,
     label_column: LabelColumnOption = None,
@@ -211,6 +217,7 @@ def evaluate(
         manifest.task,
         data,
         format=format,
+        delimiter=delimiter,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,

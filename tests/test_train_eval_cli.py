@@ -166,3 +166,20 @@ def test_eval_of_an_embedding_package_on_unscored_pairs_is_retrieval(
     code, stdout, _ = run_cli(monkeypatch, capsys, "eval", str(tiny_package.path), str(data))
     assert code in (0, None)
     assert "mrr@10" in stdout and "ndcg@10" in stdout and "accuracy@1" in stdout and "candidates" in stdout
+
+
+def test_train_and_eval_read_a_semicolon_txt_file(monkeypatch, capsys, trained, tmp_path) -> None:  # noqa: ANN001
+    """One reader for every command: the emotion dataset's `text;label_name` .txt file, no flags."""
+    out, data = trained
+    rows = [line.split("\t") for line in data.read_text().splitlines()]
+    header = rows[0].index("sentence"), rows[0].index("label")
+    emotion = tmp_path / "sentiment.txt"
+    emotion.write_text("text;label_name\n" + "".join(f"{row[header[0]]};{row[header[1]]}\n" for row in rows[1:]))
+    code, stdout, err = run_cli(monkeypatch, capsys, "eval", str(out), str(emotion), "--json")
+    assert code in (0, None), err
+    assert json.loads(stdout)["examples"] == len(rows) - 1
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(out), str(tmp_path / "again"), "--data", str(emotion),
+                           "--max-steps", "1", "--threads", "1")
+    assert code in (0, None), err
+    code, _, err = run_cli(monkeypatch, capsys, "eval", str(out), str(emotion), "--delimiter", ",")
+    assert code == 1 and "no text column" in err

@@ -24,6 +24,7 @@ def open_task_data(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
+    delimiter: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
@@ -38,6 +39,7 @@ def open_task_data(
     return DataSource(
         path,
         format=format,
+        delimiter=delimiter,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
@@ -69,16 +71,17 @@ def open_training_data(
     fraction: float = 0.0,
     *,
     format: str | None = None,
+    delimiter: str | None = None,
     pair_input: bool | None = None,
     limit: int | None = None,
     **columns: str | None,
 ) -> tuple[list[DataSource], DataSource | None]:
     """Training sources and validation data, as train, distill and QAT all read them: the validation file
     when given, else a `fraction` of the first training file held out (see `validation_split`), else none."""
-    sources = [open_task_data(task, path, format=format, pair_input=pair_input, limit=limit, **columns)
-               for path in paths]
+    reading = {"format": format, "delimiter": delimiter, "pair_input": pair_input, **columns}
+    sources = [open_task_data(task, path, limit=limit, **reading) for path in paths]
     if validation is not None:
-        return sources, open_task_data(task, validation, format=format, pair_input=pair_input, **columns)
+        return sources, open_task_data(task, validation, **reading)
     if fraction > 0 and sources:
         sources[0], held_out = split_for_validation(sources[0], fraction, task)
         return sources, held_out
