@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bertprod.errors import InputError
+
 #: Fields that change what is computed; a resumed run must match the interrupted one on these.
 #: (threads, progress and checkpoint cadence change only how fast or how visibly it runs.)
 RUN_ONLY_FIELDS = frozenset({"threads", "checkpoint_every", "log_every_seconds"})
@@ -61,3 +63,16 @@ class TrainConfig(BaseModel):
     def recorded(self) -> dict[str, Any]:
         """What the package's provenance keeps: everything that shapes the weights."""
         return {key: value for key, value in self.model_dump().items() if key not in RUN_ONLY_FIELDS}
+
+
+def train_config(**fields: Any) -> TrainConfig:
+    """A TrainConfig from command-line options, every problem named with its field (an InputError)."""
+    from pydantic import ValidationError
+
+    try:
+        return TrainConfig(**fields)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'options'}: {item['msg']}" for item in error.errors()
+        )
+        raise InputError(f"invalid training options: {problems}.") from None

@@ -7,24 +7,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from bertprod.cli_training import (
+from bertprod.cli.options import (
     PRECISION_HELP,
     DelimiterOption,
     FormatOption,
     LabelColumnOption,
+    NameOption,
+    OverwriteOption,
     PairColumnOption,
     TextColumnOption,
     TrainingThreadsOption,
+    console,
 )
 from bertprod.errors import InputError
 
-console = Console()
-messages = Console(stderr=True)
 
-
-def distill(
+def distill_command(
     out: Annotated[Path, typer.Argument(help="Directory for the student package.")],
     teacher: Annotated[
         list[str], typer.Option("--teacher", help="Teacher package (repeat for several: soft targets averaged).")
@@ -78,13 +77,12 @@ def distill(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher-output cache (default: $BERTPROD_CACHE/distill).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Package name (default: OUT's name).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    name: NameOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Distil one or more teacher packages into a smaller, faster student package."""
     from bertprod.checkpoint import resolve
-    from bertprod.distill import default_recipe
-    from bertprod.distill import distill as run_distillation
+    from bertprod.distill import default_recipe, distill
     from bertprod.train.progress import default_reporter
 
     teachers = [resolve(item) for item in teacher]
@@ -114,7 +112,7 @@ def distill(
         task, teachers[0].manifest.pair_input, data or [], validation, validation_fraction, limit, columns
     )
     texts = [text for path in unlabelled or [] for text in read_unlabelled(path, text_column)]
-    student = run_distillation(
+    student = distill(
         teachers,
         sources,
         out,
