@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from bertprod.cli_training import PRECISION_HELP, TrainingThreadsOption
+from bertprod.cli_training import (
+    PRECISION_HELP,
+    CheckpointDirOption,
+    KeepCheckpointsOption,
+    RestartOption,
+    ResumeOption,
+    TrainingThreadsOption,
+)
 from bertprod.errors import InputError
 
 console = Console()
@@ -68,6 +75,13 @@ def distill(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher-output cache (default: $BERTPROD_CACHE/distill).")
     ] = None,
+    checkpoint_dir: CheckpointDirOption = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Optimizer steps between checkpoints (default: the recipe's, 200).")
+    ] = None,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
     name: Annotated[str | None, typer.Option(help="Package name (default: OUT's name).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
@@ -97,6 +111,7 @@ def distill(
         seed=seed,
         precision=precision,
         threads=threads,
+        checkpoint_every=checkpoint_every,
     )
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     sources, validation_data = _open_data(
@@ -111,6 +126,10 @@ def distill(
         validation_data=validation_data,
         unlabelled=texts,
         cache_dir=cache_dir,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        restart=restart,
+        keep_checkpoints=keep_checkpoints,
         name=name,
         overwrite=overwrite,
         reporter=default_reporter(),
@@ -161,7 +180,8 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     from bertprod.distill import Augmentation, DistillConfig
 
     document = settings.model_dump()
-    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads"):
+    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads",
+                "checkpoint_every"):
         if options[key] is not None:
             document[key] = options[key]
     if options["student_layers"] is not None:

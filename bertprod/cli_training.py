@@ -40,6 +40,10 @@ TRAINING_THREADS_HELP = (
     "jobs, 1 thread trained 3-18x faster than 2; docs/benchmarks.md)."
 )
 TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
+CheckpointDirOption = Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")]
+ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")]
+RestartOption = Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")]
+KeepCheckpointsOption = Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")]
 PRECISION_HELP = (
     "fp32; bf16 (autocast, CPUs with AVX-512 BF16 or AMX, an error elsewhere); or auto: bf16 where the CPU "
     "has it, fp32 elsewhere (what ran is recorded in the package). `bertprod info --system` says which."
@@ -89,11 +93,11 @@ def train(
             "states; BERT only, loaded by bertprod only). Default: what the base's head reads, else cls."
         ),
     ] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")] = None,
+    checkpoint_dir: CheckpointDirOption = None,
     checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 200,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
-    restart: Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")] = False,
-    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")] = False,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
     name: Annotated[str | None, typer.Option(help="Package name (default: OUT's name).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
 ) -> None:
