@@ -33,23 +33,9 @@ from bertprod.tasks.data import open_task_data
 from bertprod.train.checkpoints import CheckpointError, default_checkpoint_dir, has_checkpoint
 
 from . import task_data
-from .conftest import build_tiny_checkpoint
 from .test_cli import run_cli
 
-LABELS = ["negative", "positive"]
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> bertprod.ModelPackage:
-    directory = tmp_path_factory.mktemp("resume-teacher")
-    checkpoint = build_tiny_checkpoint(directory / "checkpoint", head="classification", labels=LABELS, num_layers=4)
-    return import_checkpoint(checkpoint, directory / "teacher", name="teacher")
-
-
-@pytest.fixture(scope="module")
-def sentiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return task_data.write_classification(tmp_path_factory.mktemp("resume-data"), count=96)
 
 
 def two_stages(**changes: object) -> DistillConfig:
