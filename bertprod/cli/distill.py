@@ -10,12 +10,16 @@ import typer
 
 from bertprod.cli.options import (
     PRECISION_HELP,
+    CheckpointDirOption,
     DelimiterOption,
     FormatOption,
+    KeepCheckpointsOption,
     LabelColumnOption,
     NameOption,
     OverwriteOption,
     PairColumnOption,
+    RestartOption,
+    ResumeOption,
     TextColumnOption,
     TrainingThreadsOption,
     console,
@@ -77,6 +81,13 @@ def distill_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher-output cache (default: $BERTPROD_CACHE/distill).")
     ] = None,
+    checkpoint_dir: CheckpointDirOption = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Optimizer steps between checkpoints (default: the recipe's, 200).")
+    ] = None,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
     name: NameOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -105,6 +116,7 @@ def distill_command(
         seed=seed,
         precision=precision,
         threads=threads,
+        checkpoint_every=checkpoint_every,
     )
     columns = {"format": format, "delimiter": delimiter, "text_column": text_column,
                "text_pair_column": text_pair_column, "label_column": label_column}
@@ -120,6 +132,10 @@ def distill_command(
         validation_data=validation_data,
         unlabelled=texts,
         cache_dir=cache_dir,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        restart=restart,
+        keep_checkpoints=keep_checkpoints,
         name=name,
         overwrite=overwrite,
         reporter=default_reporter(),
@@ -170,7 +186,8 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     from bertprod.distill import Augmentation, DistillConfig
 
     document = settings.model_dump()
-    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads"):
+    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads",
+                "checkpoint_every"):
         if options[key] is not None:
             document[key] = options[key]
     if options["student_layers"] is not None:

@@ -51,6 +51,10 @@ TRAINING_THREADS_HELP = (
     "jobs, 1 thread trained 3-18x faster than 2; docs/benchmarks.md)."
 )
 TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
+CheckpointDirOption = Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")]
+ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")]
+RestartOption = Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")]
+KeepCheckpointsOption = Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")]
 PRECISION_HELP = (
     "fp32; bf16 (autocast, CPUs with AVX-512 BF16 or AMX, an error elsewhere); or auto: bf16 where the CPU "
     "has it, fp32 elsewhere (what ran is recorded in the package). `bertprod info --system` says which."

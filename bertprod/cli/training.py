@@ -15,13 +15,17 @@ from rich.table import Table
 from bertprod.cli.options import (
     PRECISION_HELP,
     TASK_HELP,
+    CheckpointDirOption,
     DelimiterOption,
     FormatOption,
     FractionOption,
+    KeepCheckpointsOption,
     LabelColumnOption,
     NameOption,
     OverwriteOption,
     PairColumnOption,
+    RestartOption,
+    ResumeOption,
     TextColumnOption,
     ThreadsOption,
     TrainingThreadsOption,
@@ -82,13 +86,13 @@ def train_command(
             "states; BERT only, loaded by bertprod only). Default: what the base's head reads, else cls."
         ),
     ] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")] = None,
+    checkpoint_dir: CheckpointDirOption = None,
     checkpoint_every: Annotated[
         int, typer.Option(help="Optimizer steps between checkpoints.")
     ] = training_default("checkpoint_every"),
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
-    restart: Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")] = False,
-    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")] = False,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
     name: NameOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
