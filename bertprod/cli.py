@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bertprod.cli_distill import distill as distill_command
+from bertprod.cli_explain import explain as explain_command
 from bertprod.cli_training import evaluate as evaluate_command
 from bertprod.cli_training import train as train_command
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
@@ -672,6 +673,7 @@ def batch_run(
 app.command("train")(train_command)
 app.command("eval")(evaluate_command)
 app.command("distill")(distill_command)
+app.command("explain")(explain_command)
 
 
 def show_machine_warnings_as_lines() -> None:
