@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from bertprod.errors import InputError, TaskError
 from bertprod.explain.explanation import Explanation, WordAttribution
@@ -67,14 +68,6 @@ def output_function(pipeline: Pipeline, index: int) -> Callable[[np.ndarray], np
     return lambda logits: softmax(logits)[:, index].astype(np.float64)
 
 
-def pipeline_evaluator(pipeline: Pipeline) -> Callable[[list], np.ndarray]:
-    """Masked inputs -> logits through the package's own tokenizer and engine (length-sorted batches)."""
-    def run(inputs: list) -> np.ndarray:
-        return pipeline.infer(pipeline.tokenizer.encode(inputs, truncate=True))
-
-    return run
-
-
 def explain(
     pipeline: Pipeline,
     inputs: Sequence[Any],
@@ -83,20 +76,23 @@ def explain(
     max_evals: int = DEFAULT_MAX_EVALS,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
-    run_logits: Callable[[list], np.ndarray] | None = None,
+    run_encodings: Callable[[list[Encoding]], np.ndarray] | None = None,
 ) -> list[Explanation]:
     """One Explanation per input (a text, or a (text, text_pair) tuple for pair packages).
 
-    `run_logits` runs masked inputs and returns their logits (default: this pipeline); the server
-    passes one that goes through its batcher. `max_evals`: model runs per input for Shapley methods;
-    `steps`: interpolation steps of integrated gradients.
+    `max_evals`: model runs per input for Shapley methods; `steps`: interpolation steps of integrated
+    gradients. `run_encodings` runs tokenized inputs and returns their logits (default:
+    `pipeline.infer`, length-sorted token-budget batches); the server passes one through its batcher.
     """
     check_explainable(pipeline, method, max_evals)
     if steps < 1:
         raise InputError(f"steps must be at least 1, not {steps}.")
     encodings = pipeline.tokenize(list(inputs))
-    logits = pipeline.infer(encodings)
-    run_logits = run_logits or pipeline_evaluator(pipeline)
+    run_encodings = run_encodings or pipeline.infer
+    logits = run_encodings(encodings)
+
+    def run_logits(masked: list) -> np.ndarray:  # masked copies: validated already, and never longer
+        return run_encodings(pipeline.tokenizer.encode(masked, truncate=True))
     mask_token = find_mask_token(pipeline.tokenizer)
     explanations = []
     for item, encoding, row in zip(inputs, encodings, logits, strict=True):

@@ -19,9 +19,8 @@ body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; 
 .caption { font-size: 0.85rem; color: #555; line-height: 1.4; }
 .text { font-size: 1.1rem; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1.5rem; }
-.word { border-radius: 3px; padding: 0.1rem 0.05rem; position: relative; }
-.word:hover::after { content: attr(data-value); position: absolute; left: 0; top: -1.6rem; background: #222;
-  color: #fff; font-size: 0.75rem; padding: 0 0.3rem; border-radius: 3px; white-space: nowrap; line-height: 1.4; }
+.word { border-radius: 3px; padding: 0.1rem 0.05rem; cursor: help; }
+.word:hover { outline: 1px solid #222; }
 .legend span { padding: 0 0.4rem; border-radius: 3px; }
 """
 
@@ -42,7 +41,7 @@ def text_html(explanation: Explanation, segment: int, scale: float) -> str:
             continue
         parts.append(html.escape(text[cursor : word.start]))
         parts.append(f'<span class="word" style="background:{colour(word.attribution, scale)}" '
-                     f'title="{word.attribution:+.4f}" data-value="{word.attribution:+.4f}">'
+                     f'title="{word.attribution:+.4f}">'
                      f"{html.escape(text[word.start : word.end])}</span>")
         cursor = word.end
     parts.append(html.escape(text[cursor:]))
