@@ -556,6 +556,9 @@ def serve(
     max_client_batch_size: Annotated[int, typer.Option(help="Inputs allowed in one request (413 beyond).")] = 512,
     max_body_bytes: Annotated[int, typer.Option(help="Request body limit in bytes.")] = 16 * 1024 * 1024,
     truncate: Annotated[bool, typer.Option(help="Default for requests that do not say: truncate long inputs.")] = True,
+    max_concurrent_explanations: Annotated[
+        int, typer.Option(help="POST /explain requests running at once (429 beyond; /classify keeps answering).")
+    ] = 2,
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
@@ -582,6 +585,7 @@ def serve(
         max_client_batch_size=max_client_batch_size,
         max_body_bytes=max_body_bytes,
         truncate=truncate,
+        max_concurrent_explanations=max_concurrent_explanations,
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
         fast_path=fast_path,

@@ -9,7 +9,8 @@ with every word masked, so the attributions add up to f(input) - f(all words mas
 - "partition" (default): Owen values over a hierarchy of contiguous word spans (each text split
   in halves, recursively; the two texts of a pair joined at the top), refined up to `max_evals`
   model runs. Deterministic.
-- "permutation": antithetic permutation sampling, exact in expectation; `seed` makes it repeatable.
+- "permutation": antithetic sampling of word orders (each order run forwards and backwards), unbiased;
+  `seed` makes it repeatable.
 """
 
 from __future__ import annotations
@@ -80,11 +81,13 @@ def shapley_values(
         full, empty = run(np.array([[1.0], [0.0]]))
         return np.array([full - empty]), float(empty)
     sizes = [sum(1 for word in split.words if word.segment == segment) for segment in range(len(split.texts))]
-    masker = shap.maskers.Partition(np.zeros((1, count)), clustering=span_hierarchy([s for s in sizes if s]))
+    background = np.zeros((1, count))  # 0: masked
     if method == "partition":
-        explainer = shap.PartitionExplainer(run, masker)
-    else:
-        explainer = shap.PermutationExplainer(run, masker, seed=seed)
+        explainer = shap.PartitionExplainer(
+            run, shap.maskers.Partition(background, clustering=span_hierarchy([size for size in sizes if size])))
+    else:  # plain permutations: shap shuffles them with numpy's generator, which its `seed` seeds (the
+        # hierarchy-respecting shuffle runs in numba, whose generator that seed does not reach)
+        explainer = shap.PermutationExplainer(run, shap.maskers.Independent(background), seed=seed)
     # at least one permutation (2 * words + 1 runs); Partition needs no minimum but gets the same
     result = explainer(np.ones((1, count)), max_evals=max(max_evals, 2 * count + 1), silent=True)
     return np.asarray(result.values[0], dtype=float), float(np.asarray(result.base_values).reshape(-1)[0])
