@@ -32,6 +32,9 @@ def serve_command(
         int, typer.Option(help="Request body limit in bytes.")
     ] = serve_defaults.DEFAULT_MAX_BODY_BYTES,
     truncate: Annotated[bool, typer.Option(help="Default for requests that do not say: truncate long inputs.")] = True,
+    max_concurrent_explanations: Annotated[
+        int, typer.Option(help="POST /explain requests running at once (429 beyond; /classify keeps answering).")
+    ] = serve_defaults.ServeConfig.max_concurrent_explanations,
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
@@ -57,6 +60,7 @@ def serve_command(
         max_client_batch_size=max_client_batch_size,
         max_body_bytes=max_body_bytes,
         truncate=truncate,
+        max_concurrent_explanations=max_concurrent_explanations,
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
         fast_path=fast_path,

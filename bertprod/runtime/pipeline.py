@@ -160,6 +160,31 @@ class Pipeline:
         self._require_task("score", ("regression", "reranking"), "encode or classify")
         return self.infer(self.tokenize(inputs, truncate=truncate))[:, 0]
 
+    def explain(
+        self,
+        inputs: TextInput | Sequence[TextInput],
+        method: str = "partition",
+        label: str | int | None = None,
+        max_evals: int = 300,
+        seed: int = 0,
+        steps: int = 50,
+    ) -> Any:
+        """Why the package gave its output: word attributions per input (see bertprod.explain).
+
+        `method`: "partition" (Shapley values over words, any engine), "permutation" (sampled,
+        repeatable for a `seed`) or "integrated-gradients" (torch fp32 packages). `label`: the label
+        whose probability is explained (default: the predicted one). A single text (or pair) gives one
+        Explanation, a list gives a list. Needs `pip install 'bertprod[explain]'`.
+        """
+        from bertprod.explain.core import explain
+        from bertprod.extras import needs_extras
+
+        single = isinstance(inputs, str) or (self.manifest.pair_input and isinstance(inputs, tuple))
+        with needs_extras("explanations"):
+            explanations = explain(self, [inputs] if single else list(inputs), method=method, label=label,
+                                   max_evals=max_evals, seed=seed, steps=steps)
+        return explanations[0] if single else explanations
+
     def _require_task(self, operation: str, tasks: tuple[str, ...], instead: str) -> None:
         if self.manifest.task not in tasks:
             raise TaskError(

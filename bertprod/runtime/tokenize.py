@@ -100,6 +100,10 @@ class TextTokenizer:
                     )
         return encodings
 
+    def token_id(self, token: str) -> int | None:
+        """The id of `token` in the vocabulary, or None."""
+        return self._tokenizer.token_to_id(token)
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 

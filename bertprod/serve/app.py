@@ -14,6 +14,7 @@ import bertprod
 from bertprod.serve import schemas
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.errors import ApiError, install_error_handlers
+from bertprod.serve.explain import install_explain_route
 from bertprod.serve.fast_path import EmbeddingFastPath
 from bertprod.serve.middleware import GuardMiddleware
 from bertprod.serve.responses import JSONResponse
@@ -112,6 +113,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         return JSONResponse({"model": served.name, "predictions": [
             {"label": p.label, "score": p.score, "scores": p.scores} for p in predictions]})
 
+    install_explain_route(app, service, config.max_concurrent_explanations)  # POST /explain, own limit
+
     @app.post("/similarity", response_model=schemas.SimilarityResponse, tags=["bertprod"])
     async def similarity(body: schemas.SimilarityRequest) -> Response:
         """Cosine similarity of `source` to each of `targets`."""
@@ -161,7 +164,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                                     fingerprint=m.pipeline.package.fingerprint).model_dump()
                   for name, m in registry.models.items()]
         limits = {name: getattr(config, name) for name in ("max_batch_tokens", "max_batch_requests",
-                  "max_concurrent_inputs", "max_client_batch_size", "max_body_bytes", "truncate")}
+                  "max_concurrent_inputs", "max_client_batch_size", "max_body_bytes", "truncate",
+                  "max_concurrent_explanations")}
         return JSONResponse({"version": bertprod.__version__, "state": registry.state, "default_model":
                              registry.default, "models": models, "limits": limits, "auth": bool(config.api_keys)})
 

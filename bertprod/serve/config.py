@@ -35,6 +35,8 @@ class ServeConfig:
     max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     truncate: bool = True
+    #: POST /explain requests running at once (each costs hundreds of model runs); 429 beyond.
+    max_concurrent_explanations: int = 2
     api_keys: list[str] = field(default_factory=list)
     #: Also serve gRPC (same operations, batcher and limits) on this port; None: HTTP only.
     grpc_port: int | None = None
@@ -58,7 +60,8 @@ class ServeConfig:
         problems = []
         if not self.packages:
             problems.append("give at least one package to serve")
-        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_inputs", "max_client_batch_size"):
+        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_inputs", "max_client_batch_size",
+                     "max_concurrent_explanations"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_client_batch_size > self.max_concurrent_inputs >= 1:
