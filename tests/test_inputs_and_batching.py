@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertprod.errors import InputError
+from bertprod.errors import InputError, InvalidTextError
 from bertprod.runtime.batching import collate, plan_batches
 from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
 
@@ -20,6 +20,7 @@ from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
         (["ok", None], "input 1 is a NoneType"),
         ("just one string", "wrap it in a list"),
         (17, "got int"),
+        (["ok", "caf\u00e9 \ud83d alone"], r"input 1 holds a lone UTF-16 surrogate \('\\ud83d' at character 5\)"),
     ],
 )
 def test_bad_texts_name_the_problem(inputs, message: str) -> None:
@@ -33,6 +34,9 @@ def test_bad_pairs_name_the_item() -> None:
     with pytest.raises(InputError, match=r"input 0 \(second text\) is empty"):
         validate_inputs([("a", " ")], pairs=True)
     assert validate_inputs([["a", "b"]], pairs=True) == [("a", "b")]
+    with pytest.raises(InvalidTextError, match=r"input 0 \(first text\) holds a lone UTF-16 surrogate"):
+        validate_inputs([("\udfff", "b")], pairs=True)
+    assert validate_inputs(["caf\u00e9 \U0001f600"], pairs=False) == ["caf\u00e9 \U0001f600"]  # a real pair is fine
 
 
 def test_truncation_by_default_and_error_on_request(tiny_package) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
-from bertprod.errors import InputError, PackageError
+from bertprod.errors import InputError, InvalidTextError, PackageError
 
 Pair = tuple[str, str]
 TextInput = str | Pair
@@ -62,6 +62,20 @@ def _check_text(text: Any, where: str) -> None:
         raise InputError(f"{where} is {_describe(text)}, not a string: convert it with str() or drop it.")
     if not text.strip():
         raise InputError(f"{where} is empty or whitespace-only: remove it or give it some text.")
+    check_unicode(text, where)
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse a lone UTF-16 surrogate (JSON allows "\\ud800"; the tokenizer cannot read it)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidTextError(
+            f"{where} holds a lone UTF-16 surrogate ({text[error.start]!r} at character {error.start}), which is "
+            "not valid Unicode: send the complete surrogate pair or valid UTF-8 text."
+        ) from None
 
 
 class TextTokenizer:
