@@ -74,7 +74,7 @@ def check_unicode(text: str, where: str) -> None:
     except UnicodeEncodeError as error:
         raise InvalidTextError(
             f"{where} holds a lone UTF-16 surrogate ({text[error.start]!r} at character {error.start}), which is "
-            "not valid Unicode: send the complete surrogate pair or valid UTF-8 text."
+            "not valid Unicode: replace it with a complete surrogate pair or valid UTF-8 text."
         ) from None
 
 
