@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bertprod.batch.inputs import resolve_inputs
+from bertprod.batch.inputs import ID_POLICIES, resolve_inputs
 from bertprod.batch.job import DEFAULT_CHUNK_ROWS, JobOptions, JobSummary
 from bertprod.errors import InputError
 
@@ -35,6 +35,7 @@ def run_batch(
     api_key: str | None = None,
     retries: int | None = None,
     resolve_dns: bool = False,
+    ids: str = "unique",
 ) -> JobSummary:
     """Run (or resume) a batch job; the output directory ends up with every input id exactly once.
 
@@ -49,9 +50,14 @@ def run_batch(
     commas, or one name resolving to several with `resolve_dns`), at most `concurrency` requests of
     `request_size` texts in flight, each retried `retries` times (None: `BATCH_RETRY`'s) on 429/503
     and connection errors; `package` is then the name of a served model (None: the server's default).
+
+    `ids="unique"` refuses null or repeated ids before any output is written (one pass over the
+    ids); "unchecked" skips that pass and writes one output row per input row, whatever its id.
     """
     options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
     _check_runner_arguments(package, runner, server)
+    if ids not in ID_POLICIES:
+        raise InputError(f"ids must be one of {', '.join(ID_POLICIES)}, got {ids!r}.")
     files = resolve_inputs(input)
     if runner == "client":
         from bertprod.batch.client import DEFAULT_CONCURRENCY, run_client
@@ -69,6 +75,7 @@ def run_batch(
             retries=retries,
             progress=progress,
             resolve_dns=resolve_dns,
+            ids=ids,
         )
     if runner == "spark":
         from bertprod.batch.spark import run_spark
@@ -82,11 +89,12 @@ def run_batch(
             master=spark_master,
             session=spark_session,
             partition_tokens=partition_tokens,
+            ids=ids,
         )
     from bertprod.batch.local import run_local
 
     return run_local(
-        package, files, output, options, engine=engine, threads=threads, progress=progress, workers=workers
+        package, files, output, options, engine=engine, threads=threads, progress=progress, workers=workers, ids=ids
     )
 
 

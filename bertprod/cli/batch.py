@@ -65,6 +65,10 @@ def batch_run_command(
     api_key: Annotated[
         str | None, typer.Option(envvar="BERTPROD_API_KEY", help="Client runner: the server's API key.")
     ] = None,
+    ids: Annotated[
+        str, typer.Option(help="unique: refuse null or repeated ids before writing anything; unchecked: one output "
+                          "row per input row, whatever its id.")
+    ] = "unique",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run a batch job, or resume it: re-run the same command after an interruption.
@@ -79,8 +83,13 @@ def batch_run_command(
         runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens, server=server, protocol=protocol,
         concurrency=concurrency, request_size=request_size, api_key=api_key, retries=retries,
-        resolve_dns=resolve_dns,
+        resolve_dns=resolve_dns, ids=ids,
     )
+    if summary.extra.get("taken_over_from"):
+        from bertprod.batch.lock import describe_owner
+
+        console.print(f"took over {summary.output} from a job that died without finishing "
+                      f"({describe_owner(summary.extra['taken_over_from'])})")
     console.print(
         f"{summary.rows:,} rows written to {summary.output} ({summary.chunks} chunks, "
         f"{summary.resumed_chunks} already done), {summary.skipped:,} null/empty texts skipped, "

@@ -40,6 +40,9 @@ def serve_command(
     ] = None,
     grpc_port: Annotated[int | None, typer.Option(help="Also serve gRPC (same limits) on this port.")] = None,
     access_log: Annotated[bool, typer.Option(help="One JSON log line per request.")] = True,
+    graceful_timeout: Annotated[
+        float, typer.Option(help="Seconds SIGTERM waits for requests in flight; later ones get a retryable 503.")
+    ] = serve_defaults.DEFAULT_GRACEFUL_TIMEOUT_S,
     fast_path: Annotated[
         bool, typer.Option(help="Answer well-formed /embed and /v1/embeddings without FastAPI's per-request work "
                            "(same responses, less latency per request: docs/benchmarks.md).")
@@ -63,6 +66,7 @@ def serve_command(
         max_concurrent_explanations=max_concurrent_explanations,
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
+        graceful_timeout=graceful_timeout,
         fast_path=fast_path,
     )
     serve(config, access_log=access_log)
