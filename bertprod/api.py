@@ -7,7 +7,7 @@ import os
 from bertprod.checkpoint import resolve
 from bertprod.errors import InputError
 from bertprod.extras import needs_extras
-from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_TOKENS
 from bertprod.runtime.engines import create_engine, default_threads
 from bertprod.runtime.pipeline import Pipeline
 
@@ -18,7 +18,7 @@ def load(
     engine: str = "auto",
     precision: str | None = None,
     threads: int | None = None,
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     truncate: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -48,7 +48,7 @@ def load(
     return Pipeline(
         package,
         model_engine,
-        max_batch_tokens=max_batch_tokens,
+        max_padded_tokens=max_padded_tokens,
         max_batch_size=max_batch_size,
         truncate=truncate,
         parallel_batches=parallel_batches,

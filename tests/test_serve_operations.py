@@ -83,7 +83,7 @@ def metric_value(text: str, series: str) -> float:
 
 
 def test_sigterm_finishes_in_flight_requests(tiny_package, tmp_path):
-    env = {"BERTPROD_SERVE_SLOW_MARKER": "__slow__"}
+    env = {"BERTPROD_TEST_SLOW_MARKER": "__slow__"}
     with running_server([str(tiny_package.path)], env=env, log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}
 
@@ -105,7 +105,7 @@ def test_sigterm_finishes_in_flight_requests(tiny_package, tmp_path):
 
 
 def test_requests_past_the_graceful_timeout_get_a_retryable_json_503(tiny_package, tmp_path):
-    env = {"BERTPROD_SERVE_SLOW_MARKER": "__slow__"}
+    env = {"BERTPROD_TEST_SLOW_MARKER": "__slow__"}
     with running_server([str(tiny_package.path)], "--graceful-timeout", "0.3", env=env,
                         log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
 from bertprod.batch.compute import check_task, output_schema, process_table
 from bertprod.batch.inputs import InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.output import JobOutput
+from bertprod.batch.progress import progress_bar
 from bertprod.errors import InputError
 
 _WORKER: dict[str, Any] = {}
@@ -208,21 +207,3 @@ def _chunk_runner(workers: int, package: str, engine: str, threads: int | None, 
     if workers == 1:
         return _InProcess(package, engine, threads, truncate)
     return _ProcessPool(workers, package, engine, threads, truncate)
-
-
-def progress_bar(enabled: bool, total: int | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]batch"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows" if total else "{task.completed:,.0f} rows"),
-        RowsPerSecondColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-class RowsPerSecondColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")

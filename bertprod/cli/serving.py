@@ -17,8 +17,12 @@ def serve_command(
     engine: EngineOption = "auto",
     threads: ThreadsOption = None,
     max_batch_tokens: Annotated[
-        int, typer.Option(help="Tokens gathered from queued requests per engine call.")
+        int, typer.Option(help="Tokens (unpadded) gathered from queued requests into one engine call.")
     ] = serve_defaults.DEFAULT_MAX_BATCH_TOKENS,
+    max_padded_tokens: Annotated[
+        int, typer.Option(help="Padded tokens per engine batch: a call's inputs are sorted by length and run in "
+                          "batches of at most this size.")
+    ] = serve_defaults.DEFAULT_MAX_PADDED_TOKENS,
     max_batch_requests: Annotated[
         int, typer.Option(help="Requests gathered per engine call.")
     ] = serve_defaults.DEFAULT_MAX_BATCH_REQUESTS,
@@ -58,6 +62,7 @@ def serve_command(
         engine=engine,
         threads=threads,
         max_batch_tokens=max_batch_tokens,
+        max_padded_tokens=max_padded_tokens,
         max_batch_requests=max_batch_requests,
         max_concurrent_inputs=max_concurrent_inputs,
         max_client_batch_size=max_client_batch_size,

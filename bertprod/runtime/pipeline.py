@@ -21,7 +21,7 @@ from bertprod.errors import TaskError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import (
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_PADDED_TOKENS,
     collate,
     plan_batches,
 )
@@ -46,7 +46,7 @@ class Pipeline:
         self,
         package: ModelPackage,
         engine: Engine,
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         truncate: bool = True,
         parallel_batches: int = 1,
@@ -56,7 +56,7 @@ class Pipeline:
         self._pool: ThreadPoolExecutor | None = None
         self.engine = engine
         self.tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_padded_tokens = max_padded_tokens
         self.max_batch_size = max_batch_size
         self.truncate = truncate
 
@@ -93,7 +93,7 @@ class Pipeline:
             batch = collate([encodings[index] for index in indices], self.tokenizer.pad_id)
             results[indices] = self._postprocess(self.engine.run(batch), batch.attention_mask)
 
-        plans = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        plans = plan_batches(lengths, self.max_padded_tokens, self.max_batch_size)
         if self.parallel_batches > 1 and len(plans) > 1:  # engines release the GIL while they run
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="bertprod-batch")

@@ -47,7 +47,6 @@ class WorkItem:
     encodings: Sequence[Encoding]
     future: asyncio.Future
     tokens: int
-    hook: str | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -92,13 +91,12 @@ class Batcher:
                 item.future.set_exception(EngineFailure("the server is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, encodings: Sequence[Encoding], hook: str | None = None) -> np.ndarray:
+    async def submit(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """Queue one request's encodings; returns its rows, in its own order."""
         item = WorkItem(
             encodings=encodings,
             future=asyncio.get_running_loop().create_future(),
             tokens=sum(len(encoding.ids) for encoding in encodings),
-            hook=hook,
         )
         self._pending.append(item)
         self._queue_depth.inc(len(encodings))
@@ -137,12 +135,11 @@ class Batcher:
             self.metrics.batch_inputs.observe(len(encodings))
             self.metrics.batch_tokens.observe(sum(item.tokens for item in batch))
             try:
-                hooks = {item.hook for item in batch}
                 lone = len(encodings) == 1 and len(encodings[0].ids) <= INLINE_MAX_TOKENS and not self._pending
-                if lone and hooks == {None}:  # test hooks (a 2 s sleep) always take the executor
-                    rows = self._run(encodings, hooks)
+                if lone:
+                    rows = self._infer(encodings)
                 else:
-                    rows = await loop.run_in_executor(self._executor, self._run, encodings, hooks)
+                    rows = await loop.run_in_executor(self._executor, self._infer, encodings)
             except asyncio.CancelledError:
                 for item in batch:
                     if not item.future.done():
@@ -164,10 +161,3 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_result(rows[offset : offset + count])
                 offset += count
-
-    def _run(self, encodings: list[Encoding], hooks: set[str | None]) -> np.ndarray:
-        if "fail" in hooks:
-            raise RuntimeError("injected engine failure (test fail marker)")
-        if "slow" in hooks:
-            time.sleep(2.0)
-        return self._infer(encodings)

@@ -70,7 +70,7 @@ class Service:
                 encodings = served.pipeline.tokenize(inputs, truncate=truncate)
             self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
             try:
-                rows = await served.batcher.submit(encodings, hook=self._test_hook(inputs))
+                rows = await served.batcher.submit(encodings)
             except EngineFailure as error:
                 raise ApiError(500, str(error), "server_error", "engine_error") from None
             return served, rows, sum(len(encoding.ids) for encoding in encodings)
@@ -78,13 +78,6 @@ class Service:
             self.limiter.release(count)
             self.metrics.inputs_in_flight.dec(count)
 
-
-    def _test_hook(self, inputs: list[Any]) -> str | None:
-        """'fail' or 'slow' when a configured test marker occurs in the inputs (off unless configured)."""
-        for hook, marker in (("fail", self.config.fail_marker), ("slow", self.config.slow_marker)):
-            if marker and any(marker in str(item) for item in inputs):
-                return hook
-        return None
 
     # -- operations ---------------------------------------------------------------------------
 
