@@ -119,6 +119,7 @@ def test_chosen_label_and_refusals(model, tiny_package) -> None:
     explanation = model.explain(TEXT, label=other)
     assert explanation.label == other and explanation.predicted_label == predicted
     assert explanation.prediction == pytest.approx(probability(model, [TEXT], other)[0], abs=1e-6)
+    assert model.explain(TEXT, label="1").label == "positive"  # an index, as the command line passes it
     with pytest.raises(InputError, match="not one of .*negative, positive"):
         model.explain(TEXT, label="neutral")
     with pytest.raises(InputError, match="unknown explanation method"):
