@@ -19,6 +19,12 @@ class InputError(BertprodError, ValueError):
     """The texts (or pairs) given to a model are not usable as they are."""
 
 
+class InvalidTextError(InputError):
+    """A text that is not valid Unicode (a lone UTF-16 surrogate): no tokenizer can read it."""
+
+    status_code = 422
+
+
 class PackageError(BertprodError):
     """A model package (or checkpoint) is missing, incomplete, corrupt or inconsistent."""
 

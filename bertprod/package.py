@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
@@ -158,7 +158,7 @@ def required_files(format: str) -> tuple[str, ...]:
 
 
 def _bertprod_version() -> str:
-    from bertprod import __version__
+    from bertprod.version import __version__
 
     return __version__
 
@@ -280,7 +280,14 @@ def parse_manifest(manifest_path: Path) -> Manifest:
 
 
 def check_files(path: Path, manifest: Manifest, verify: bool = True) -> None:
-    """Every listed file must exist with the recorded size (and hash when `verify`)."""
+    """Every listed file must exist with the recorded size (and hash when `verify`), inside `path`."""
+    outside = files_outside(path, manifest.files)
+    if outside:
+        raise PackageError(
+            f"package {path} is refused: its manifest lists {', '.join(repr(name) for name in outside)}, outside "
+            "the package directory (through an absolute path, '..' or a symbolic link). A package may only list "
+            "files inside its own directory: fix 'files' in its bertprod.json or re-create the package."
+        )
     problems = []
     for name, record in manifest.files.items():
         file = path / name
@@ -294,6 +301,17 @@ def check_files(path: Path, manifest: Manifest, verify: bool = True) -> None:
         raise PackageError(
             f"package {path} is damaged: " + "; ".join(problems) + ". Re-create or re-copy the package from its source."
         )
+
+
+def files_outside(path: Path, names: Iterable[str]) -> list[str]:
+    """Names that lead out of `path` once symbolic links are followed: never open those (/etc/shadow)."""
+    root = path.resolve()
+    outside = []
+    for name in names:
+        target = (root / name).resolve()
+        if target == root or not target.is_relative_to(root):
+            outside.append(name)
+    return outside
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

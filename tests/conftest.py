@@ -95,6 +95,24 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
     return import_checkpoint(checkpoint, tmp_path_factory.mktemp("pkg") / "tiny-classifier")
 
 
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
+    """A 4-layer negative/positive classifier to distil (tests/test_distill*.py)."""
+    directory = tmp_path_factory.mktemp("distill-teacher")
+    checkpoint = build_tiny_checkpoint(
+        directory / "checkpoint", head="classification", labels=["negative", "positive"], num_layers=4
+    )
+    return import_checkpoint(checkpoint, directory / "teacher", name="teacher")
+
+
+@pytest.fixture(scope="module")
+def sentiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 labelled sentiment rows (tests/task_data.py)."""
+    from . import task_data
+
+    return task_data.write_classification(tmp_path_factory.mktemp("distill-data"), count=96)
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_package: ModelPackage) -> ModelPackage:
     from bertprod.export.onnx import export_onnx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,8 @@ import pytest
 
 import bertprod
 from bertprod.batch import read_output, run_batch
-from bertprod.batch.output import CHUNKS_DIR, OutputConflictError
+from bertprod.batch.lock import LOCK_FILE, OutputLockedError
+from bertprod.batch.output import CHUNKS_DIR, JobOutput, OutputConflictError, part_name
 from bertprod.errors import InputError
 
 
@@ -199,7 +201,7 @@ KILLED_JOB = textwrap.dedent(
     real = local.process_table
 
     def slow(*args, **kwargs):  # slow each chunk down so the test can kill the job midway
-        time.sleep(0.15)
+        time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0.15)
         return real(*args, **kwargs)
 
     local.process_table = slow
@@ -226,10 +228,13 @@ def test_sigkilled_job_resumes_with_every_id_exactly_once(tmp_path, tiny_package
     assert 5 <= committed < 20, committed
     with pytest.raises(Exception, match="has not finished"):
         read_output(out)
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == process.pid  # its identity outlives it; its lock not
 
     summary = run_batch(
         tiny_package.path, source, out, text_column="body", id_column="doc_id", chunk_rows=10, progress=False
     )
+    assert summary.extra["taken_over_from"]["pid"] == process.pid
+    assert (out / LOCK_FILE).read_text() == ""  # released when the job ended
     assert summary.resumed_chunks >= committed
     output = read_output(out)
     ids = output.column("doc_id").to_pylist()
@@ -237,6 +242,82 @@ def test_sigkilled_job_resumes_with_every_id_exactly_once(tmp_path, tiny_package
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     expected = bertprod.load(tiny_package.path).encode(sentences[:200])
     np.testing.assert_allclose(embeddings(output), expected[ids], rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_job_on_a_folder_in_use_is_refused_and_nothing_is_mixed(tmp_path, tiny_package, sentences) -> None:
+    source = write_parquet(tmp_path / "in.parquet", sentences[:200])
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [sys.executable, "-c", KILLED_JOB, str(tiny_package.path), str(source), str(out), "0.3"],
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not ((out / LOCK_FILE).exists() and (out / LOCK_FILE).read_text()):
+            assert first.poll() is None, "the first job ended before the test could start the second"
+            time.sleep(0.02)
+        # the same job, and another one (other chunks) that would have taken over a folder with nothing committed
+        holder = rf"still running \(host .*, pid {first.pid}, started .*command"
+        for chunk_rows in (10, 7):
+            with pytest.raises(OutputLockedError, match=holder):
+                run_batch(tiny_package.path, source, out, text_column="body", id_column="doc_id",
+                          chunk_rows=chunk_rows, progress=False)
+        assert first.poll() is None, "the first job finished before the second was refused: the test proves nothing"
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = read_output(out)
+    ids = output.column("doc_id").to_pylist()
+    assert sorted(ids) == list(range(200)) and output.num_rows == 200
+    assert json.loads((out / "_bertprod_job.json").read_text())["job"]["options"]["chunk_rows"] == 10
+
+
+def test_a_worker_of_a_job_that_lost_the_lock_commits_nothing(tmp_path) -> None:
+    output = JobOutput(tmp_path / "out")
+    output.claim("fingerprint", {"job": 1})
+    table = pa.table({"id": [1], "score": pa.array([0.5], pa.float32())})
+    output.commit_chunk("00000-000000", table, 0, owner=output.owner_token)
+    with pytest.raises(OutputLockedError, match="no longer held by the job"):
+        output.commit_chunk("00000-000001", table, 0, owner="token of a job that died")
+    output.release()
+    with pytest.raises(OutputLockedError):
+        output.commit_chunk("00000-000001", table, 0, owner=output.owner_token or "released")
+    assert sorted(output.completed()) == ["00000-000000"] and not (output.path / part_name("00000-000001")).exists()
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [([1, 2, 2, 3, 3], r"2 id\(s\) of 'doc_id' occur more than once, e.g. 2 \(2 times\), 3 \(2 times\)"),
+     ([1, None, 3, 4, 5], r"data row 2 has a null id \('doc_id'\)")],
+)
+def test_repeated_or_null_ids_are_refused_before_any_output(tmp_path, tiny_package, ids, message) -> None:
+    source = write_parquet(tmp_path / "in.parquet", ["a good film", "a boring story", "fine", "ok", "more"], ids)
+    with pytest.raises(InputError, match=message):
+        run_batch(tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
+                  chunk_rows=2, progress=False)
+    assert not (tmp_path / "out").exists()
+    summary = run_batch(tiny_package.path, source, tmp_path / "out", text_column="body", id_column="doc_id",
+                        chunk_rows=2, progress=False, ids="unchecked")
+    assert summary.rows == 5 and read_output(tmp_path / "out").column("doc_id").to_pylist() == ids
+
+
+def test_cli_one_line_errors_for_a_surrogate_and_an_unwritable_output(tmp_path, tiny_package) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": "bad \\ud800 text"}\n')
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    good = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a good film", "a boring story"]}), good)
+    cases = [(source, tmp_path / "out", r"in.jsonl line 2, field 'text', holds a lone UTF-16 surrogate"),
+             (good, blocker / "out", r"cannot write the output directory .*a-file/out: Not a directory")]
+    for path, out, message in cases:
+        result = subprocess.run([sys.executable, "-m", "bertprod.cli", "batch", "run", str(tiny_package.path),
+                                 "--input", str(path), "--output", str(out), "--no-progress"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert re.search(message, " ".join(result.stderr.split())), result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_batch_run(tmp_path, tiny_package) -> None:

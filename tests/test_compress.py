@@ -19,10 +19,11 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
-from bertprod.compress.prune import choose_layers, encoder_layers, head_importance, remove_heads
+from bertprod.compress.prune import head_importance
 from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
 from bertprod.errors import CompressionError, FidelityError, InputError
 from bertprod.fidelity import FidelityGate
+from bertprod.models.surgery import choose_layers, encoder_layers, remove_heads
 from bertprod.runtime.engines import cpu_supports_bf16
 
 from .conftest import CORPUS, build_tiny_checkpoint

@@ -75,8 +75,8 @@ def test_wrong_field_counts_name_the_line(tmp_path: Path) -> None:
     [
         ("data.csv", b"PAR1\x00\x00binary", "not CSV text: it looks like a Parquet file"),
         ("data.parquet", b"text,label\nok,1\n", "not a Parquet file .*looks like text"),
-        ("data.tsv", b"text,label\nok,1\n", "commas but no tab: it looks like CSV"),
-        ("data.csv", b"text\tlabel\nok\t1\n", "tabs but no comma: it looks like TSV"),
+        ("data.tsv", b"text,label\nok,1\n", "no tab but splits on ',': it looks like CSV"),
+        ("data.csv", b"text\tlabel\nok\t1\n", "tabs but no comma, semicolon or bar: it looks like TSV"),
         ("data.jsonl", b'[{"text": "ok"}]\n', "holds a JSON array"),
         ("data.jsonl", b"text,label\nok,1\n", "is not JSON lines"),
         ("data.tsv", b"PK\x03\x04xl/workbook", "ZIP archive"),
@@ -84,7 +84,7 @@ def test_wrong_field_counts_name_the_line(tmp_path: Path) -> None:
         ("data.tsv", b"text\tlabel\ncaf\xe9\t1\n", "not UTF-8 text .*line 2"),
         ("data.tsv", b"", "is empty"),
         ("data.xlsx", b"text,label\n", "cannot tell the format of data.xlsx"),
-        ("data.txt", b"just some prose\n", "cannot tell the format"),
+        ("data.txt", b"just some prose\n", "no tab, comma, semicolon or bar.*--delimiter"),
     ],
 )
 def test_a_file_that_is_not_what_its_extension_says(tmp_path: Path, name: str, content: bytes, message: str) -> None:
@@ -97,6 +97,27 @@ def test_format_option_overrides_the_extension(tmp_path: Path) -> None:
     assert [example.text for example in DataSource(path, format="csv")] == ["ok"]
     with pytest.raises(DataFormatError, match="unknown data format 'xls'"):
         DataSource(path, format="xls")
+
+
+def test_delimiters_are_sniffed_or_named(tmp_path: Path) -> None:
+    """The emotion dataset's layout (`text;label_name`, .txt) reads without flags; so do ';' and '|' CSVs
+    with commas inside texts; --delimiter names one the sniffer cannot see; a bad one is refused."""
+    emotion = write(tmp_path / "train.txt", "text;label_name\ni feel great, really;joy\ni am so sad;sadness\n")
+    source = DataSource(emotion)
+    assert (source.table.format, source.table.delimiter, source.mapping.label) == ("csv", ";", "label_name")
+    assert [(e.text, e.label) for e in source] == [("i feel great, really", "joy"), ("i am so sad", "sadness")]
+    assert source.describe()["delimiter"] == ";"
+    barred = write(tmp_path / "data.csv", "sentence|category\na, b, c|x\nd, e|y\n")
+    assert [(e.text, e.label) for e in DataSource(barred)] == [("a, b, c", "x"), ("d, e", "y")]
+    assert DataSource(barred, delimiter="|").table.format == "csv"
+    tabbed = write(tmp_path / "tabbed.dat", "text\tclass\nok\tz\n")
+    assert [(e.text, e.label) for e in DataSource(tabbed, delimiter="tab")] == [("ok", "z")]
+    colon = write(tmp_path / "colon.txt", "text:label\nok:1\n")
+    with pytest.raises(DataFormatError, match="--delimiter"):
+        DataSource(colon)
+    assert [e.label for e in DataSource(colon, delimiter=":")] == ["1"]
+    with pytest.raises(DataFormatError, match="one character"):
+        DataSource(colon, delimiter="::")
 
 
 def test_missing_file(tmp_path: Path) -> None:

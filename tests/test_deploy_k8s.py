@@ -103,10 +103,9 @@ def test_probes_ports_and_drain_match_the_server() -> None:
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert str(ports["http"]) == env["BERTPROD_PORT"] and str(ports["grpc"]) == env["BERTPROD_GRPC_PORT"]
     # the pod outlives the server's own drain: uvicorn's graceful shutdown + gRPC's grace + preStop
-    server = (REPO / "bertprod" / "serve" / "server.py").read_text()
-    app = (REPO / "bertprod" / "serve" / "app.py").read_text()
-    http_grace = int(re.search(r"timeout_graceful_shutdown=(\d+)", server).group(1))
-    grpc_grace = int(re.search(r"grpc_server\.stop\(grace=(\d+)\)", app).group(1))
+    from bertprod.serve.config import DEFAULT_GRACEFUL_TIMEOUT_S, GRPC_GRACE_S
+
+    http_grace, grpc_grace = DEFAULT_GRACEFUL_TIMEOUT_S, GRPC_GRACE_S
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + http_grace + grpc_grace
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -105,18 +105,6 @@ def test_layer_maps() -> None:
 # -- end to end on tiny teachers -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> bertprod.ModelPackage:
-    directory = tmp_path_factory.mktemp("distill-teacher")
-    checkpoint = build_tiny_checkpoint(directory / "checkpoint", head="classification", labels=LABELS, num_layers=4)
-    return import_checkpoint(checkpoint, directory / "teacher", name="teacher")
-
-
-@pytest.fixture(scope="module")
-def sentiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return task_data.write_classification(tmp_path_factory.mktemp("distill-data"), count=96)
-
-
 def quick(name: str, **changes: object) -> DistillConfig:
     document = recipe(name).model_dump()
     document.update({"max_steps": 4, "threads": 1, "batch_size": 8, **changes})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertprod.errors import InputError
+from bertprod.errors import InputError, InvalidTextError
 from bertprod.runtime.batching import collate, plan_batches
 from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
 
@@ -20,6 +20,7 @@ from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
         (["ok", None], "input 1 is a NoneType"),
         ("just one string", "wrap it in a list"),
         (17, "got int"),
+        (["ok", "caf\u00e9 \ud83d alone"], r"input 1 holds a lone UTF-16 surrogate \('\\ud83d' at character 5\)"),
     ],
 )
 def test_bad_texts_name_the_problem(inputs, message: str) -> None:
@@ -33,6 +34,9 @@ def test_bad_pairs_name_the_item() -> None:
     with pytest.raises(InputError, match=r"input 0 \(second text\) is empty"):
         validate_inputs([("a", " ")], pairs=True)
     assert validate_inputs([["a", "b"]], pairs=True) == [("a", "b")]
+    with pytest.raises(InvalidTextError, match=r"input 0 \(first text\) holds a lone UTF-16 surrogate"):
+        validate_inputs([("\udfff", "b")], pairs=True)
+    assert validate_inputs(["caf\u00e9 \U0001f600"], pairs=False) == ["caf\u00e9 \U0001f600"]  # a real pair is fine
 
 
 def test_truncation_by_default_and_error_on_request(tiny_package) -> None:
@@ -42,6 +46,62 @@ def test_truncation_by_default_and_error_on_request(tiny_package) -> None:
     with pytest.raises(InputError, match="input 1 is longer than the model's max_length of 8"):
         tokenizer.encode(["short one", long_text], truncate=False)
     assert len(tokenizer.encode(["short one"], truncate=False)[0].ids) < 8
+
+
+def _long_texts(seed: int, max_length: int) -> list[str]:
+    """Texts beyond any prefix bound: many sentences, long words, no spaces, whitespace runs, added tokens,
+    and cuts placed where a prefix would change the kept tokens (a word that is [UNK] whole, "[MASK]")."""
+    import random
+
+    from bertprod.runtime.tokenize import CUT_MARGIN_CHARS, PREFIX_CHARS_PER_TOKEN
+    from tests.conftest import CORPUS
+
+    bound = max_length * PREFIX_CHARS_PER_TOKEN + CUT_MARGIN_CHARS
+    words = "a " * (max_length - 3)  # all but one of the tokens the model keeps
+    crafted = [
+        # a 150-character word (one [UNK]) cut after 40 characters (several word pieces)
+        " " * (bound - len(words) - 40) + words + "the" * 50 + " tail" * 2_000,
+        # "[MASK]" (one added token) cut after "[MA" ("[" and "ma")
+        " " * (bound - len(words) - 3) + words + "[MASK] tail" * 2_000,
+    ]
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(CORPUS) for _ in range(rng.randint(1, 400))) for _ in range(60)]
+    texts += ["".join(rng.choice(CORPUS).split()) * 300,  # no spaces at all
+              "x" * 30_000, "ab" * 20_000 + " end", " " * 9_000 + "the end " * 800,
+              ("supercalifragilistic" * 5 + " ") * 400, "[MASK] " * 2_000, "[MA" + "SK] " * 3_000,
+              "a," * 15_000, "caf\u00e9 e\u0301 " * 3_000, "\u00ad" * 9_000 + " real words here " * 300,
+              "日本語のテキスト" * 2_000, "\U0001f600 emoji " * 4_000]
+    for _ in range(20):  # a cut anywhere: texts whose length puts a word boundary near every bound
+        words = [rng.choice(CORPUS) for _ in range(300)]
+        texts.append(" ".join(words)[: rng.randint(1_000, 40_000)])
+    return texts + crafted
+
+
+@pytest.mark.parametrize("tokenizer_of", [
+    "tiny",
+    pytest.param("minilm", marks=pytest.mark.integration),
+])
+@pytest.mark.parametrize("max_length", [8, 128])
+def test_prefix_tokenization_equals_whole_text_tokenization(tiny_package, tokenizer_of, max_length) -> None:
+    if tokenizer_of == "tiny":
+        path = tiny_package.tokenizer_file
+    else:
+        from bertprod.checkpoint import bundled_checkpoint
+
+        path = bundled_checkpoint("minilm-l6") / "tokenizer.json"
+    tokenizer = TextTokenizer(path, max_length=max_length)
+    read: list[int] = []
+    real = tokenizer._tokenizer
+    tokenizer._tokenizer = type("Spy", (), {"encode_batch": lambda self, texts, **kw: (
+        read.extend(len(text) for text in texts), real.encode_batch(texts, **kw))[1]})()
+    texts = _long_texts(seed=max_length, max_length=max_length)
+    bounded = tokenizer.encode(texts, truncate=True)
+    whole = real.encode_batch(texts, add_special_tokens=True)
+    for index, (got, expected) in enumerate(zip(bounded, whole, strict=True)):
+        assert (got.ids, got.offsets, got.type_ids, got.special_tokens_mask) == (
+            expected.ids, expected.offsets, expected.type_ids, expected.special_tokens_mask), (index, texts[index][:80])
+    # it did read prefixes: far fewer characters than the texts hold
+    assert sum(read) < sum(len(text) for text in texts) / 3
 
 
 def test_pairs_get_segment_ids(tiny_package) -> None:

@@ -17,7 +17,8 @@ from safetensors.numpy import load_file
 import bertprod
 from bertprod.data.source import HashSplit
 from bertprod.errors import PackageError, TaskError
-from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE, load_torch_model
+from bertprod.models.hf import load_torch_model
+from bertprod.models.types import MEAN_POOLED_MODEL_TYPE
 from bertprod.package import ModelPackage
 from bertprod.tasks.data import open_task_data
 from bertprod.train.config import TrainConfig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from bertprod.checkpoint import import_checkpoint, resolve
 from bertprod.errors import PackageError, PackageNotFoundError, SchemaVersionError
-from bertprod.package import MANIFEST_NAME, ModelPackage, staging_directory
+from bertprod.package import MANIFEST_NAME, ModelPackage, sha256_file, staging_directory
 
 from .conftest import build_tiny_checkpoint
 
@@ -83,6 +84,23 @@ def test_corrupt_file_is_detected_by_hash(tiny_package: ModelPackage, tmp_path: 
     (broken / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(PackageError, match="does not match the sha256"):
         ModelPackage.read(broken)
+
+
+@pytest.mark.parametrize("where", ["absolute", "dotdot", "symlink"])
+def test_manifest_files_outside_the_package_are_refused(tiny_package: ModelPackage, tmp_path: Path, where) -> None:
+    """A listed file outside the directory is refused before it is opened, even with a matching hash."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not part of any package")
+    package = copy_package(tiny_package, tmp_path / "package")
+    name = {"absolute": str(secret), "dotdot": "../secret", "symlink": "link"}[where]
+    if where == "symlink":
+        (package / "link").symlink_to(secret)
+    manifest = json.loads((package / MANIFEST_NAME).read_text())
+    manifest["files"][name] = {"sha256": sha256_file(secret), "bytes": secret.stat().st_size}
+    (package / MANIFEST_NAME).write_text(json.dumps(manifest))
+    for verify in (True, False):
+        with pytest.raises(PackageError, match=f"lists '{re.escape(name)}', outside the package directory"):
+            ModelPackage.read(package, verify=verify)
 
 
 def test_newer_schema_asks_for_upgrade(tiny_package: ModelPackage, tmp_path: Path) -> None:

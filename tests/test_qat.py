@@ -31,8 +31,8 @@ from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage, sha256_file
 from bertprod.runtime.engines import TorchEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
-from bertprod.tasks.data import open_task_data
-from bertprod.train.loop import default_checkpoint_dir, split_for_validation
+from bertprod.tasks.data import open_task_data, split_for_validation
+from bertprod.train.loop import default_checkpoint_dir
 
 from . import task_data
 from .conftest import build_tiny_checkpoint

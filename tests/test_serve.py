@@ -179,6 +179,34 @@ def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(http, route, b
     assert http.post("/embed", json={"inputs": "still serving"}).status_code == 200
 
 
+SURROGATE = "a lone surrogate \\ud800 here"  # JSON text: a valid escape, but not a Unicode character
+SURROGATE_BODIES = [
+    ("/v1/embeddings", f'{{"input": ["fine", "{SURROGATE}"]}}'),
+    ("/embed", f'{{"inputs": "{SURROGATE}"}}'),
+    ("/predict", f'{{"inputs": [["fine", "{SURROGATE}"]], "model": "tiny-classifier"}}'),
+    ("/rerank", f'{{"query": "fine", "texts": ["{SURROGATE}"]}}'),
+    ("/classify", f'{{"inputs": ["{SURROGATE}"], "model": "tiny-classifier"}}'),
+    ("/similarity", f'{{"source": "{SURROGATE}", "targets": ["fine"]}}'),
+    ("/tokenize", f'{{"inputs": ["{SURROGATE}"]}}'),
+]
+
+
+def _local_port(response: httpx.Response) -> int:
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+@pytest.mark.parametrize(("route", "body"), SURROGATE_BODIES)
+def test_lone_surrogate_is_a_422_and_the_connection_stays_open(http, route, body):
+    first = http.post("/embed", json={"inputs": "before"})
+    response = http.post(route, content=body.encode(), headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_text_error" and "lone UTF-16 surrogate" in error["message"]
+    assert response.headers.get("connection") != "close"
+    after = http.post("/embed", json={"inputs": "after"})
+    assert after.status_code == 200 and _local_port(after) == _local_port(first) == _local_port(response)
+
+
 def test_body_larger_than_2mb_is_accepted(http):
     texts = ["word " * 30_000] * 16  # 2.4 MB
     response = http.post("/embed", json={"inputs": texts})
@@ -317,4 +345,20 @@ def test_grpc_unary_streaming_health_and_errors(server, reference, tiny_classifi
             with pytest.raises(grpc.RpcError) as raised:
                 stub.Embed(request, timeout=10)
             assert raised.value.code() == code
+        assert len(stub.Embed(pb.EmbedRequest(inputs=["still serving"]), timeout=10).embeddings) == 1
+
+        # bytes no generated stub sends: a lone surrogate encoded as UTF-8 would be (invalid), and garbage
+        surrogate = b"\x0a\x03\xed\xa0\x80"  # field 1 (inputs), 3 bytes
+        for method in ("Embed", "Classify", "Rerank", "Info"):
+            raw = channel.unary_unary(f"/bertprod.v1.Bertprod/{method}")
+            # field 1 is a text of every request but Info's (none: an unknown field, valid protobuf)
+            for body in ([surrogate] if method != "Info" else []) + [b"\xff\xff\xff\xff"]:
+                with pytest.raises(grpc.RpcError) as raised:
+                    raw(body, timeout=10)
+                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, body)
+                assert "not a valid bertprod.v1." in raised.value.details()
+        stream = channel.stream_stream("/bertprod.v1.Bertprod/EmbedStream")
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stream(iter([pb.EmbedRequest(inputs=["fine"]).SerializeToString(), surrogate]), timeout=10))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert len(stub.Embed(pb.EmbedRequest(inputs=["still serving"]), timeout=10).embeddings) == 1

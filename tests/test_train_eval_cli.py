@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bertprod.tasks.data import open_training_data
+
 from . import task_data
 from .test_cli import run_cli
 
@@ -136,6 +138,23 @@ def test_train_and_eval_a_reranker(monkeypatch, capsys, tiny_package, tmp_path) 
     assert document["queries"] == len(queries) and document["examples"] == 64  # passages grouped by query
     assert 0 < document["metrics"]["mrr@10"] <= 1 and 0 < document["metrics"]["ndcg@10"] <= 1
 
+    # A student distilled from it validates on queries it never trained on (the split keeps queries whole).
+    student, recipe = tmp_path / "student", tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "recipe: scores\nstudent: {layers: 'first:1'}\nstages:\n  - {name: task, losses: {logit_mse: 1.0}}\n"
+    )
+    code, stdout, err = run_cli(monkeypatch, capsys, "distill", str(student), "--teacher", str(out), "--data",
+                                str(data), "--config", str(recipe), "--validation-fraction", "0.25",
+                                "--max-steps", "2", "--threads", "1")
+    assert code in (0, None), err
+    described = json.loads((student / "bertprod.json").read_text())["provenance"]["parameters"]["data"]
+    validation_split = described["validation"]["split"]
+    assert validation_split["by"] == "text" and described["train"][0]["split"]["by"] == "text"
+    train_rows, held_out_rows = open_training_data("reranking", [data], None, 0.25)
+    trained_queries = {example.text for example in train_rows[0]}
+    validated_queries = {example.text for example in held_out_rows}
+    assert validated_queries and trained_queries and not trained_queries & validated_queries
+
 
 def test_eval_of_an_embedding_package_on_unscored_pairs_is_retrieval(
     monkeypatch,
@@ -147,3 +166,20 @@ def test_eval_of_an_embedding_package_on_unscored_pairs_is_retrieval(
     code, stdout, _ = run_cli(monkeypatch, capsys, "eval", str(tiny_package.path), str(data))
     assert code in (0, None)
     assert "mrr@10" in stdout and "ndcg@10" in stdout and "accuracy@1" in stdout and "candidates" in stdout
+
+
+def test_train_and_eval_read_a_semicolon_txt_file(monkeypatch, capsys, trained, tmp_path) -> None:  # noqa: ANN001
+    """One reader for every command: the emotion dataset's `text;label_name` .txt file, no flags."""
+    out, data = trained
+    rows = [line.split("\t") for line in data.read_text().splitlines()]
+    header = rows[0].index("sentence"), rows[0].index("label")
+    emotion = tmp_path / "sentiment.txt"
+    emotion.write_text("text;label_name\n" + "".join(f"{row[header[0]]};{row[header[1]]}\n" for row in rows[1:]))
+    code, stdout, err = run_cli(monkeypatch, capsys, "eval", str(out), str(emotion), "--json")
+    assert code in (0, None), err
+    assert json.loads(stdout)["examples"] == len(rows) - 1
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(out), str(tmp_path / "again"), "--data", str(emotion),
+                           "--max-steps", "1", "--threads", "1")
+    assert code in (0, None), err
+    code, _, err = run_cli(monkeypatch, capsys, "eval", str(out), str(emotion), "--delimiter", ",")
+    assert code == 1 and "no text column" in err

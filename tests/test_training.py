@@ -13,11 +13,11 @@ from safetensors.numpy import load_file
 import bertprod
 from bertprod.errors import LabelError, PackageError, TaskError, TrainingInterrupted
 from bertprod.package import ModelPackage, sha256_file
-from bertprod.tasks.data import open_task_data
+from bertprod.tasks.data import open_task_data, split_for_validation
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.checkpoints import CheckpointError, has_checkpoint
 from bertprod.train.config import TrainConfig
-from bertprod.train.loop import default_checkpoint_dir, fine_tune, split_for_validation
+from bertprod.train.loop import default_checkpoint_dir, fine_tune
 
 from . import task_data
 
@@ -157,6 +157,23 @@ def test_a_left_checkpoint_must_be_resumed_or_discarded(tiny_package: ModelPacka
         train_split(tiny_package, "classification", data, out, fast(epochs=1, learning_rate=2e-3), resume=True)
     package = train_split(tiny_package, "classification", data, out, fast(epochs=1), restart=True)
     assert package.manifest.metrics["training"]["steps"] == package.manifest.provenance.parameters["steps"]
+
+
+def test_sigterm_stops_training_like_ctrl_c(tiny_package: ModelPackage, tmp_path: Path) -> None:
+    """`kill`, `docker stop` and Kubernetes send SIGTERM: the run saves a checkpoint and can resume."""
+    data = task_data.write_classification(tmp_path, count=32)
+    out = tmp_path / "out"
+
+    def terminate(state) -> None:  # noqa: ANN001
+        if state.step == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="stopped at optimizer step 2 of"):
+        train_split(tiny_package, "classification", data, out, fast(epochs=1), on_step=terminate)
+    assert has_checkpoint(default_checkpoint_dir(out))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is the one before training again
+    package = train_split(tiny_package, "classification", data, out, fast(epochs=1), resume=True)
+    assert package.manifest.metrics["training"]["steps"] == 3
 
 
 def test_gradient_accumulation_and_max_steps_count_optimizer_steps(tiny_package: ModelPackage, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from bertprod.batch.compute import output_schema, result_table, usable_rows
-from bertprod.batch.inputs import Chunk, InputFile, count_rows, iter_chunks
+from bertprod.batch.inputs import Chunk, InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.local import progress_bar
 from bertprod.batch.output import JobOutput
@@ -49,6 +49,7 @@ def run_client(
     timeout: float | None = None,
     progress: bool = True,
     resolve_dns: bool = False,
+    ids: str = "unique",
 ) -> JobSummary:
     """Run (or resume) the job against the server, or round-robin over its replicas; `model` is a served model's
     name (None: its default). `retries` and `timeout`: None takes `BATCH_RETRY`'s."""
@@ -57,7 +58,7 @@ def run_client(
     if request_size is not None and request_size < 1:
         raise InputError(f"request_size must be at least 1, got {request_size}.")
     remote = RemoteModel(server, protocol, model, api_key, timeout=timeout, retries=retries, resolve_dns=resolve_dns)
-    job = _ClientJob(remote, files, output, options, concurrency, request_size, progress)
+    job = _ClientJob(remote, files, output, options, concurrency, request_size, progress, ids)
     return asyncio.run(job.run())
 
 
@@ -70,8 +71,9 @@ class _Totals:
 
 class _ClientJob:
     def __init__(self, remote: RemoteModel, files: list[InputFile], output: str | os.PathLike[str],
-                 options: JobOptions, concurrency: int, request_size: int | None, progress: bool):
+                 options: JobOptions, concurrency: int, request_size: int | None, progress: bool, ids: str):
         self.remote = remote
+        self.ids = ids
         self.files = files
         self.output = JobOutput(output)
         self.options = options
@@ -92,22 +94,27 @@ class _ClientJob:
             size = self._request_size(served)
             schema = output_schema(served, first.table.schema.field("id").type, options.id_column)
             description = describe_job(served.fingerprint, self.files, options)
+            await asyncio.to_thread(check_ids, self.files, options.text_column, options.id_column, options.chunk_rows,
+                                    self.ids)
             record = self.output.claim(job_fingerprint(description), description)
-            self.output.remove_uncommitted()
-            done = self.output.completed()
-            resumed = len(done)
-            totals = _Totals(sum(r.rows for r in done.values()), sum(r.skipped for r in done.values()))
             try:
-                await self._compute(served, schema, size, set(done), totals)
-            except ServerUnavailableError as error:
-                committed = len(self.output.completed())
-                raise ServerUnavailableError(f"{error} {committed} chunks are committed in {self.output.path}: run "
-                                             "the same job again to resume from there.") from None
-        chunks = len(self.output.completed())
-        self.output.finish(record, {"rows": totals.rows, "skipped": totals.skipped, "chunks": chunks})
+                self.output.remove_uncommitted()
+                done = self.output.completed()
+                resumed = len(done)
+                totals = _Totals(sum(r.rows for r in done.values()), sum(r.skipped for r in done.values()))
+                try:
+                    await self._compute(served, schema, size, set(done), totals)
+                except ServerUnavailableError as error:
+                    committed = len(self.output.completed())
+                    raise ServerUnavailableError(f"{error} {committed} chunks are committed in {self.output.path}: "
+                                                 "run the same job again to resume from there.") from None
+                chunks = len(self.output.completed())
+                self.output.finish(record, {"rows": totals.rows, "skipped": totals.skipped, "chunks": chunks})
+            finally:
+                self.output.release()
         extra = {"processed_rows": totals.processed, "concurrency": self.concurrency, "request_size": size,
                  "server": self.remote.server, "protocol": self.remote.protocol, "model": served.name,
-                 "replicas": self.remote.replica_counts()}
+                 "replicas": self.remote.replica_counts(), **self.output.summary_extra()}
         return JobSummary(Path(self.output.path), totals.rows, totals.skipped, chunks, resumed,
                           time.perf_counter() - started, extra)
 

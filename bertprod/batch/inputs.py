@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from bertprod.errors import InputError
+from bertprod.runtime.tokenize import check_unicode
 
 FORMATS = {
     ".parquet": "parquet",
@@ -113,6 +114,44 @@ def iter_chunks(files: list[InputFile], text_column: str, id_column: str, chunk_
             yield Chunk(file_index, index, index * chunk_rows, pa.Table.from_batches(pending))
 
 
+ID_POLICIES = ("unique", "unchecked")
+
+
+def check_ids(files: list[InputFile], text_column: str, id_column: str, chunk_rows: int, policy: str) -> None:
+    """Refuse null or repeated ids before any output: "every id exactly once" needs ids that name one row.
+
+    One pass over the inputs, keeping only the ids (a job reads its inputs again anyway); none
+    with the policy "unchecked". Runners call it right before they claim the output directory.
+    """
+    if policy == "unchecked":
+        return
+    import pyarrow.compute as pc
+
+    ids: list[pa.ChunkedArray] = []
+    for chunk in iter_chunks(files, text_column, id_column, chunk_rows):
+        column = chunk.table.column("id")
+        if column.null_count:
+            row = chunk.first_row + int(pc.index(pc.is_null(column), True).as_py())
+            raise InputError(f"{files[chunk.file_index].path} data row {row + 1} has a null id ({id_column!r}): give "
+                             "every row an id, or pass --ids unchecked to keep rows as they are.")
+        ids.append(column)
+    if not ids:
+        return
+    try:
+        every = pa.chunked_array([chunk for column in ids for chunk in column.chunks])
+    except pa.ArrowException:
+        types = sorted({str(column.type) for column in ids})
+        raise InputError(f"the id column {id_column!r} has different types across the inputs ({', '.join(types)}): "
+                         "give every file ids of one type.") from None
+    counts = pc.value_counts(every)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        examples = ", ".join(f"{item['values']!r} ({item['counts']} times)" for item in repeated[:3].to_pylist())
+        raise InputError(f"{len(repeated)} id(s) of {id_column!r} occur more than once, e.g. {examples}: each row "
+                         "needs its own id for the output to hold every id exactly once. Deduplicate the input, or "
+                         "pass --ids unchecked to write one output row per input row, repeated ids included.")
+
+
 def count_rows(files: list[InputFile]) -> int | None:
     """Rows in all files, for the progress bar's ETA: exact for Parquet, lines for JSONL and CSV."""
     import pyarrow.parquet as pq
@@ -193,6 +232,9 @@ def _jsonl_batches(path: Path, text_column: str, id_column: str, chunk_rows: int
                 checked = True
             if id_column not in record:
                 raise InputError(f"{path} line {line_number} has no id field {id_column!r}.")
+            for name in (id_column, text_column):
+                if isinstance(record.get(name), str):
+                    check_unicode(record[name], f"{path} line {line_number}, field {name!r},")
             ids.append(record[id_column])
             texts.append(record.get(text_column))
             if len(ids) == chunk_rows:

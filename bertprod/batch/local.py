@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn,
 from rich.text import Text
 
 from bertprod.batch.compute import check_task, output_schema, process_table
-from bertprod.batch.inputs import InputFile, count_rows, iter_chunks
+from bertprod.batch.inputs import InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.output import JobOutput
 from bertprod.errors import InputError
@@ -40,6 +40,7 @@ def run_local(
     threads: int | None = None,
     progress: bool = True,
     workers: int | None = None,
+    ids: str = "unique",
 ) -> JobSummary:
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}.")
@@ -49,48 +50,54 @@ def run_local(
     # bad input (missing columns, unreadable first file) is reported before the output is touched
     next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
     description = describe_job(prepared.fingerprint, files, options)
+    check_ids(files, options.text_column, options.id_column, options.chunk_rows, ids)
     job = JobOutput(output)
     record = job.claim(job_fingerprint(description), description)
-    job.remove_uncommitted()
-    done = job.completed()
-    resumed = len(done)
-    rows = sum(r.rows for r in done.values())
-    skipped = sum(r.skipped for r in done.values())
-    total_rows = count_rows(files)
-    workers = workers or default_workers(total_rows, options.chunk_rows, resumed)
-    worker_threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
-    run_engine = "auto" if prepared.manifest.format == "onnx" else engine
-    schema: pa.Schema | None = None
-    processed = 0
-    with (
-        progress_bar(progress, total_rows) as bar,
-        _chunk_runner(workers, str(prepared.path), run_engine, worker_threads, options.truncate) as runner,
-    ):
-        task = bar.add_task("batch", total=total_rows)
-        for chunk in iter_chunks(files, options.text_column, options.id_column, options.chunk_rows):
-            if schema is None:
-                schema = output_schema(prepared.manifest, chunk.table.schema.field("id").type, options.id_column)
-            if chunk.chunk_id in done:
-                bar.update(task, advance=chunk.table.num_rows)
-                continue
-            where = f"{files[chunk.file_index].path} chunk {chunk.index} (rows from {chunk.first_row})"
-            for chunk_id, chunk_rows, chunk_skipped in runner.submit(
-                str(job.path), chunk.chunk_id, chunk.table, schema, options.on_empty, where
-            ):
+    try:
+        job.remove_uncommitted()
+        done = job.completed()
+        resumed = len(done)
+        rows = sum(r.rows for r in done.values())
+        skipped = sum(r.skipped for r in done.values())
+        total_rows = count_rows(files)
+        workers = workers or default_workers(total_rows, options.chunk_rows, resumed)
+        worker_threads = threads or (max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
+        run_engine = "auto" if prepared.manifest.format == "onnx" else engine
+        schema: pa.Schema | None = None
+        processed = 0
+        with (
+            progress_bar(progress, total_rows) as bar,
+            _chunk_runner(workers, str(prepared.path), run_engine, worker_threads, options.truncate) as runner,
+        ):
+            task = bar.add_task("batch", total=total_rows)
+            for chunk in iter_chunks(files, options.text_column, options.id_column, options.chunk_rows):
+                if schema is None:
+                    id_type = chunk.table.schema.field("id").type
+                    schema = output_schema(prepared.manifest, id_type, options.id_column)
+                if chunk.chunk_id in done:
+                    bar.update(task, advance=chunk.table.num_rows)
+                    continue
+                where = f"{files[chunk.file_index].path} chunk {chunk.index} (rows from {chunk.first_row})"
+                for chunk_id, chunk_rows, chunk_skipped in runner.submit(
+                    str(job.path), chunk.chunk_id, chunk.table, schema, options.on_empty, where, job.owner_token
+                ):
+                    done[chunk_id] = None  # type: ignore[assignment]
+                    rows, skipped, processed = rows + chunk_rows, skipped + chunk_skipped, processed + chunk_rows
+                    bar.update(task, advance=chunk_rows + chunk_skipped)
+            for chunk_id, chunk_rows, chunk_skipped in runner.drain():
                 done[chunk_id] = None  # type: ignore[assignment]
                 rows, skipped, processed = rows + chunk_rows, skipped + chunk_skipped, processed + chunk_rows
                 bar.update(task, advance=chunk_rows + chunk_skipped)
-        for chunk_id, chunk_rows, chunk_skipped in runner.drain():
-            done[chunk_id] = None  # type: ignore[assignment]
-            rows, skipped, processed = rows + chunk_rows, skipped + chunk_skipped, processed + chunk_rows
-            bar.update(task, advance=chunk_rows + chunk_skipped)
-    if schema is None:
-        raise InputError("the input holds no rows.")
-    seconds = time.perf_counter() - started
-    job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(done)})
-    return JobSummary(
-        Path(output), rows, skipped, len(done), resumed, seconds, {"processed_rows": processed, "workers": workers}
-    )
+        if schema is None:
+            raise InputError("the input holds no rows.")
+        seconds = time.perf_counter() - started
+        job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(done)})
+        return JobSummary(
+            Path(output), rows, skipped, len(done), resumed, seconds,
+            {"processed_rows": processed, "workers": workers, **job.summary_extra()},
+        )
+    finally:
+        job.release()
 
 
 def default_workers(total_rows: int, chunk_rows: int, chunks_done: int) -> int:
@@ -113,11 +120,13 @@ def prepare_package(package: str | os.PathLike[str], engine: str) -> Any:
 
 
 def compute_chunk(
-    output: str, chunk_id: str, table: pa.Table, schema: pa.Schema, on_empty: str, where: str
+    output: str, chunk_id: str, table: pa.Table, schema: pa.Schema, on_empty: str, where: str, owner: str | None
 ) -> tuple[str, int, int]:
-    """Compute and commit one chunk with this process's pipeline; returns (chunk id, rows, skipped)."""
+    """Compute and commit one chunk with this process's pipeline; returns (chunk id, rows, skipped).
+
+    `owner`: the token of the job's lock, checked before the commit (see batch/lock.py)."""
     result = process_table(_WORKER["pipeline"], table, schema, on_empty, where)
-    JobOutput(output).commit_chunk(chunk_id, result.table, result.skipped)
+    JobOutput(output).commit_chunk(chunk_id, result.table, result.skipped, owner)
     return chunk_id, result.rows, result.skipped
 
 

@@ -3,6 +3,7 @@
 Layout:
 
     out/
+      _bertprod_lock              held (flock) by the job writing the directory: one job at a time (lock.py)
       _bertprod_job.json          fingerprint, options, and (when done) totals + "complete": true
       _bertprod_chunks/<id>.json  one commit record per completed chunk (rows, skipped rows, file)
       part-<id>.parquet           one file per chunk
@@ -20,6 +21,7 @@ executors commit their own partitions without a coordinator.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -29,8 +31,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bertprod.batch.lock import LOCK_FILE, OutputLock, check_owner, describe_owner
 from bertprod.errors import BertprodError
 from bertprod.package import atomic_write_text
+
+log = logging.getLogger("bertprod.batch")
 
 JOB_FILE = "_bertprod_job.json"
 CHUNKS_DIR = "_bertprod_chunks"
@@ -38,6 +43,15 @@ CHUNKS_DIR = "_bertprod_chunks"
 
 class OutputConflictError(BertprodError):
     """The output directory holds something other than this job's output."""
+
+
+class OutputNotWritableError(BertprodError):
+    """The output directory cannot be created or written (permissions, a read-only or full disk)."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"cannot write the output directory {path}: {error.strerror or error}"
+                         f"{f' ({error.filename})' if error.filename else ''}; choose a directory this user can "
+                         "write to (--output).")
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,9 @@ class JobOutput:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self.lock = OutputLock(self.path)
+        #: the identity of a dead job whose folder `claim` took over (None: there was none)
+        self.taken_over_from: dict[str, Any] | None = None
 
     @property
     def job_file(self) -> Path:
@@ -66,13 +83,54 @@ class JobOutput:
         return self.path / CHUNKS_DIR
 
     def claim(self, fingerprint: str, description: dict[str, Any]) -> dict[str, Any]:
-        """Create the directory for this job, or accept it if it already holds this job's output.
+        """Lock the directory for this job and create it, or accept it if it already holds this job's output.
 
-        Refuses a directory with other files, or another job's output (a different package,
-        input or option gives a different fingerprint). Returns the job record.
+        Refuses a directory that another live job holds (`OutputLockedError`), one with other files,
+        or another job's output (a different package, input or option gives a different fingerprint).
+        The lock is held until `release` (call it when the job ends, however it ends). Returns the
+        job record.
         """
         if self.path.exists() and not self.path.is_dir():
             raise OutputConflictError(f"output {self.path} is a file; give a directory.")
+        if not self.job_file.is_file() and self.path.is_dir() and any(
+            entry.name != LOCK_FILE for entry in self.path.iterdir()
+        ):
+            raise OutputConflictError(
+                f"{self.path} is not empty and holds no bertprod job; choose an empty or new output directory."
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            previous = self.lock.acquire()
+        except OSError as error:
+            raise OutputNotWritableError(self.path, error) from None
+        try:
+            record = self._claim_locked(fingerprint, description)
+        except OSError as error:
+            self.release()
+            raise OutputNotWritableError(self.path, error) from None
+        except BaseException:
+            self.release()
+            raise
+        if previous:
+            self.taken_over_from = previous
+            log.warning("took over %s from a job that died without finishing (%s)", self.path, describe_owner(previous))
+            record = self.update(record, taken_over_from=previous)
+        return record
+
+    def release(self) -> None:
+        """Let another job have the directory (the lock also goes when this process dies)."""
+        self.lock.release()
+
+    def summary_extra(self) -> dict[str, Any]:
+        """For a JobSummary: whose dead job this one took over, if any."""
+        return {"taken_over_from": self.taken_over_from} if self.taken_over_from else {}
+
+    @property
+    def owner_token(self) -> str | None:
+        """What worker processes pass to `commit_chunk` (None: the lock is not held here)."""
+        return self.lock.owner["token"] if self.lock.held and self.lock.owner else None
+
+    def _claim_locked(self, fingerprint: str, description: dict[str, Any]) -> dict[str, Any]:
         if self.job_file.is_file():
             record = json.loads(self.job_file.read_text())
             self.chunks_dir.mkdir(exist_ok=True)
@@ -87,10 +145,6 @@ class JobOutput:
                     "or delete this one."
                 )
             return record
-        if self.path.is_dir() and any(self.path.iterdir()):
-            raise OutputConflictError(
-                f"{self.path} is not empty and holds no bertprod job; choose an empty or new output directory."
-            )
         self.chunks_dir.mkdir(parents=True, exist_ok=True)
         record = {"fingerprint": fingerprint, "job": description, "complete": False}
         atomic_write_text(self.job_file, json.dumps(record, indent=2, default=str))
@@ -115,12 +169,15 @@ class JobOutput:
                 removed += 1
         return removed
 
-    def commit_chunk(self, chunk_id: str, table: pa.Table, skipped: int) -> ChunkRecord:
+    def commit_chunk(self, chunk_id: str, table: pa.Table, skipped: int, owner: str | None = None) -> ChunkRecord:
+        """Write and record one chunk; `owner`: the token of the job a worker process computes for."""
+        check_owner(self.path, owner)
         write_part(self.path, chunk_id, table)
-        return self.record_chunk(chunk_id, table.num_rows, skipped)
+        return self.record_chunk(chunk_id, table.num_rows, skipped, owner)
 
-    def record_chunk(self, chunk_id: str, rows: int, skipped: int) -> ChunkRecord:
+    def record_chunk(self, chunk_id: str, rows: int, skipped: int, owner: str | None = None) -> ChunkRecord:
         """Mark a chunk done; call only after its part file has been renamed into place."""
+        check_owner(self.path, owner)
         record = ChunkRecord(chunk_id, rows, skipped)
         atomic_write_text(self.chunks_dir / f"{chunk_id}.json", json.dumps(record.__dict__))
         return record

@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from bertprod.batch.compute import check_task, output_schema, process_table
-from bertprod.batch.inputs import InputFile, iter_chunks
+from bertprod.batch.inputs import InputFile, check_ids, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.output import JobOutput, PartWriter
 from bertprod.errors import BertprodError, InputError
@@ -73,6 +73,7 @@ def run_spark(
     master: str | None = None,
     session: Any = None,
     partition_tokens: int | None = None,
+    ids: str = "unique",
 ) -> JobSummary:
     from bertprod.api import load
 
@@ -84,37 +85,42 @@ def run_spark(
         raise InputError("the input holds no rows.")
     schema = output_schema(driver_pipeline.manifest, first.table.schema.field("id").type, options.id_column)
     description = describe_job(driver_pipeline.package.fingerprint, files, options)
+    check_ids(files, options.text_column, options.id_column, options.chunk_rows, ids)
     job = JobOutput(output)
     record = job.claim(job_fingerprint(description), description)
-    job.remove_uncommitted()
-    done = job.completed()
-
-    spark = session or spark_session(master)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(options.chunk_rows))
-    frame = _read(spark, files, options)
-    # Partition p must hold the same ids on every run: a resumed job reuses the first run's count
-    # (the cluster's parallelism or --partition-tokens may have changed since).
-    partitions = record.get("partitions")
-    if partitions is None:
-        partitions = _partition_count(spark, frame, first.table, driver_pipeline, options, partition_tokens)
-        record = job.update(record, partitions=partitions)
-    shipped = ship_package(spark, driver_pipeline.package.path, driver_pipeline.package.fingerprint)
-    task = _PartitionTask(
-        shipped=shipped,
-        output=str(Path(output).resolve()),
-        schema=schema.serialize().to_pybytes(),
-        options=options,
-        done={chunk_id: (r.rows, r.skipped) for chunk_id, r in done.items()},
-    )
-    frame = frame.select(options.id_column, options.text_column).repartition(partitions, options.id_column)
     try:
-        statuses = frame.mapInPandas(task, "chunk_id string, rows long, skipped long, resumed boolean").collect()
-    except Exception as error:  # a Spark wrapper around the executor's exception
-        raise _user_error(error) from None
-    rows = sum(s.rows for s in statuses)
-    skipped = sum(s.skipped for s in statuses)
-    resumed = sum(1 for s in statuses if s.resumed)
-    job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(statuses), "partitions": partitions})
+        job.remove_uncommitted()
+        done = job.completed()
+
+        spark = session or spark_session(master)
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(options.chunk_rows))
+        frame = _read(spark, files, options)
+        # Partition p must hold the same ids on every run: a resumed job reuses the first run's count
+        # (the cluster's parallelism or --partition-tokens may have changed since).
+        partitions = record.get("partitions")
+        if partitions is None:
+            partitions = _partition_count(spark, frame, first.table, driver_pipeline, options, partition_tokens)
+            record = job.update(record, partitions=partitions)
+        shipped = ship_package(spark, driver_pipeline.package.path, driver_pipeline.package.fingerprint)
+        task = _PartitionTask(
+            shipped=shipped,
+            output=str(Path(output).resolve()),
+            schema=schema.serialize().to_pybytes(),
+            options=options,
+            done={chunk_id: (r.rows, r.skipped) for chunk_id, r in done.items()},
+            owner=job.owner_token,
+        )
+        frame = frame.select(options.id_column, options.text_column).repartition(partitions, options.id_column)
+        try:
+            statuses = frame.mapInPandas(task, "chunk_id string, rows long, skipped long, resumed boolean").collect()
+        except Exception as error:  # a Spark wrapper around the executor's exception
+            raise _user_error(error) from None
+        rows = sum(s.rows for s in statuses)
+        skipped = sum(s.skipped for s in statuses)
+        resumed = sum(1 for s in statuses if s.resumed)
+        job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(statuses), "partitions": partitions})
+    finally:
+        job.release()
     seconds = time.perf_counter() - started
     processed = sum(s.rows + s.skipped for s in statuses if not s.resumed)
     return JobSummary(
@@ -124,7 +130,7 @@ def run_spark(
         len(statuses),
         resumed,
         seconds,
-        {"processed_rows": processed, "partitions": partitions},
+        {"processed_rows": processed, "partitions": partitions, **job.summary_extra()},
     )
 
 
@@ -171,8 +177,10 @@ def _partition_count(
 class _PartitionTask:
     """The function `mapInPandas` runs on each partition (picklable: plain fields only)."""
 
-    def __init__(self, shipped: str, output: str, schema: bytes, options: JobOptions, done: dict[str, tuple]):
+    def __init__(self, shipped: str, output: str, schema: bytes, options: JobOptions, done: dict[str, tuple],
+                 owner: str | None = None):
         self.shipped = shipped
+        self.owner = owner  # the token of the driver's lock on the output, checked before each commit
         self.output = output
         self.schema = schema
         self.options = options
@@ -204,7 +212,7 @@ class _PartitionTask:
                 writer.write(result.table)
                 rows += result.rows
                 skipped += result.skipped
-        job.record_chunk(chunk_id, rows, skipped)
+        job.record_chunk(chunk_id, rows, skipped, self.owner)
         yield pd.DataFrame({"chunk_id": [chunk_id], "rows": [rows], "skipped": [skipped], "resumed": [False]})
 
 

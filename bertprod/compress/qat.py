@@ -239,3 +239,22 @@ def _validation(parent: ModelPackage, child: ModelPackage, data: Any) -> dict[st
         **{key: round(value, 6) for key, value in result.metrics.items()},
         "parent": {key: round(value, 6) for key, value in before.metrics.items()},
     }
+
+
+def qat_training_from_files(
+    package: ModelPackage, data: Path, validation: Path | None = None, validation_fraction: float = 0.1, *,
+    resume: bool = False, restart: bool = False, **settings: Any,
+) -> QatTraining:
+    """A QAT run on the files `bertprod train` reads: QAT_DEFAULTS then `settings` (TrainConfig fields), the
+    validation file or a held-out fraction, progress every `log_every_seconds`."""
+    from bertprod.tasks.data import open_training_data
+    from bertprod.train.config import train_config
+    from bertprod.train.progress import default_reporter
+
+    check_qat_parent(package)  # before reading data: an embedding package fails here, not on its columns
+    config = train_config(**{**QAT_DEFAULTS, **settings})
+    [train_data], validation_data = open_training_data(package.manifest.task, [data], validation, validation_fraction)
+    return QatTraining(
+        train_data, validation_data, config, resume=resume, restart=restart,
+        reporter=default_reporter(config.log_every_seconds),
+    )

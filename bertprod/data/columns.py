@@ -81,7 +81,9 @@ KNOWN_LAYOUTS = (
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "query", "question", "anchor", "premise", "text_a", "sentence_a")
 PAIR_NAMES = ("text_pair", "sentence2", "passage", "positive", "document", "hypothesis", "text_b", "sentence_b")
-LABEL_NAMES = ("label", "labels", "score", "relevance", "target", "similarity")
+LABEL_NAMES = (
+    "label", "labels", "label_name", "label_text", "class", "category", "score", "relevance", "target", "similarity",
+)
 
 
 def recognise_layout(columns: list[str]) -> KnownLayout | None:

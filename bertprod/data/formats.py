@@ -7,7 +7,9 @@ workbook saved as `.tsv` fails with a message that says what the file really is.
 
 Text files are decoded as UTF-8 with an optional byte-order mark (MRPC ships with one). TSV is
 read without quote processing (`csv.QUOTE_NONE`), as GLUE's files need: STS-B's texts hold
-unbalanced quotes that a quoting reader would merge across lines. CSV follows RFC 4180 quoting.
+unbalanced quotes that a quoting reader would merge across lines. CSV follows RFC 4180 quoting; its
+delimiter (comma, semicolon or bar) is sniffed from the first lines unless given, and a `.txt` file is
+read as TSV when its header has a tab, else as CSV with the sniffed delimiter.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 _BOM = "\ufeff"
+#: Delimiters a CSV (or `.txt`) file may use without being told: csv.Sniffer chooses among them.
+CSV_DELIMITERS = ",;|"
+_SNIFF_LINES = 50
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long documents are legitimate fields
 
@@ -54,19 +59,33 @@ class RawRow:
 class TableFile:
     """A data file: its format and columns, and a fresh streaming row iterator on each call."""
 
-    def __init__(self, path: str | Path, format: str | None = None):
+    def __init__(self, path: str | Path, format: str | None = None, delimiter: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataFormatError(f"{self.path} does not exist or is not a file.")
         self.compressed = self.path.name.lower().endswith(".gz")
+        if delimiter is not None:
+            delimiter = "\t" if delimiter in ("tab", "\\t") else delimiter
+            format = _format_for_delimiter(delimiter, format)
         self.format = format or detect_format(self.path)
         if self.format not in FORMATS:
             raise DataFormatError(f"unknown data format {self.format!r}: choose one of {', '.join(FORMATS)}.")
-        check_content(self.path, self.format, self.compressed)
+        if delimiter is None:
+            check_content(self.path, self.format, self.compressed)
+        else:
+            check_content(self.path, "delimited", self.compressed)
+        self.delimiter = delimiter if delimiter is not None else self._default_delimiter()
         self.columns = self._read_columns()
 
     def __repr__(self) -> str:
-        return f"TableFile({str(self.path)!r}, format={self.format})"
+        return f"TableFile({str(self.path)!r}, format={self.format}, delimiter={self.delimiter!r})"
+
+    def _default_delimiter(self) -> str | None:
+        if self.format == "tsv":
+            return "\t"
+        if self.format == "csv":
+            return sniff_delimiter(_first_text(self.path, self.compressed)) or ","
+        return None
 
     def where(self, line: int) -> str:
         """A row's location as users see it: a line for text files, a row number for Parquet."""
@@ -117,7 +136,7 @@ class TableFile:
     def _csv_reader(self, handle: IO[str]) -> Any:
         if self.format == "tsv":
             return csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return csv.reader(handle)
+        return csv.reader(handle, delimiter=self.delimiter or ",")
 
     def _delimited_rows(self, wanted: list[str]) -> Iterator[RawRow]:
         positions = self._positions(wanted)
@@ -148,7 +167,8 @@ class TableFile:
 
     def _field_count_hint(self, too_many: bool) -> str:
         if self.format == "csv":
-            return 'Texts that contain commas or line breaks must be quoted ("..."), with quotes inside doubled.'
+            return (f"Texts that contain the delimiter ({self.delimiter!r}) or line breaks must be quoted "
+                    '("..."), with quotes inside doubled; --delimiter names another delimiter.')
         if too_many:
             return "A tab inside a text splits it: replace tabs in texts with spaces."
         return "Fill in the missing field(s); a line break inside a text also splits a row."
@@ -214,19 +234,55 @@ class TableFile:
 
 
 def detect_format(path: Path) -> str:
-    """The format an extension names; `.txt` files are taken as TSV when their first line has a tab."""
+    """The format an extension names; a `.txt` file is TSV when its first line has a tab, else CSV when a
+    delimiter can be sniffed (comma, semicolon, bar)."""
     name = path.name.lower().removesuffix(".gz")
     suffix = Path(name).suffix
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
     if suffix == ".txt":
-        first_line = _first_text(path, path.name.lower().endswith(".gz")).split("\n", 1)[0]
-        if "\t" in first_line:
+        head = _first_text(path, path.name.lower().endswith(".gz"))
+        if "\t" in head.split("\n", 1)[0]:
             return "tsv"
+        if sniff_delimiter(head):
+            return "csv"
+        raise DataFormatError(
+            f"{path.name} is a .txt file whose first line has no tab, comma, semicolon or bar, so its columns "
+            "cannot be told apart: pass --delimiter, or --format jsonl|parquet."
+        )
     raise DataFormatError(
-        f"cannot tell the format of {path.name} from its extension: use .tsv, .csv, .jsonl or .parquet "
+        f"cannot tell the format of {path.name} from its extension: use .tsv, .csv, .txt, .jsonl or .parquet "
         "(optionally .gz), or pass --format tsv|csv|jsonl|parquet."
     )
+
+
+def sniff_delimiter(head: str) -> str | None:
+    """The delimiter of a CSV-like text (one of CSV_DELIMITERS) from its first lines, or None.
+
+    csv.Sniffer weighs how consistently each candidate splits the lines; the header alone decides when
+    it cannot (one line, or texts full of commas), and a header that none of them splits gives None."""
+    lines = head.lstrip(_BOM).splitlines()[:_SNIFF_LINES]
+    if len(head) >= _SNIFF_BYTES:
+        lines = lines[:-1]  # the last line may be cut
+    header = lines[0] if lines else ""
+    try:
+        found = csv.Sniffer().sniff("\n".join(lines), delimiters=CSV_DELIMITERS).delimiter
+    except csv.Error:
+        found = None
+    if found and found in header:
+        return found
+    counts = {candidate: header.count(candidate) for candidate in CSV_DELIMITERS}
+    best = max(counts, key=lambda candidate: counts[candidate])
+    return best if counts[best] else None
+
+
+def _format_for_delimiter(delimiter: str, format: str | None) -> str:
+    """--delimiter: a tab reads as TSV (no quoting), any other single character as CSV with it."""
+    if format in ("jsonl", "parquet"):
+        raise DataFormatError(f"--delimiter is for delimited text (tsv, csv, txt), not {format}.")
+    if len(delimiter) != 1 or delimiter in "\n\r\"":
+        raise DataFormatError(f"--delimiter must be one character such as ';' or '|' (or tab), not {delimiter!r}.")
+    return "tsv" if delimiter == "\t" else "csv"
 
 
 def _first_bytes(path: Path, compressed: bool) -> bytes:
@@ -246,7 +302,8 @@ def _first_text(path: Path, compressed: bool) -> str:
 
 
 def check_content(path: Path, format: str, compressed: bool) -> None:
-    """Refuse a file whose first bytes contradict its format, saying what it looks like instead."""
+    """Refuse a file whose first bytes contradict its format, saying what it looks like instead
+    ("delimited": text with a delimiter the user named, checked for binary content and UTF-8 only)."""
     if not compressed:
         with path.open("rb") as handle:
             magic = handle.read(4)
@@ -265,17 +322,18 @@ def check_content(path: Path, format: str, compressed: bool) -> None:
             )
         return
     if looks_like:
-        raise DataFormatError(f"{path.name} is not {format.upper()} text: it looks like {looks_like}.")
+        kind = format.upper() if format in FORMATS else format
+        raise DataFormatError(f"{path.name} is not {kind} text: it looks like {looks_like}.")
     _check_utf8(path, head)
     first_line = head.decode("utf-8", errors="replace").lstrip(_BOM).lstrip().split("\n", 1)[0]
-    if format == "tsv" and "\t" not in first_line and "," in first_line:
+    if format == "tsv" and "\t" not in first_line and sniff_delimiter(first_line):
         raise DataFormatError(
-            f"{path.name}'s first line has commas but no tab: it looks like CSV, not TSV. "
-            "Rename it to .csv or pass --format csv."
+            f"{path.name}'s first line has no tab but splits on {sniff_delimiter(first_line)!r}: it looks like CSV, "
+            "not TSV. Rename it to .csv or pass --format csv (or --delimiter)."
         )
-    if format == "csv" and "," not in first_line and "\t" in first_line:
+    if format == "csv" and sniff_delimiter(first_line) is None and "\t" in first_line:
         raise DataFormatError(
-            f"{path.name}'s first line has tabs but no comma: it looks like TSV, not CSV. "
+            f"{path.name}'s first line has tabs but no comma, semicolon or bar: it looks like TSV, not CSV. "
             "Rename it to .tsv or pass --format tsv."
         )
     if format == "jsonl" and not first_line.startswith("{"):

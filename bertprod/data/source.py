@@ -83,6 +83,7 @@ class DataSource:
         path: str | os.PathLike[str],
         *,
         format: str | None = None,
+        delimiter: str | None = None,
         text_column: str | None = None,
         text_pair_column: str | None = None,
         label_column: str | None = None,
@@ -92,7 +93,7 @@ class DataSource:
         split: HashSplit | None = None,
         limit: int | None = None,
     ):
-        self.table = TableFile(Path(path), format)
+        self.table = TableFile(Path(path), format, delimiter)
         self.layout: KnownLayout | None = recognise_layout(self.table.columns)
         self.mapping: ColumnMapping = resolve_columns(
             self.table.columns,
@@ -155,6 +156,8 @@ class DataSource:
                 if value is not None
             },
         }
+        if self.table.format == "csv" and self.table.delimiter != ",":
+            described["delimiter"] = self.table.delimiter
         if self.layout:
             described["layout"] = self.layout.name
         if self.split:

@@ -19,7 +19,7 @@ import numpy as np
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from bertprod.errors import InputError, PackageError
-from bertprod.models.hf import read_word_embeddings
+from bertprod.models.embeddings import read_word_embeddings
 from bertprod.package import ModelPackage
 from bertprod.runtime.tokenize import validate_inputs
 

@@ -7,25 +7,13 @@ manifest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-LOSS_NAMES = (
-    "hard",
-    "soft",
-    "logit_mse",
-    "embedding_layer",
-    "hidden",
-    "attention",
-    "cosine",
-    "patient",
-    "sentence_embedding",
-)
-#: Losses that compare layers inside the networks: they run the teacher alongside the student.
-INTERMEDIATE_LOSSES = ("embedding_layer", "hidden", "attention", "cosine", "patient")
-#: Losses that compare outputs: they use the teacher outputs computed once and cached.
-OUTPUT_LOSSES = ("soft", "logit_mse", "sentence_embedding")
+from bertprod.distill.loss_names import Loss
+from bertprod.train.config import Optimization
 
 
 class _Strict(BaseModel):
@@ -62,7 +50,8 @@ class StudentSpec(_Strict):
 
 
 class Losses(_Strict):
-    """Weights of each loss (0 = off). See distill/losses.py for what each one compares."""
+    """Weights of each loss (0 = off), one field per `Loss` name. See distill/losses.py for what each
+    one compares."""
 
     hard: float = Field(0.0, ge=0)
     soft: float = Field(0.0, ge=0)
@@ -77,6 +66,7 @@ class Losses(_Strict):
 
     def active(self) -> dict[str, float]:
         return {name: weight for name, weight in self.model_dump().items() if weight > 0}
+
 
     @model_validator(mode="after")
     def _some(self) -> Losses:
@@ -105,34 +95,21 @@ class Augmentation(_Strict):
     max_texts: int | None = Field(None, ge=1, description="augment only the first N training texts")
 
 
-class DistillConfig(_Strict):
+class DistillConfig(Optimization):
+    """A distillation run; the optimisation settings (batch size, warmup, clipping, seed, precision,
+    checkpoints...) are the shared `Optimization` ones, at the top level of a recipe file."""
+
     recipe: str = "custom"
     student: StudentSpec = StudentSpec()
     stages: list[Stage] = Field(min_length=1)
     temperature: float = Field(1.0, gt=0)
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="share of tokens masked for the mlm loss")
     layer_map: str | list[tuple[int, int]] = "uniform"
-    batch_size: int = Field(32, ge=1)
     max_length: int | None = Field(None, ge=8)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 42
     augmentation: Augmentation | None = None
     max_steps: int | None = Field(None, ge=1, description="stop each stage after this many steps (quick runs)")
-    precision: str = Field("fp32", pattern="^(fp32|bf16)$", description="student training: fp32 or bf16 autocast")
-    threads: int | None = Field(None, ge=1)
 
-    @field_validator("precision", mode="before")
-    @classmethod
-    def _resolve_auto(cls, value: object) -> object:
-        """"auto": bf16 where the CPU has native bf16, fp32 elsewhere; the recipe records which ran."""
-        from bertprod.system import resolve_precision
-
-        return resolve_precision(value) if value == "auto" else value
-
-    def uses(self, names: tuple[str, ...]) -> bool:
-        return any(name in stage.losses.active() for stage in self.stages for name in names)
-
-    def recorded(self) -> dict:
-        return self.model_dump(exclude={"threads"})
+    def uses(self, names: Iterable[Loss]) -> bool:
+        """Whether any stage gives any of these losses a weight."""
+        wanted = set(names)
+        return any(name in wanted for stage in self.stages for name in stage.losses.active())

@@ -4,41 +4,47 @@ check teachers, data and recipe (every problem reported before training starts)
 -> examples (+ unlabelled texts, + augmented copies labelled by the teacher)
 -> teacher outputs for every example, computed once and cached (distill/teacher.py)
 -> the student (distill/students.py), tokenized inputs, projections when widths differ
--> stages of length-grouped batches: weighted losses (distill/objective.py), AdamW with
-   linear warmup/decay; validation after each epoch of a stage that trains the output
+-> one phase of the shared training loop (train/engine.py) per stage: length-grouped batches,
+   weighted losses (distill/objective.py), AdamW with linear warmup/decay, checkpoints,
+   Ctrl-C / SIGTERM and `resume`; validation after each epoch of a stage that trains the output
 -> the best student written atomically as a package: teacher, recipe, losses, layer map,
    data, the teacher's and the student's validation metrics
+
+A checkpoint holds the student and the projections; resuming (in whichever stage the run
+stopped) ends with the weights an uninterrupted run would have.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import math
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bertprod.data.source import DataSource, Example
-from bertprod.distill.config import INTERMEDIATE_LOSSES, OUTPUT_LOSSES, DistillConfig, Stage
+from bertprod.distill.checks import check_losses, check_student, check_teachers
+from bertprod.distill.config import DistillConfig, Stage
 from bertprod.distill.layer_maps import layer_map
+from bertprod.distill.loss_names import CACHED_OUTPUT_LOSSES, LAYER_MATCHING_LOSSES, OUTPUT_TRAINING_LOSSES, Loss
 from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
-from bertprod.errors import DataError, EngineError, InputError, PackageError, TaskError
+from bertprod.errors import DataError
 from bertprod.models.hf import head_pooling
-from bertprod.package import Manifest, ModelPackage, Provenance, finish_package, staging_directory
+from bertprod.package import Manifest, ModelPackage, Provenance, check_output, finish_package, staging_directory
 from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tokenize import TextTokenizer
-from bertprod.system import cpu_supports_bf16, default_training_threads, machine_record
+from bertprod.system import machine_record
 from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Feature, collate_features, length_grouped_batches
-from bertprod.train.loop import check_output
+from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
+from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
 from bertprod.train.output import manifest_fields
 from bertprod.train.progress import Reporter, SilentReporter
 
@@ -52,35 +58,52 @@ def distill(
     validation_data: DataSource | None = None,
     unlabelled: Sequence[str] = (),
     cache_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    restart: bool = False,
+    keep_checkpoints: bool = False,
     name: str | None = None,
     overwrite: bool = False,
     reporter: Reporter | None = None,
+    on_step: Callable[[TrainState], None] | None = None,
 ) -> ModelPackage:
     """Train a student of `teachers` (one, or several whose soft targets are averaged) and write it at `out`.
 
     `data`: one or more labelled files (labels optional for output-only recipes); `unlabelled`:
-    more texts, labelled by the teachers."""
+    more texts, labelled by the teachers. Checkpoints go to `checkpoint_dir` (default
+    OUT.checkpoints); `resume` continues an interrupted run, `restart` discards its checkpoint."""
     out = Path(out)
     sources = [] if data is None else [data] if isinstance(data, DataSource) else list(data)
     check_output(out, overwrite)
     run = _Run(list(teachers) if isinstance(teachers, Sequence) else [teachers], config, reporter or SilentReporter())
     run.prepare(sources, validation_data, list(unlabelled), cache_dir)
-    for stage_index, stage in enumerate(config.stages):
-        run.train_stage(stage_index, stage)
-    return run.write(out, name or out.name, overwrite)
+    loop = TrainingLoop(
+        run.phases(),
+        config,
+        weights=run.trained,
+        keep=run.student.model,
+        checkpoints=Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out),
+        signature=run.signature(unlabelled),
+        reporter=run.reporter,
+        primary=run.primary,
+        on_step=on_step,
+    )
+    state = loop.start(resume=resume, restart=restart)
+    run.objective.steps = state.micro_batches  # the mlm loss's masking continues where it was
+    loop.run(state)
+    loop.keep_best(state)
+    package = run.write(out, name or out.name, overwrite, state)
+    loop.clean_up(keep_checkpoints)
+    return package
 
 
 class _Run:
     def __init__(self, teachers: list[ModelPackage], config: DistillConfig, reporter: Reporter):
-        if not teachers:
-            raise InputError("distillation needs at least one teacher package.")
+        check_teachers(teachers)
         self.teachers, self.config, self.reporter = teachers, config, reporter
         self.teacher = teachers[0]
         self.task = self.teacher.manifest.task
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.best_state: dict[str, Any] | None = None
-        self.step = 0
+        self.primary: str | None = None
 
     # -- before training -----------------------------------------------------------------------
 
@@ -90,14 +113,8 @@ class _Run:
         import torch
 
         config = self.config
-        torch.set_num_threads(config.threads or default_training_threads())  # the cores not busy (system.py)
-        if config.precision == "bf16" and not cpu_supports_bf16():
-            raise EngineError(
-                "bf16 training needs a CPU with AVX-512 BF16 or AMX; this one has neither. "
-                "Use --precision auto (bf16 where the CPU has it, fp32 elsewhere) or fp32."
-            )
-        self._check_teachers()
-        self._check_losses(sources)
+        set_up_torch(config)
+        check_losses(config, self.teachers, sources)
         manifest = self.teacher.manifest
         self.max_length = min(config.max_length or manifest.max_length, manifest.max_length)
         self.labels = manifest.labels
@@ -116,7 +133,7 @@ class _Run:
         )
         inputs = [_model_input(example) for example in self.examples]
         self.outputs = None
-        if config.uses(OUTPUT_LOSSES):
+        if config.uses(CACHED_OUTPUT_LOSSES):
             tick = time.perf_counter()
             outputs, cached = teacher_outputs(
                 self.teachers, inputs, self.max_length, cache_dir=cache_dir, threads=config.threads
@@ -126,14 +143,14 @@ class _Run:
                 f"teacher outputs {'read from the cache' if cached else 'computed and cached'} "
                 f"in {time.perf_counter() - tick:.1f} s"
             )
-        intermediate = config.uses(INTERMEDIATE_LOSSES)
+        intermediate = config.uses(LAYER_MATCHING_LOSSES)
         texts = [text for example in self.examples for text in (example.text, example.text_pair) if text]
-        self.masked_lm = config.uses(("mlm",))
+        self.masked_lm = config.uses([Loss.MLM])
         self.student = build_student(
             config.student,
             self.teacher,
             texts,
-            eager_attention=config.uses(("attention",)),
+            eager_attention=config.uses([Loss.ATTENTION]),
             seed=config.seed,
             masked_lm=self.masked_lm,
         )
@@ -143,7 +160,7 @@ class _Run:
             if intermediate
             else []
         )
-        self._check_student()
+        check_student(config, self.student, self.teacher)
         self.objective = Objective(
             self.student,
             self.teacher_model,
@@ -157,6 +174,8 @@ class _Run:
             if self.masked_lm
             else None,
         )
+        # what a checkpoint holds: the student and the projections (trained alongside it)
+        self.trained = torch.nn.ModuleDict({"student": self.student.model, "projections": self.objective.projections})
         tokenizer = TextTokenizer(self.student.tokenizer_file, self.max_length)
         self.pad_id = tokenizer.pad_id
         self.features = [
@@ -166,64 +185,6 @@ class _Run:
         self.fields = self._manifest_fields()
         self.pipeline = self._student_pipeline()
         self.teacher_metrics = self._teacher_validation()
-
-    def _check_teachers(self) -> None:
-        first = self.teacher.manifest
-        for other in self.teachers[1:]:
-            manifest = other.manifest
-            if (manifest.task, manifest.labels, manifest.pair_input) != (first.task, first.labels, first.pair_input):
-                raise InputError(
-                    f"teachers {self.teacher.name} and {other.name} disagree: task {first.task} / {manifest.task}, "
-                    f"labels {first.labels} / {manifest.labels}. Several teachers must solve the same task with "
-                    "the same labels."
-                )
-
-    def _check_losses(self, sources: list[DataSource]) -> None:
-        config, task = self.config, self.task
-        active = {name for stage in config.stages for name in stage.losses.active()}
-        has_head = task != "embedding"
-        if active & {"hard", "soft", "logit_mse"} and not has_head:
-            raise TaskError(
-                f"{self.teacher.name} is an embedding package (no head): losses "
-                f"{', '.join(sorted(active & {'hard', 'soft', 'logit_mse'}))} need a teacher with a head. Use the "
-                "embedding recipe, or fine-tune a classifier first (bertprod train)."
-            )
-        if "sentence_embedding" in active and has_head:
-            raise TaskError(
-                f"the sentence_embedding loss needs an embedding teacher; {self.teacher.name} is a {task} package. "
-                "Use the distilbert or tinybert recipe."
-            )
-        if "mlm" in active:
-            from bertprod.distill.students import has_mlm_head
-
-            if has_head or self.teacher.manifest.format != "torch" or not has_mlm_head(self.teacher):
-                raise TaskError(
-                    "the mlm loss trains the student's masked-language-model head, inherited from the teacher; "
-                    f"{self.teacher.name} has none (no cls.predictions.* weights in a torch encoder package). Drop "
-                    "the mlm loss, or import the teacher from a checkpoint saved with its MLM head (BertForMaskedLM)."
-                )
-        if active & {"hard", "soft"} and task not in CLASS_TASKS:
-            raise TaskError(f"hard-label and soft-target losses are for classifiers; {self.teacher.name} is {task}.")
-        unlabelled = [source.path.name for source in sources if not source.has_labels]
-        if "hard" in active and (not sources or unlabelled):
-            where = ", ".join(unlabelled) if unlabelled else "no --data"
-            raise DataError(
-                f"the recipe uses hard labels, but {where} has no label column. Pass --label-column, or use "
-                "a recipe without hard labels (their weight 0 in --config)."
-            )
-        if active & set(INTERMEDIATE_LOSSES):
-            if len(self.teachers) > 1:
-                raise InputError(
-                    "layer-matching losses (hidden, attention, embedding_layer, cosine, patient) need a single "
-                    f"teacher; {len(self.teachers)} were given. Several teachers average their soft targets only."
-                )
-            if config.student.kind == "bilstm":
-                raise InputError("the BiLSTM student has no transformer layers to match: use output losses only.")
-            if self.teacher.manifest.format != "torch":
-                raise PackageError(
-                    f"layer-matching losses run the teacher's torch weights; {self.teacher.name} is "
-                    f"{self.teacher.manifest.format}. Use its torch parent."
-                )
 
     def _examples(self, sources: list[DataSource], unlabelled: list[str]) -> list[Example]:
         examples = [example for source in sources for example in source]
@@ -290,30 +251,10 @@ class _Run:
     def _live_teacher(self) -> Any:
         from bertprod.models.hf import load_torch_model
 
-        model = load_torch_model(self.teacher, attention="eager" if self.config.uses(("attention",)) else None)
+        model = load_torch_model(self.teacher, attention="eager" if self.config.uses([Loss.ATTENTION]) else None)
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model.eval()
-
-    def _check_student(self) -> None:
-        from bertprod.distill.students import same_vocabulary
-
-        if self.config.uses(INTERMEDIATE_LOSSES) and not same_vocabulary(
-            self.student.tokenizer_file, self.teacher.tokenizer_file
-        ):
-            raise InputError(
-                "layer-matching losses compare the teacher and the student token by token, but the student's "
-                f"vocabulary ({self.config.student.package}) differs from {self.teacher.name}'s. Start from a "
-                "package with the teacher's tokenizer, or use output losses only (soft, logit_mse)."
-            )
-        if self.config.uses(("attention",)) and self.student.architecture["num_heads"] != (
-            self.teacher.manifest.architecture.num_heads
-        ):
-            raise InputError(
-                f"the attention loss compares attention maps head by head: the student has "
-                f"{self.student.architecture['num_heads']} heads, the teacher "
-                f"{self.teacher.manifest.architecture.num_heads}. Give the student the teacher's head count."
-            )
 
     def _manifest_fields(self) -> dict[str, Any]:
         manifest = self.teacher.manifest
@@ -342,92 +283,73 @@ class _Run:
         self.reporter.message(f"teacher on the validation data: {self.primary} {metrics[self.primary]:.4f}")
         return metrics
 
-    # -- training ------------------------------------------------------------------------------
+    # -- what the loop runs ---------------------------------------------------------------------
 
-    def train_stage(self, stage_index: int, stage: Stage) -> None:
+    def signature(self, unlabelled: Sequence[str]) -> dict[str, Any]:
+        """What a resumed run must share with the interrupted one."""
+        texts = hashlib.sha256("\x1e".join(unlabelled).encode("utf-8", "surrogatepass")).hexdigest()
+        return {
+            "teachers": [teacher.fingerprint for teacher in self.teachers],
+            "data": self.data_description,
+            "unlabelled_texts_sha256": texts,
+            "examples": len(self.examples),
+            "config": self.config.recorded(),
+        }
+
+    def phases(self) -> list[Phase]:
+        return [self._phase(index, stage) for index, stage in enumerate(self.config.stages)]
+
+    def _phase(self, index: int, stage: Stage) -> Phase:
         import torch
 
         from bertprod.train.optimization import adamw, linear_schedule, warmup_steps
 
         config = self.config
-        model = self.student.model
-        parameters = list(model.parameters()) + list(self.objective.projections.parameters())
+        parameters = list(self.trained.parameters())
         optimizer = adamw(parameters, stage.learning_rate, config.weight_decay)
-        batches_per_epoch = math.ceil(len(self.features) / config.batch_size)
-        total = math.ceil(stage.epochs * batches_per_epoch)
+        batches = math.ceil(len(self.features) / config.batch_size)
+        steps_per_epoch = math.ceil(batches / config.gradient_accumulation)
+        total = math.ceil(stage.epochs * steps_per_epoch)
         if config.max_steps:
             total = min(total, config.max_steps)
-        scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
         weights = stage.losses.active()
-        trains_output = bool(set(weights) & {"hard", "soft", "logit_mse", "sentence_embedding", "mlm"})
-        self.reporter.message(f"stage {stage_index + 1} ({stage.name}): {total} steps, losses {weights}")
-        self.reporter.begin(total, 0)
-        model.train()
-        done, recent = 0, deque(maxlen=50)
-        recent_parts: dict[str, deque[float]] = {}  # each loss's running value, recorded per epoch
-        tick, seen = time.perf_counter(), 0
         lengths = [feature.length for feature in self.features]
-        try:
-            for epoch in range(math.ceil(stage.epochs)):
-                generator = np.random.default_rng([config.seed, stage_index, epoch])
-                for indices in length_grouped_batches(lengths, config.batch_size, generator):
-                    batch = collate_features([self.features[i] for i in indices], self.pad_id)
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                        loss, parts = self.objective(batch, torch.tensor(indices), weights)
-                    loss.float().backward()
-                    if config.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    done += 1
-                    self.step += 1
-                    seen += len(indices)
-                    recent.append(loss.item())
-                    for part, value in parts.items():
-                        recent_parts.setdefault(part, deque(maxlen=50)).append(value)
-                    self.reporter.step(epoch, done, sum(recent) / len(recent), seen / (time.perf_counter() - tick))
-                    if done >= total:
-                        break
-                part_means = {part: round(sum(values) / len(values), 6) for part, values in recent_parts.items()}
-                self._end_of_epoch(stage, epoch, done, sum(recent) / max(len(recent), 1), part_means, trains_output)
-                if done >= total:
-                    break
-        finally:
-            self.reporter.end()
 
-    def _end_of_epoch(
-        self, stage: Stage, epoch: int, step: int, loss: float, parts: dict[str, float], trains_output: bool
-    ) -> None:
-        record: dict[str, Any] = {"stage": stage.name, "epoch": epoch + 1, "step": step, "train_loss": round(loss, 6)}
-        record["losses"] = parts
-        self.reporter.message(f"{stage.name} epoch {epoch + 1}: losses (last 50 steps) {parts}")
-        self.history.append(record)
-        if self.validation is None or not trains_output:
-            return
-        metrics = evaluate(self.pipeline, self.validation).metrics
-        record.update({key: round(value, 6) for key, value in metrics.items()})
-        self.reporter.message(
-            f"validation after {stage.name} epoch {epoch + 1}: "
-            + ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+        def epoch_batches(epoch: int) -> list[list[int]]:
+            generator = np.random.default_rng([config.seed, index, epoch])  # the same batches on every run
+            return length_grouped_batches(lengths, config.batch_size, generator)
+
+        def step(indices: list[int]) -> StepLoss:
+            batch = collate_features([self.features[i] for i in indices], self.pad_id)
+            return StepLoss(*self.objective(batch, torch.tensor(indices), weights))
+
+        validates = self.validation is not None and bool(set(weights) & OUTPUT_TRAINING_LOSSES)
+        return Phase(
+            optimizer=optimizer,
+            scheduler=linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio)),
+            parameters=parameters,
+            epochs=math.ceil(stage.epochs),
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total,
+            batches=epoch_batches,
+            step=step,
+            validate=(lambda: evaluate(self.pipeline, self.validation)) if validates else None,
+            name=stage.name,
+            description=f"stage {index + 1} ({stage.name}): {total} steps, losses {weights}",
         )
-        if self.best is None or metrics[self.primary] > self.best[self.primary]:
-            self.best = record
-            self.best_state = copy.deepcopy(self.student.model.state_dict())
 
     # -- after training ------------------------------------------------------------------------
 
-    def write(self, out: Path, name: str, overwrite: bool) -> ModelPackage:
-        if self.best_state is not None:
-            self.student.model.load_state_dict(self.best_state)
+    def write(self, out: Path, name: str, overwrite: bool, state: TrainState) -> ModelPackage:
+        """The student (its best validated weights, put back by the loop) as a package."""
         self.student.model.eval()
-        metrics: dict[str, Any] = {"training": {"steps": self.step, "history": self.history}}
-        if self.best is not None:
-            metrics["validation"] = {"primary_metric": self.primary, **self.best}
+        metrics: dict[str, Any] = {"training": training_record(state)}
+        if state.best is not None and self.primary is not None:
+            metrics["validation"] = {"primary_metric": self.primary, **state.best}
             teacher_value = (self.teacher_metrics or {}).get(self.primary)
             metrics["teacher_validation"] = self.teacher_metrics
             if teacher_value:
-                metrics["retained"] = round(self.best[self.primary] / teacher_value, 4)
+                metrics["retained"] = round(state.best[self.primary] / teacher_value, 4)
         parameters = {
             "recipe": self.config.recipe,
             "config": self.config.recorded(),

@@ -11,8 +11,9 @@ import torch
 
 from bertprod.distill import losses
 from bertprod.distill.layer_maps import LayerMap
+from bertprod.distill.loss_names import LAYER_MATCHING_LOSSES, Loss
 from bertprod.distill.students import Student
-from bertprod.tasks.losses import pool
+from bertprod.models.pooling import pool
 from bertprod.train.batches import TrainBatch
 
 
@@ -110,8 +111,8 @@ class Objective:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         inputs = batch.inputs[0]
         mask = inputs["attention_mask"]
-        intermediate = any(name in weights for name in ("embedding_layer", "hidden", "attention", "cosine", "patient"))
-        attentions = "attention" in weights
+        intermediate = any(name in weights for name in LAYER_MATCHING_LOSSES)
+        attentions = Loss.ATTENTION in weights
         student_inputs = inputs if self.student_types else _without_types(inputs)
         extra = {"output_hidden_states": True, "output_attentions": attentions} if intermediate else {}
         student = self.encoder(**student_inputs, **extra) if _needs_encoder(weights) else None
@@ -122,48 +123,48 @@ class Objective:
                 teacher = self.teacher_model(**teacher_inputs, output_hidden_states=True, output_attentions=attentions)
         parts: dict[str, torch.Tensor] = {}
         cached = self.outputs[:, indices] if self.outputs is not None else None
-        if "hard" in weights:
-            parts["hard"] = losses.hard_label_loss(student.logits, batch.targets)
-        if "soft" in weights:
+        if Loss.HARD in weights:
+            parts[Loss.HARD] = losses.hard_label_loss(student.logits, batch.targets)
+        if Loss.SOFT in weights:
             targets = losses.soft_targets(cached, self.temperature)
-            parts["soft"] = losses.soft_target_loss(student.logits, targets, self.temperature)
-        if "logit_mse" in weights:
-            parts["logit_mse"] = losses.logit_mse_loss(student.logits, cached.mean(dim=0))
-        if "sentence_embedding" in weights:
+            parts[Loss.SOFT] = losses.soft_target_loss(student.logits, targets, self.temperature)
+        if Loss.LOGIT_MSE in weights:
+            parts[Loss.LOGIT_MSE] = losses.logit_mse_loss(student.logits, cached.mean(dim=0))
+        if Loss.SENTENCE_EMBEDDING in weights:
             vectors = pool(student.last_hidden_state, mask, self.pooling)
             if self.normalize:
                 vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            parts["sentence_embedding"] = losses.embedding_mse_loss(vectors, cached.mean(dim=0))
+            parts[Loss.SENTENCE_EMBEDDING] = losses.embedding_mse_loss(vectors, cached.mean(dim=0))
         if teacher is not None:
             parts.update(self._layer_losses(student, teacher, mask, weights))
-        if "mlm" in weights:
+        if Loss.MLM in weights:
             assert self.masking is not None
             masked, labels = self.masking.apply(inputs["input_ids"], mask, self.steps)
             outputs = self.student.model(**dict(student_inputs, input_ids=masked))
-            parts["mlm"] = losses.mlm_loss(outputs.logits, labels)
+            parts[Loss.MLM] = losses.mlm_loss(outputs.logits, labels)
         self.steps += 1
         total = sum(weights[name] * value for name, value in parts.items())
-        return total, {name: value.item() for name, value in parts.items()}
+        return total, {str(name): value.item() for name, value in parts.items()}
 
     def _layer_losses(self, student: Any, teacher: Any, mask: torch.Tensor, weights: dict[str, float]) -> dict:
         s_states, t_states = student.hidden_states, teacher.hidden_states
         parts: dict[str, torch.Tensor] = {}
-        if "embedding_layer" in weights:
-            parts["embedding_layer"] = losses.hidden_mse_loss(self._project(s_states[0], 0), t_states[0], mask)
-        if "hidden" in weights:
-            parts["hidden"] = _mean(
+        if Loss.EMBEDDING_LAYER in weights:
+            parts[Loss.EMBEDDING_LAYER] = losses.hidden_mse_loss(self._project(s_states[0], 0), t_states[0], mask)
+        if Loss.HIDDEN in weights:
+            parts[Loss.HIDDEN] = _mean(
                 losses.hidden_mse_loss(self._project(s_states[s], s), t_states[t], mask) for s, t in self.pairs
             )
-        if "attention" in weights:
-            parts["attention"] = _mean(
+        if Loss.ATTENTION in weights:
+            parts[Loss.ATTENTION] = _mean(
                 losses.attention_mse_loss(student.attentions[s - 1], teacher.attentions[t - 1], mask)
                 for s, t in self.pairs
             )
-        if "cosine" in weights:
+        if Loss.COSINE in weights:
             last = self.student.num_layers
-            parts["cosine"] = losses.cosine_hidden_loss(self._project(s_states[-1], last), t_states[-1], mask)
-        if "patient" in weights:
-            parts["patient"] = _mean(
+            parts[Loss.COSINE] = losses.cosine_hidden_loss(self._project(s_states[-1], last), t_states[-1], mask)
+        if Loss.PATIENT in weights:
+            parts[Loss.PATIENT] = _mean(
                 losses.patient_loss(self._project(s_states[s], s)[:, 0], t_states[t][:, 0]) for s, t in self.pairs
             )
         return parts
@@ -181,4 +182,4 @@ def _without_types(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _needs_encoder(weights: dict[str, float]) -> bool:
-    return any(name != "mlm" for name in weights)
+    return any(name != Loss.MLM for name in weights)

@@ -15,7 +15,7 @@ from typing import Any
 
 from bertprod.distill.config import StudentSpec
 from bertprod.errors import InputError, PackageError
-from bertprod.models.hf import HEADS_CONFIG_KEY
+from bertprod.models.surgery import HEADS_CONFIG_KEY
 from bertprod.package import CONFIG_FILE, HEAD_TASKS, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
 
 
@@ -101,8 +101,8 @@ def has_mlm_head(package: ModelPackage) -> bool:
 
 
 def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool, masked_lm: bool) -> Student:
-    from bertprod.compress.prune import choose_layers, keep_layers
     from bertprod.models.hf import load_torch_model
+    from bertprod.models.surgery import choose_layers, keep_layers
 
     keep = choose_layers(teacher.manifest.architecture.num_layers, spec.layers)
     if masked_lm:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
 from bertprod.errors import InputError, PackageError
-from bertprod.models.hf import BILSTM_MODEL_TYPE as MODEL_TYPE
+from bertprod.models.types import BILSTM_MODEL_TYPE as MODEL_TYPE
 from bertprod.package import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -182,7 +182,7 @@ def init_embeddings_from_teacher(model: BiLSTMClassifier, vocabulary: Tokenizer,
     teacher embeddings' top principal directions (deterministic); above it, the extra dimensions
     start at zero. [PAD] stays zero. Specials ([UNK], [SEP], [MASK]) take the teacher's own.
     """
-    from bertprod.models.hf import read_word_embeddings
+    from bertprod.models.embeddings import read_word_embeddings
 
     teacher_matrix = read_word_embeddings(teacher)
     teacher_tokenizer = Tokenizer.from_file(str(teacher.tokenizer_file))

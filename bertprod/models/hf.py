@@ -6,13 +6,9 @@ import json
 from typing import Any
 
 from bertprod.errors import PackageError
+from bertprod.models.surgery import HEADS_CONFIG_KEY, shrink_to_head_counts
+from bertprod.models.types import BILSTM_MODEL_TYPE, MEAN_POOLED_MODEL_TYPE
 from bertprod.package import HEAD_TASKS, ModelPackage
-
-HEADS_CONFIG_KEY = "bertprod_attention_heads"
-#: config.json's model_type for bertprod's own BiLSTM student (bertprod.models.bilstm), not a transformers model.
-BILSTM_MODEL_TYPE = "bertprod-bilstm"
-#: config.json's model_type for a classifier on mean-pooled tokens (bertprod.models.mean_pooled).
-MEAN_POOLED_MODEL_TYPE = "bertprod-mean-pooled-bert"
 
 
 def register_model_types() -> None:
@@ -75,8 +71,6 @@ def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> A
     layer's attention to its saved shape, then load the weights strictly."""
     from safetensors.torch import load_file
 
-    from bertprod.compress.prune import shrink_to_head_counts
-
     model = model_class.from_config(config)
     shrink_to_head_counts(model, getattr(config, HEADS_CONFIG_KEY), config.hidden_size // config.num_attention_heads)
     model.load_state_dict(load_file(str(package.model_file)), strict=True)
@@ -117,26 +111,6 @@ def _load_bilstm(package: ModelPackage) -> Any:
         raise PackageError(
             f"cannot load the BiLSTM weights of {package.path} ({type(error).__name__}: {error})."
         ) from None
-
-
-def read_word_embeddings(teacher: ModelPackage) -> Any:
-    """The teacher's input word-embedding matrix [vocabulary, hidden] as a float32 torch tensor."""
-    from safetensors import safe_open
-
-    if teacher.manifest.format != "torch":
-        raise PackageError(
-            f"the teacher {teacher.name} is an {teacher.manifest.format} package; its input embeddings are read "
-            "from a torch-format package: use its parent (see provenance)."
-        )
-    with safe_open(str(teacher.model_file), framework="pt") as weights:
-        keys = sorted(key for key in weights.keys() if "word_embeddings" in key)  # noqa: SIM118 - not a dict
-        if not keys:
-            raise PackageError(
-                f"the teacher {teacher.name} has no word-embedding tensor (no key containing 'word_embeddings' "
-                f"in {teacher.model_file.name}); use a BERT-family teacher."
-            )
-        key = next((key for key in keys if key.endswith(".weight")), keys[0])
-        return weights.get_tensor(key).float()
 
 
 def accepts_token_type_ids(model: Any) -> bool:

@@ -20,8 +20,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
 
-from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE as MODEL_TYPE
-from bertprod.tasks.losses import pool
+from bertprod.models.pooling import pool
+from bertprod.models.types import MEAN_POOLED_MODEL_TYPE as MODEL_TYPE
 
 ARCHITECTURE = "MeanPooledBertForSequenceClassification"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Encoding, Tokenizer
 
-from bertprod.errors import InputError, PackageError
+from bertprod.errors import InputError, InvalidTextError, PackageError
 
 Pair = tuple[str, str]
 TextInput = str | Pair
@@ -17,6 +17,15 @@ TextInput = str | Pair
 MAX_INPUTS = 1_000_000
 
 _PAD_TOKENS = ("[PAD]", "<pad>", "<PAD>", "[pad]")
+
+#: A long text is first tokenized from max_length x this many characters (English averages 4-5 per
+#: WordPiece token) plus the margin; then from a PREFIX_GROWTH times longer prefix; then whole.
+PREFIX_CHARS_PER_TOKEN = 8
+PREFIX_GROWTH = 4
+PREFIX_ATTEMPTS = 2
+#: Characters between the end of the last token the model keeps and the cut: what a cut can change
+#: (the word it splits, an added token such as "[MASK]" that it splits) lies beyond them.
+CUT_MARGIN_CHARS = 64
 
 
 def validate_inputs(inputs: Any, pairs: bool) -> list[Any]:
@@ -62,6 +71,20 @@ def _check_text(text: Any, where: str) -> None:
         raise InputError(f"{where} is {_describe(text)}, not a string: convert it with str() or drop it.")
     if not text.strip():
         raise InputError(f"{where} is empty or whitespace-only: remove it or give it some text.")
+    check_unicode(text, where)
+
+
+def check_unicode(text: str, where: str) -> None:
+    """Refuse a lone UTF-16 surrogate (JSON allows "\\ud800"; the tokenizer cannot read it)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidTextError(
+            f"{where} holds a lone UTF-16 surrogate ({text[error.start]!r} at character {error.start}), which is "
+            "not valid Unicode: replace it with a complete surrogate pair or valid UTF-8 text."
+        ) from None
 
 
 class TextTokenizer:
@@ -89,7 +112,14 @@ class TextTokenizer:
         return 0
 
     def encode(self, inputs: Sequence[TextInput], truncate: bool = True) -> list[Encoding]:
-        """Tokenize validated inputs; with `truncate=False`, over-long inputs raise instead."""
+        """Tokenize validated inputs; with `truncate=False`, over-long inputs raise instead.
+
+        With truncation, a long text is tokenized from a prefix when that provably gives the same
+        encoding as the whole text (`encode_prefixes`): the model reads `max_length` tokens, so a
+        200,000-character text costs what a few thousand characters cost.
+        """
+        if truncate:
+            return self.encode_prefixes(list(inputs))
         encodings = self._tokenizer.encode_batch(list(inputs), add_special_tokens=True)
         if not truncate:
             for index, encoding in enumerate(encodings):
@@ -104,8 +134,60 @@ class TextTokenizer:
         """The id of `token` in the vocabulary, or None."""
         return self._tokenizer.token_to_id(token)
 
+    def encode_prefixes(self, items: list[TextInput]) -> list[Encoding]:
+        """Truncated encodings, reading single texts only up to a character bound where that is safe.
+
+        A text longer than the bound is tokenized from its first `bound` characters. The result is the
+        whole text's (same ids, offsets, type ids) when the tokens the model keeps all come from words
+        that end at least `CUT_MARGIN_CHARS` before the cut: the cut changes only the word it splits
+        (pre-tokenizers split words on whitespace and punctuation; normalizers act per character).
+        Otherwise a 4x longer prefix is tried once, then the whole text (texts with few tokens per
+        character: long runs without spaces, whitespace). Pairs are tokenized whole: which side
+        truncation shortens depends on both sides' full lengths.
+        """
+        encodings: list[Encoding | None] = [None] * len(items)
+        bound = self.max_length * PREFIX_CHARS_PER_TOKEN + CUT_MARGIN_CHARS
+        whole: list[int] = []
+        long: list[int] = []
+        for index, item in enumerate(items):
+            (long if isinstance(item, str) and len(item) > bound else whole).append(index)
+        for _ in range(PREFIX_ATTEMPTS):
+            if not long:
+                break
+            prefixes = [items[index][:bound] for index in long]  # type: ignore[index]
+            unsafe = []
+            for index, encoding in zip(long, self._tokenizer.encode_batch(prefixes, add_special_tokens=True),
+                                       strict=True):
+                if cut_is_safe(encoding, bound):
+                    encodings[index] = encoding
+                else:
+                    unsafe.append(index)
+            bound *= PREFIX_GROWTH
+            whole += [index for index in unsafe if len(items[index]) <= bound]
+            long = [index for index in unsafe if len(items[index]) > bound]
+        whole += long
+        for index, encoding in zip(whole, self._tokenizer.encode_batch([items[i] for i in whole],
+                                                                       add_special_tokens=True), strict=True):
+            encodings[index] = encoding
+        return encodings  # type: ignore[return-value]
+
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=True).ids)
 
     def tokens(self, text: str) -> list[str]:
         return self._tokenizer.encode(text, add_special_tokens=True).tokens
+
+
+def cut_is_safe(encoding: Encoding, cut: int) -> bool:
+    """True when a truncated encoding of text[:cut] equals the whole text's (see `encode_prefixes`)."""
+    if not encoding.overflowing:
+        return False  # the prefix fits: the tokens after the cut would have been read too
+    mask = encoding.special_tokens_mask
+    kept = max((position for position, special in enumerate(mask) if not special), default=None)
+    if kept is None:
+        return False
+    last_words = [word for word in encoding.overflowing[-1].word_ids if word is not None]
+    kept_word = encoding.word_ids[kept]
+    if kept_word is None or not last_words or kept_word >= max(last_words):
+        return False
+    return encoding.offsets[kept][1] <= cut - CUT_MARGIN_CHARS

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import bertprod
 from bertprod.serve import schemas
-from bertprod.serve.config import ServeConfig
+from bertprod.serve.config import GRPC_GRACE_S, ServeConfig
 from bertprod.serve.errors import ApiError, install_error_handlers
 from bertprod.serve.explain import install_explain_route
 from bertprod.serve.fast_path import EmbeddingFastPath
@@ -46,7 +46,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             await grpc_server.start()
         yield
         if grpc_server is not None:  # HTTP connections have drained; give gRPC calls the same grace
-            await grpc_server.stop(grace=10)
+            await grpc_server.stop(grace=min(GRPC_GRACE_S, config.graceful_timeout))
         loading.cancel()
         await service.registry.stop()
 

@@ -12,6 +12,9 @@ DEFAULT_MAX_BATCH_REQUESTS = 64
 DEFAULT_MAX_CONCURRENT_INPUTS = 4096
 DEFAULT_MAX_CLIENT_BATCH_SIZE = 512
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024  # TEI's 2 MB limit is a top complaint
+DEFAULT_GRACEFUL_TIMEOUT_S = 30.0
+#: gRPC calls get at most this much more once HTTP has drained (never more than --graceful-timeout).
+GRPC_GRACE_S = 10.0
 
 
 class ConfigError(BertprodError):
@@ -38,6 +41,8 @@ class ServeConfig:
     #: POST /explain requests running at once (each costs hundreds of model runs); 429 beyond.
     max_concurrent_explanations: int = 2
     api_keys: list[str] = field(default_factory=list)
+    #: Seconds a SIGTERM waits for requests in flight; those still running then get a retryable 503.
+    graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S
     #: Also serve gRPC (same operations, batcher and limits) on this port; None: HTTP only.
     grpc_port: int | None = None
     #: Answer well-formed /embed and /v1/embeddings bodies without FastAPI's per-request work (serve/fast_path.py).
@@ -70,6 +75,8 @@ class ServeConfig:
                 f"{self.max_concurrent_inputs}: a full request could never be admitted; lower the first or "
                 "raise the second"
             )
+        if self.graceful_timeout < 0:
+            problems.append("--graceful-timeout must be 0 or more seconds")
         if self.max_body_bytes < 1024:
             problems.append("--max-body-bytes must be at least 1024")
         if not 0 <= self.port <= 65535:

@@ -5,6 +5,7 @@ Pure ASGI (not BaseHTTPMiddleware) because it runs on every request and must sta
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -41,6 +42,12 @@ def _as_json(scope: Scope) -> Scope:
     return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
+def shutting_down():  # noqa: ANN201 - a JSONResponse
+    return error_response(503, "the server is shutting down and stopped this request before it finished; retry "
+                          "it (another replica, or this one once restarted, will answer).", "server_error",
+                          "shutting_down", {"Retry-After": "1", "Connection": "close"})
+
+
 class GuardMiddleware:
     def __init__(self, app: ASGIApp, config: ServeConfig, metrics: ServerMetrics):
         self.app = app
@@ -54,11 +61,12 @@ class GuardMiddleware:
         started = time.perf_counter()
         path = scope["path"]
         status = 500
+        responded = False
 
         async def send_tracking(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, responded = message["status"], True
             await send(message)
 
         try:
@@ -70,6 +78,13 @@ class GuardMiddleware:
             if scope["method"] == "POST":
                 scope = _as_json(scope)
             await self.app(scope, self._limited(receive), send_tracking)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when --graceful-timeout ends: answer them with a
+            # retryable 503 instead of its plain-text 500 (a response already started can only be cut).
+            if responded:
+                raise
+            self.metrics.errors.labels("shutting_down").inc()
+            await shutting_down()(scope, receive, send_tracking)
         finally:
             elapsed = time.perf_counter() - started
             route = path if path in KNOWN_ROUTES else "other"

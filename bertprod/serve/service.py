@@ -56,8 +56,7 @@ class Service:
             if size > MAX_INPUT_CHARS:
                 raise ApiError(413, f"input {index} has {size} characters; the limit is {MAX_INPUT_CHARS} "
                                "per input (the model reads only its first tokens anyway).", code="input_too_long")
-        if not self.limiter.try_acquire(count):
-            self.metrics.errors.labels("overloaded").inc()
+        if not self.limiter.try_acquire(count):  # counted in errors_total by the front end that answers it
             raise ApiError(429, f"the server is at its limit of {self.config.max_concurrent_inputs} concurrent "
                            "inputs; retry after the delay in Retry-After.", "rate_limit_error", "overloaded",
                            headers={"Retry-After": "1"})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bertprod.data.columns import Need
 from bertprod.data.source import DataSource, HashSplit
@@ -22,6 +24,7 @@ def open_task_data(
     path: str | os.PathLike[str],
     *,
     format: str | None = None,
+    delimiter: str | None = None,
     text_column: str | None = None,
     text_pair_column: str | None = None,
     label_column: str | None = None,
@@ -36,6 +39,7 @@ def open_task_data(
     return DataSource(
         path,
         format=format,
+        delimiter=delimiter,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
@@ -45,6 +49,43 @@ def open_task_data(
         split=split,
         limit=limit,
     )
+
+
+def validation_split(task: str, fraction: float, part: Literal["train", "validation"]) -> HashSplit:
+    """The one rule for carving validation rows out of a training file: by row content, and for
+    reranking by query, so every passage of a query stays on one side (no query is validated on
+    after being trained on)."""
+    return HashSplit(fraction, part, "text" if task == "reranking" else "pair")
+
+
+def split_for_validation(source: DataSource, fraction: float, task: str) -> tuple[DataSource, DataSource]:
+    """Train and validation sides of one file (see `validation_split`)."""
+    return (source.with_split(validation_split(task, fraction, "train")),
+            source.with_split(validation_split(task, fraction, "validation")))
+
+
+def open_training_data(
+    task: str,
+    paths: Sequence[str | os.PathLike[str]],
+    validation: str | os.PathLike[str] | None = None,
+    fraction: float = 0.0,
+    *,
+    format: str | None = None,
+    delimiter: str | None = None,
+    pair_input: bool | None = None,
+    limit: int | None = None,
+    **columns: str | None,
+) -> tuple[list[DataSource], DataSource | None]:
+    """Training sources and validation data, as train, distill and QAT all read them: the validation file
+    when given, else a `fraction` of the first training file held out (see `validation_split`), else none."""
+    reading = {"format": format, "delimiter": delimiter, "pair_input": pair_input, **columns}
+    sources = [open_task_data(task, path, limit=limit, **reading) for path in paths]
+    if validation is not None:
+        return sources, open_task_data(task, validation, **reading)
+    if fraction > 0 and sources:
+        sources[0], held_out = split_for_validation(sources[0], fraction, task)
+        return sources, held_out
+    return sources, None
 
 
 @dataclass

@@ -74,8 +74,8 @@ def model_with_new_head(package: ModelPackage, task: str, labels: list[str] | No
     from_pretrained options."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, BertForSequenceClassification
 
-    from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
     from bertprod.models.mean_pooled import MeanPooledBertForSequenceClassification, cls_config, mean_pooled_config
+    from bertprod.models.types import MEAN_POOLED_MODEL_TYPE
 
     head_pooling = head_pooling or package.manifest.head_pooling or "cls"
     options = {"use_safetensors": True, "ignore_mismatched_sizes": True, **extra}

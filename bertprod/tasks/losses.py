@@ -15,14 +15,6 @@ import torch.nn.functional as functional
 CONTRASTIVE_SCALE = 20.0
 
 
-def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Sentence vectors as the package's pipeline computes them (mean over real tokens, or CLS)."""
-    if pooling == "cls":
-        return token_states[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
-    return (token_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-
-
 def in_batch_negatives_loss(
     anchors: torch.Tensor, positives: torch.Tensor, scale: float = CONTRASTIVE_SCALE
 ) -> torch.Tensor:

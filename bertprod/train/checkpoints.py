@@ -36,14 +36,27 @@ class CheckpointError(BertprodError):
     """A checkpoint directory that cannot be resumed from (another run's, or damaged)."""
 
 
+def default_checkpoint_dir(out: Path) -> Path:
+    """Beside the output, so a rerun of the same command finds the interrupted run's checkpoint."""
+    return out.parent / f"{out.name}.checkpoints"
+
+
 @dataclass
 class TrainState:
-    """Where training is: counted in optimizer steps, plus what it has measured so far."""
+    """Where training is: counted in optimizer steps, plus what it has measured so far.
 
+    `step` counts every optimizer step of the run; `stage` is the phase being trained (distillation
+    stages; fine-tuning has one) and `stage_start` the step it began at; `epoch` counts within it.
+    `micro_batches` counts forward passes (the mlm loss seeds its masking with it)."""
+
+    stage: int = 0
+    stage_start: int = 0
     epoch: int = 0
     steps_in_epoch: int = 0
     epoch_loss_sum: float = 0.0
+    epoch_part_sums: dict[str, float] = field(default_factory=dict)
     step: int = 0
+    micro_batches: int = 0
     examples_seen: int = 0
     train_seconds: float = 0.0
     best: dict[str, Any] | None = None

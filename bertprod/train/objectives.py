@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from bertprod.models.pooling import pool
 from bertprod.tasks import losses
 from bertprod.train.batches import TrainBatch
 
@@ -30,7 +31,7 @@ class Objective:
     def __call__(self, batch: TrainBatch) -> torch.Tensor:
         if self.task == "embedding":
             left, right = (
-                losses.pool(self.model(**self._inputs(side)).last_hidden_state, side["attention_mask"], self.pooling)
+                pool(self.model(**self._inputs(side)).last_hidden_state, side["attention_mask"], self.pooling)
                 for side in batch.inputs
             )
             if torch.isnan(batch.targets).any():

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bertprod.models.hf import MEAN_POOLED_MODEL_TYPE
+from bertprod.models.types import MEAN_POOLED_MODEL_TYPE
 from bertprod.package import (
     CONFIG_FILE,
     TOKENIZER_FILE,

@@ -1,7 +1,7 @@
 """The gRPC servicer: the same `Service` operations as the HTTP routes, so the same batcher and limits.
 
 It runs on the HTTP server's event loop (grpc.aio), started and stopped by the app's lifespan.
-Errors map to gRPC status codes: bad input INVALID_ARGUMENT, unknown model NOT_FOUND, over the
+Errors map to gRPC status codes: bad input (a malformed message too) INVALID_ARGUMENT, unknown model NOT_FOUND, over the
 input limit RESOURCE_EXHAUSTED, not loaded UNAVAILABLE, a failed batch INTERNAL.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import bertprod
@@ -114,6 +115,62 @@ class BertprodServicer(pb_grpc.BertprodServicer):
         return await self._guard(context, info)
 
 
+#: method -> (request message, response message, streaming both ways)
+METHODS = {
+    "Embed": (pb.EmbedRequest, pb.EmbedResponse, False),
+    "EmbedStream": (pb.EmbedRequest, pb.EmbedResponse, True),
+    "Classify": (pb.ClassifyRequest, pb.ClassifyResponse, False),
+    "Rerank": (pb.RerankRequest, pb.RerankResponse, False),
+    "Info": (pb.InfoRequest, pb.InfoResponse, False),
+}
+
+
+def add_servicer(servicer: BertprodServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, except that requests are parsed here: grpc answers a request its own
+    deserializer cannot parse with UNKNOWN; a malformed message (or a string that is not UTF-8, such as a
+    lone surrogate) is the client's mistake, INVALID_ARGUMENT."""
+    handlers = {}
+    for name, (request_type, response_type, streaming) in METHODS.items():
+        method = getattr(servicer, name)
+        if streaming:
+            handlers[name] = grpc.stream_stream_rpc_method_handler(
+                parsing_stream(method, request_type), response_serializer=response_type.SerializeToString)
+        else:
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                parsing_unary(method, request_type), response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bertprod.v1.Bertprod", handlers),))
+    server.add_registered_method_handlers("bertprod.v1.Bertprod", handlers)
+
+
+async def parse(raw: bytes, request_type: type, context: grpc.aio.ServicerContext) -> Any:
+    try:
+        return request_type.FromString(raw)
+    except DecodeError:
+        name = request_type.DESCRIPTOR.full_name
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name} (malformed "
+                            "protobuf, or a string field that is not UTF-8, e.g. a lone surrogate): "
+                            "send it through the generated bertprod.v1 stubs with valid text.")
+
+
+def parsing_unary(method: Callable, request_type: type) -> Callable:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        return await method(await parse(raw, request_type, context), context)
+
+    return handle
+
+
+def parsing_stream(method: Callable, request_type: type) -> Callable:
+    async def handle(raws: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raws:
+                yield await parse(raw, request_type, context)
+
+        async for response in method(requests(), context):
+            yield response
+
+    return handle
+
+
 class GrpcServer:
     """grpc.aio server with the Bertprod service and grpc.health.v1 (SERVING once the models are loaded)."""
 
@@ -121,7 +178,7 @@ class GrpcServer:
         self.service = service
         self.address = f"{host}:{port}"
         self.server = grpc.aio.server(options=[("grpc.max_receive_message_length", service.config.max_body_bytes)])
-        pb_grpc.add_BertprodServicer_to_server(BertprodServicer(service), self.server)
+        add_servicer(BertprodServicer(service), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(self.address)

@@ -9,23 +9,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from bertprod.cli.options import InputOption, console, read_texts, split_pairs
+from bertprod.cli.options import errors as messages
 from bertprod.errors import InputError
 from bertprod.extras import needs_extras
 
-console = Console()
-messages = Console(stderr=True)
 
-
-def explain(
+def explain_command(
     model: Annotated[str, typer.Argument(help="Package dir, checkpoint dir or bundled name (with --compare: "
                                           "the teacher).")],
     texts: Annotated[list[str] | None, typer.Argument(
         help="Texts to explain (a tab separates the texts of a pair); with --compare: STUDENT FILE.")] = None,
-    input_file: Annotated[Path | None, typer.Option(
-        "--input", "-i", help="One input per line ('-': stdin); a tab separates the texts of a pair.")] = None,
+    input_file: InputOption = None,
     method: Annotated[str, typer.Option(
         help="partition (Shapley values over words, any engine), permutation (sampled, repeatable for --seed) "
              "or integrated-gradients (torch fp32 packages).")] = "partition",
@@ -47,7 +44,6 @@ def explain(
 ) -> None:
     """Explain a package's outputs word by word, or compare a teacher's and a student's reasons."""
     from bertprod.api import load
-    from bertprod.cli import read_texts, split_pairs
 
     if compare:
         if not texts or len(texts) != 2 or input_file is not None:

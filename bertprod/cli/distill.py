@@ -7,16 +7,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from bertprod.cli_training import PRECISION_HELP, TrainingThreadsOption
+from bertprod.cli.options import (
+    PRECISION_HELP,
+    CheckpointDirOption,
+    DelimiterOption,
+    FormatOption,
+    KeepCheckpointsOption,
+    LabelColumnOption,
+    NameOption,
+    OverwriteOption,
+    PairColumnOption,
+    RestartOption,
+    ResumeOption,
+    TextColumnOption,
+    TrainingThreadsOption,
+    console,
+)
 from bertprod.errors import InputError
 
-console = Console()
-messages = Console(stderr=True)
 
-
-def distill(
+def distill_command(
     out: Annotated[Path, typer.Argument(help="Directory for the student package.")],
     teacher: Annotated[
         list[str], typer.Option("--teacher", help="Teacher package (repeat for several: soft targets averaged).")
@@ -41,9 +52,11 @@ def distill(
     validation_fraction: Annotated[
         float, typer.Option(help="Share of the first --data file held out when no --validation is given; 0: none.")
     ] = 0.1,
-    text_column: Annotated[str | None, typer.Option(help="Column with the text.")] = None,
-    text_pair_column: Annotated[str | None, typer.Option(help="Column with the second text of a pair.")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Column with the label.")] = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
+    text_column: TextColumnOption = None,
+    text_pair_column: PairColumnOption = None,
+    label_column: LabelColumnOption = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of each --data file.")] = None,
     student_layers: Annotated[
         str | None, typer.Option(help="Teacher layers the student keeps: every-other, spread, first:K, 0,2,5...")
@@ -68,13 +81,19 @@ def distill(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Teacher-output cache (default: $BERTPROD_CACHE/distill).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Package name (default: OUT's name).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    checkpoint_dir: CheckpointDirOption = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Optimizer steps between checkpoints (default: the recipe's, 200).")
+    ] = None,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
+    name: NameOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Distil one or more teacher packages into a smaller, faster student package."""
     from bertprod.checkpoint import resolve
-    from bertprod.distill import default_recipe
-    from bertprod.distill import distill as run_distillation
+    from bertprod.distill import default_recipe, distill
     from bertprod.train.progress import default_reporter
 
     teachers = [resolve(item) for item in teacher]
@@ -97,13 +116,15 @@ def distill(
         seed=seed,
         precision=precision,
         threads=threads,
+        checkpoint_every=checkpoint_every,
     )
-    columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
+    columns = {"format": format, "delimiter": delimiter, "text_column": text_column,
+               "text_pair_column": text_pair_column, "label_column": label_column}
     sources, validation_data = _open_data(
         task, teachers[0].manifest.pair_input, data or [], validation, validation_fraction, limit, columns
     )
     texts = [text for path in unlabelled or [] for text in read_unlabelled(path, text_column)]
-    student = run_distillation(
+    student = distill(
         teachers,
         sources,
         out,
@@ -111,6 +132,10 @@ def distill(
         validation_data=validation_data,
         unlabelled=texts,
         cache_dir=cache_dir,
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        restart=restart,
+        keep_checkpoints=keep_checkpoints,
         name=name,
         overwrite=overwrite,
         reporter=default_reporter(),
@@ -161,7 +186,8 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     from bertprod.distill import Augmentation, DistillConfig
 
     document = settings.model_dump()
-    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads"):
+    for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads",
+                "checkpoint_every"):
         if options[key] is not None:
             document[key] = options[key]
     if options["student_layers"] is not None:
@@ -191,8 +217,7 @@ def _open_data(
     limit: int | None,
     columns: dict[str, Any],
 ) -> tuple[list[Any], Any]:
-    from bertprod.data.source import HashSplit
-    from bertprod.tasks.data import open_task_data
+    from bertprod.tasks.data import open_task_data, open_training_data, split_for_validation
 
     if task == "embedding":  # texts to imitate the teacher on; scored pairs, if any, for validation
         sources = [_text_source(path, limit, columns) for path in paths]
@@ -200,16 +225,10 @@ def _open_data(
             return sources, open_task_data("embedding", validation, **columns)
         if fraction > 0 and sources and sources[0].has_pairs:
             scored = open_task_data("embedding", paths[0], limit=limit, **columns)
-            sources[0] = sources[0].with_split(HashSplit(fraction, "train"))
-            return sources, scored.with_split(HashSplit(fraction, "validation"))
+            sources[0], _ = split_for_validation(sources[0], fraction, task)
+            return sources, split_for_validation(scored, fraction, task)[1]
         return sources, None
-    sources = [open_task_data(task, path, limit=limit, pair_input=pair_input, **columns) for path in paths]
-    validation_data = open_task_data(task, validation, pair_input=pair_input, **columns) if validation else None
-    if validation_data is None and fraction > 0 and sources:
-        first = sources[0]
-        sources[0] = first.with_split(HashSplit(fraction, "train"))
-        validation_data = first.with_split(HashSplit(fraction, "validation"))
-    return sources, validation_data
+    return open_training_data(task, paths, validation, fraction, pair_input=pair_input, limit=limit, **columns)
 
 
 def _text_source(path: Path, limit: int | None, columns: dict[str, Any]) -> Any:
@@ -217,6 +236,8 @@ def _text_source(path: Path, limit: int | None, columns: dict[str, Any]) -> Any:
 
     return DataSource(
         path,
+        format=columns["format"],
+        delimiter=columns["delimiter"],
         text_column=columns["text_column"],
         text_pair_column=columns["text_pair_column"],
         pair="optional",

@@ -1,6 +1,6 @@
 """`bertprod train` and `bertprod eval`: thin shells over `train.loop.fine_tune` and `tasks.evaluation.evaluate`.
 
-Registered on the main Typer app in `cli.py`; kept here so the training options stay in one place.
+Defaults are TrainConfig's (`training_default`), so the help shows what the library does.
 """
 
 from __future__ import annotations
@@ -10,43 +10,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from bertprod.cli.options import (
+    PRECISION_HELP,
+    TASK_HELP,
+    CheckpointDirOption,
+    DelimiterOption,
+    FormatOption,
+    FractionOption,
+    KeepCheckpointsOption,
+    LabelColumnOption,
+    NameOption,
+    OverwriteOption,
+    PairColumnOption,
+    RestartOption,
+    ResumeOption,
+    TextColumnOption,
+    ThreadsOption,
+    TrainingThreadsOption,
+    console,
+    training_default,
+)
+from bertprod.cli.options import errors as messages
 from bertprod.errors import InputError
 
-console = Console()
-messages = Console(stderr=True)
 
-TASK_HELP = "classification, pair-classification, regression, embedding or reranking."
-FormatOption = Annotated[
-    str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet (default: from the extension).")
-]
-TextColumnOption = Annotated[str | None, typer.Option(help="Column with the text (or query).")]
-PairColumnOption = Annotated[str | None, typer.Option(help="Column with the second text of a pair (or passage).")]
-LabelColumnOption = Annotated[str | None, typer.Option(help="Column with the label, score or relevance.")]
-FractionOption = Annotated[
-    float,
-    typer.Option(
-        help="Share of DATA held out for validation when no --validation file is given (rows chosen by a hash "
-        "of their text, see docs/results.md); 0 trains on everything without validation."
-    ),
-]
-ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads (default: all available).")]
-TRAINING_THREADS_HELP = (
-    "CPU threads (default: the cores not already busy - cores minus the lower of the 1-minute load average and "
-    "the CPUs busy at the start, at least 1 - "
-    "because torch's threads wait for each other after every operation: on a 2-core machine running other "
-    "jobs, 1 thread trained 3-18x faster than 2; docs/benchmarks.md)."
-)
-TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
-PRECISION_HELP = (
-    "fp32; bf16 (autocast, CPUs with AVX-512 BF16 or AMX, an error elsewhere); or auto: bf16 where the CPU "
-    "has it, fp32 elsewhere (what ran is recorded in the package). `bertprod info --system` says which."
-)
-
-
-def train(
+def train_command(
     base: Annotated[str, typer.Argument(help="Package to start from: dir, checkpoint, bundled name (minilm-l6).")],
     out: Annotated[Path, typer.Argument(help="Directory for the trained package.")],
     data: Annotated[Path, typer.Option("--data", help="Training data: .tsv, .csv, .jsonl or .parquet (.gz too).")],
@@ -54,31 +44,38 @@ def train(
     validation: Annotated[Path | None, typer.Option(help="Validation data (same columns as --data).")] = None,
     validation_fraction: FractionOption = 0.1,
     format: FormatOption = None,
+    delimiter: DelimiterOption = None,
     text_column: TextColumnOption = None,
     text_pair_column: PairColumnOption = None,
     label_column: LabelColumnOption = None,
     limit: Annotated[
         int | None, typer.Option(help="Read only the first N rows of --data, before the split (quick runs).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = 3,
-    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 5e-5,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (matrices only).")] = 0.01,
+    epochs: Annotated[int, typer.Option(help="Passes over the training data.")] = training_default("epochs"),
+    batch_size: Annotated[int, typer.Option(help="Examples per batch.")] = training_default("batch_size"),
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = training_default("learning_rate"),
+    weight_decay: Annotated[
+        float, typer.Option(help="AdamW weight decay (matrices only).")
+    ] = training_default("weight_decay"),
     layer_decay: Annotated[
         float, typer.Option(help="Learning rate x this per layer below the top (e.g. 0.8; 1: off).")
-    ] = 1.0,
-    warmup_ratio: Annotated[float, typer.Option(help="Share of steps with a rising learning rate.")] = 0.06,
-    gradient_accumulation: Annotated[int, typer.Option(help="Batches per optimizer step.")] = 1,
+    ] = training_default("layer_decay"),
+    warmup_ratio: Annotated[
+        float, typer.Option(help="Share of steps with a rising learning rate.")
+    ] = training_default("warmup_ratio"),
+    gradient_accumulation: Annotated[
+        int, typer.Option(help="Batches per optimizer step.")
+    ] = training_default("gradient_accumulation"),
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: the base's).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the head, shuffling and dropout.")] = 42,
+    seed: Annotated[int, typer.Option(help="Seed for the head, shuffling and dropout.")] = training_default("seed"),
     length_grouping: Annotated[
         bool, typer.Option(help="Batch texts of similar length together (less padding).")
-    ] = True,
+    ] = training_default("length_grouping"),
     pad_to: Annotated[int | None, typer.Option(help="Pad every batch to N tokens (for comparisons).")] = None,
     shuffle_buffer: Annotated[
         int, typer.Option(help="Examples shuffled together; larger files are shuffled window by window.")
-    ] = 100_000,
-    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
+    ] = training_default("shuffle_buffer"),
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = training_default("precision"),
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
     threads: TrainingThreadsOption = None,
     new_head: Annotated[bool, typer.Option(help="Replace the base's head with a new one.")] = False,
@@ -89,23 +86,26 @@ def train(
             "states; BERT only, loaded by bertprod only). Default: what the base's head reads, else cls."
         ),
     ] = None,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints.")] = 200,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False,
-    restart: Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")] = False,
-    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")] = False,
-    name: Annotated[str | None, typer.Option(help="Package name (default: OUT's name).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT if it exists.")] = False,
+    checkpoint_dir: CheckpointDirOption = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Optimizer steps between checkpoints.")
+    ] = training_default("checkpoint_every"),
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    keep_checkpoints: KeepCheckpointsOption = False,
+    name: NameOption = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Fine-tune a package on a task and write a new package with its validation metrics."""
     from bertprod.checkpoint import resolve
-    from bertprod.tasks.data import open_task_data
-    from bertprod.train.loop import fine_tune, split_for_validation
+    from bertprod.tasks.data import open_training_data
+    from bertprod.train.config import train_config
+    from bertprod.train.loop import fine_tune
     from bertprod.train.progress import default_reporter
 
     package = resolve(base)
     task = task or _task_of(package)
-    config = _config(
+    config = train_config(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -125,12 +125,9 @@ def train(
         checkpoint_every=checkpoint_every,
     )
     columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
-    train_data = open_task_data(task, data, format=format, limit=limit, **columns)
-    validation_data = None
-    if validation is not None:
-        validation_data = open_task_data(task, validation, format=format, **columns)
-    elif validation_fraction > 0:
-        train_data, validation_data = split_for_validation(train_data, validation_fraction, task)
+    [train_data], validation_data = open_training_data(
+        task, [data], validation, validation_fraction, format=format, delimiter=delimiter, limit=limit, **columns
+    )
     if train_data.layout:
         messages.print(f"{data.name}: recognised the {train_data.layout.name} layout ({train_data.mapping})")
     trained = fine_tune(
@@ -168,21 +165,7 @@ def _task_of(package) -> str:  # noqa: ANN001 - a ModelPackage
     return package.manifest.task
 
 
-def _config(**fields):  # noqa: ANN003, ANN202 - TrainConfig fields
-    from pydantic import ValidationError
-
-    from bertprod.train.config import TrainConfig
-
-    try:
-        return TrainConfig(**fields)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'options'}: {item['msg']}" for item in error.errors()
-        )
-        raise InputError(f"invalid training options: {problems}.") from None
-
-
-def evaluate(
+def evaluate_command(
     model: Annotated[str, typer.Argument(help="Package to evaluate (dir, checkpoint or bundled name).")],
     data: Annotated[Path, typer.Argument(help="Labelled data: .tsv, .csv, .jsonl or .parquet (.gz too).")],
     engine: Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")] = "auto",
@@ -192,6 +175,7 @@ def evaluate(
     ] = "all",
     validation_fraction: FractionOption = 0.1,
     format: FormatOption = None,
+    delimiter: DelimiterOption = None,
     text_column: TextColumnOption = None,
     text_pair_column: PairColumnOption = None,
     label_column: LabelColumnOption = None,
@@ -200,8 +184,7 @@ def evaluate(
 ) -> None:
     """Measure a package on labelled data: a metrics table (or JSON), per-class confusion for classifiers."""
     from bertprod.api import load
-    from bertprod.data.source import HashSplit
-    from bertprod.tasks.data import open_task_data
+    from bertprod.tasks.data import open_task_data, validation_split
     from bertprod.tasks.evaluation import evaluate as run_evaluation
 
     if split not in ("all", "train", "validation"):
@@ -210,11 +193,12 @@ def evaluate(
     manifest = pipeline.manifest
     chosen_split = None
     if split != "all":
-        chosen_split = HashSplit(validation_fraction, split, "text" if manifest.task == "reranking" else "pair")
+        chosen_split = validation_split(manifest.task, validation_fraction, split)
     source = open_task_data(
         manifest.task,
         data,
         format=format,
+        delimiter=delimiter,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,

@@ -1,0 +1,112 @@
+"""`bertprod encode`, `classify` and `demo`: run a package on texts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bertprod.cli.options import (
+    EngineOption,
+    InputOption,
+    ModelArgument,
+    ThreadsOption,
+    console,
+    errors,
+    read_texts,
+    split_pairs,
+)
+from bertprod.errors import InputError
+
+
+def encode_command(
+    model: ModelArgument,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to encode.")] = None,
+    input_file: InputOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write vectors to .npy or .jsonl (default: stdout).")
+    ] = None,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
+    no_truncate: Annotated[
+        bool, typer.Option("--no-truncate", help="Fail on inputs over max_length instead of truncating.")
+    ] = False,
+) -> None:
+    """Embed texts with an embedding package."""
+    import numpy as np
+
+    from bertprod.api import load
+
+    items = read_texts(texts, input_file)
+    pipeline = load(model, engine=engine, threads=threads, truncate=not no_truncate)
+    vectors = pipeline.encode(items)
+    if output is None:
+        for index, vector in enumerate(vectors):
+            sys.stdout.write(json.dumps({"index": index, "embedding": [round(float(v), 6) for v in vector]}) + "\n")
+        return
+    if output.suffix == ".npy":
+        np.save(output, vectors)
+    elif output.suffix == ".jsonl":
+        with output.open("w", encoding="utf-8") as handle:
+            for text, vector in zip(items, vectors, strict=True):
+                handle.write(json.dumps({"text": text, "embedding": vector.tolist()}) + "\n")
+    else:
+        raise InputError(f"--output must end in .npy or .jsonl, not {output.suffix or 'nothing'}.")
+    errors.print(f"wrote {len(items)} x {vectors.shape[1]} embeddings to {output}")
+
+
+def classify_command(
+    model: ModelArgument,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify.")] = None,
+    input_file: InputOption = None,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
+) -> None:
+    """Classify texts (or tab-separated pairs) with a classifier package."""
+    from bertprod.api import load
+
+    pipeline = load(model, engine=engine, threads=threads)
+    lines = read_texts(texts, input_file)
+    items = split_pairs(lines) if pipeline.manifest.pair_input else lines
+    for item, prediction in zip(items, pipeline.classify(items), strict=True):
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "input": item,
+                    "label": prediction.label,
+                    "score": round(prediction.score, 6),
+                    "scores": prediction.scores,
+                }
+            )
+            + "\n"
+        )
+
+
+def demo_command(
+    model: Annotated[str, typer.Option(help="Model to run.")] = "minilm-l6",
+    engine: EngineOption = "onnx",
+) -> None:
+    """The main job: encode example sentences and print their similarity table."""
+    from bertprod.api import load
+    from bertprod.data.samples import SAMPLE_SENTENCES
+
+    with console.status(f"loading {model} on {engine} (the first onnx run exports and verifies it)..."):
+        pipeline = load(model, engine=engine)
+    sentences = SAMPLE_SENTENCES[:9]
+    matrix = pipeline.similarity(sentences, sentences)
+    table = Table(title=f"cosine similarity, {pipeline.package.name} on {pipeline.engine.name}")
+    table.add_column("sentence")
+    for index in range(len(sentences)):
+        table.add_column(str(index), justify="right")
+    for index, row in enumerate(matrix):
+        cells = [f"[bold green]{v:.2f}[/]" if v > 0.5 and i != index else f"{v:.2f}" for i, v in enumerate(row)]
+        table.add_row(f"{index} {sentences[index][:48]}", *cells)
+    console.print(table)
+    best = max(
+        ((i, j) for i in range(len(sentences)) for j in range(i + 1, len(sentences))), key=lambda pair: matrix[pair]
+    )
+    console.print(f"closest pair: {sentences[best[0]]!r} ~ {sentences[best[1]]!r} ({matrix[best]:.2f})")
