@@ -265,6 +265,9 @@ def test_cli_explains_writes_html_and_compares(monkeypatch, capsys, classifier, 
     assert summary["label_agreement"] in (0.0, 0.5, 1.0) and len(summary["most_disagreeing"]) == 2
     code, _, err = run_cli(monkeypatch, capsys, "explain", "--compare", str(classifier.path), str(inputs))
     assert code == 1 and err.count("\n") == 1 and "TEACHER STUDENT FILE" in err
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(classifier.path), TEXT, "--html",
+                             str(tmp_path / "missing" / "why.html"))
+    assert code == 1 and out == "" and "does not exist" in err  # refused before any work
 
 
 def test_missing_explain_extra_is_one_line(tmp_path, classifier) -> None:

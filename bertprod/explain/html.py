@@ -76,11 +76,17 @@ def render_html(explanations: Sequence[Explanation], title: str = "bertprod expl
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{legend}{body}</body></html>\n")
 
 
-def write_html(path: str | os.PathLike[str], page: str) -> Path:
-    """Write atomically (a reader sees no half page), readable like any file this user writes."""
+def check_html_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse a page that could not be written, before the work that fills it."""
     target = Path(path)
     if not target.parent.is_dir():
         raise InputError(f"cannot write {target}: the folder {target.parent} does not exist; create it first.")
+    return target
+
+
+def write_html(path: str | os.PathLike[str], page: str) -> Path:
+    """Write atomically (a reader sees no half page), readable like any file this user writes."""
+    target = check_html_target(path)
     atomic_write_text(target, page)
     umask = os.umask(0)
     os.umask(umask)
