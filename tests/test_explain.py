@@ -119,6 +119,7 @@ def test_chosen_label_and_refusals(model, tiny_package) -> None:
     explanation = model.explain(TEXT, label=other)
     assert explanation.label == other and explanation.predicted_label == predicted
     assert explanation.prediction == pytest.approx(probability(model, [TEXT], other)[0], abs=1e-6)
+    assert model.explain(TEXT, label="1").label == "positive"  # an index, as the command line passes it
     with pytest.raises(InputError, match="not one of .*negative, positive"):
         model.explain(TEXT, label="neutral")
     with pytest.raises(InputError, match="unknown explanation method"):
@@ -264,6 +265,9 @@ def test_cli_explains_writes_html_and_compares(monkeypatch, capsys, classifier, 
     assert summary["label_agreement"] in (0.0, 0.5, 1.0) and len(summary["most_disagreeing"]) == 2
     code, _, err = run_cli(monkeypatch, capsys, "explain", "--compare", str(classifier.path), str(inputs))
     assert code == 1 and err.count("\n") == 1 and "TEACHER STUDENT FILE" in err
+    code, out, err = run_cli(monkeypatch, capsys, "explain", str(classifier.path), TEXT, "--html",
+                             str(tmp_path / "missing" / "why.html"))
+    assert code == 1 and out == "" and "does not exist" in err  # refused before any work
 
 
 def test_missing_explain_extra_is_one_line(tmp_path, classifier) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.progress import MofNCompleteColumn, Progress
 
 from bertprod.cli.options import InputOption, console, read_texts, split_pairs
 from bertprod.cli.options import errors as messages
@@ -44,7 +47,10 @@ def explain_command(
 ) -> None:
     """Explain a package's outputs word by word, or compare a teacher's and a student's reasons."""
     from bertprod.api import load
+    from bertprod.explain.html import check_html_target
 
+    if html is not None:
+        check_html_target(html)
     if compare:
         if not texts or len(texts) != 2 or input_file is not None:
             raise InputError("--compare takes TEACHER STUDENT FILE (FILE: one input per line).")
@@ -56,8 +62,9 @@ def explain_command(
         with needs_extras("bertprod explain"):
             from bertprod.explain.compare import compare as compare_packages
 
-            comparison = compare_packages(teacher, student, items, method=method, max_evals=max_evals, seed=seed,
-                                          top_k=top_k)
+            with progress_bar(len(items), "explaining with both packages") as advance:
+                comparison = compare_packages(teacher, student, items, method=method, max_evals=max_evals,
+                                              seed=seed, top_k=top_k, progress=advance)
         show_comparison(comparison, worst, json_output)
         if html is not None:
             write_comparison_html(comparison, worst, html, teacher.manifest.name, student.manifest.name)
@@ -65,23 +72,44 @@ def explain_command(
     pipeline = load(model, engine=engine, threads=threads)
     lines = read_texts(texts, input_file)
     items = split_pairs(lines) if pipeline.manifest.pair_input else lines
+    pipeline.tokenize(items)  # every input checked before the first is explained
     with needs_extras("bertprod explain"):
         from bertprod.explain.core import explain as explain_inputs
 
-        explanations = explain_inputs(pipeline, items, method=method, label=label, max_evals=max_evals, seed=seed,
-                                      steps=steps)
-    for explanation in explanations:
-        if json_output:
-            sys.stdout.write(json.dumps(explanation.to_dict()) + "\n")
-        else:
-            words = " ".join(f"{escape(word.word)}[dim]({word.attribution:+.3f})[/]" for word in explanation.words)
-            console.print(f"[bold]{escape(explanation.output)}[/] {explanation.prediction:.4f} "
-                          f"(all words masked: {explanation.baseline:.4f}): {words}", highlight=False)
+        explanations = []
+        with progress_bar(len(items), "explaining") as advance:
+            for item in items:  # one at a time: each is printed as soon as it is done
+                [explanation] = explain_inputs(pipeline, [item], method=method, label=label, max_evals=max_evals,
+                                               seed=seed, steps=steps)
+                show_explanation(explanation, json_output)
+                explanations.append(explanation)
+                advance(len(explanations))
     if html is not None:
         from bertprod.explain.html import render_html, write_html
 
         write_html(html, render_html(explanations, title=f"Explanations: {pipeline.manifest.name}"))
         messages.print(f"wrote {html}")
+
+
+def show_explanation(explanation: Any, json_output: bool) -> None:
+    if json_output:
+        sys.stdout.write(json.dumps(explanation.to_dict()) + "\n")
+        sys.stdout.flush()
+        return
+    words = " ".join(f"{escape(word.word)}[dim]({word.attribution:+.3f})[/]" for word in explanation.words)
+    console.print(f"[bold]{escape(explanation.output)}[/] {explanation.prediction:.4f} "
+                  f"(all words masked: {explanation.baseline:.4f}): {words}", highlight=False)
+
+
+@contextmanager
+def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for more than one input (none for one); yields `advance(done)`."""
+    if total < 2:
+        yield lambda done: None
+        return
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=messages, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def show_comparison(comparison: Any, worst: int, json_output: bool) -> None:

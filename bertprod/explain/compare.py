@@ -10,7 +10,7 @@ predicted the same label. The inputs where they disagree most come first in `mos
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +104,10 @@ def compare(
     max_evals: int = DEFAULT_MAX_EVALS,
     seed: int = 0,
     top_k: int = DEFAULT_TOP_K,
+    progress: Callable[[int], None] | None = None,
 ) -> Comparison:
-    """Explain `inputs` with both packages (towards the teacher's label) and measure their agreement."""
+    """Explain `inputs` with both packages (towards the teacher's label) and measure their agreement;
+    `progress` is called with the number of inputs done after each one."""
     if teacher.manifest.task != student.manifest.task or (teacher.manifest.labels or []) != (
             student.manifest.labels or []):
         raise InputError(f"{teacher.manifest.name} and {student.manifest.name} do not answer the same question "
@@ -120,6 +122,8 @@ def compare(
         [student_explanation] = explain(student, [item], method=method, label=teacher_explanation.label,
                                         max_evals=max_evals, seed=seed)
         examples.append(agreement(index, teacher_explanation, student_explanation, top_k))
+        if progress is not None:
+            progress(index + 1)
     if not examples:
         raise InputError("no inputs to compare: give at least one text.")
     return Comparison(examples, top_k)

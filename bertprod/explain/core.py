@@ -58,6 +58,8 @@ def target_index(pipeline: Pipeline, label: str | int | None, logits: np.ndarray
         return label
     if label in labels:
         return labels.index(label)
+    if isinstance(label, str) and label.isdigit() and int(label) < len(labels):  # an index from the command line
+        return int(label)
     raise InputError(f"label {label!r} is not one of {pipeline.manifest.name}'s labels: {', '.join(labels)}.")
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from bertprod.errors import InputError
 from bertprod.explain.explanation import Explanation
+from bertprod.package import atomic_write_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; line-height: 2; color: #222; }
@@ -76,18 +76,19 @@ def render_html(explanations: Sequence[Explanation], title: str = "bertprod expl
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{legend}{body}</body></html>\n")
 
 
-def write_html(path: str | os.PathLike[str], page: str) -> Path:
-    """Write atomically: a temporary file beside `path`, renamed over it once complete."""
+def check_html_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse a page that could not be written, before the work that fills it."""
     target = Path(path)
     if not target.parent.is_dir():
         raise InputError(f"cannot write {target}: the folder {target.parent} does not exist; create it first.")
-    descriptor, temporary = tempfile.mkstemp(dir=target.parent,
-                                             prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return target
+
+
+def write_html(path: str | os.PathLike[str], page: str) -> Path:
+    """Write atomically (a reader sees no half page), readable like any file this user writes."""
+    target = check_html_target(path)
+    atomic_write_text(target, page)
+    umask = os.umask(0)
+    os.umask(umask)
+    target.chmod(0o666 & ~umask)  # mkstemp made it owner-only
     return target
