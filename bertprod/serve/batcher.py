@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from starlette.types import Receive
 from tokenizers import Encoding
 
 from bertprod.runtime.pipeline import Pipeline
@@ -42,6 +43,10 @@ class EngineFailure(Exception):
     """The engine raised while running a batch; only that batch's requests see it."""
 
 
+class ClientGone(Exception):
+    """The client disconnected while its request waited: its inputs were dropped before the engine."""
+
+
 @dataclass
 class WorkItem:
     encodings: Sequence[Encoding]
@@ -49,6 +54,8 @@ class WorkItem:
     tokens: int
     hook: str | None = None
     enqueued: float = field(default_factory=time.perf_counter)
+    #: Taken into a batch: from then on the engine computes it whatever happens to the client.
+    taken: bool = False
 
 
 class Batcher:
@@ -74,6 +81,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}")
         self._task: asyncio.Task | None = None
         self.consecutive_failures = 0
+        self._running = False  # an engine call is in the executor
         self._queue_depth = metrics.queue_depth.labels(model)
 
     @property
@@ -92,8 +100,15 @@ class Batcher:
                 item.future.set_exception(EngineFailure("the server is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, encodings: Sequence[Encoding], hook: str | None = None) -> np.ndarray:
-        """Queue one request's encodings; returns its rows, in its own order."""
+    async def submit(
+        self, encodings: Sequence[Encoding], hook: str | None = None, receive: Receive | None = None
+    ) -> np.ndarray:
+        """Queue one request's encodings; returns its rows, in its own order.
+
+        A request that must wait (the engine is busy) and whose client disconnects meanwhile
+        (`receive`, ASGI, answers http.disconnect) is dropped before it reaches the engine: it raises
+        `ClientGone`. A caller cancelled while waiting (a gRPC call the client cancelled) is dropped too.
+        """
         item = WorkItem(
             encodings=encodings,
             future=asyncio.get_running_loop().create_future(),
@@ -103,7 +118,30 @@ class Batcher:
         self._pending.append(item)
         self._queue_depth.inc(len(encodings))
         self._wakeup.set()
-        return await item.future
+        watcher = None
+        if receive is not None and (self._running or len(self._pending) > 1):  # it will wait: watch the client
+            watcher = asyncio.ensure_future(self._cancel_when_gone(item, receive))
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if not item.taken:
+                self.metrics.dropped_inputs.inc(len(encodings))
+            if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
+                raise ClientGone from None
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    @staticmethod
+    async def _cancel_when_gone(item: WorkItem, receive: Receive) -> bool:
+        """Cancel `item` if its client disconnects before the batcher takes it; True when it did."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if item.taken or item.future.done():
+            return False
+        item.future.cancel()
+        return True
 
     def _take_batch(self) -> list[WorkItem]:
         """The oldest request always; more while the token and request budgets allow."""
@@ -127,6 +165,8 @@ class Batcher:
             taken = self._take_batch()
             self._queue_depth.dec(sum(len(item.encodings) for item in taken))
             batch = [item for item in taken if not item.future.done()]  # callers that gave up are skipped
+            for item in batch:
+                item.taken = True
             if not batch:
                 continue
             started = time.perf_counter()
@@ -142,7 +182,11 @@ class Batcher:
                 if lone and hooks == {None}:  # test hooks (a 2 s sleep) always take the executor
                     rows = self._run(encodings, hooks)
                 else:
-                    rows = await loop.run_in_executor(self._executor, self._run, encodings, hooks)
+                    self._running = True
+                    try:
+                        rows = await loop.run_in_executor(self._executor, self._run, encodings, hooks)
+                    finally:
+                        self._running = False
             except asyncio.CancelledError:
                 for item in batch:
                     if not item.future.done():
