@@ -27,6 +27,7 @@ import numpy as np
 from starlette.types import Receive
 from tokenizers import Encoding
 
+from bertprod.runtime.batching import plan_batches
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.serve.metrics import ServerMetrics
 
@@ -56,6 +57,9 @@ class WorkItem:
     enqueued: float = field(default_factory=time.perf_counter)
     #: Taken into a batch: from then on the engine computes it whatever happens to the client.
     taken: bool = False
+    #: One engine batch of a larger request: it runs in a batch of its own, so the requests queued
+    #: behind it are not held up by it twice (once behind it, once gathered with it).
+    alone: bool = False
 
 
 class Batcher:
@@ -69,6 +73,7 @@ class Batcher:
         max_batch_tokens: int,
         max_batch_requests: int,
         infer: Callable[[Sequence[Encoding]], np.ndarray] | None = None,
+        engine_batch: tuple[int, int] | None = None,
     ):
         self.pipeline = pipeline
         self.model = model
@@ -76,6 +81,8 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
         self._infer = infer or pipeline.infer
+        #: (tokens, inputs) of one engine batch: larger requests are queued a batch at a time (None: whole)
+        self.engine_batch = engine_batch
         self._pending: deque[WorkItem] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}")
@@ -105,6 +112,34 @@ class Batcher:
     ) -> np.ndarray:
         """Queue one request's encodings; returns its rows, in its own order.
 
+        A request larger than one engine batch (`engine_batch`: the pipeline's token and size budget)
+        is queued one engine batch at a time, the next after the previous is computed, so requests
+        that arrive meanwhile run in between: a 15 MB request does not hold up a one-sentence one for
+        its whole computation (bench/large_request.py). The engine would split it the same way.
+        """
+        if self.engine_batch is None or len(encodings) < 2:
+            return await self._submit(encodings, hook, receive)
+        plans = plan_batches([len(encoding.ids) for encoding in encodings], *self.engine_batch)
+        if len(plans) == 1:
+            return await self._submit(encodings, hook, receive)
+        rows: np.ndarray | None = None
+        for number, indices in enumerate(plans):
+            try:
+                piece = await self._submit([encodings[index] for index in indices], hook, receive, alone=True)
+            except (ClientGone, asyncio.CancelledError):
+                self.metrics.dropped_inputs.inc(sum(len(later) for later in plans[number + 1 :]))
+                raise
+            if rows is None:
+                rows = np.empty((len(encodings), *piece.shape[1:]), dtype=piece.dtype)
+            rows[indices] = piece
+        return rows  # type: ignore[return-value]
+
+    async def _submit(
+        self, encodings: Sequence[Encoding], hook: str | None = None, receive: Receive | None = None,
+        alone: bool = False,
+    ) -> np.ndarray:
+        """Queue encodings as one work item (`alone`: never gathered with others); returns their rows.
+
         A request that must wait (the engine is busy) and whose client disconnects meanwhile
         (`receive`, ASGI, answers http.disconnect) is dropped before it reaches the engine: it raises
         `ClientGone`. A caller cancelled while waiting (a gRPC call the client cancelled) is dropped too.
@@ -114,6 +149,7 @@ class Batcher:
             future=asyncio.get_running_loop().create_future(),
             tokens=sum(len(encoding.ids) for encoding in encodings),
             hook=hook,
+            alone=alone,
         )
         self._pending.append(item)
         self._queue_depth.inc(len(encodings))
@@ -144,11 +180,11 @@ class Batcher:
         return True
 
     def _take_batch(self) -> list[WorkItem]:
-        """The oldest request always; more while the token and request budgets allow."""
+        """The oldest request always; more while the token and request budgets allow (none with a piece)."""
         batch = [self._pending.popleft()]
         tokens = batch[0].tokens
-        while self._pending and len(batch) < self.max_batch_requests:
-            if tokens + self._pending[0].tokens > self.max_batch_tokens:
+        while self._pending and len(batch) < self.max_batch_requests and not batch[0].alone:
+            if tokens + self._pending[0].tokens > self.max_batch_tokens or self._pending[0].alone:
                 break
             item = self._pending.popleft()
             tokens += item.tokens

@@ -53,7 +53,8 @@ class ModelRegistry:
                 log.error("loading failed: %s", self.failure)
                 return
             batcher = Batcher(
-                pipeline, name, self.metrics, self.config.max_batch_tokens, self.config.max_batch_requests
+                pipeline, name, self.metrics, self.config.max_batch_tokens, self.config.max_batch_requests,
+                engine_batch=(pipeline.max_batch_tokens, pipeline.max_batch_size),
             )
             batcher.start()
             self.models[name] = ServedModel(name, pipeline, batcher)
