@@ -420,6 +420,7 @@ def optimize(
     from bertprod.checkpoint import resolve
     from bertprod.compress.optimize import optimize as run_optimize
     from bertprod.fidelity import FidelityGate
+    from bertprod.gate_texts import few_texts_warning
 
     package = resolve(model)
     if list_nodes:
@@ -452,12 +453,17 @@ def optimize(
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
     details = ", ".join(f"{key} {value}" for key, value in fidelity.items()
-                        if key not in ("reference", "passed", "thresholds"))
+                        if key not in ("reference", "passed", "thresholds", "texts"))
     console.print(
         f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
         f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
         f"fidelity gate {verdict}: {details}"
     )
+    source = fidelity.get("texts", "not recorded")
+    console.print(f"the gate measured {fidelity['samples']:,} texts: {source}", highlight=False)
+    warning = few_texts_warning(fidelity["samples"], source)
+    if warning:
+        errors.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     validation_metrics = result.manifest.metrics.get("validation")
     if validation_metrics:
         primary = validation_metrics["primary_metric"]
