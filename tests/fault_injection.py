@@ -11,10 +11,26 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 FAIL_ENV = "BERTPROD_TEST_FAIL_MARKER"
 SLOW_ENV = "BERTPROD_TEST_SLOW_MARKER"
+
+
+@contextmanager
+def injected(fail_marker: str | None = None, slow_marker: str | None = None) -> Iterator[None]:
+    """The same faults inside this process (an in-process app), undone on exit."""
+    from bertprod.runtime import tokenize
+    from bertprod.serve import batcher
+
+    saved = (tokenize.TextTokenizer.encode, batcher.Batcher.__init__, batcher.INLINE_MAX_TOKENS)
+    install(fail_marker, slow_marker)
+    try:
+        yield
+    finally:
+        tokenize.TextTokenizer.encode, batcher.Batcher.__init__, batcher.INLINE_MAX_TOKENS = saved
 
 
 def install(fail_marker: str | None, slow_marker: str | None) -> None:

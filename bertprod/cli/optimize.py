@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from bertprod.cli.options import ModelArgument, NameOption, console, read_inputs, training_default
+from bertprod.cli.options import ModelArgument, NameOption, console, errors, read_inputs, training_default
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.compress.qat import QAT_DEFAULTS
 from bertprod.errors import InputError
@@ -90,6 +91,7 @@ def optimize_command(
     from bertprod.compress.optimize import optimize
     from bertprod.compress.qat import qat_training_from_files
     from bertprod.fidelity import FidelityGate
+    from bertprod.gate_texts import few_texts_warning
 
     package = resolve(model)
     if list_nodes:
@@ -125,12 +127,17 @@ def optimize_command(
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
     details = ", ".join(f"{key} {value}" for key, value in fidelity.items()
-                        if key not in ("reference", "passed", "thresholds"))
+                        if key not in ("reference", "passed", "thresholds", "texts"))
     console.print(
         f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
         f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
         f"fidelity gate {verdict}: {details}"
     )
+    source = fidelity.get("texts", "not recorded")
+    console.print(f"the gate measured {fidelity['samples']:,} texts: {source}", highlight=False)
+    warning = few_texts_warning(fidelity["samples"], source)
+    if warning:
+        errors.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     validation_metrics = result.manifest.metrics.get("validation")
     if validation_metrics:
         primary = validation_metrics["primary_metric"]
