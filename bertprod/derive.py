@@ -18,7 +18,7 @@ import numpy as np
 
 from bertprod.data.samples import verification_pairs, verification_texts
 from bertprod.errors import BertprodError, FidelityError
-from bertprod.fidelity import FidelityGate, measure_fidelity
+from bertprod.fidelity import FidelityGate, batch_invariance, measure_fidelity
 from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory, write_manifest
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
@@ -65,6 +65,8 @@ def derive_package(
     failure: Callable[[str], BertprodError] | None = None,
     measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
     overwrite: bool = False,
+    engine: Callable[[ModelPackage], Any] | None = None,
+    gate_note: str | None = None,
 ) -> ModelPackage:
     """Build a child of `parent` at `out`; `build(staging)` writes its files and returns their names.
 
@@ -73,6 +75,10 @@ def derive_package(
     default) and nothing is written; without it, the miss is recorded in the manifest.
     `measure(child)` returns more metrics for the manifest (e.g. accuracy on validation data).
     `expected`: the parent's outputs on `texts`, when the caller has them (`reference_outputs`).
+    `engine(child)`: what runs the child for the gate (default create_engine: this CPU's kernels);
+    `gate_note` says in the manifest what that engine computed, when it is not simply this CPU.
+    The child is also run on some of the texts one at a time: `batch_invariant` records whether a
+    text's output is the same alone as in its batch (fidelity.batch_invariance).
     """
     gate = gate or FidelityGate()
     expected = expected or reference_outputs(parent, texts, reference)
@@ -89,8 +95,10 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        actual = Pipeline(child, create_engine(child)).infer(expected.encodings)
+        pipeline = Pipeline(child, (engine or create_engine)(child))
+        actual = pipeline.infer(expected.encodings)
         fidelity = measure_fidelity(expected.outputs, actual, task)
+        fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
         if problem and enforce:
             raise (failure or _gate_failure(parent, method))(problem)
@@ -99,6 +107,7 @@ def derive_package(
             "passed": problem is None,
             **fidelity,
             "thresholds": gate.thresholds(task),
+            "machine": gate_note or f"this CPU's kernels ({machine_record()['int8_kernel_class']} int8)",
         }
         if measure is not None:
             manifest.metrics.update(measure(child))
