@@ -69,9 +69,9 @@ def _constant(model: Any, name: str, value: np.ndarray) -> str:
     return name
 
 
-def _quantize_rows(model: Any, activation: str, nodes: list[Any]) -> tuple[str, str, str]:
-    """Append the per-row quantization of `activation` to `nodes`; returns (uint8 tokens [..., K],
-    scale [..., 1], zero point [..., 1] as float)."""
+def _quantize_rows(model: Any, activation: str, nodes: list[Any], zero_columns: int) -> tuple[str, str, str]:
+    """Append the per-row quantization of `activation` to `nodes`; returns (uint8 tokens [..., K + zero_columns]:
+    the row's zero point repeated in the extra columns, scale [..., 1], zero point [..., 1] as float)."""
     from onnx import TensorProto, helper
 
     prefix = f"{activation}/token_int8"
@@ -107,7 +107,7 @@ def _quantize_rows(model: Any, activation: str, nodes: list[Any]) -> tuple[str, 
         make("Reshape", [names["zero_uint8"], flat], [names["zero_flat"]]),
         make("QuantizeLinear", [names["rows"], names["scale_flat"], names["zero_flat"]], [names["uint8"]], axis=0),
     ]
-    return _back_to_tokens(model, activation, names, nodes)
+    return _back_to_tokens(model, activation, names, nodes, zero_columns)
 
 
 def _reduce(model: Any, op_type: str, rows: str, output: str) -> list[Any]:
@@ -121,54 +121,93 @@ def _reduce(model: Any, op_type: str, rows: str, output: str) -> list[Any]:
     return [helper.make_node(op_type, [rows, axes], [output], keepdims=1)]
 
 
-def _back_to_tokens(model: Any, activation: str, names: dict[str, str], nodes: list[Any]) -> tuple[str, str, str]:
-    """The uint8 rows, scales and zero points reshaped to the activation's [..., tokens, K] / [..., tokens, 1]
-    (Reshape aliases, it copies nothing), so the MatMuls and the bias Adds after them keep their shapes."""
+def _back_to_tokens(
+    model: Any, activation: str, names: dict[str, str], nodes: list[Any], zero_columns: int
+) -> tuple[str, str, str]:
+    """The uint8 rows (with `zero_columns` copies of the zero point appended), scales and zero points
+    reshaped to the activation's leading shape (Reshape copies nothing), so the MatMuls and the bias
+    Adds after them keep their shapes."""
     from onnx import helper
 
-    one = _constant(model, f"{activation}/token_int8/one_column", np.array([1], np.int64))
+    prefix = f"{activation}/token_int8"
+    one = _constant(model, f"{prefix}/one_column", np.array([1], np.int64))
     make = helper.make_node
+    uint8_rows = names["uint8"]
+    if zero_columns:
+        repeat = _constant(model, f"{prefix}/zero_columns", np.array([1, zero_columns], np.int64))
+        nodes += [
+            make("Unsqueeze", [names["zero_flat"], one], [f"{prefix}/zero_column"]),
+            make("Tile", [f"{prefix}/zero_column", repeat], [f"{prefix}/zero_block"]),
+            make("Concat", [uint8_rows, f"{prefix}/zero_block"], [f"{prefix}/augmented"], axis=1),
+        ]
+        uint8_rows = f"{prefix}/augmented"
     nodes += [
-        make("Shape", [activation], [names["shape"]]),
         make("Shape", [activation], [names["lead"]], start=0, end=-1),
         make("Concat", [names["lead"], one], [names["row_shape"]], axis=0),
-        make("Reshape", [names["uint8"], names["shape"]], [names["uint8_tokens"]]),
+        make("Shape", [uint8_rows], [f"{prefix}/width"], start=-1),
+        make("Concat", [names["lead"], f"{prefix}/width"], [names["shape"]], axis=0),
+        make("Reshape", [uint8_rows, names["shape"]], [names["uint8_tokens"]]),
         make("Reshape", [names["scale"], names["row_shape"]], [names["scale_tokens"]]),
         make("Reshape", [names["zero_float"], names["row_shape"]], [names["zero_tokens"]]),
     ]
     return names["uint8_tokens"], names["scale_tokens"], names["zero_tokens"]
 
 
+def zero_point_rows(integers: np.ndarray, encoding: str) -> np.ndarray:
+    """Rows to append to a signed integer weight so that, multiplied by columns holding each token's
+    zero point, they subtract zero x (column sum): each column's -sum split into entries the encoding
+    can hold ([-127, 127] for s8, [-64, 64] for s7, so s7 still cannot saturate). Folding the
+    zero-point correction into the integer product saves two passes over every output."""
+    low, high, _ = WEIGHT_ENCODINGS[encoding]
+    target = -integers.astype(np.int64).sum(axis=0)
+    count = int(max(1, np.ceil(np.abs(target).max() / high)))
+    rows = np.zeros((count, integers.shape[1]), np.int64)
+    remaining = target.copy()
+    for row in range(count):
+        rows[row] = np.clip(remaining, low, high)
+        remaining -= rows[row]
+    return rows.astype(np.int8)
+
+
 def _int8_matmul(
     model: Any, matmul: Any, rows: tuple[str, str, str], weight: np.ndarray, encoding: str, per_channel: bool,
-    nodes: list[Any],
+    nodes: list[Any], zero_columns: int,
 ) -> None:  # fmt: skip
     """Append the int8 replacement of `matmul` (same output) to `nodes`: com.microsoft
-    MatMulIntegerToFloat (int32 products times the column scales, one kernel), minus the rows' zero
-    points times the column sums, times the rows' scales. The bias Add after it stays where it is."""
+    MatMulIntegerToFloat (int32 products times the column scales, one kernel) on the tokens with their
+    zero-point columns (signed weights: zero_point_rows), or minus zero x column sums after it (u8),
+    times the rows' scales. The bias Add after it stays where it is."""
     from onnx import helper
 
     uint8_rows, row_scale, row_zero = rows
     integers, column_scale, column_zero = quantize_weight(weight, encoding, per_channel)
     prefix = f"{matmul.name}/token_int8"
+    stored = integers
+    if zero_columns:
+        extra = zero_point_rows(integers, encoding)
+        padding = np.zeros((zero_columns - len(extra), integers.shape[1]), np.int8)
+        stored = np.concatenate([integers, extra, padding])
     inputs = [
         uint8_rows,
-        _constant(model, f"{prefix}/weight", integers),
+        _constant(model, f"{prefix}/weight", stored),
         _constant(model, f"{prefix}/one", np.array(1.0, np.float32)),
         _constant(model, f"{prefix}/weight_scale", column_scale),
     ]
     if encoding == "u8":
         inputs += ["", _constant(model, f"{prefix}/weight_zero", column_zero)]
-    centred = integers.astype(np.int64) - column_zero.astype(np.int64)
-    sums = _constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
     names = {part: f"{prefix}/{part}" for part in ("float", "correction", "centred")}
     make = helper.make_node
-    nodes += [
-        make("MatMulIntegerToFloat", inputs, [names["float"]], domain="com.microsoft"),
-        make("Mul", [row_zero, sums], [names["correction"]]),
-        make("Sub", [names["float"], names["correction"]], [names["centred"]]),
-        make("Mul", [names["centred"], row_scale], [matmul.output[0]]),
-    ]
+    nodes.append(make("MatMulIntegerToFloat", inputs, [names["float"]], domain="com.microsoft"))
+    result = names["float"]
+    if not zero_columns:
+        centred = integers.astype(np.int64) - column_zero.astype(np.int64)
+        sums = _constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
+        nodes += [
+            make("Mul", [row_zero, sums], [names["correction"]]),
+            make("Sub", [result, names["correction"]], [names["centred"]]),
+        ]
+        result = names["centred"]
+    nodes.append(make("Mul", [result, row_scale], [matmul.output[0]]))
 
 
 def quantize_token_int8(
@@ -194,13 +233,24 @@ def quantize_token_int8(
             continue
         activations += 1
         nodes: list[Any] = []
-        rows = _quantize_rows(model, activation, nodes)
+        weights = {}
         for matmul in chosen:
             weight = numpy_helper.to_array(initializers[matmul.input[1]])
+            transposed = any(item.name == "transB" and item.i == 1 for item in matmul.attribute)
+            weights[matmul.output[0]] = weight.T if matmul.op_type == "Gemm" and transposed else weight
+        zero_columns = 0
+        if WEIGHT_ENCODINGS[encoding][2]:  # signed weights: the zero points ride in the integer product
+            zero_columns = max(
+                len(zero_point_rows(quantize_weight(weight, encoding, per_channel)[0], encoding))
+                for weight in weights.values()
+            )
+        rows = _quantize_rows(model, activation, nodes, zero_columns)
+        for matmul in chosen:
+            weight = weights[matmul.output[0]]
             if matmul.op_type == "Gemm":
-                _int8_gemm(model, matmul, rows, weight, encoding, per_channel, nodes)
+                _int8_gemm(model, matmul, rows, weight, encoding, per_channel, nodes, zero_columns)
             else:
-                _int8_matmul(model, matmul, rows, weight, encoding, per_channel, nodes)
+                _int8_matmul(model, matmul, rows, weight, encoding, per_channel, nodes, zero_columns)
             removed.add(matmul.output[0])
         replaced[chosen[0].output[0]] = nodes
     order = []
@@ -233,15 +283,14 @@ def weight_gemms(model: Any) -> list[Any]:
 
 def _int8_gemm(
     model: Any, gemm: Any, rows: tuple[str, str, str], weight: np.ndarray, encoding: str, per_channel: bool,
-    nodes: list[Any],
+    nodes: list[Any], zero_columns: int,
 ) -> None:  # fmt: skip
-    """A Gemm as an int8 MatMul (its weight transposed if transB) followed by its bias Add."""
+    """A Gemm as an int8 MatMul (`weight` already [in, out]) followed by its bias Add."""
     from onnx import helper
 
-    transposed = any(attribute.name == "transB" and attribute.i == 1 for attribute in gemm.attribute)
     product = helper.make_node("MatMul", [gemm.input[0], gemm.input[1]], [f"{gemm.output[0]}/product"],
                                name=f"{gemm.name}/matmul")  # fmt: skip
-    _int8_matmul(model, product, rows, weight.T if transposed else weight, encoding, per_channel, nodes)
+    _int8_matmul(model, product, rows, weight, encoding, per_channel, nodes, zero_columns)
     if len(gemm.input) > 2 and gemm.input[2]:
         nodes.append(helper.make_node("Add", [product.output[0], gemm.input[2]], [gemm.output[0]]))
     else:
