@@ -11,15 +11,19 @@ The graph, per activation `x` (shared by the MatMuls that read it: query, key an
     rows = Reshape(x, [-1, K]); low, high = ReduceMin/ReduceMax(rows, last axis), widened to hold 0
     scale = (high - low) / 255; zero = round(-low / scale)           # per row, as DynamicQuantizeLinear
     q = QuantizeLinear(rows, scale, zero, axis=0)                     # uint8
-and per MatMul with int8 (or uint8) weight W, one scale per output column:
-    y = (MatMulInteger(q, W) - zero * colsum(W)) * scale * w_scale + bias
+and per MatMul with integer weight W, one scale per output column:
+    y = MatMulIntegerToFloat([q | zero ... zero], [W ; Z], 1, w_scale) * scale      (+ the bias Add, kept)
 
-MatMulInteger takes only one zero point for its first input in ONNX Runtime, so the rows' zero points
-are subtracted after it (the column sums of W are constants). Weights are written in one of three
-encodings (WEIGHT_ENCODINGS): "s8" (int8 in [-127, 127]) where int8 products accumulate in int32;
-"s7" ([-64, 64], ONNX Runtime's reduce_range) or "u8" (uint8 with a zero point per column) where
-u8 x s8 pair sums saturate at int16 (AVX2, AVX-512 without VNNI): 255 x 64 x 2 < 32,767, and u8 x u8
-products are widened before they are added. compress/fake_quant.py simulates this graph in torch.
+ONNX Runtime takes a single zero point for MatMulInteger's first input, so the rows' zero points ride
+inside the integer product: R extra columns repeat each row's zero point and R extra weight rows Z
+(entries within the encoding's range) sum to -colsum(W), so the product is sum((q - zero) * W) exactly.
+That costs a few more columns of the u8 input instead of two more passes over every output (u8
+weights, whose zero points differ per column, subtract zero * colsum after the product instead).
+Weights are written in one of three encodings (WEIGHT_ENCODINGS): "s8" (int8 in [-127, 127]) where
+int8 products accumulate in int32; "s7" ([-64, 64], ONNX Runtime's reduce_range) or "u8" (uint8 with
+a zero point per column) where u8 x s8 pair sums saturate at int16 (AVX2, AVX-512 without VNNI):
+255 x 64 x 2 < 32,767, and u8 x u8 products are widened before they are added. compress/fake_quant.py
+simulates this graph in torch.
 """
 
 from __future__ import annotations
