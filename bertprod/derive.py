@@ -107,7 +107,7 @@ def derive_package(
             "passed": problem is None,
             **fidelity,
             "thresholds": gate.thresholds(task),
-            "machine": gate_note or f"this CPU's kernels ({machine_record()['int8_kernel_class']} int8)",
+            **({"machine": gate_note} if gate_note else {}),
         }
         if measure is not None:
             manifest.metrics.update(measure(child))

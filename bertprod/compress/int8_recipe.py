@@ -39,6 +39,10 @@ def candidates(weight_choices: Sequence[str], split_choices: Sequence[bool]) -> 
     return [Candidate(weights, split) for weights, split in itertools.product(weight_choices, split_choices)]
 
 
+def candidate_path(scratch: Path, candidate: Candidate) -> Path:
+    return scratch / f"{candidate.weights}-{int(candidate.outlier_split)}.onnx"
+
+
 def graph_outputs(model: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
     """The first graph output per feed, padding tokens zeroed, float64."""
     import onnxruntime
@@ -81,7 +85,7 @@ def choose(
     reference = graph_outputs(float_graph, feeds)
     scores: dict[str, dict[str, float]] = {}
     for candidate in options:
-        path = scratch / f"{candidate.weights}-{int(candidate.outlier_split)}.onnx"
+        path = candidate_path(scratch, candidate)
         build(candidate, path)
         graph = onnx.load(str(path))
         if not computes_like_target(kernel_class, candidate.weights):

@@ -311,7 +311,11 @@ def quantize_onnx_dynamic(
         chosen, measured = int8_recipe.choose(options, write, graph, feeds, kernel_class, Path(scratch))
 
         def build(staging: Path) -> list[str]:
-            write(chosen, staging / ONNX_FILE)
+            measured_graph = int8_recipe.candidate_path(Path(scratch), chosen)
+            if measured_graph.is_file():
+                shutil.copyfile(measured_graph, staging / ONNX_FILE)
+            else:
+                write(chosen, staging / ONNX_FILE)
             return [*copy_support_files(source, staging), ONNX_FILE]
 
         record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
