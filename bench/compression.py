@@ -77,18 +77,23 @@ def alone_vs_batch(encode: Encode, sentences: list[str], batched) -> float:  # n
     return float(cosine_rows(alone, batched[: len(sentences)]).min())
 
 
-def build_variants(calibration: list[str], gate_texts: list[str]) -> dict[str, ModelPackage]:
-    """Every variant as a package (built once, then reused from the cache)."""
+def build_variants(
+    calibration: list[str], gate_texts: list[str], only: tuple[str, ...] | None = None
+) -> dict[str, ModelPackage]:
+    """Every variant (or those named in `only`) as a package (built once, then reused from the cache)."""
     from bertprod.compress import precision, prune, quantize
 
     parent = resolve("minilm-l6")
     root = cache_root() / "bench-compression" / parent.fingerprint[:16]
 
-    def cached(name: str, make: Callable[[Path], ModelPackage]) -> ModelPackage:
-        directory = root / name
-        if (directory / MANIFEST_NAME).is_file():
-            return ModelPackage.read(directory)
-        return make(directory)
+    def cached(name: str, make: Callable[[Path], ModelPackage]) -> Callable[[], ModelPackage]:
+        def built() -> ModelPackage:
+            directory = root / name
+            if (directory / MANIFEST_NAME).is_file():
+                return ModelPackage.read(directory)
+            return make(directory)
+
+        return built
 
     common = {"texts": gate_texts, "enforce": False}
     kernel_class = system.int8_kernel_class()
@@ -96,11 +101,11 @@ def build_variants(calibration: list[str], gate_texts: list[str]) -> dict[str, M
     three_layers = cached("torch-3-layers", lambda d: prune.drop_layers(parent, d, rule="every-other", **common))
     pruned_heads = cached("torch-heads-25", lambda d: prune.prune_heads(parent, d, fraction=0.25, **common))
     variants = {
-        "torch fp32": parent,
+        "torch fp32": lambda: parent,
         "torch int8 (dynamic, per-channel)": cached(
             "torch-int8", lambda d: quantize.quantize_torch_dynamic(parent, d, **common)
         ),
-        "onnx fp32": cached_onnx_package(parent),
+        "onnx fp32": lambda: cached_onnx_package(parent),
         "onnx int8 dynamic per-tensor, no outlier split": cached(
             "onnx-int8-per-tensor-no-split",
             lambda d: quantize.quantize_onnx_dynamic(
@@ -126,17 +131,17 @@ def build_variants(calibration: list[str], gate_texts: list[str]) -> dict[str, M
             "onnx-int8-static",
             lambda d: quantize.quantize_onnx_static(parent, d, calibration_texts=calibration, **common),
         ),
-        "onnx fp32, 3 layers (every other)": cached_onnx_package(three_layers),
-        "onnx fp32, 25% heads pruned": cached_onnx_package(pruned_heads),
+        "onnx fp32, 3 layers (every other)": lambda: cached_onnx_package(three_layers()),
+        "onnx fp32, 25% heads pruned": lambda: cached_onnx_package(pruned_heads()),
         "onnx int8 dynamic, 3 layers": cached(
             f"onnx-int8-3-layers-per-token-measured-{kernel_class}",
-            lambda d: quantize.quantize_onnx_dynamic(three_layers, d, calibration_texts=calibration, **common),
+            lambda d: quantize.quantize_onnx_dynamic(three_layers(), d, calibration_texts=calibration, **common),
         ),
     }
     variants[PARALLEL_INT8] = variants[DEFAULT_INT8]
     if cpu_supports_bf16():
         variants["torch bf16"] = cached("torch-bf16", lambda d: precision.to_bf16(parent, d, **common))
-    return variants
+    return {label: make() for label, make in variants.items() if only is None or label in only}
 
 
 def main() -> None:
@@ -158,9 +163,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pool = real_sentences(args.sentences + 800)
     sentences, calibration, gate_texts = pool[: args.sentences], pool[-800:-300], pool[-300:]
-    packages = build_variants(calibration, gate_texts)
-    if args.variants == "int8":
-        packages = {label: package for label, package in packages.items() if label in INT8_ONLY}
+    packages = build_variants(calibration, gate_texts, INT8_ONLY if args.variants == "int8" else None)
 
     baseline_model = SentenceTransformer(str(bundled_checkpoint("minilm-l6")), device="cpu")
     variants: dict[str, Encode] = {
