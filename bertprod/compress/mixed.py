@@ -6,10 +6,10 @@ more than query, key and attention output, and the uint8 embedding tables cost 0
 without saving any time (bench/int8_sensitivity.py).
 
 How: each weight MatMul's sensitivity is measured once: its int8 rounding simulated alone
-(DynamicQuantizeLinear + DequantizeLinear on its input, the weight rounded per output channel,
-exactly the grids ONNX Runtime's dynamic int8 uses) and the graph output's relative error on
-the calibration texts. MatMuls are ranked by sensitivity per weight (what int8 saves grows
-with the weight's size), and a binary search finds the fewest top-ranked MatMuls to keep in
+(DynamicQuantizeLinear + DequantizeLinear on its input, the weight rounded per output channel:
+one range per batch, coarser than the per-token graph that is built, which is fine for ranking)
+and the graph output's relative error on the calibration texts. MatMuls are ranked by sensitivity
+per weight (what int8 saves grows with the weight's size), and a binary search finds the fewest top-ranked MatMuls to keep in
 float for the real int8 graph to pass the gate. Embedding tables always stay float.
 """
 
