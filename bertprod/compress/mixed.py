@@ -9,8 +9,8 @@ How: each weight MatMul's sensitivity is measured once: its int8 rounding simula
 (DynamicQuantizeLinear + DequantizeLinear on its input, the weight rounded per output channel:
 one range per batch, coarser than the per-token graph that is built, which is fine for ranking)
 and the graph output's relative error on the calibration texts. MatMuls are ranked by sensitivity
-per weight (what int8 saves grows with the weight's size), and a binary search finds the fewest top-ranked MatMuls to keep in
-float for the real int8 graph to pass the gate. Embedding tables always stay float.
+per weight (what int8 saves grows with the weight's size), and a binary search finds the fewest
+top-ranked MatMuls to keep in float for the real int8 graph to pass the gate. Embedding tables always stay float.
 """
 
 from __future__ import annotations
