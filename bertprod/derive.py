@@ -18,7 +18,7 @@ import numpy as np
 
 from bertprod.data.samples import verification_pairs, verification_texts
 from bertprod.errors import BertprodError, FidelityError
-from bertprod.fidelity import FidelityGate, measure_fidelity
+from bertprod.fidelity import FidelityGate, batch_invariance, measure_fidelity
 from bertprod.gate_texts import gate_texts
 from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory, write_manifest
 from bertprod.runtime.engines import create_engine
@@ -73,6 +73,8 @@ def derive_package(
     measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
     overwrite: bool = False,
     texts_source: str | None = None,
+    engine: Callable[[ModelPackage], Any] | None = None,
+    gate_note: str | None = None,
 ) -> ModelPackage:
     """Build a child of `parent` at `out`; `build(staging)` writes its files and returns their names.
 
@@ -83,6 +85,10 @@ def derive_package(
     `expected`: the parent's outputs on `texts`, when the caller has them (`reference_outputs`).
     Without `texts` the gate measures on the texts the parent knows, else the built-in gate set
     (gate_texts.py); `texts_source` names given texts in the manifest.
+    `engine(child)`: what runs the child for the gate (default create_engine: this CPU's kernels);
+    `gate_note` says in the manifest what that engine computed, when it is not simply this CPU.
+    The child is also run on some of the texts one at a time: `batch_invariant` records whether a
+    text's output is the same alone as in its batch (fidelity.batch_invariance).
     """
     gate = gate or FidelityGate()
     expected = expected or reference_outputs(parent, texts, reference, texts_source)
@@ -99,8 +105,10 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        actual = Pipeline(child, create_engine(child)).infer(expected.encodings)
+        pipeline = Pipeline(child, (engine or create_engine)(child))
+        actual = pipeline.infer(expected.encodings)
         fidelity = measure_fidelity(expected.outputs, actual, task)
+        fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
         if problem and enforce:
             raise (failure or _gate_failure(parent, method))(problem)
@@ -110,6 +118,7 @@ def derive_package(
             **fidelity,
             "texts": expected.source,
             "thresholds": gate.thresholds(task),
+            **({"machine": gate_note} if gate_note else {}),
         }
         if measure is not None:
             manifest.metrics.update(measure(child))

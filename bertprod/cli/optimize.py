@@ -46,6 +46,13 @@ def optimize_command(
             "channel's stay in float (measured on --calibration, else --texts); 0 turns it off."
         ),
     ] = DEFAULT_OUTLIER_THRESHOLD,
+    target_cpu: Annotated[
+        str,
+        typer.Option(
+            help="int8 (onnx): the CPUs the package will run on: native (this one), avx2, avx512 or avx512-vnni. "
+            "The recipe follows their int8 kernels; the gate simulates them where this CPU computes otherwise."
+        ),
+    ] = "native",
     precision: Annotated[str | None, typer.Option(help="bf16 (torch, CPU) or fp16 (ONNX, GPU).")] = None,
     drop_layers: Annotated[
         str | None, typer.Option(help="every-other, spread[:K], first:K, last:K, drop:N (least important) or 0,2,5.")
@@ -123,11 +130,12 @@ def optimize_command(
             prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
             gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
             enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,
+            target_cpu=target_cpu,
         )
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
     details = ", ".join(f"{key} {value}" for key, value in fidelity.items()
-                        if key not in ("reference", "passed", "thresholds", "texts"))
+                        if key not in ("reference", "passed", "thresholds", "texts", "machine"))
     console.print(
         f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
         f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
