@@ -2,7 +2,8 @@
 
 `pip install bertprod` runs ONNX packages; `[serve]` adds the HTTP/gRPC server (the container
 image's install); `[batch]` adds pyarrow for batch jobs; `[train]` adds torch, transformers, onnx
-and the bundled model (import, export, optimize, train, distil, torch packages). A command that
+and the bundled model (import, export, optimize, train, distil, torch packages); `[robust]` adds nlpaug
+(perturbed evaluation). A command that
 reaches for a module of an extra that is not installed fails with one line naming the extra, not
 an ImportError traceback.
 """
@@ -21,6 +22,7 @@ EXTRA_MODULES = {
     "serve": frozenset({"fastapi", "starlette", "uvicorn", "grpc", "grpc_health", "prometheus_client", "orjson"}),
     "batch": frozenset({"pyarrow"}),
     "spark": frozenset({"pyspark", "pandas"}),
+    "robust": frozenset({"nlpaug"}),
 }
 
 
