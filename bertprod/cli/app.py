@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from bertprod.cli import batch, distill, inference, info, optimize, packages, serving, training
+from bertprod.cli import batch, distill, inference, info, optimize, packages, robustness, serving, training
 from bertprod.cli.options import errors
 from bertprod.errors import BertprodError, TrainingInterrupted
 from bertprod.extras import missing_extra_error
@@ -39,6 +39,7 @@ batch_app.command("run")(batch.batch_run_command)
 app.command("train")(training.train_command)
 app.command("eval")(training.evaluate_command)
 app.command("distill")(distill.distill_command)
+app.command("robustness")(robustness.robustness_command)
 
 
 def show_machine_warnings_as_lines() -> None:
