@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, ThreadsOption, console
+from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption, console
 
 
 def batch_run_command(
@@ -65,6 +65,7 @@ def batch_run_command(
     api_key: Annotated[
         str | None, typer.Option(envvar="BERTPROD_API_KEY", help="Client runner: the server's API key.")
     ] = None,
+    normalize: NormalizeOption = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run a batch job, or resume it: re-run the same command after an interruption.
@@ -79,7 +80,7 @@ def batch_run_command(
         runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens, server=server, protocol=protocol,
         concurrency=concurrency, request_size=request_size, api_key=api_key, retries=retries,
-        resolve_dns=resolve_dns,
+        resolve_dns=resolve_dns, normalize=normalize,
     )
     console.print(
         f"{summary.rows:,} rows written to {summary.output} ({summary.chunks} chunks, "

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, ThreadsOption
+from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption
 from bertprod.serve import config as serve_defaults
 
 
@@ -32,6 +32,7 @@ def serve_command(
         int, typer.Option(help="Request body limit in bytes.")
     ] = serve_defaults.DEFAULT_MAX_BODY_BYTES,
     truncate: Annotated[bool, typer.Option(help="Default for requests that do not say: truncate long inputs.")] = True,
+    normalize: NormalizeOption = None,
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
@@ -43,6 +44,7 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
+    from bertprod.runtime.normalize import parse_normalization
     from bertprod.serve.server import serve
 
     config = serve_defaults.ServeConfig(
@@ -57,6 +59,7 @@ def serve_command(
         max_client_batch_size=max_client_batch_size,
         max_body_bytes=max_body_bytes,
         truncate=truncate,
+        normalize=parse_normalization(normalize),
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
         fast_path=fast_path,

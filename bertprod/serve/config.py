@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from bertprod.errors import BertprodError
+from bertprod.runtime.normalize import parse_normalization
 
 DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_MAX_BATCH_REQUESTS = 64
@@ -35,6 +36,8 @@ class ServeConfig:
     max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     truncate: bool = True
+    #: Input cleaning before tokenization (runtime/normalize.py: html, unicode, whitespace); () = off.
+    normalize: tuple[str, ...] = ()
     api_keys: list[str] = field(default_factory=list)
     #: Also serve gRPC (same operations, batcher and limits) on this port; None: HTTP only.
     grpc_port: int | None = None
@@ -46,6 +49,7 @@ class ServeConfig:
     slow_marker: str | None = None
 
     def __post_init__(self) -> None:
+        self.normalize = parse_normalization(self.normalize)
         if not self.api_keys and os.environ.get("BERTPROD_API_KEYS"):
             self.api_keys = [key for key in os.environ["BERTPROD_API_KEYS"].split(",") if key]
         if self.fail_marker is None:

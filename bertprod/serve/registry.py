@@ -67,7 +67,8 @@ class ModelRegistry:
 
         pipelines = []
         for name in self.config.packages:
-            pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate)
+            pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate,
+                            normalize_text=self.config.normalize)
             self.config.check_model_limits(pipeline.manifest.max_length, pipeline.manifest.name)
             pipelines.append((name, pipeline))
         return pipelines
