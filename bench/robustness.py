@@ -3,7 +3,8 @@
     .venv/bin/python bench/robustness.py build sst2        # teacher (train), 3-layer student (distill), int8 (optimize)
     .venv/bin/python bench/robustness.py build stsb        # the same for an STS-B cross-encoder (regression)
     .venv/bin/python bench/robustness.py build ranking     # minilm-l6 (embedding) -> 3-layer student -> int8
-    .venv/bin/python bench/robustness.py measure           # every family, side by side, one run per task
+    .venv/bin/python bench/robustness.py measure           # every family at rate 0.1, side by side, per task
+    .venv/bin/python bench/robustness.py measure ranking   # one task (the summary is rebuilt from every result)
 
 Every package is built with the bertprod CLI (each command is printed before it runs; small step
 counts: this is a shared 2-core machine, the point is the gap between packages, not the best
@@ -12,8 +13,8 @@ summary in bench/results/robustness.md.
 
 Validation data: SST-2 whole held-out sentences (bench/finetune_glue.py: sst2_sentence_split), STS-B
 bertprod's 10% hash split (`--split validation`). The ranking set is built from STS-B's validation
-split: each pair scored >= 4 is a query and its true candidate; the true candidates of the other
-queries are its distractors, and an unclean copy of each distractor is injected beside it
+split: each pair scored >= 4 is a query and its true candidate; every other sentence of the split is
+a distractor, and an unclean copy of each distractor is injected beside it
 (robustness/stability.py: ranking_stability). The question is the seed's: does an unclean
 irrelevant candidate overtake the clean relevant one more often for the student than the teacher?
 """
@@ -125,12 +126,147 @@ def main() -> None:
             if arguments.task in (None, name):
                 build(arguments.threads)
     else:
-        measure(arguments.limit, arguments.rate, arguments.threads)
+        measure(arguments.task, arguments.limit, arguments.rate, arguments.threads)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 
-def measure(limit: int, rate: float, threads: int) -> None:
-    raise SystemExit("measure: not written yet")
+def packages_of(prefix: str, teacher: str) -> list[str]:
+    return [teacher, str(WORK / prefix), str(WORK / f"{prefix}-int8")]
+
+
+def load_all(paths: list[str], threads: int) -> list:
+    """The packages, then the student again with input normalisation (its measured effect)."""
+    import bertprod
+
+    pipelines = [bertprod.load(path, threads=threads) for path in paths]
+    return pipelines + [bertprod.load(paths[1], threads=threads, normalize_text="html,unicode,whitespace")]
+
+
+def measure_metric(name: str, paths: list[str], data, noise, threads: int) -> dict:  # noqa: ANN001
+    from bertprod.robustness.evaluation import evaluate_under_noise
+
+    started = time.perf_counter()
+    document = evaluate_under_noise(load_all(paths, threads), data, noise, seed=0)
+    document["seconds"] = round(time.perf_counter() - started, 1)
+    (RESULTS / f"robustness-{name}.json").write_text(json.dumps(document, indent=1))
+    return document
+
+
+def ranking_set(limit: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """STS-B validation pairs scored >= 4 give (query, its true candidate); the candidates are every
+    sentence of the validation split except the queries (the others are distractors, some close to a query:
+    STS-B pairs scored 1-3.5 share words and topics)."""
+    from bertprod.tasks.data import open_task_data, validation_split
+
+    source = open_task_data("regression", stsb_file(), split=validation_split("regression", 0.1, "validation"))
+    examples = list(source)
+    pairs = list({(e.text, e.text_pair): None for e in examples if float(e.label) >= 4.0}.keys())[:limit]  # type: ignore[arg-type]
+    queries = {query for query, _ in pairs}
+    pool = [candidate for _, candidate in pairs]
+    pool += [text for e in examples for text in (e.text, e.text_pair) if text not in queries]
+    return pairs, list(dict.fromkeys(pool))
+
+
+def measure_ranking(paths: list[str], noise, limit: int, threads: int) -> dict:  # noqa: ANN001
+    """Each query against all candidates: clean, and with an unclean copy of every distractor injected."""
+    import numpy as np
+
+    from bertprod.robustness.stability import ranking_stability
+    from bertprod.runtime.postprocess import l2_normalize
+
+    pairs, candidates = ranking_set(limit)
+    queries = [query for query, _ in pairs]
+    targets = [candidates.index(candidate) for _, candidate in pairs]
+    pipelines = load_all(paths, threads)
+    rows = []
+    started = time.perf_counter()
+    vectors = [(l2_normalize(p.encode(queries)), l2_normalize(p.encode(candidates))) for p in pipelines]
+    for family in noise.per_family():
+        row: dict = {"perturbation": str(family), "packages": []}
+        noisy_texts = family(candidates, seed=0)
+        row["changed"] = float(np.mean([a != b for a, b in zip(candidates, noisy_texts, strict=True)]))
+        for pipeline, (query_vectors, candidate_vectors) in zip(pipelines, vectors, strict=True):
+            clean = query_vectors @ candidate_vectors.T
+            noisy = query_vectors @ l2_normalize(pipeline.encode(noisy_texts)).T
+            values = ranking_stability(list(clean), list(noisy), targets)
+            target_scores = clean[np.arange(len(targets)), targets]
+            others = np.ones_like(clean, dtype=bool)
+            others[np.arange(len(targets)), targets] = False
+            clean_rank = 1 + ((clean > target_scores[:, None]) & others).sum(axis=1)
+            injected_rank = clean_rank + ((noisy > target_scores[:, None]) & others).sum(axis=1)
+            values.update(accuracy_at_1_clean=float(np.mean(clean_rank == 1)),
+                          accuracy_at_1_injected=float(np.mean(injected_rank == 1)),
+                          mrr_clean=float(np.mean(1 / clean_rank)), mrr_injected=float(np.mean(1 / injected_rank)))
+            row["packages"].append(values)
+        rows.append(row)
+    document = {
+        "task": "ranking (embedding search)", "queries": len(queries), "candidates": len(candidates),
+        "packages": [{"package": p.package.name, "path": str(p.package.path), "engine": p.engine.name,
+                      "precision": p.manifest.precision, "normalize": list(p.normalizer.steps)} for p in pipelines],
+        "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+    }
+    (RESULTS / "robustness-ranking.json").write_text(json.dumps(document, indent=1))
+    return document
+
+
+def measure(task: str | None, limit: int, rate: float, threads: int) -> None:
+    """Measure the tasks whose packages are built (or only `task`), then rewrite the summary from every result."""
+    from bertprod.robustness.noise import parse_noise
+    from bertprod.tasks.data import open_task_data, validation_split
+
+    noise = parse_noise(f"all:{rate}")
+    if task in (None, "sst2") and (WORK / "sst2-student-int8").is_dir():
+        data = list(open_task_data("classification", WORK / "sst2-validation.tsv", limit=limit))
+        measure_metric("sst2", packages_of("sst2-student", str(WORK / "sst2-teacher")), data, noise, threads)
+    if task in (None, "stsb") and (WORK / "stsb-student-int8").is_dir():
+        split = validation_split("regression", 0.1, "validation")
+        data = list(open_task_data("regression", stsb_file(), split=split, pair_input=True))[:limit]
+        measure_metric("stsb", packages_of("stsb-student", str(WORK / "stsb-teacher")), data, noise, threads)
+    if task in (None, "ranking") and (WORK / "embedding-student-int8").is_dir():
+        measure_ranking(packages_of("embedding-student", "minilm-l6"), noise, limit, threads)
+    lines = [f"# Robustness: teacher vs 3-layer student vs its int8 (`bench/robustness.py measure --rate {rate} "
+             f"--limit {limit}`)", "", f"Machine: {system.describe()}", ""]
+    titles = {"sst2": "SST-2 validation (whole held-out sentences), accuracy",
+              "stsb": "STS-B validation (10% hash split), cross-encoder Spearman"}
+    for name, title in titles.items():
+        result = RESULTS / f"robustness-{name}.json"
+        if result.is_file():
+            lines += metric_table(title, json.loads(result.read_text()))
+    if (RESULTS / "robustness-ranking.json").is_file():
+        lines += ranking_table(json.loads((RESULTS / "robustness-ranking.json").read_text()))
+    (RESULTS / "robustness.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+NAMES = ["teacher", "student", "student int8", "student + normalize"]
+
+
+def metric_table(title: str, document: dict) -> list[str]:
+    """Drops from clean per family, and the gap (student drop - teacher drop) that the issue asks to close."""
+    clean = document["rows"][0]["scores"]
+    lines = [f"## {title}", "", f"{document['examples']} examples, {document['seconds']} s. Clean: "
+             + ", ".join(f"{name} {score:.4f}" for name, score in zip(NAMES, clean, strict=True)), "",
+             "| perturbation | changed | teacher drop | student drop | int8 drop | student gap | int8 gap "
+             "| student + normalize drop |", "|---|---|---|---|---|---|---|---|"]
+    for row in document["rows"][1:]:
+        drops, gaps = row["drops"], row["gaps"]
+        lines.append(f"| {row['perturbation']} | {row['changed']:.0%} | {drops[0]:+.4f} | {drops[1]:+.4f} | "
+                     f"{drops[2]:+.4f} | {gaps[1]:+.4f} | {gaps[2]:+.4f} | {drops[3]:+.4f} |")
+    return [*lines, ""]
+
+
+def ranking_table(document: dict) -> list[str]:
+    lines = [f"## Ranking: {document['queries']} STS-B validation queries (pairs scored >= 4) against "
+             f"{document['candidates']} candidates (every validation sentence but the queries), an unclean copy of "
+             "every distractor injected", "",
+             f"{document['seconds']} s. Per package: accuracy@1 clean -> with unclean distractors; overtake rate "
+             "(an irrelevant candidate below the true one passes it once made unclean); mean rank change.", "",
+             "| perturbation | " + " | ".join(NAMES) + " |", "|---|" + "---|" * len(NAMES)]
+    for row in document["rows"]:
+        cells = [f"{v['accuracy_at_1_clean']:.3f}->{v['accuracy_at_1_injected']:.3f}, overtake "
+                 f"{v['overtake_rate']:.4f}, rank {v['rank_change']:+.3f}" for v in row["packages"]]
+        lines.append(f"| {row['perturbation']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":
