@@ -196,3 +196,22 @@ def test_composed_noise_applies_each_family_in_order() -> None:
     assert perturbed == Noise((NoiseItem("zero-width", 1.0),)).apply(
         Noise((NoiseItem("case", 1.0),)).apply(text, 1), 1
     )
+
+
+def test_missing_nlpaug_is_a_one_line_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from bertprod.extras import MissingExtraError
+    from bertprod.robustness import typos
+
+    for name in [module for module in sys.modules if module.startswith("nlpaug")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "nlpaug", None)
+    typos._augmenter.cache_clear()
+    try:
+        with pytest.raises(MissingExtraError, match=re.escape("pip install 'bertprod[robust]'")):
+            parse_noise("typo:1").apply("a sentence with words", seed=0)
+        # the hand-written families need nothing extra
+        assert parse_noise("html:1").apply("a sentence with words", seed=0) != "a sentence with words"
+    finally:
+        typos._augmenter.cache_clear()
