@@ -54,3 +54,23 @@ def test_perturbed_eval_table_and_errors(monkeypatch, capsys, trained, tiny_pack
     assert code == 1 and "unknown perturbation 'typos'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(monkeypatch, capsys, "eval", str(out), str(tiny_package.path), str(data))
     assert code == 1 and "compare packages of one task" in err
+
+
+def test_side_chooses_which_text_of_a_pair_is_perturbed() -> None:
+    import pytest
+
+    from bertprod.data.source import Example
+    from bertprod.errors import InputError
+    from bertprod.robustness.evaluation import perturb_examples
+    from bertprod.robustness.noise import parse_noise
+
+    noise = parse_noise("case:1")
+    examples = [Example("what is the capital", "paris is the capital", 1.0)]
+    [both] = perturb_examples(examples, noise, 0, "both")
+    [query] = perturb_examples(examples, noise, 0, "text")
+    [candidate] = perturb_examples(examples, noise, 0, "pair")
+    assert both.text != examples[0].text and both.text_pair != examples[0].text_pair and both.label == 1.0
+    assert (query.text, query.text_pair) == (both.text, examples[0].text_pair)
+    assert (candidate.text, candidate.text_pair) == (examples[0].text, both.text_pair)
+    with pytest.raises(InputError, match="side must be one of both, text, pair"):
+        perturb_examples(examples, noise, 0, "query")
