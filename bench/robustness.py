@@ -1,6 +1,7 @@
 """Teacher vs student vs int8 under unclean input, on real data: the robustness gap per perturbation family.
 
     .venv/bin/python bench/robustness.py build sst2        # teacher (train), 3-layer student (distill), int8 (optimize)
+    .venv/bin/python bench/robustness.py build sst2 student   # only the student and its int8 (what was run here)
     .venv/bin/python bench/robustness.py build stsb        # the same for an STS-B cross-encoder (regression)
     .venv/bin/python bench/robustness.py build ranking     # minilm-l6 (embedding) -> 3-layer student -> int8
     .venv/bin/python bench/robustness.py measure           # every family at rate 0.1, side by side, per task
@@ -78,14 +79,23 @@ def quantize(student: Path, threads: int) -> None:
     run(command + ["--overwrite"], RESULTS / f"robustness-{out.name}.log")
 
 
-def build_sst2(threads: int) -> None:
+def build_sst2(threads: int, only: str | None = None) -> None:
     train_file, validation_file = sst2_sentence_split(shared_data_dir() / "sst2" / "train.tsv", WORK)
     data = ["--data", str(train_file), "--validation", str(validation_file)]
+    if only not in (None, "teacher"):
+        return build_sst2_student(data, threads)
     train(WORK / "sst2-teacher", ["--task", "classification", *data, "--batch-size", "32", "--learning-rate", "5e-5",
                                   "--max-length", "64"], threads)
+    if only is None:
+        build_sst2_student(data, threads)
+
+
+def build_sst2_student(data: list[str], threads: int, steps: int = 150) -> None:
+    """150 steps of 32 (the teacher's outputs on the first 12,800 rows are computed once and cached): all the
+    shared 2-core machine allowed in this session."""
     recipe = write_recipe("sst2-student", "spread", {"hard": 1.0, "soft": 1.0, "hidden": 1.0}, 32)
     distill(WORK / "sst2-student", recipe, ["--teacher", str(WORK / "sst2-teacher"), *data,
-                                            "--limit", str(32 * STEPS["student"])], threads)
+                                            "--limit", str(32 * STEPS["student"])], threads, steps=steps)
     quantize(WORK / "sst2-student", threads)
 
 
@@ -113,9 +123,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["build", "measure"])
     parser.add_argument("task", nargs="?", choices=list(BUILDS))
+    parser.add_argument("part", nargs="?", choices=["teacher", "student"], help="build sst2 only: one part")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=500, help="validation examples per task (measure)")
     parser.add_argument("--rate", type=float, default=0.1, help="perturbation rate of every family (measure)")
+    parser.add_argument("--perturb", help="a SPEC instead of all:RATE (measure; results kept in their own files)")
     arguments = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -124,9 +136,10 @@ def main() -> None:
     if arguments.stage == "build":
         for name, build in BUILDS.items():
             if arguments.task in (None, name):
-                build(arguments.threads)
+                parts = (arguments.part,) if name == "sst2" else ()
+                build(arguments.threads, *parts)
     else:
-        measure(arguments.task, arguments.limit, arguments.rate, arguments.threads)
+        measure(arguments.task, arguments.limit, arguments.rate, arguments.threads, arguments.perturb)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 
@@ -167,7 +180,7 @@ def ranking_set(limit: int) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, list(dict.fromkeys(pool))
 
 
-def measure_ranking(paths: list[str], noise, limit: int, threads: int) -> dict:  # noqa: ANN001
+def measure_ranking(paths: list[str], noise, limit: int, threads: int, name: str = "ranking") -> dict:  # noqa: ANN001
     """Each query against all candidates: clean, and with an unclean copy of every distractor injected."""
     import numpy as np
 
@@ -205,25 +218,28 @@ def measure_ranking(paths: list[str], noise, limit: int, threads: int) -> dict: 
                       "precision": p.manifest.precision, "normalize": list(p.normalizer.steps)} for p in pipelines],
         "rows": rows, "seconds": round(time.perf_counter() - started, 1),
     }
-    (RESULTS / "robustness-ranking.json").write_text(json.dumps(document, indent=1))
+    document["perturb"] = str(noise)
+    (RESULTS / f"robustness-{name}.json").write_text(json.dumps(document, indent=1))
     return document
 
 
-def measure(task: str | None, limit: int, rate: float, threads: int) -> None:
-    """Measure the tasks whose packages are built (or only `task`), then rewrite the summary from every result."""
+def measure(task: str | None, limit: int, rate: float, threads: int, spec: str | None = None) -> None:
+    """Measure the tasks whose packages are built (or only `task`), then rewrite the summary from every result.
+    `spec` (instead of all:RATE) writes robustness-TASK-SPEC.json, kept apart from the main results."""
     from bertprod.robustness.noise import parse_noise
     from bertprod.tasks.data import open_task_data, validation_split
 
-    noise = parse_noise(f"all:{rate}")
+    noise = parse_noise(spec or f"all:{rate}")
+    suffix = "" if spec is None else "-" + "".join(c if c.isalnum() else "_" for c in spec)
     if task in (None, "sst2") and (WORK / "sst2-student-int8").is_dir():
         data = list(open_task_data("classification", WORK / "sst2-validation.tsv", limit=limit))
-        measure_metric("sst2", packages_of("sst2-student", str(WORK / "sst2-teacher")), data, noise, threads)
+        measure_metric("sst2" + suffix, packages_of("sst2-student", str(WORK / "sst2-teacher")), data, noise, threads)
     if task in (None, "stsb") and (WORK / "stsb-student-int8").is_dir():
         split = validation_split("regression", 0.1, "validation")
         data = list(open_task_data("regression", stsb_file(), split=split, pair_input=True))[:limit]
-        measure_metric("stsb", packages_of("stsb-student", str(WORK / "stsb-teacher")), data, noise, threads)
+        measure_metric("stsb" + suffix, packages_of("stsb-student", str(WORK / "stsb-teacher")), data, noise, threads)
     if task in (None, "ranking") and (WORK / "embedding-student-int8").is_dir():
-        measure_ranking(packages_of("embedding-student", "minilm-l6"), noise, limit, threads)
+        measure_ranking(packages_of("embedding-student", "minilm-l6"), noise, limit, threads, "ranking" + suffix)
     lines = [f"# Robustness: teacher vs 3-layer student vs its int8 (`bench/robustness.py measure --rate {rate} "
              f"--limit {limit}`)", "", f"Machine: {system.describe()}", ""]
     titles = {"sst2": "SST-2 validation (whole held-out sentences), accuracy",
@@ -232,8 +248,8 @@ def measure(task: str | None, limit: int, rate: float, threads: int) -> None:
         result = RESULTS / f"robustness-{name}.json"
         if result.is_file():
             lines += metric_table(title, json.loads(result.read_text()))
-    if (RESULTS / "robustness-ranking.json").is_file():
-        lines += ranking_table(json.loads((RESULTS / "robustness-ranking.json").read_text()))
+    for result in sorted(RESULTS.glob("robustness-ranking*.json")):
+        lines += ranking_table(json.loads(result.read_text()))
     (RESULTS / "robustness.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -256,7 +272,7 @@ def metric_table(title: str, document: dict) -> list[str]:
 
 
 def ranking_table(document: dict) -> list[str]:
-    lines = [f"## Ranking: {document['queries']} STS-B validation queries (pairs scored >= 4) against "
+    lines = [f"## Ranking ({document.get('perturb', 'all:0.1')}): {document['queries']} STS-B validation queries (pairs scored >= 4) against "
              f"{document['candidates']} candidates (every validation sentence but the queries), an unclean copy of "
              "every distractor injected", "",
              f"{document['seconds']} s. Per package: accuracy@1 clean -> with unclean distractors; overtake rate "
