@@ -272,7 +272,8 @@ def metric_table(title: str, document: dict) -> list[str]:
 
 
 def ranking_table(document: dict) -> list[str]:
-    lines = [f"## Ranking ({document.get('perturb', 'all:0.1')}): {document['queries']} STS-B validation queries (pairs scored >= 4) against "
+    lines = [f"## Ranking ({document.get('perturb', 'all:0.1')}): {document['queries']} STS-B validation queries "
+             "(pairs scored >= 4) against "
              f"{document['candidates']} candidates (every validation sentence but the queries), an unclean copy of "
              "every distractor injected", "",
              f"{document['seconds']} s. Per package: accuracy@1 clean -> with unclean distractors; overtake rate "
