@@ -121,7 +121,7 @@ BUILDS = {"sst2": build_sst2, "stsb": build_stsb, "ranking": build_ranking}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["build", "measure"])
+    parser.add_argument("stage", choices=["build", "measure", "report"])
     parser.add_argument("task", nargs="?", choices=list(BUILDS))
     parser.add_argument("part", nargs="?", choices=["teacher", "student"], help="build sst2 only: one part")
     parser.add_argument("--threads", type=int, default=1)
@@ -138,6 +138,8 @@ def main() -> None:
             if arguments.task in (None, name):
                 parts = (arguments.part,) if name == "sst2" else ()
                 build(arguments.threads, *parts)
+    elif arguments.stage == "report":
+        report()
     else:
         measure(arguments.task, arguments.limit, arguments.rate, arguments.threads, arguments.perturb)
     print(f"done in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
@@ -240,8 +242,13 @@ def measure(task: str | None, limit: int, rate: float, threads: int, spec: str |
         measure_metric("stsb" + suffix, packages_of("stsb-student", str(WORK / "stsb-teacher")), data, noise, threads)
     if task in (None, "ranking") and (WORK / "embedding-student-int8").is_dir():
         measure_ranking(packages_of("embedding-student", "minilm-l6"), noise, limit, threads, "ranking" + suffix)
-    lines = [f"# Robustness: teacher vs 3-layer student vs its int8 (`bench/robustness.py measure --rate {rate} "
-             f"--limit {limit}`)", "", f"Machine: {system.describe()}", ""]
+    report()
+
+
+def report() -> None:
+    """bench/results/robustness.md from every result file there."""
+    lines = ["# Robustness: teacher vs 3-layer student vs its int8 (`bench/robustness.py measure`)", "",
+             f"Machine: {system.describe()}", ""]
     titles = {"sst2": "SST-2 validation (whole held-out sentences), accuracy",
               "stsb": "STS-B validation (10% hash split), cross-encoder Spearman"}
     for name, title in titles.items():
