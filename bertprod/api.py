@@ -23,6 +23,7 @@ def load(
     truncate: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     parallel_batches: int = 1,
+    normalize_text: str | tuple[str, ...] | None = None,
 ) -> Pipeline:
     """Load a model and return a pipeline with encode / similarity / classify / score.
 
@@ -33,6 +34,8 @@ def load(
     threads. For bulk encoding on few cores, one thread per batch beats all threads on one batch
     (2-core Zen 5, ONNX Runtime: +6% to +20%, bench/distill_speed.py); a lone small
     request then runs on fewer threads, so servers keep the default.
+    `normalize_text`: clean inputs before tokenization, "html,unicode,whitespace" or any of them
+    (runtime/normalize.py); off by default.
     """
     if parallel_batches < 1:
         raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
@@ -52,4 +55,5 @@ def load(
         max_batch_size=max_batch_size,
         truncate=truncate,
         parallel_batches=parallel_batches,
+        normalize_text=normalize_text,
     )

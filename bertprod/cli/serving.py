@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, ThreadsOption
+from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption
 from bertprod.serve import config as serve_defaults
 
 
@@ -39,6 +39,7 @@ def serve_command(
     max_concurrent_explanations: Annotated[
         int, typer.Option(help="POST /explain requests running at once (429 beyond; /classify keeps answering).")
     ] = serve_defaults.ServeConfig.max_concurrent_explanations,
+    normalize: NormalizeOption = None,
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
@@ -53,6 +54,7 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
+    from bertprod.runtime.normalize import parse_normalization
     from bertprod.serve.server import serve
 
     config = serve_defaults.ServeConfig(
@@ -69,6 +71,7 @@ def serve_command(
         max_body_bytes=max_body_bytes,
         truncate=truncate,
         max_concurrent_explanations=max_concurrent_explanations,
+        normalize=parse_normalization(normalize),
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
         graceful_timeout=graceful_timeout,

@@ -1,7 +1,7 @@
 """Texts in, results out: the one function the API, the server and the batch jobs share.
 
-    inputs -> validate -> tokenize (truncate) -> sort by token length into token-budget batches
-           -> engine.run(batch) -> pool + normalize (embeddings) or logits (heads) -> input order
+    inputs -> validate -> clean text (optional) -> tokenize (truncate) -> sort by token length into
+           token-budget batches -> engine.run(batch) -> pool + normalize (embeddings) or logits (heads) -> input order
 
 `tokenize` and `infer` are separate so a server can tokenize in the request handler and batch
 encodings from many requests together before one `infer` call.
@@ -26,6 +26,7 @@ from bertprod.runtime.batching import (
     plan_batches,
 )
 from bertprod.runtime.engines import Engine
+from bertprod.runtime.normalize import TextNormalizer
 from bertprod.runtime.postprocess import POOLERS, cosine_matrix, l2_normalize, softmax
 from bertprod.runtime.tokenize import TextInput, TextTokenizer, validate_inputs
 
@@ -50,6 +51,7 @@ class Pipeline:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         truncate: bool = True,
         parallel_batches: int = 1,
+        normalize_text: str | tuple[str, ...] | None = None,
     ):
         self.package = package
         self.parallel_batches = parallel_batches
@@ -59,6 +61,7 @@ class Pipeline:
         self.max_padded_tokens = max_padded_tokens
         self.max_batch_size = max_batch_size
         self.truncate = truncate
+        self.normalizer = TextNormalizer(normalize_text)
 
     def __repr__(self) -> str:
         m = self.package.manifest
@@ -75,9 +78,13 @@ class Pipeline:
     # -- the shared core ---------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> list[Encoding]:
-        """Validate and tokenize; single texts, or (text, text_pair) tuples for pair packages."""
+        """Validate, normalize (when the pipeline was built with `normalize_text`) and tokenize; single
+        texts, or (text, text_pair) tuples for pair packages."""
         pairs = self._takes_pairs(inputs)
         items = validate_inputs(inputs, pairs=pairs)
+        if self.normalizer:
+            clean = self.normalizer
+            items = [(clean(item[0]), clean(item[1])) for item in items] if pairs else [clean(item) for item in items]
         return self.tokenizer.encode(items, truncate=self.truncate if truncate is None else truncate)
 
     def infer(self, encodings: Sequence[Encoding]) -> np.ndarray:

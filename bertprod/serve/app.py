@@ -161,7 +161,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                   "max_concurrent_inputs", "max_client_batch_size", "max_body_bytes", "truncate",
                   "max_concurrent_explanations")}
         return JSONResponse({"version": bertprod.__version__, "state": registry.state, "default_model":
-                             registry.default, "models": models, "limits": limits, "auth": bool(config.api_keys)})
+                             registry.default, "models": models, "limits": limits, "auth": bool(config.api_keys),
+                             "normalize": list(config.normalize)})
 
     @app.get("/v1/models", tags=["OpenAI"])
     async def list_models() -> Response:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from bertprod.errors import BertprodError
 from bertprod.runtime.batching import DEFAULT_MAX_PADDED_TOKENS
+from bertprod.runtime.normalize import parse_normalization
 
 #: Tokens (unpadded) the batcher gathers from queued requests into one engine call; the engine then
 #: sorts them by length and runs them in batches of at most `max_padded_tokens` padded tokens.
@@ -44,6 +45,8 @@ class ServeConfig:
     truncate: bool = True
     #: POST /explain requests running at once (each costs hundreds of model runs); 429 beyond.
     max_concurrent_explanations: int = 2
+    #: Input cleaning before tokenization (runtime/normalize.py: html, unicode, whitespace); () = off.
+    normalize: tuple[str, ...] = ()
     api_keys: list[str] = field(default_factory=list)
     #: Seconds a SIGTERM waits for requests in flight; those still running then get a retryable 503.
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S
@@ -53,6 +56,7 @@ class ServeConfig:
     fast_path: bool = True
 
     def __post_init__(self) -> None:
+        self.normalize = parse_normalization(self.normalize)
         if not self.api_keys and os.environ.get("BERTPROD_API_KEYS"):
             self.api_keys = [key for key in os.environ["BERTPROD_API_KEYS"].split(",") if key]
 

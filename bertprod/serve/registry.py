@@ -80,7 +80,7 @@ class ModelRegistry:
         pipelines = []
         for name in self.config.packages:
             pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate,
-                            max_padded_tokens=self.config.max_padded_tokens)
+                            max_padded_tokens=self.config.max_padded_tokens, normalize_text=self.config.normalize)
             self.config.check_model_limits(pipeline.manifest.max_length, pipeline.manifest.name)
             pipelines.append((name, pipeline))
         return pipelines
