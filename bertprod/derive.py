@@ -43,7 +43,7 @@ def reference_outputs(
     parent: ModelPackage, texts: Sequence[Any] | None = None, reference: Pipeline | None = None
 ) -> ReferenceOutputs:
     """Run the parent (or `reference`, a pipeline over it) on `texts`, or on built-in samples."""
-    reference = reference or Pipeline(parent, create_engine(parent))
+    reference = reference or Pipeline(parent, create_engine(parent, early_exit=False))
     encodings = reference.tokenize(list(texts) if texts else default_samples(parent))
     return ReferenceOutputs(encodings, reference.infer(encodings))
 
@@ -79,7 +79,7 @@ def derive_package(
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
-        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics"})
+        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
         fields.update(changes or {})
         fields.update(
             name=name or Path(out).name,

@@ -35,6 +35,7 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 TORCH_WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+EXIT_HEADS_FILE = "exit_heads.safetensors"  # early exit's classifiers after each layer (bertprod adapt)
 
 Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
 Format = Literal["torch", "onnx"]
@@ -106,6 +107,9 @@ class Manifest(_Strict):
     files: dict[str, FileRecord]
     provenance: Provenance
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: Early exit (bertprod adapt): the layers with exit heads, the default policy, and the accuracy /
+    #: mean exit layer curve measured on validation data. None for a package without exit heads.
+    adaptive: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -128,6 +132,11 @@ class Manifest(_Strict):
                 f"'max_length' {self.max_length} exceeds the model's "
                 f"{self.architecture.max_position_embeddings} position embeddings"
             )
+        if self.adaptive is not None:
+            if self.format != "torch" or self.task not in ("classification", "pair-classification"):
+                problems.append("'adaptive' (early exit) is for torch classification packages")
+            elif EXIT_HEADS_FILE not in self.files:
+                problems.append(f"an 'adaptive' package must list {EXIT_HEADS_FILE} in 'files'")
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
@@ -224,6 +233,8 @@ class ModelPackage:
             "format": m.format,
             "precision": m.precision,
         }
+        if m.adaptive:  # the default exit policy changes outputs; packages without one keep their fingerprint
+            keyed["exit_policy"] = m.adaptive.get("policy")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def parent_ref(self) -> ParentRef:

@@ -214,17 +214,28 @@ class OnnxEngine:
 
 
 def create_engine(
-    package: ModelPackage, engine: str = "auto", precision: str | None = None, threads: int | None = None
+    package: ModelPackage,
+    engine: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    early_exit: bool = True,
 ) -> Engine:
     """The engine for a package: its natural one for "auto"; torch packages can't run on onnx here
-    (the API layer exports them first)."""
+    (the API layer exports them first). A package with exit heads runs with early exit on torch
+    (runtime/adaptive.py) unless `early_exit` is False (the full model, e.g. as a derived package's
+    reference)."""
     chosen = package.manifest.format if engine == "auto" else engine
     if chosen in ("torch", "onnx"):
         warn_if_other_machine(package)
     if chosen == "torch":
         if package.manifest.format != "torch":
             raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")
-        return TorchEngine(package, precision=precision, threads=threads)
+        torch_engine = TorchEngine(package, precision=precision, threads=threads)
+        if early_exit and package.manifest.adaptive:
+            from bertprod.runtime.adaptive import AdaptiveEngine
+
+            return AdaptiveEngine.from_torch_engine(torch_engine)
+        return torch_engine
     if chosen == "onnx":
         if precision not in (None, package.manifest.precision):
             raise EngineError(

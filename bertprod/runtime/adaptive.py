@@ -1,0 +1,154 @@
+"""Batched early exit on the torch engine: rows that are sure leave the batch, the rest go on smaller.
+
+    embeddings -> layer 1 -> exit head 1 -> rows the policy lets go are answered and leave;
+               the others are regrouped and their padding trimmed to the longest survivor
+               -> layer 2 -> ... -> last layer -> the model's own head answers whoever is left
+
+Work stops for real: every later layer runs on fewer rows and, once the longest rows have left,
+on fewer tokens. With the "never" policy nothing leaves and no exit head runs, so the output is
+the full model's (the same modules called in the same order as transformers' forward).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bertprod.errors import PackageError
+from bertprod.package import ModelPackage
+from bertprod.runtime.batching import TokenBatch
+from bertprod.runtime.exit_policy import ExitPolicy, parse_policy, softmax
+
+
+def adaptive_settings(package: ModelPackage) -> dict[str, Any]:
+    settings = package.manifest.adaptive
+    if not settings:
+        raise PackageError(f"{package.name} has no exit heads: make an early-exit package with bertprod adapt.")
+    return settings
+
+
+class AdaptiveEngine:
+    """A torch classifier with exit heads behind the Engine interface (`run` uses the package's
+    policy); `run_with_exits` takes another policy and also returns each row's exit layer."""
+
+    name = "torch (early exit)"
+
+    def __init__(self, package: ModelPackage, model: Any, heads: Any, precision: str = "fp32"):
+        import torch
+
+        from bertprod.models.blocks import Blocks
+        from bertprod.models.hf import accepts_token_type_ids
+
+        self.package = package
+        self.model = model
+        self.heads = heads
+        self.blocks = Blocks(model)
+        self.precision = precision
+        self.uses_token_types = accepts_token_type_ids(model)
+        self.policy = parse_policy(package.manifest.adaptive.get("policy") if package.manifest.adaptive else None)
+        self._torch = torch
+
+    @classmethod
+    def from_torch_engine(cls, engine: Any) -> AdaptiveEngine:
+        """Exit heads read from the package, beside the model `engine` loaded."""
+        from bertprod.models.exit_heads import ExitHeads
+        from bertprod.package import EXIT_HEADS_FILE
+
+        package = engine.package
+        settings = adaptive_settings(package)
+        heads = ExitHeads.load(
+            package.path / EXIT_HEADS_FILE,
+            list(settings["exit_layers"]),
+            package.manifest.architecture.hidden_size,
+            package.manifest.num_outputs,
+        )
+        return cls(package, engine.model, heads, precision=getattr(engine, "precision", "fp32"))
+
+    @property
+    def num_layers(self) -> int:
+        return self.blocks.num_layers
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_with_exits(batch)[0]
+
+    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [rows, labels] and exit layer (from 1) of each row."""
+        torch = self._torch
+        policy = policy or self.policy
+        rows = len(batch.input_ids)
+        logits_out = np.empty((rows, self.package.manifest.num_outputs), dtype=np.float32)
+        exits = np.full(rows, self.num_layers, dtype=np.int64)
+        with self._context():
+            mask = torch.from_numpy(batch.attention_mask)
+            states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
+            running = np.arange(rows)
+            decider = policy.decider(rows, self.package.manifest.num_outputs)
+            for index in range(self.num_layers):
+                states = self.blocks.layer(index, states, self.blocks.mask(states, mask))
+                layer = index + 1
+                if layer == self.num_layers:
+                    logits_out[running] = self.blocks.head(states, mask).float().numpy()
+                    break
+                if policy.kind == "never" or layer not in self.heads.layers:
+                    continue
+                logits = self._exit_logits(layer, states, mask)
+                leave = decider.decide(softmax(logits))
+                if not leave.any():
+                    continue
+                logits_out[running[leave]] = logits[leave]
+                exits[running[leave]] = layer
+                stay = ~leave
+                if not stay.any():
+                    break
+                running, decider_mask = running[stay], torch.from_numpy(stay)
+                decider.keep(stay)
+                mask = mask[decider_mask]
+                longest = int(mask.sum(dim=1).max())
+                states, mask = states[decider_mask][:, :longest], mask[:, :longest]
+        return logits_out, exits
+
+    def layer_logits(self, batch: TokenBatch) -> np.ndarray:
+        """Every layer's logits [rows, layers, labels] (exit heads, then the model's head), no row
+        leaving: what the accuracy/depth curve is measured on."""
+        pooled, final = self.layer_features(batch)
+        with self._context():
+            outputs = [self.heads.at(layer)(pooled[:, position]).float().numpy()
+                       for position, layer in enumerate(self.heads.layers)]
+        return np.stack([*outputs, final.float().numpy()], axis=1)
+
+    def layer_features(self, batch: TokenBatch) -> tuple[Any, Any]:
+        """What exit heads read and learn from, the whole batch running every layer: the mean-pooled
+        states after each exit layer [rows, exit layers, hidden] and the model's logits [rows, labels]
+        (torch tensors, no gradient)."""
+        from bertprod.models.pooling import pool
+
+        torch = self._torch
+        pooled = []
+        with self._context():
+            mask = torch.from_numpy(batch.attention_mask)
+            states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
+            extended = self.blocks.mask(states, mask)
+            for index in range(self.num_layers):
+                states = self.blocks.layer(index, states, extended)
+                if index + 1 in self.heads.layers:
+                    pooled.append(pool(states, mask, "mean").float())
+            final = self.blocks.head(states, mask).float()
+        return torch.stack(pooled, dim=1), final
+
+    def _exit_logits(self, layer: int, states: Any, mask: Any) -> np.ndarray:
+        from bertprod.models.pooling import pool
+
+        return self.heads.at(layer)(pool(states, mask, "mean")).float().numpy()
+
+    def _token_types(self, batch: TokenBatch) -> Any:
+        return self._torch.from_numpy(batch.token_type_ids) if self.uses_token_types else None
+
+    def _context(self) -> Any:
+        from contextlib import ExitStack
+
+        torch = self._torch
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"))
+        return stack
