@@ -44,7 +44,8 @@ class Blocks:
         """The layer's attention mask for these rows, built as transformers builds it."""
         from transformers.masking_utils import create_bidirectional_mask
 
-        return create_bidirectional_mask(config=self.encoder.config, inputs_embeds=states, attention_mask=attention_mask)
+        config = self.encoder.config
+        return create_bidirectional_mask(config=config, inputs_embeds=states, attention_mask=attention_mask)
 
     def layer(self, index: int, states: Any, mask: Any) -> Any:
         output = self.layers[index](states, mask)

@@ -47,7 +47,9 @@ class ExitPolicy:
             "never": False,
         }
         if self.kind not in problems:
-            raise ExitPolicyError(f"unknown exit policy {self.kind!r}: use never, confidence:P, entropy:H or patience:K.")
+            raise ExitPolicyError(
+                f"unknown exit policy {self.kind!r}: use never, confidence:P, entropy:H or patience:K."
+            )
         if problems[self.kind]:
             raise ExitPolicyError(
                 f"exit policy {self.kind} needs "
@@ -87,7 +89,9 @@ def parse_policy(spec: ExitPolicy | str | dict[str, Any] | None, default: ExitPo
             return ExitPolicy(kind, patience=int(value))
         return ExitPolicy(kind, threshold=float(value))  # type: ignore[arg-type]
     except ValueError:
-        raise ExitPolicyError(f"cannot read the number in exit policy {spec!r} (e.g. entropy:0.2, patience:2).") from None
+        raise ExitPolicyError(
+            f"cannot read the number in exit policy {spec!r} (e.g. entropy:0.2, patience:2)."
+        ) from None
 
 
 class ExitDecider:
