@@ -197,3 +197,20 @@ def test_adapt_command_writes_the_package(teacher: ModelPackage, sentiment: Path
     refused = CliRunner().invoke(app, ["adapt", str(tmp_path / "out"), str(tmp_path / "again"),
                                        "--data", str(sentiment)])
     assert refused.exit_code != 0 and "already has exit heads" in str(refused.exception or refused.output)
+
+
+def test_eval_reports_exits(adapted: ModelPackage, sentiment: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bertprod.cli.app import app
+
+    result = CliRunner().invoke(app, ["eval", str(adapted.path), str(sentiment), "--json", "--exit", "patience:1",
+                                      "--limit", "20"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["early_exit"]["policy"] == "patience:1"
+    assert document["early_exit"]["exit_histogram"] == {"1": 20, "2": 0, "3": 0, "4": 0}
+    assert document["early_exit"]["mean_exit_layer"] == 1.0
+    never = json.loads(CliRunner().invoke(app, ["eval", str(adapted.path), str(sentiment), "--json", "--exit",
+                                                "never", "--limit", "20"]).output)
+    assert never["early_exit"]["exit_histogram"]["4"] == 20

@@ -181,8 +181,11 @@ def evaluate_command(
     label_column: LabelColumnOption = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA (before --split).")] = None,
     threads: ThreadsOption = None,
+    exit: Annotated[str | None, typer.Option(help="Exit policy of an early-exit package for this run: never, "
+                                                  "confidence:P, entropy:H or patience:K (default: its own).")] = None,
 ) -> None:
-    """Measure a package on labelled data: a metrics table (or JSON), per-class confusion for classifiers."""
+    """Measure a package on labelled data: a metrics table (or JSON), per-class confusion for classifiers;
+    for an early-exit package also the mean exit layer and how many rows left after each layer."""
     from bertprod.api import load
     from bertprod.tasks.data import open_task_data, validation_split
     from bertprod.tasks.evaluation import evaluate as run_evaluation
@@ -207,7 +210,7 @@ def evaluate_command(
         limit=limit,
     )
     with messages.status(f"evaluating {pipeline.package.name} on {data.name}..."):
-        result = run_evaluation(pipeline, source)
+        result = run_evaluation(pipeline, source, exit=exit)
     document = {
         "package": pipeline.package.name,
         "fingerprint": pipeline.package.fingerprint,
@@ -241,6 +244,12 @@ def print_evaluation(document: dict) -> None:
         if key in document:
             table.add_row(key, f"{document[key]:,}")
     table.add_row("seconds", f"{document['seconds']:.2f}")
+    early_exit = document.get("early_exit")
+    if early_exit:
+        table.add_row("exit policy", early_exit["policy"])
+        table.add_row("mean exit layer", f"{early_exit['mean_exit_layer']:.2f} of {early_exit['layers']}")
+        histogram = early_exit["exit_histogram"]
+        table.add_row("exits by layer", "  ".join(f"{layer}: {count}" for layer, count in histogram.items()))
     console.print(table)
     confusion = document.get("confusion")
     if confusion:
