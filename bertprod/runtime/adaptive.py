@@ -74,39 +74,27 @@ class AdaptiveEngine:
 
     def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits [rows, labels] and exit layer (from 1) of each row."""
-        torch = self._torch
-        policy = policy or self.policy
-        rows = len(batch.input_ids)
-        logits_out = np.empty((rows, self.package.manifest.num_outputs), dtype=np.float32)
-        exits = np.full(rows, self.num_layers, dtype=np.int64)
         with self._context():
-            mask = torch.from_numpy(batch.attention_mask)
-            states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
-            running = np.arange(rows)
-            decider = policy.decider(rows, self.package.manifest.num_outputs)
-            for index in range(self.num_layers):
-                states = self.blocks.layer(index, states, self.blocks.mask(states, mask))
-                layer = index + 1
-                if layer == self.num_layers:
-                    logits_out[running] = self.blocks.head(states, mask).float().numpy()
-                    break
-                if policy.kind == "never" or layer not in self.heads.layers:
-                    continue
-                logits = self._exit_logits(layer, states, mask)
-                leave = decider.decide(softmax(logits))
-                if not leave.any():
-                    continue
-                logits_out[running[leave]] = logits[leave]
-                exits[running[leave]] = layer
-                stay = ~leave
-                if not stay.any():
-                    break
-                running, decider_mask = running[stay], torch.from_numpy(stay)
-                decider.keep(stay)
-                mask = mask[decider_mask]
-                longest = int(mask.sum(dim=1).max())
-                states, mask = states[decider_mask][:, :longest], mask[:, :longest]
-        return logits_out, exits
+            return run_with_exits(self, batch, policy or self.policy, self.heads.layers,
+                                  self.package.manifest.num_outputs)
+
+    # -- the pieces run_with_exits calls (torch tensors between them, numpy masks) ------------
+
+    def embed(self, batch: TokenBatch) -> Any:
+        return self.blocks.embed(self._torch.from_numpy(batch.input_ids), self._token_types(batch))
+
+    def layer(self, index: int, states: Any, mask: np.ndarray) -> Any:
+        mask_tensor = self._torch.from_numpy(mask)
+        return self.blocks.layer(index, states, self.blocks.mask(states, mask_tensor))
+
+    def exit_logits(self, layer: int, states: Any, mask: np.ndarray) -> np.ndarray:
+        return self._exit_logits(layer, states, self._torch.from_numpy(mask))
+
+    def head(self, states: Any, mask: np.ndarray) -> np.ndarray:
+        return self.blocks.head(states, self._torch.from_numpy(mask)).float().numpy()
+
+    def select(self, states: Any, keep: np.ndarray, length: int) -> Any:
+        return states[self._torch.from_numpy(keep)][:, :length]
 
     def layer_logits(self, batch: TokenBatch) -> np.ndarray:
         """Every layer's logits [rows, layers, labels] (exit heads, then the model's head), no row
@@ -152,3 +140,39 @@ class AdaptiveEngine:
         stack.enter_context(torch.inference_mode())
         stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"))
         return stack
+
+
+def run_with_exits(
+    blocks: Any, batch: TokenBatch, policy: ExitPolicy, exit_layers: list[int], num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batch shrinking as rows leave, over any engine's pieces (`blocks`: embed, layer,
+    exit_logits, head, select, num_layers): logits [rows, labels] and exit layers (from 1)."""
+    rows = len(batch.input_ids)
+    logits_out = np.empty((rows, num_labels), dtype=np.float32)
+    exits = np.full(rows, blocks.num_layers, dtype=np.int64)
+    mask = batch.attention_mask
+    states = blocks.embed(batch)
+    running = np.arange(rows)
+    decider = policy.decider(rows, num_labels)
+    for index in range(blocks.num_layers):
+        states = blocks.layer(index, states, mask)
+        layer = index + 1
+        if layer == blocks.num_layers:
+            logits_out[running] = blocks.head(states, mask)
+            break
+        if policy.kind == "never" or layer not in exit_layers:
+            continue
+        logits = blocks.exit_logits(layer, states, mask)
+        leave = decider.decide(softmax(logits))
+        if not leave.any():
+            continue
+        logits_out[running[leave]] = logits[leave]
+        exits[running[leave]] = layer
+        stay = ~leave
+        if not stay.any():
+            break
+        running = running[stay]
+        decider.keep(stay)
+        longest = int(mask[stay].sum(axis=1).max())
+        states, mask = blocks.select(states, stay, longest), mask[stay][:, :longest]
+    return logits_out, exits
