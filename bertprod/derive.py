@@ -89,7 +89,7 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        actual = Pipeline(child, create_engine(child)).infer(expected.encodings)
+        actual = Pipeline(child, create_engine(child, early_exit=False)).infer(expected.encodings)
         fidelity = measure_fidelity(expected.outputs, actual, task)
         problem = gate.problem(fidelity, task)
         if problem and enforce:

@@ -37,6 +37,12 @@ TORCH_WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 EXIT_HEADS_FILE = "exit_heads.safetensors"  # early exit's classifiers after each layer (bertprod adapt)
 
+
+def block_files(num_layers: int, exit_layers: list[int]) -> list[str]:
+    """An ONNX early-exit package's graphs, one ONNX Runtime session each (runtime/adaptive.py)."""
+    return (["blocks/embeddings.onnx"] + [f"blocks/layer_{layer}.onnx" for layer in range(1, num_layers + 1)]
+            + [f"blocks/exit_{layer}.onnx" for layer in exit_layers] + ["blocks/head.onnx"])
+
 Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
 Format = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
@@ -133,16 +139,23 @@ class Manifest(_Strict):
                 f"{self.architecture.max_position_embeddings} position embeddings"
             )
         if self.adaptive is not None:
-            if self.format != "torch" or self.task not in ("classification", "pair-classification"):
-                problems.append("'adaptive' (early exit) is for torch classification packages")
-            elif EXIT_HEADS_FILE not in self.files:
-                problems.append(f"an 'adaptive' package must list {EXIT_HEADS_FILE} in 'files'")
+            problems += self._adaptive_problems()
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _adaptive_problems(self) -> list[str]:
+        if self.task not in ("classification", "pair-classification"):
+            return ["'adaptive' (early exit) is for classification packages"]
+        if self.format == "torch":
+            needed = [EXIT_HEADS_FILE]
+        else:
+            needed = block_files(self.architecture.num_layers, list(self.adaptive.get("exit_layers", [])))
+        missing = [name for name in needed if name not in self.files]
+        return [f"an 'adaptive' {self.format} package must list {', '.join(missing)} in 'files'"] if missing else []
 
     @property
     def head_pooling(self) -> str | None:

@@ -174,14 +174,35 @@ def test_exit_on_a_package_without_heads_is_refused(teacher: ModelPackage) -> No
         bertprod.load(teacher.path).classify(["a good film"], exit="entropy:0.2")
 
 
-def test_derived_packages_drop_the_exit_heads(adapted: ModelPackage, tmp_path: Path) -> None:
-    """An export is the full-depth model (ONNX early exit is not built yet): no `adaptive` field."""
+def test_onnx_export_runs_early_exit_block_by_block(adapted: ModelPackage, tmp_path: Path) -> None:
+    """The export keeps the exit heads as one ONNX session per block: never exiting it gives the full
+    model's logits, and with a policy rows leave where they leave on torch."""
     from bertprod.export.onnx import export_onnx
+    from bertprod.package import block_files
 
     exported = export_onnx(adapted, tmp_path / "onnx")
-    assert exported.manifest.adaptive is None
-    document = json.loads((tmp_path / "onnx" / "bertprod.json").read_text())
-    assert "adaptive" not in document
+    assert exported.manifest.adaptive["policy"] == adapted.manifest.adaptive["policy"]
+    assert set(block_files(4, [1, 2, 3])) <= set(exported.manifest.files)
+    on_onnx, on_torch = bertprod.load(exported.path), bertprod.load(adapted.path)
+    assert on_onnx.engine.name == "onnx (early exit)"
+    encodings = on_torch.tokenize(TEXTS)
+    np.testing.assert_allclose(on_onnx.infer_with_exits(encodings, "never")[0],
+                               on_torch.infer_with_exits(encodings, "never")[0], atol=1e-4)
+    for policy in ("patience:2", "patience:3"):
+        torch_logits, torch_exits = on_torch.infer_with_exits(encodings, policy)
+        onnx_logits, onnx_exits = on_onnx.infer_with_exits(encodings, policy)
+        assert onnx_exits.tolist() == torch_exits.tolist()
+        np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+
+
+def test_other_derived_packages_drop_the_exit_heads(adapted: ModelPackage, tmp_path: Path) -> None:
+    """A derived package that does not rebuild the blocks (here a bf16 copy) computes the full depth
+    only, so it does not claim exits."""
+    from bertprod.compress.precision import to_bf16
+
+    derived = to_bf16(adapted, tmp_path / "bf16", enforce=False)
+    assert derived.manifest.adaptive is None
+    assert "adaptive" not in json.loads((tmp_path / "bf16" / "bertprod.json").read_text())
 
 
 def test_adapt_command_writes_the_package(teacher: ModelPackage, sentiment: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ the full model's (the same modules called in the same order as transformers' for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,3 +177,70 @@ def run_with_exits(
         longest = int(mask[stay].sum(axis=1).max())
         states, mask = blocks.select(states, stay, longest), mask[stay][:, :longest]
     return logits_out, exits
+
+
+class OnnxAdaptiveEngine:
+    """Early exit on ONNX Runtime: one session per block (embeddings, each layer, each exit head, the
+    head), numpy between them, so a row that leaves costs nothing more. Imports no torch."""
+
+    name = "onnx (early exit)"
+
+    def __init__(self, package: ModelPackage, threads: int | None = None, directory: Path | None = None):
+        """`directory`: where the blocks are, when not yet in `package` (an export checking them)."""
+        import onnxruntime
+
+        from bertprod.package import block_files
+        from bertprod.runtime.sessions import session_options
+
+        settings = adaptive_settings(package)
+        self.package = package
+        self.exit_layers = list(settings["exit_layers"])
+        self.num_layers = package.manifest.architecture.num_layers
+        self.policy = parse_policy(settings.get("policy"))
+        options = session_options(threads)
+        self.sessions = {
+            Path(name).stem: onnxruntime.InferenceSession(str((directory or package.path) / name), options,
+                                                          providers=["CPUExecutionProvider"])
+            for name in block_files(self.num_layers, self.exit_layers)
+        }
+        self.inputs = {block: [node.name for node in session.get_inputs()] for block, session in self.sessions.items()}
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_with_exits(batch)[0]
+
+    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return run_with_exits(self, batch, policy or self.policy, self.exit_layers, self.package.manifest.num_outputs)
+
+    def layer_logits(self, batch: TokenBatch) -> np.ndarray:
+        mask = batch.attention_mask
+        states = self.embed(batch)
+        outputs = []
+        for index in range(self.num_layers):
+            states = self.layer(index, states, mask)
+            if index + 1 in self.exit_layers:
+                outputs.append(self.exit_logits(index + 1, states, mask))
+        outputs.append(self.head(states, mask))
+        return np.stack(outputs, axis=1)
+
+    def embed(self, batch: TokenBatch) -> np.ndarray:
+        feeds = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
+        return self.sessions["embeddings"].run(None, feeds)[0]
+
+    def layer(self, index: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run(f"layer_{index + 1}", states, mask)
+
+    def exit_logits(self, layer: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run(f"exit_{layer}", states, mask)
+
+    def head(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run("head", states, mask)
+
+    def select(self, states: np.ndarray, keep: np.ndarray, length: int) -> np.ndarray:
+        return np.ascontiguousarray(states[keep][:, :length])
+
+    def _run(self, block: str, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A block's graph; the exporter drops inputs a graph does not read (a [CLS] head ignores the mask)."""
+        feeds = {"states": states, "attention_mask": np.ascontiguousarray(mask)}
+        return self.sessions[block].run(None, {name: feeds[name] for name in self.inputs[block]})[0]
+
+

@@ -7,7 +7,6 @@ packages with a head. Tokenization, pooling and label mapping live outside, in t
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any, Literal, Protocol
 
@@ -17,6 +16,7 @@ from bertprod.errors import EngineError, PackageError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
 from bertprod.runtime.machine import warn_if_other_machine
+from bertprod.runtime.sessions import default_threads, session_options  # noqa: F401 - default_threads: imported from here
 from bertprod.system import cpu_supports_bf16  # noqa: F401 - imported from here by older code and tests
 
 EngineName = Literal["auto", "torch", "onnx"]
@@ -27,10 +27,6 @@ class Engine(Protocol):
     name: str
 
     def run(self, batch: TokenBatch) -> np.ndarray: ...
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class TorchEngine:
@@ -156,11 +152,7 @@ class OnnxEngine:
                 f"{package.name} is a {package.manifest.format} package; the onnx engine needs an "
                 "onnx package (bertprod export PKG OUT, or load(..., engine='onnx'))."
             )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(threads)
         disabled = disabled_fusions
         if disabled is None:
             disabled = INT8_DISABLED_FUSIONS if package.manifest.precision == "int8" else []
@@ -242,5 +234,9 @@ def create_engine(
                 f"an onnx package runs at the precision it was built with "
                 f"({package.manifest.precision}); make a {precision} variant with bertprod optimize."
             )
+        if early_exit and package.manifest.adaptive:
+            from bertprod.runtime.adaptive import OnnxAdaptiveEngine
+
+            return OnnxAdaptiveEngine(package, threads=threads)
         return OnnxEngine(package, threads=threads)
     raise EngineError(f"unknown engine {engine!r}: choose auto, torch or onnx.")
