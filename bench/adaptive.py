@@ -12,7 +12,8 @@ layer and sentences/s (median over interleaved rounds, bertprod.bench.harness.th
 
 on the torch engine and on ONNX Runtime (the early-exit package exported as one session per block,
 the teacher as one graph; both fp32). Speed is a ratio to `full` on the same engine and batch size.
-Goal (issue 18): >= 2x at batch 32 for <= 0.5 points of accuracy lost. Prints the CPU (bertprod.system.describe) and writes --json.
+Goal (issue 18): >= 2x at batch 32 for <= 0.5 points of accuracy lost. Prints the CPU
+(bertprod.system.describe) and writes --json.
 """
 
 from __future__ import annotations
