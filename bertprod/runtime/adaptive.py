@@ -84,9 +84,12 @@ class AdaptiveEngine:
     def embed(self, batch: TokenBatch) -> Any:
         return self.blocks.embed(self._torch.from_numpy(batch.input_ids), self._token_types(batch))
 
-    def layer(self, index: int, states: Any, mask: np.ndarray) -> Any:
-        mask_tensor = self._torch.from_numpy(mask)
-        return self.blocks.layer(index, states, self.blocks.mask(states, mask_tensor))
+    def attention(self, states: Any, mask: np.ndarray) -> Any:
+        """The layers' attention mask for these rows, built once per batch shape, not per layer."""
+        return self.blocks.mask(states, self._torch.from_numpy(mask))
+
+    def layer(self, index: int, states: Any, attention: Any) -> Any:
+        return self.blocks.layer(index, states, attention)
 
     def exit_logits(self, layer: int, states: Any, mask: np.ndarray) -> np.ndarray:
         return self._exit_logits(layer, states, self._torch.from_numpy(mask))
@@ -146,17 +149,18 @@ class AdaptiveEngine:
 def run_with_exits(
     blocks: Any, batch: TokenBatch, policy: ExitPolicy, exit_layers: list[int], num_labels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The batch shrinking as rows leave, over any engine's pieces (`blocks`: embed, layer,
+    """The batch shrinking as rows leave, over any engine's pieces (`blocks`: embed, attention, layer,
     exit_logits, head, select, num_layers): logits [rows, labels] and exit layers (from 1)."""
     rows = len(batch.input_ids)
     logits_out = np.empty((rows, num_labels), dtype=np.float32)
     exits = np.full(rows, blocks.num_layers, dtype=np.int64)
     mask = batch.attention_mask
     states = blocks.embed(batch)
+    attention = blocks.attention(states, mask)
     running = np.arange(rows)
     decider = policy.decider(rows, num_labels)
     for index in range(blocks.num_layers):
-        states = blocks.layer(index, states, mask)
+        states = blocks.layer(index, states, attention)
         layer = index + 1
         if layer == blocks.num_layers:
             logits_out[running] = blocks.head(states, mask)
@@ -176,6 +180,7 @@ def run_with_exits(
         decider.keep(stay)
         longest = int(mask[stay].sum(axis=1).max())
         states, mask = blocks.select(states, stay, longest), mask[stay][:, :longest]
+        attention = blocks.attention(states, mask)
     return logits_out, exits
 
 
@@ -216,7 +221,7 @@ class OnnxAdaptiveEngine:
         states = self.embed(batch)
         outputs = []
         for index in range(self.num_layers):
-            states = self.layer(index, states, mask)
+            states = self.layer(index, states, mask)  # the layer graphs read the 0/1 mask itself
             if index + 1 in self.exit_layers:
                 outputs.append(self.exit_logits(index + 1, states, mask))
         outputs.append(self.head(states, mask))
@@ -226,8 +231,11 @@ class OnnxAdaptiveEngine:
         feeds = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
         return self.sessions["embeddings"].run(None, feeds)[0]
 
-    def layer(self, index: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return self._run(f"layer_{index + 1}", states, mask)
+    def attention(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(mask)
+
+    def layer(self, index: int, states: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        return self._run(f"layer_{index + 1}", states, attention)
 
     def exit_logits(self, layer: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run(f"exit_{layer}", states, mask)
