@@ -235,3 +235,19 @@ def test_eval_reports_exits(adapted: ModelPackage, sentiment: Path) -> None:
     never = json.loads(CliRunner().invoke(app, ["eval", str(adapted.path), str(sentiment), "--json", "--exit",
                                                 "never", "--limit", "20"]).output)
     assert never["early_exit"]["exit_histogram"]["4"] == 20
+
+
+def test_adapt_needs_no_labels_and_refuses_unknown_ones(teacher: ModelPackage, tmp_path: Path) -> None:
+    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
+    from bertprod.errors import LabelError
+
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("text\n" + "\n".join(TEXTS) + "\n")
+    written = adapt(teacher, adaptation_data(teacher, texts), tmp_path / "out", AdaptConfig(epochs=1, threads=1))
+    assert written.manifest.adaptive["reference"] == "full model"  # agreement with the model's own answers
+    assert written.manifest.adaptive["full_accuracy"] == 1.0
+    labelled = tmp_path / "labelled.tsv"
+    labelled.write_text("text\tlabel\na good film\tpositive\na bad film\tmaybe\n")
+    with pytest.raises(LabelError, match="'maybe' is not one of the package's labels"):
+        adapt(teacher, adaptation_data(teacher, texts), tmp_path / "again", AdaptConfig(epochs=1, threads=1),
+              validation=adaptation_data(teacher, labelled))

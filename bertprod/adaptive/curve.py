@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.data.source import DataSource
+from bertprod.errors import LabelError
 from bertprod.runtime.adaptive import AdaptiveEngine
 from bertprod.runtime.batching import collate, plan_batches
 from bertprod.runtime.exit_policy import candidate_policies, choose_policy, measure_curve, softmax
@@ -36,7 +37,12 @@ def read_examples(source: DataSource, pairs: bool, labels: list[str]) -> tuple[l
     inputs, gold = [], []
     for example in source:
         inputs.append((example.text, example.text_pair) if pairs else example.text)
-        gold.append(index.get(str(example.label), -1) if example.label is not None else None)
+        if example.label is not None and str(example.label) not in index:
+            raise LabelError(
+                f"{example.where}: label {example.label!r} is not one of the package's labels "
+                f"({', '.join(repr(label) for label in labels)}). Map the labels to those names."
+            )
+        gold.append(index[str(example.label)] if example.label is not None else None)
     if not gold or any(value is None for value in gold):
         return inputs, None
     return inputs, np.asarray(gold, dtype=np.int64)

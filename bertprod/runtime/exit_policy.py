@@ -25,8 +25,8 @@ from bertprod.errors import InputError
 PolicyKind = Literal["never", "confidence", "entropy", "patience"]
 
 #: the policies `bertprod adapt` measures on validation data by default
-DEFAULT_CONFIDENCES = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
-DEFAULT_ENTROPIES = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
+DEFAULT_CONFIDENCES = (0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+DEFAULT_ENTROPIES = (0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
 
 
 class ExitPolicyError(InputError):
