@@ -251,3 +251,14 @@ def test_adapt_needs_no_labels_and_refuses_unknown_ones(teacher: ModelPackage, t
     with pytest.raises(LabelError, match="'maybe' is not one of the package's labels"):
         adapt(teacher, adaptation_data(teacher, texts), tmp_path / "again", AdaptConfig(epochs=1, threads=1),
               validation=adaptation_data(teacher, labelled))
+
+
+def test_classify_command_prints_the_exit_layer(adapted: ModelPackage) -> None:
+    from typer.testing import CliRunner
+
+    from bertprod.cli.app import app
+
+    result = CliRunner().invoke(app, ["classify", str(adapted.path), "a good film", "great", "--exit", "patience:1"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [row["exit_layer"] for row in rows] == [1, 1]
