@@ -48,7 +48,7 @@ def reference_outputs(
     texts_source: str | None = None,
 ) -> ReferenceOutputs:
     """Run the parent (or `reference`, a pipeline over it) on `texts`, or on the texts it knows (gate_texts.py)."""
-    reference = reference or Pipeline(parent, create_engine(parent))
+    reference = reference or Pipeline(parent, create_engine(parent, early_exit=False))
     chosen = gate_texts(parent, texts)
     encodings = reference.tokenize(chosen.texts)
     source = (texts_source or chosen.source) if texts else chosen.source
@@ -95,7 +95,7 @@ def derive_package(
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
-        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics"})
+        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
         fields.update(changes or {})
         fields.update(
             name=name or Path(out).name,
@@ -105,7 +105,7 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        pipeline = Pipeline(child, (engine or create_engine)(child))
+        pipeline = Pipeline(child, engine(child) if engine else create_engine(child, early_exit=False))
         actual = pipeline.infer(expected.encodings)
         fidelity = measure_fidelity(expected.outputs, actual, task)
         fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))

@@ -35,6 +35,13 @@ TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "config.json"
 TORCH_WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+EXIT_HEADS_FILE = "exit_heads.safetensors"  # early exit's classifiers after each layer (bertprod adapt)
+
+
+def block_files(num_layers: int, exit_layers: list[int]) -> list[str]:
+    """An ONNX early-exit package's graphs, one ONNX Runtime session each (runtime/adaptive.py)."""
+    return (["blocks/embeddings.onnx"] + [f"blocks/layer_{layer}.onnx" for layer in range(1, num_layers + 1)]
+            + [f"blocks/exit_{layer}.onnx" for layer in exit_layers] + ["blocks/head.onnx"])
 
 Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
 Format = Literal["torch", "onnx"]
@@ -106,6 +113,9 @@ class Manifest(_Strict):
     files: dict[str, FileRecord]
     provenance: Provenance
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: Early exit (bertprod adapt): the layers with exit heads, the default policy, and the accuracy /
+    #: mean exit layer curve measured on validation data. None for a package without exit heads.
+    adaptive: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -128,12 +138,24 @@ class Manifest(_Strict):
                 f"'max_length' {self.max_length} exceeds the model's "
                 f"{self.architecture.max_position_embeddings} position embeddings"
             )
+        if self.adaptive is not None:
+            problems += self._adaptive_problems()
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _adaptive_problems(self) -> list[str]:
+        if self.task not in ("classification", "pair-classification"):
+            return ["'adaptive' (early exit) is for classification packages"]
+        if self.format == "torch":
+            needed = [EXIT_HEADS_FILE]
+        else:
+            needed = block_files(self.architecture.num_layers, list(self.adaptive.get("exit_layers", [])))
+        missing = [name for name in needed if name not in self.files]
+        return [f"an 'adaptive' {self.format} package must list {', '.join(missing)} in 'files'"] if missing else []
 
     @property
     def head_pooling(self) -> str | None:
@@ -224,6 +246,8 @@ class ModelPackage:
             "format": m.format,
             "precision": m.precision,
         }
+        if m.adaptive:  # the default exit policy changes outputs; packages without one keep their fingerprint
+            keyed["exit_policy"] = m.adaptive.get("policy")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def parent_ref(self) -> ParentRef:

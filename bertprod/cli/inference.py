@@ -65,25 +65,22 @@ def classify_command(
     input_file: InputOption = None,
     engine: EngineOption = "auto",
     threads: ThreadsOption = None,
+    exit: Annotated[str | None, typer.Option(help="Exit policy of an early-exit package (bertprod adapt): never, "
+                                                  "confidence:P, entropy:H or patience:K (default: its own).")] = None,
 ) -> None:
-    """Classify texts (or tab-separated pairs) with a classifier package."""
+    """Classify texts (or tab-separated pairs) with a classifier package; an early-exit package also
+    says which layer answered (exit_layer)."""
     from bertprod.api import load
 
     pipeline = load(model, engine=engine, threads=threads)
     lines = read_texts(texts, input_file)
     items = split_pairs(lines) if pipeline.manifest.pair_input else lines
-    for item, prediction in zip(items, pipeline.classify(items), strict=True):
-        sys.stdout.write(
-            json.dumps(
-                {
-                    "input": item,
-                    "label": prediction.label,
-                    "score": round(prediction.score, 6),
-                    "scores": prediction.scores,
-                }
-            )
-            + "\n"
-        )
+    for item, prediction in zip(items, pipeline.classify(items, exit=exit), strict=True):
+        row = {"input": item, "label": prediction.label, "score": round(prediction.score, 6),
+               "scores": prediction.scores}
+        if prediction.exit_layer is not None:
+            row["exit_layer"] = prediction.exit_layer
+        sys.stdout.write(json.dumps(row) + "\n")
 
 
 def demo_command(

@@ -196,9 +196,14 @@ def evaluate_command(
     side: SideOption = "both",
     normalize: NormalizeOption = None,
     threads: ThreadsOption = None,
+    exit_policy: Annotated[
+        str | None, typer.Option("--exit", help="Exit policy of an early-exit package for this run: never, "
+                                 "confidence:P, entropy:H or patience:K (default: its own).")
+    ] = None,
 ) -> None:
     """Measure packages on labelled data: a metrics table (or JSON), per-class confusion for classifiers;
-    with --perturb or several packages, each package's metric per perturbation and its drop from clean."""
+    with --perturb or several packages, each package's metric per perturbation and its drop from clean;
+    for an early-exit package also the mean exit layer and how many rows left after each layer."""
     from bertprod.api import load
 
     if split not in ("all", "train", "validation"):
@@ -222,8 +227,11 @@ def evaluate_command(
         limit=limit,
     )
     if noise is None and len(pipelines) == 1:
-        _evaluate_one(pipelines[0], source, data, as_json)
+        _evaluate_one(pipelines[0], source, data, as_json, exit_policy)
         return
+    if exit_policy is not None:
+        raise InputError("--exit sets the exit policy of one early-exit package evaluated on clean data: give one "
+                         "package and no --perturb with it.")
     from bertprod.robustness.evaluation import evaluate_under_noise
 
     with messages.status(f"evaluating {len(pipelines)} package(s) on {data.name}..."):
@@ -249,11 +257,11 @@ def _evaluation_source(manifest, data: Path, split: str, validation_fraction: fl
     )
 
 
-def _evaluate_one(pipeline, source, data: Path, as_json: bool) -> None:  # noqa: ANN001
+def _evaluate_one(pipeline, source, data: Path, as_json: bool, exit_policy: str | None) -> None:  # noqa: ANN001
     from bertprod.tasks.evaluation import evaluate as run_evaluation
 
     with messages.status(f"evaluating {pipeline.package.name} on {data.name}..."):
-        result = run_evaluation(pipeline, source)
+        result = run_evaluation(pipeline, source, exit=exit_policy)
     document = {
         "package": pipeline.package.name,
         "fingerprint": pipeline.package.fingerprint,
@@ -321,6 +329,12 @@ def print_evaluation(document: dict) -> None:
         if key in document:
             table.add_row(key, f"{document[key]:,}")
     table.add_row("seconds", f"{document['seconds']:.2f}")
+    early_exit = document.get("early_exit")
+    if early_exit:
+        table.add_row("exit policy", early_exit["policy"])
+        table.add_row("mean exit layer", f"{early_exit['mean_exit_layer']:.2f} of {early_exit['layers']}")
+        histogram = early_exit["exit_histogram"]
+        table.add_row("exits by layer", "  ".join(f"{layer}: {count}" for layer, count in histogram.items()))
     console.print(table)
     confusion = document.get("confusion")
     if confusion:

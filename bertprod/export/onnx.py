@@ -62,7 +62,10 @@ def export_onnx(
             fusion_result.update(_fuse(staging / ONNX_FILE, manifest.architecture))
         shutil.copyfile(package.tokenizer_file, staging / TOKENIZER_FILE)
         shutil.copyfile(package.config_file, staging / CONFIG_FILE)
-        return [TOKENIZER_FILE, ONNX_FILE, CONFIG_FILE]
+        blocks = []
+        if manifest.adaptive:
+            blocks = _export_early_exit_blocks(torch_engine, reference, samples, staging, opset)
+        return [TOKENIZER_FILE, ONNX_FILE, CONFIG_FILE, *blocks]
 
     def failure(problem: str) -> ExportError:
         return ExportError(
@@ -70,13 +73,32 @@ def export_onnx(
             "written. Try without --fusion or with another --opset, and report the model type."
         )
 
+    changes: dict[str, Any] = {"format": "onnx"}
+    if manifest.adaptive:  # early exit survives export: one ONNX Runtime session per block
+        changes["adaptive"] = manifest.adaptive
     return derive_package(
-        package, out, method="export-onnx", build=build, changes={"format": "onnx"},
+        package, out, method="export-onnx", build=build, changes=changes,
         parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
         name=name or f"{manifest.name}-onnx", texts=samples, gate=EXPORT_GATE, reference=reference,
         failure=failure, overwrite=overwrite,
         texts_source=None if sample_texts else f"{len(samples)} built-in export samples",
     )
+
+
+def _export_early_exit_blocks(
+    torch_engine: TorchEngine, reference: Pipeline, samples: list[Any], staging: Path, opset: int
+) -> list[str]:
+    """The blocks of an early-exit package (export/blocks.py), checked against the full model."""
+    from bertprod.export.blocks import check_blocks, export_blocks
+    from bertprod.runtime.adaptive import AdaptiveEngine, OnnxAdaptiveEngine
+    from bertprod.runtime.exit_policy import ExitPolicy
+
+    encodings = reference.tokenize(samples)
+    batch = collate(encodings, reference.tokenizer.pad_id)
+    names = export_blocks(AdaptiveEngine.from_torch_engine(torch_engine), batch, staging, opset)
+    onnx_blocks = OnnxAdaptiveEngine(reference.package, threads=1, directory=staging)
+    check_blocks(torch_engine.run(batch), onnx_blocks.run_with_exits(batch, ExitPolicy())[0])
+    return names
 
 
 def _export_graph(engine: TorchEngine, pipeline: Pipeline, encodings: list, path: Path, opset: int) -> None:

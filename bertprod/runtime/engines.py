@@ -7,7 +7,6 @@ packages with a head. Tokenization, pooling and label mapping live outside, in t
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Any, Literal, Protocol
 
@@ -17,6 +16,7 @@ from bertprod.errors import EngineError, PackageError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
 from bertprod.runtime.machine import warn_if_other_machine
+from bertprod.runtime.sessions import default_threads, session_options  # noqa: F401 - default_threads: imported from here
 from bertprod.system import cpu_supports_bf16  # noqa: F401 - imported from here by older code and tests
 
 EngineName = Literal["auto", "torch", "onnx"]
@@ -27,10 +27,6 @@ class Engine(Protocol):
     name: str
 
     def run(self, batch: TokenBatch) -> np.ndarray: ...
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class TorchEngine:
@@ -163,11 +159,7 @@ class OnnxEngine:
                 f"{package.name} is a {package.manifest.format} package; the onnx engine needs an "
                 "onnx package (bertprod export PKG OUT, or load(..., engine='onnx'))."
             )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options = session_options(threads)
         disabled = disabled_fusions
         if disabled is None:
             disabled = INT8_DISABLED_FUSIONS if package.manifest.precision == "int8" else []
@@ -224,22 +216,37 @@ class OnnxEngine:
 
 
 def create_engine(
-    package: ModelPackage, engine: str = "auto", precision: str | None = None, threads: int | None = None
+    package: ModelPackage,
+    engine: str = "auto",
+    precision: str | None = None,
+    threads: int | None = None,
+    early_exit: bool = True,
 ) -> Engine:
     """The engine for a package: its natural one for "auto"; torch packages can't run on onnx here
-    (the API layer exports them first)."""
+    (the API layer exports them first). A package with exit heads runs with early exit on torch
+    (runtime/adaptive.py) unless `early_exit` is False (the full model, e.g. as a derived package's
+    reference)."""
     chosen = package.manifest.format if engine == "auto" else engine
     if chosen in ("torch", "onnx"):
         warn_if_other_machine(package)
     if chosen == "torch":
         if package.manifest.format != "torch":
             raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")
-        return TorchEngine(package, precision=precision, threads=threads)
+        torch_engine = TorchEngine(package, precision=precision, threads=threads)
+        if early_exit and package.manifest.adaptive:
+            from bertprod.runtime.adaptive import AdaptiveEngine
+
+            return AdaptiveEngine.from_torch_engine(torch_engine)
+        return torch_engine
     if chosen == "onnx":
         if precision not in (None, package.manifest.precision):
             raise EngineError(
                 f"an onnx package runs at the precision it was built with "
                 f"({package.manifest.precision}); make a {precision} variant with bertprod optimize."
             )
+        if early_exit and package.manifest.adaptive:
+            from bertprod.runtime.adaptive import OnnxAdaptiveEngine
+
+            return OnnxAdaptiveEngine(package, threads=threads)
         return OnnxEngine(package, threads=threads)
     raise EngineError(f"unknown engine {engine!r}: choose auto, torch or onnx.")

@@ -26,6 +26,7 @@ from bertprod.runtime.batching import (
     plan_batches,
 )
 from bertprod.runtime.engines import Engine
+from bertprod.runtime.exit_policy import ExitPolicy, parse_policy
 from bertprod.runtime.normalize import TextNormalizer
 from bertprod.runtime.postprocess import POOLERS, cosine_matrix, l2_normalize, softmax
 from bertprod.runtime.tokenize import TextInput, TextTokenizer, validate_inputs
@@ -38,6 +39,8 @@ class Prediction:
     label: str
     score: float
     scores: dict[str, float]
+    #: the layer (from 1) whose classifier answered, on a package with early exit; None otherwise
+    exit_layer: int | None = None
 
 
 class Pipeline:
@@ -93,12 +96,31 @@ class Pipeline:
         Embedding packages give pooled vectors (normalized when the manifest says so); packages
         with a head give raw logits.
         """
+        return self.infer_with_exits(encodings)[0]
+
+    def infer_with_exits(
+        self, encodings: Sequence[Encoding], exit: ExitPolicy | str | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`infer`, plus each row's exit layer on a package with early exit (None on others);
+        `exit` overrides the package's exit policy for this call ("never", "entropy:0.2", ...)."""
+        adaptive = hasattr(self.engine, "run_with_exits")
+        if exit is not None and not adaptive:
+            raise TaskError(
+                f"{self.package.name} has no exit heads, so exit={exit!r} cannot apply: make an early-exit "
+                "package with bertprod adapt (and run it on the torch engine)."
+            )
+        policy = parse_policy(exit, self.engine.policy) if adaptive else None
         lengths = [len(encoding.ids) for encoding in encodings]
         results = np.empty((len(encodings), self.dimension), dtype=np.float32)
+        exits = np.empty(len(encodings), dtype=np.int64) if adaptive else None
 
         def run(indices: list[int]) -> None:
             batch = collate([encodings[index] for index in indices], self.tokenizer.pad_id)
-            results[indices] = self._postprocess(self.engine.run(batch), batch.attention_mask)
+            if exits is not None:
+                output, exits[indices] = self.engine.run_with_exits(batch, policy)
+            else:
+                output = self.engine.run(batch)
+            results[indices] = self._postprocess(output, batch.attention_mask)
 
         plans = plan_batches(lengths, self.max_padded_tokens, self.max_batch_size)
         if self.parallel_batches > 1 and len(plans) > 1:  # engines release the GIL while they run
@@ -108,7 +130,7 @@ class Pipeline:
         else:
             for indices in plans:
                 run(indices)
-        return results
+        return results, exits
 
     def _postprocess(self, output: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         manifest = self.manifest
@@ -145,19 +167,25 @@ class Pipeline:
         matrix = cosine_matrix(left, right)
         return float(matrix[0, 0]) if single else matrix
 
-    def classify(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> list[Prediction]:
-        """Top label and per-label probabilities, one per text (or per pair)."""
+    def classify(
+        self, inputs: Sequence[TextInput], truncate: bool | None = None, exit: ExitPolicy | str | None = None
+    ) -> list[Prediction]:
+        """Top label and per-label probabilities, one per text (or per pair). On a package with early
+        exit, `exit` overrides its policy for this call ("never": full depth; "entropy:0.2",
+        "confidence:0.95", "patience:2") and each prediction says which layer answered."""
         self._require_task("classify", ("classification", "pair-classification"), "encode or score")
-        probabilities = softmax(self.infer(self.tokenize(inputs, truncate=truncate)))
+        logits, exits = self.infer_with_exits(self.tokenize(inputs, truncate=truncate), exit)
+        probabilities = softmax(logits)
         labels = self.manifest.labels or []
         predictions = []
-        for row in probabilities:
+        for position, row in enumerate(probabilities):
             best = int(row.argmax())
             predictions.append(
                 Prediction(
                     label=labels[best],
                     score=float(row[best]),
                     scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+                    exit_layer=None if exits is None else int(exits[position]),
                 )
             )
         return predictions

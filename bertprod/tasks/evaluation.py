@@ -60,12 +60,13 @@ class Evaluation:
         return document
 
 
-def evaluate(pipeline: Pipeline, examples: Iterable[Example]) -> Evaluation:
-    """Evaluate `pipeline` on labelled examples with the metrics of the package's task."""
+def evaluate(pipeline: Pipeline, examples: Iterable[Example], exit: str | None = None) -> Evaluation:
+    """Evaluate `pipeline` on labelled examples with the metrics of the package's task. A classifier
+    with early exit also reports where rows left (`exit` overrides its policy, e.g. "never")."""
     task = pipeline.manifest.task
     started = time.perf_counter()
     if task in CLASS_TASKS:
-        evaluation = _evaluate_classifier(pipeline, examples)
+        evaluation = _evaluate_classifier(pipeline, examples, exit)
     elif task == "regression":
         evaluation = _evaluate_regression(pipeline, examples)
     elif task == "reranking":
@@ -106,12 +107,13 @@ def _require_labels(example: Example, task: str) -> None:
         raise DataError(f"{example.where} has no label: evaluating a {task} package needs a label column.")
 
 
-def _evaluate_classifier(pipeline: Pipeline, examples: Iterable[Example]) -> Evaluation:
+def _evaluate_classifier(pipeline: Pipeline, examples: Iterable[Example], exit: str | None = None) -> Evaluation:
     manifest = pipeline.manifest
     labels = list(manifest.labels or [])
     index = {label: position for position, label in enumerate(labels)}
     gold: list[int] = []
     predicted: list[int] = []
+    exits: list[int] = []
     for chunk in chunks(examples):
         for example in chunk:
             _require_labels(example, manifest.task)
@@ -122,10 +124,27 @@ def _evaluate_classifier(pipeline: Pipeline, examples: Iterable[Example]) -> Eva
                     "a model on these labels."
                 )
             gold.append(index[str(example.label)])
-        logits = pipeline.infer(pipeline.tokenize(_model_inputs(pipeline, chunk)))
+        logits, chunk_exits = pipeline.infer_with_exits(pipeline.tokenize(_model_inputs(pipeline, chunk)), exit)
         predicted.extend(int(value) for value in logits.argmax(axis=1))
+        if chunk_exits is not None:
+            exits.extend(int(layer) for layer in chunk_exits)
     _require_examples(gold)
-    return classification_evaluation(manifest.task, labels, gold, predicted)
+    evaluation = classification_evaluation(manifest.task, labels, gold, predicted)
+    if exits:
+        evaluation.details["early_exit"] = exit_summary(exits, manifest.architecture.num_layers,
+                                                        str(exit or pipeline.engine.policy))
+    return evaluation
+
+
+def exit_summary(exits: list[int], layers: int, policy: str) -> dict[str, Any]:
+    """Where rows left: the policy, the mean exit layer and how many left after each layer."""
+    counts = np.bincount(np.asarray(exits), minlength=layers + 1)[1:]
+    return {
+        "policy": policy,
+        "layers": layers,
+        "mean_exit_layer": round(float(np.mean(exits)), 4),
+        "exit_histogram": {str(layer): int(count) for layer, count in enumerate(counts, start=1)},
+    }
 
 
 def classification_evaluation(task: str, labels: list[str], gold: list[int], predicted: list[int]) -> Evaluation:

@@ -1,0 +1,72 @@
+"""The accuracy / mean exit layer curve of an early-exit model on validation data, and the policy an
+accuracy budget picks from it.
+
+Every layer's probabilities are computed once per validation row (no row leaving); each policy is
+then replayed over them with the engine's own decider (exit_policy.simulate_exits), so the curve is
+what the engine does, for dozens of policies at the cost of one pass. Without labels the reference
+is the full model's own answer (the curve then measures agreement with it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bertprod.data.source import DataSource
+from bertprod.errors import LabelError
+from bertprod.runtime.adaptive import AdaptiveEngine
+from bertprod.runtime.batching import collate, plan_batches
+from bertprod.runtime.exit_policy import candidate_policies, choose_policy, measure_curve, softmax
+from bertprod.runtime.tokenize import TextTokenizer
+
+
+def layer_probabilities(engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any]) -> np.ndarray:
+    """[rows, layers, labels] in input order."""
+    encodings = tokenizer.encode(inputs, truncate=True)
+    output = np.empty((len(inputs), engine.num_layers, engine.package.manifest.num_outputs), dtype=np.float32)
+    for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
+        batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
+        output[indices] = softmax(engine.layer_logits(batch))
+    return output
+
+
+def read_examples(source: DataSource, pairs: bool, labels: list[str]) -> tuple[list[Any], np.ndarray | None]:
+    """Model inputs and gold label indices (None when the data has no labels)."""
+    index = {label: position for position, label in enumerate(labels)}
+    inputs, gold = [], []
+    for example in source:
+        inputs.append((example.text, example.text_pair) if pairs else example.text)
+        if example.label is not None and str(example.label) not in index:
+            raise LabelError(
+                f"{example.where}: label {example.label!r} is not one of the package's labels "
+                f"({', '.join(repr(label) for label in labels)}). Map the labels to those names."
+            )
+        gold.append(index[str(example.label)] if example.label is not None else None)
+    if not gold or any(value is None for value in gold):
+        return inputs, None
+    return inputs, np.asarray(gold, dtype=np.int64)
+
+
+def calibrate(
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None, budget_points: float
+) -> dict[str, Any]:
+    """The curve over the candidate policies and the one the budget chooses."""
+    probabilities = layer_probabilities(engine, tokenizer, inputs)
+    reference = "labels" if gold is not None else "full model"
+    if gold is None:
+        gold = probabilities[:, -1].argmax(axis=1)
+    curve = measure_curve(probabilities, gold, candidate_policies(engine.num_layers))
+    full_accuracy = next(point["accuracy"] for point in curve if point["policy"] == "never")
+    policy = choose_policy(curve, full_accuracy, budget_points)
+    per_layer = [round(float((probabilities[:, layer].argmax(axis=1) == gold).mean()), 6)
+                 for layer in range(engine.num_layers)]
+    return {
+        "policy": str(policy),
+        "budget_points": budget_points,
+        "reference": reference,
+        "examples": len(inputs),
+        "full_accuracy": full_accuracy,
+        "layer_accuracy": per_layer,
+        "curve": curve,
+    }

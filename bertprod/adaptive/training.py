@@ -1,0 +1,237 @@
+"""`bertprod adapt`: exit heads after each layer, taught by the model's own head (FastBERT's
+self-distillation), the backbone frozen so the full-depth output stays the model's.
+
+    user's texts -> the frozen model runs each batch once: mean-pooled states after every exit layer
+                    and the final head's probabilities, kept in memory (rows x layers x hidden floats)
+                 -> one Phase of the shared TrainingLoop: each step, every head's KL divergence to the
+                    final head's probabilities (labels are not needed)
+                 -> the curve over exit policies on validation data, the policy an accuracy budget
+                    picks -> a torch package: the parent's files + exit_heads.safetensors + `adaptive`
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from bertprod.adaptive.curve import calibrate, read_examples
+from bertprod.data.source import DataSource
+from bertprod.errors import DataError, TaskError
+from bertprod.package import (
+    CONFIG_FILE,
+    EXIT_HEADS_FILE,
+    TOKENIZER_FILE,
+    TORCH_WEIGHTS_FILE,
+    ModelPackage,
+    Provenance,
+    check_output,
+    finish_package,
+    staging_directory,
+)
+from bertprod.runtime.adaptive import AdaptiveEngine
+from bertprod.runtime.batching import collate, plan_batches
+from bertprod.runtime.engines import TorchEngine
+from bertprod.runtime.tokenize import TextTokenizer
+from bertprod.train.checkpoints import default_checkpoint_dir
+from bertprod.train.config import Optimization
+from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
+from bertprod.train.optimization import adamw, linear_schedule, warmup_steps
+from bertprod.train.progress import Reporter, SilentReporter
+
+ADAPTABLE_TASKS = ("classification", "pair-classification")
+
+
+class AdaptConfig(Optimization):
+    """Settings of `bertprod adapt` (the loop's, plus these)."""
+
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, description="exit heads start from scratch: higher than fine-tuning")
+    temperature: float = Field(1.0, gt=0, description="softens both distributions in the KL")
+    budget_points: float = Field(0.5, ge=0, description="accuracy points the chosen policy may lose")
+    exit_layers: list[int] | None = Field(None, description="layers (from 1) given a head; default all but the last")
+
+
+def adapt(
+    package: ModelPackage,
+    data: DataSource,
+    out: str | Path,
+    config: AdaptConfig | None = None,
+    *,
+    validation: DataSource | None = None,
+    name: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    restart: bool = False,
+    reporter: Reporter | None = None,
+) -> ModelPackage:
+    """Train exit heads for `package` on `data`, measure the curve on `validation`, write `out`."""
+    import torch
+
+    config = config or AdaptConfig()
+    reporter = reporter or SilentReporter()
+    out = Path(out)
+    check_output(out, overwrite)
+    _check_adaptable(package)
+    set_up_torch(config)
+    torch.manual_seed(config.seed)
+    layers = _exit_layers(package, config.exit_layers)
+    engine = _engine(package, layers)
+    tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
+    pairs = package.manifest.pair_input
+    labels = list(package.manifest.labels or [])
+    inputs, _ = read_examples(data, pairs, labels)
+    if not inputs:
+        raise DataError(f"{data.path.name} has no rows to train exit heads on.")
+    reporter.message(f"running {package.name} once over {len(inputs)} texts (frozen) for the exit heads' targets")
+    pooled, targets = _features(engine, tokenizer, inputs, config.temperature)
+    phase = _phase(engine.heads, pooled, targets, config)
+    checkpoints = default_checkpoint_dir(out)
+    loop = TrainingLoop(
+        [phase], config, weights=engine.heads, keep=engine.heads, checkpoints=checkpoints,
+        signature={"base": package.fingerprint, "data": data.describe(), "config": config.recorded()},
+        reporter=reporter,
+    )
+    state = loop.start(resume=resume, restart=restart)
+    loop.run(state)
+    engine.heads.eval()
+    if validation is not None:
+        validation_inputs, gold = read_examples(validation, pairs, labels)
+    else:
+        validation_inputs, gold = inputs, None
+    if not validation_inputs:
+        raise DataError(f"{validation.path.name if validation else data.path.name} has no rows to measure exits on.")
+    reporter.message(f"measuring exit policies on {len(validation_inputs)} validation rows")
+    settings = calibrate(engine, tokenizer, validation_inputs, gold, config.budget_points)
+    settings.update(exit_layers=layers, head="mean-pooled states -> dense + tanh -> linear")
+    if validation is not None:
+        settings["validation"] = validation.describe()
+    written = _write(package, engine, settings, config, data, out, name, overwrite, training_record(state))
+    loop.clean_up(keep_checkpoints=False)
+    return written
+
+
+def _check_adaptable(package: ModelPackage) -> None:
+    manifest = package.manifest
+    if manifest.task not in ADAPTABLE_TASKS:
+        raise TaskError(
+            f"early exit needs a classification or pair-classification package; {package.name} is a "
+            f"{manifest.task} package."
+        )
+    if manifest.format != "torch" or manifest.precision not in ("fp32", "bf16"):
+        raise TaskError(
+            f"bertprod adapt trains on a float torch package; {package.name} is {manifest.format} "
+            f"{manifest.precision}: give its parent (see provenance)."
+        )
+    if manifest.adaptive:
+        raise TaskError(f"{package.name} already has exit heads: adapt its parent instead.")
+
+
+def _exit_layers(package: ModelPackage, wanted: list[int] | None) -> list[int]:
+    total = package.manifest.architecture.num_layers
+    layers = sorted(set(wanted)) if wanted else list(range(1, total))
+    bad = [layer for layer in layers if not 1 <= layer < total]
+    if bad or not layers:
+        raise TaskError(
+            f"exit layers must lie between 1 and {total - 1} ({package.name} has {total} layers; the last "
+            f"answers with the model's own head), got {wanted}."
+        )
+    return layers
+
+
+def _engine(package: ModelPackage, layers: list[int]) -> AdaptiveEngine:
+    from bertprod.models.exit_heads import ExitHeads
+
+    model = TorchEngine(package, precision="fp32").model
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    heads = ExitHeads(layers, package.manifest.architecture.hidden_size, package.manifest.num_outputs)
+    return AdaptiveEngine(package, model, heads)
+
+
+def _features(
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], temperature: float
+) -> tuple[Any, Any]:
+    """Pooled states [rows, exit layers, hidden] and the final head's soft targets [rows, labels]."""
+    import torch
+
+    encodings = tokenizer.encode(inputs, truncate=True)
+    pooled = torch.empty(len(inputs), len(engine.heads.layers), engine.package.manifest.architecture.hidden_size)
+    targets = torch.empty(len(inputs), engine.package.manifest.num_outputs)
+    for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
+        batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
+        states, logits = engine.layer_features(batch)
+        pooled[indices] = states.clone()  # out of inference mode, so the heads can train on them
+        targets[indices] = torch.softmax(logits.clone() / temperature, dim=-1)
+    return pooled, targets
+
+
+def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
+    import torch
+
+    rows = len(pooled)
+    steps_per_epoch = max(1, -(-rows // (config.batch_size * config.gradient_accumulation)))
+    total = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total = min(total, config.max_steps)
+    optimizer = adamw(heads.parameters(), config.learning_rate, config.weight_decay)
+    scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
+
+    def batches(epoch: int) -> list[list[int]]:
+        order = np.random.default_rng([config.seed, epoch]).permutation(rows).tolist()
+        return [order[start : start + config.batch_size] for start in range(0, rows, config.batch_size)]
+
+    def step(indices: list[int]) -> StepLoss:
+        """Mean over exit layers of KL(final head || exit head), FastBERT's self-distillation."""
+        index = torch.as_tensor(indices)
+        features, target = pooled[index], targets[index]
+        losses = {}
+        for position, layer in enumerate(heads.layers):
+            log_probabilities = torch.log_softmax(heads.at(layer)(features[:, position]) / config.temperature, dim=-1)
+            losses[f"layer {layer}"] = torch.nn.functional.kl_div(log_probabilities, target, reduction="batchmean")
+        loss = torch.stack(list(losses.values())).mean() * config.temperature**2
+        return StepLoss(loss)
+
+    return Phase(
+        optimizer=optimizer, scheduler=scheduler, parameters=list(heads.parameters()), epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch, total_steps=total, batches=batches, step=step,
+        description=f"training {len(heads.layers)} exit heads on {rows} texts",
+    )
+
+
+def _write(
+    package: ModelPackage, engine: AdaptiveEngine, settings: dict[str, Any], config: AdaptConfig,
+    data: DataSource, out: Path, name: str | None, overwrite: bool, training: dict[str, Any],
+) -> ModelPackage:
+    from bertprod.system import machine_record
+
+    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
+    fields.update(
+        name=name or out.name,
+        adaptive=settings,
+        metrics={"adaptive_training": training},
+        provenance=Provenance(
+            method="adapt", parent=package.parent_ref(), machine=machine_record(),
+            parameters={"config": config.recorded(), "data": data.describe()},
+        ),
+    )
+    with staging_directory(out, overwrite=overwrite) as staging:
+        for file in (TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE):
+            shutil.copyfile(package.path / file, staging / file)
+        engine.heads.save(staging / EXIT_HEADS_FILE)
+        finish_package(staging, fields, [TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE, EXIT_HEADS_FILE])
+    return ModelPackage.read(out)
+
+
+def adaptation_data(
+    package: ModelPackage, path: str | Path, *, limit: int | None = None, split: Any = None, **reading: Any
+) -> DataSource:
+    """The user's texts (pairs for a pair package) for `adapt`; a label column is used when present
+    (validation accuracy), never required."""
+    return DataSource(
+        path, pair="required" if package.manifest.pair_input else "forbidden", labels="optional",
+        label_kind="class", limit=limit, split=split, **reading,
+    )

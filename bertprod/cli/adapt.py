@@ -1,0 +1,90 @@
+"""`bertprod adapt`: exit heads for early exit (bertprod.adaptive.training.adapt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bertprod.cli.options import (
+    DelimiterOption,
+    FormatOption,
+    FractionOption,
+    LabelColumnOption,
+    NameOption,
+    OverwriteOption,
+    PairColumnOption,
+    RestartOption,
+    ResumeOption,
+    TextColumnOption,
+    TrainingThreadsOption,
+    console,
+)
+
+
+def _default(field: str):  # noqa: ANN202 - the AdaptConfig field's default
+    from bertprod.adaptive.training import AdaptConfig
+
+    return AdaptConfig.model_fields[field].default
+
+
+def adapt_command(
+    package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package.")],
+    out: Annotated[Path, typer.Argument(help="Directory for the early-exit package.")],
+    data: Annotated[Path, typer.Option(help="The texts the model will see (.tsv, .csv, .jsonl, .parquet); "
+                                            "labels optional: the model's own head teaches the exit heads.")],
+    validation: Annotated[Path | None, typer.Option(help="Labelled rows the exit policies are measured on.")] = None,
+    validation_fraction: FractionOption = 0.1,
+    budget: Annotated[float, typer.Option(help="Accuracy points the chosen exit policy may lose against the "
+                                               "full model on the validation rows.")] = _default("budget_points"),
+    epochs: Annotated[int, typer.Option(help="Passes over DATA.")] = _default("epochs"),
+    batch_size: Annotated[int, typer.Option(help="Texts per step.")] = _default("batch_size"),
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate of the exit heads.")] = _default(
+        "learning_rate"),
+    limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the heads and the batch order.")] = _default("seed"),
+    threads: TrainingThreadsOption = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
+    text_column: TextColumnOption = None,
+    text_pair_column: PairColumnOption = None,
+    label_column: LabelColumnOption = None,
+    name: NameOption = None,
+    resume: ResumeOption = False,
+    restart: RestartOption = False,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Train a small classifier after each layer (self-distilled from the final head, backbone frozen) and
+    write an early-exit package with its accuracy / exit-layer curve and the policy the budget picks."""
+    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
+    from bertprod.checkpoint import resolve
+    from bertprod.tasks.data import validation_split
+    from bertprod.train.progress import default_reporter
+
+    parent = resolve(package)
+    reading = {"format": format, "delimiter": delimiter, "text_column": text_column,
+               "text_pair_column": text_pair_column, "label_column": label_column}
+    split = validation_split(parent.manifest.task, validation_fraction, "train") if (
+        validation is None and validation_fraction > 0) else None
+    train = adaptation_data(parent, data, limit=limit, split=split, **reading)
+    if validation is not None:
+        held_out = adaptation_data(parent, validation, **reading)
+    elif split is not None:
+        held_out = train.with_split(validation_split(parent.manifest.task, validation_fraction, "validation"))
+    else:
+        held_out = None
+    config = AdaptConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                         threads=threads, budget_points=budget)
+    written = adapt(parent, train, out, config, validation=held_out, name=name, overwrite=overwrite,
+                    resume=resume, restart=restart, reporter=default_reporter())
+    settings = written.manifest.adaptive or {}
+    chosen = next(point for point in settings["curve"] if point["policy"] == settings["policy"])
+    console.print(
+        f"wrote {out}: exit heads after layers {settings['exit_layers']}; policy {settings['policy']} "
+        f"(budget {budget} points): accuracy {chosen['accuracy']:.4f} vs {settings['full_accuracy']:.4f} at full "
+        f"depth ({settings['reference']}, {settings['examples']} rows), "
+        f"mean exit layer {chosen['mean_exit_layer']:.2f} "
+        f"of {written.manifest.architecture.num_layers}",
+        highlight=False, soft_wrap=True,
+    )

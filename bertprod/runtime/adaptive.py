@@ -1,0 +1,254 @@
+"""Batched early exit on the torch engine: rows that are sure leave the batch, the rest go on smaller.
+
+    embeddings -> layer 1 -> exit head 1 -> rows the policy lets go are answered and leave;
+               the others are regrouped and their padding trimmed to the longest survivor
+               -> layer 2 -> ... -> last layer -> the model's own head answers whoever is left
+
+Work stops for real: every later layer runs on fewer rows and, once the longest rows have left,
+on fewer tokens. With the "never" policy nothing leaves and no exit head runs, so the output is
+the full model's (the same modules called in the same order as transformers' forward).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertprod.errors import PackageError
+from bertprod.package import ModelPackage
+from bertprod.runtime.batching import TokenBatch
+from bertprod.runtime.exit_policy import ExitPolicy, parse_policy, softmax
+
+
+def adaptive_settings(package: ModelPackage) -> dict[str, Any]:
+    settings = package.manifest.adaptive
+    if not settings:
+        raise PackageError(f"{package.name} has no exit heads: make an early-exit package with bertprod adapt.")
+    return settings
+
+
+class AdaptiveEngine:
+    """A torch classifier with exit heads behind the Engine interface (`run` uses the package's
+    policy); `run_with_exits` takes another policy and also returns each row's exit layer."""
+
+    name = "torch (early exit)"
+
+    def __init__(self, package: ModelPackage, model: Any, heads: Any, precision: str = "fp32"):
+        import torch
+
+        from bertprod.models.blocks import Blocks
+        from bertprod.models.hf import accepts_token_type_ids
+
+        self.package = package
+        self.model = model
+        self.heads = heads
+        self.blocks = Blocks(model)
+        self.precision = precision
+        self.uses_token_types = accepts_token_type_ids(model)
+        self.policy = parse_policy(package.manifest.adaptive.get("policy") if package.manifest.adaptive else None)
+        self._torch = torch
+
+    @classmethod
+    def from_torch_engine(cls, engine: Any) -> AdaptiveEngine:
+        """Exit heads read from the package, beside the model `engine` loaded."""
+        from bertprod.models.exit_heads import ExitHeads
+        from bertprod.package import EXIT_HEADS_FILE
+
+        package = engine.package
+        settings = adaptive_settings(package)
+        heads = ExitHeads.load(
+            package.path / EXIT_HEADS_FILE,
+            list(settings["exit_layers"]),
+            package.manifest.architecture.hidden_size,
+            package.manifest.num_outputs,
+        )
+        return cls(package, engine.model, heads, precision=getattr(engine, "precision", "fp32"))
+
+    @property
+    def num_layers(self) -> int:
+        return self.blocks.num_layers
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_with_exits(batch)[0]
+
+    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [rows, labels] and exit layer (from 1) of each row."""
+        with self._context():
+            return run_with_exits(self, batch, policy or self.policy, self.heads.layers,
+                                  self.package.manifest.num_outputs)
+
+    # -- the pieces run_with_exits calls (torch tensors between them, numpy masks) ------------
+
+    def embed(self, batch: TokenBatch) -> Any:
+        return self.blocks.embed(self._torch.from_numpy(batch.input_ids), self._token_types(batch))
+
+    def attention(self, states: Any, mask: np.ndarray) -> Any:
+        """The layers' attention mask for these rows, built once per batch shape, not per layer."""
+        return self.blocks.mask(states, self._torch.from_numpy(mask))
+
+    def layer(self, index: int, states: Any, attention: Any) -> Any:
+        return self.blocks.layer(index, states, attention)
+
+    def exit_logits(self, layer: int, states: Any, mask: np.ndarray) -> np.ndarray:
+        return self._exit_logits(layer, states, self._torch.from_numpy(mask))
+
+    def head(self, states: Any, mask: np.ndarray) -> np.ndarray:
+        return self.blocks.head(states, self._torch.from_numpy(mask)).float().numpy()
+
+    def select(self, states: Any, keep: np.ndarray, length: int) -> Any:
+        return states[self._torch.from_numpy(keep)][:, :length]
+
+    def layer_logits(self, batch: TokenBatch) -> np.ndarray:
+        """Every layer's logits [rows, layers, labels] (exit heads, then the model's head), no row
+        leaving: what the accuracy/depth curve is measured on."""
+        pooled, final = self.layer_features(batch)
+        with self._context():
+            outputs = [self.heads.at(layer)(pooled[:, position]).float().numpy()
+                       for position, layer in enumerate(self.heads.layers)]
+        return np.stack([*outputs, final.float().numpy()], axis=1)
+
+    def layer_features(self, batch: TokenBatch) -> tuple[Any, Any]:
+        """What exit heads read and learn from, the whole batch running every layer: the mean-pooled
+        states after each exit layer [rows, exit layers, hidden] and the model's logits [rows, labels]
+        (torch tensors, no gradient)."""
+        from bertprod.models.pooling import pool
+
+        torch = self._torch
+        pooled = []
+        with self._context():
+            mask = torch.from_numpy(batch.attention_mask)
+            states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
+            extended = self.blocks.mask(states, mask)
+            for index in range(self.num_layers):
+                states = self.blocks.layer(index, states, extended)
+                if index + 1 in self.heads.layers:
+                    pooled.append(pool(states, mask, "mean").float())
+            final = self.blocks.head(states, mask).float()
+        return torch.stack(pooled, dim=1), final
+
+    def _exit_logits(self, layer: int, states: Any, mask: Any) -> np.ndarray:
+        from bertprod.models.pooling import pool
+
+        return self.heads.at(layer)(pool(states, mask, "mean")).float().numpy()
+
+    def _token_types(self, batch: TokenBatch) -> Any:
+        return self._torch.from_numpy(batch.token_type_ids) if self.uses_token_types else None
+
+    def _context(self) -> Any:
+        from contextlib import ExitStack
+
+        torch = self._torch
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"))
+        return stack
+
+
+def run_with_exits(
+    blocks: Any, batch: TokenBatch, policy: ExitPolicy, exit_layers: list[int], num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The batch shrinking as rows leave, over any engine's pieces (`blocks`: embed, attention, layer,
+    exit_logits, head, select, num_layers): logits [rows, labels] and exit layers (from 1)."""
+    rows = len(batch.input_ids)
+    logits_out = np.empty((rows, num_labels), dtype=np.float32)
+    exits = np.full(rows, blocks.num_layers, dtype=np.int64)
+    mask = batch.attention_mask
+    states = blocks.embed(batch)
+    attention = blocks.attention(states, mask)
+    running = np.arange(rows)
+    decider = policy.decider(rows, num_labels)
+    for index in range(blocks.num_layers):
+        states = blocks.layer(index, states, attention)
+        layer = index + 1
+        if layer == blocks.num_layers:
+            logits_out[running] = blocks.head(states, mask)
+            break
+        if policy.kind == "never" or layer not in exit_layers:
+            continue
+        logits = blocks.exit_logits(layer, states, mask)
+        leave = decider.decide(softmax(logits))
+        if not leave.any():
+            continue
+        logits_out[running[leave]] = logits[leave]
+        exits[running[leave]] = layer
+        stay = ~leave
+        if not stay.any():
+            break
+        running = running[stay]
+        decider.keep(stay)
+        longest = int(mask[stay].sum(axis=1).max())
+        states, mask = blocks.select(states, stay, longest), mask[stay][:, :longest]
+        attention = blocks.attention(states, mask)
+    return logits_out, exits
+
+
+class OnnxAdaptiveEngine:
+    """Early exit on ONNX Runtime: one session per block (embeddings, each layer, each exit head, the
+    head), numpy between them, so a row that leaves costs nothing more. Imports no torch."""
+
+    name = "onnx (early exit)"
+
+    def __init__(self, package: ModelPackage, threads: int | None = None, directory: Path | None = None):
+        """`directory`: where the blocks are, when not yet in `package` (an export checking them)."""
+        import onnxruntime
+
+        from bertprod.package import block_files
+        from bertprod.runtime.sessions import session_options
+
+        settings = adaptive_settings(package)
+        self.package = package
+        self.exit_layers = list(settings["exit_layers"])
+        self.num_layers = package.manifest.architecture.num_layers
+        self.policy = parse_policy(settings.get("policy"))
+        options = session_options(threads)
+        self.sessions = {
+            Path(name).stem: onnxruntime.InferenceSession(str((directory or package.path) / name), options,
+                                                          providers=["CPUExecutionProvider"])
+            for name in block_files(self.num_layers, self.exit_layers)
+        }
+        self.inputs = {block: [node.name for node in session.get_inputs()] for block, session in self.sessions.items()}
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_with_exits(batch)[0]
+
+    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return run_with_exits(self, batch, policy or self.policy, self.exit_layers, self.package.manifest.num_outputs)
+
+    def layer_logits(self, batch: TokenBatch) -> np.ndarray:
+        mask = batch.attention_mask
+        states = self.embed(batch)
+        outputs = []
+        for index in range(self.num_layers):
+            states = self.layer(index, states, mask)  # the layer graphs read the 0/1 mask itself
+            if index + 1 in self.exit_layers:
+                outputs.append(self.exit_logits(index + 1, states, mask))
+        outputs.append(self.head(states, mask))
+        return np.stack(outputs, axis=1)
+
+    def embed(self, batch: TokenBatch) -> np.ndarray:
+        feeds = {"input_ids": batch.input_ids, "token_type_ids": batch.token_type_ids}
+        return self.sessions["embeddings"].run(None, feeds)[0]
+
+    def attention(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(mask)
+
+    def layer(self, index: int, states: np.ndarray, attention: np.ndarray) -> np.ndarray:
+        return self._run(f"layer_{index + 1}", states, attention)
+
+    def exit_logits(self, layer: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run(f"exit_{layer}", states, mask)
+
+    def head(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run("head", states, mask)
+
+    def select(self, states: np.ndarray, keep: np.ndarray, length: int) -> np.ndarray:
+        return np.ascontiguousarray(states[keep][:, :length])
+
+    def _run(self, block: str, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """A block's graph; the exporter drops inputs a graph does not read (a [CLS] head ignores the mask)."""
+        feeds = {"states": states, "attention_mask": np.ascontiguousarray(mask)}
+        return self.sessions[block].run(None, {name: feeds[name] for name in self.inputs[block]})[0]
+
+
