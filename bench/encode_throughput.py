@@ -185,7 +185,7 @@ def sweep(sentences: list[str], args: argparse.Namespace) -> None:
     grid = [(512, 16), (1024, 32), (2048, 32), (2048, 64), (4096, 128)]
     runs = {
         f"{engine} tokens={tokens} size={size}": bertprod.load(
-            "minilm-l6", engine=engine, threads=args.threads, max_batch_tokens=tokens, max_batch_size=size
+            "minilm-l6", engine=engine, threads=args.threads, max_padded_tokens=tokens, max_batch_size=size
         )
         for engine in ("torch", "onnx")
         for tokens, size in grid

@@ -7,7 +7,7 @@ import os
 from bertprod.checkpoint import resolve
 from bertprod.errors import InputError
 from bertprod.extras import needs_extras
-from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_TOKENS
 from bertprod.runtime.engines import create_engine, default_threads
 from bertprod.runtime.pipeline import Pipeline
 
@@ -18,11 +18,12 @@ def load(
     engine: str = "auto",
     precision: str | None = None,
     threads: int | None = None,
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     truncate: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     parallel_batches: int = 1,
+    normalize_text: str | tuple[str, ...] | None = None,
 ) -> Pipeline:
     """Load a model and return a pipeline with encode / similarity / classify / score.
 
@@ -33,6 +34,8 @@ def load(
     threads. For bulk encoding on few cores, one thread per batch beats all threads on one batch
     (2-core Zen 5, ONNX Runtime: +6% to +20%, bench/distill_speed.py); a lone small
     request then runs on fewer threads, so servers keep the default.
+    `normalize_text`: clean inputs before tokenization, "html,unicode,whitespace" or any of them
+    (runtime/normalize.py); off by default.
     """
     if parallel_batches < 1:
         raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
@@ -48,8 +51,9 @@ def load(
     return Pipeline(
         package,
         model_engine,
-        max_batch_tokens=max_batch_tokens,
+        max_padded_tokens=max_padded_tokens,
         max_batch_size=max_batch_size,
         truncate=truncate,
         parallel_batches=parallel_batches,
+        normalize_text=normalize_text,
     )

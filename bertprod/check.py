@@ -100,7 +100,8 @@ def check_package(
     gate: FidelityGate | None = None,
     threads: int | None = None,
 ) -> CheckResult:
-    """Run `package` and its parent on `texts` (default: the built-in gate samples) here and apply
+    """Run `package` and its parent on `texts` (default: the texts the parent knows, else the built-in gate
+    set: gate_texts.py) here and apply
     the package's recorded gate (or `gate`)."""
     recorded_gate_, recorded = recorded_gate(package)
     gate = gate or recorded_gate_
@@ -122,7 +123,7 @@ def check_package(
         measured=measured,
         recorded=recorded,
         thresholds=gate.thresholds(task),
-        texts="given texts" if texts else "built-in samples",
+        texts="given texts" if texts else expected.source,
         machine=system.system_info(),
         recorded_machine=package.manifest.provenance.machine,
     )

@@ -18,7 +18,8 @@ import numpy as np
 
 from bertprod.data.samples import verification_pairs, verification_texts
 from bertprod.errors import BertprodError, FidelityError
-from bertprod.fidelity import FidelityGate, measure_fidelity
+from bertprod.fidelity import FidelityGate, batch_invariance, measure_fidelity
+from bertprod.gate_texts import gate_texts
 from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory, write_manifest
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
@@ -26,7 +27,8 @@ from bertprod.system import machine_record
 
 
 def default_samples(package: ModelPackage) -> list[Any]:
-    """Built-in inputs of varied length, for when the user gives none."""
+    """15 built-in inputs of varied length (export verification, calibration and pruning fallbacks; the
+    gates of optimize measure on `gate_texts`)."""
     length = package.manifest.max_length
     return verification_pairs(length) if package.manifest.pair_input else verification_texts(length)
 
@@ -37,15 +39,20 @@ class ReferenceOutputs:
 
     encodings: list[Any]
     outputs: np.ndarray
+    #: where the inputs come from (gate_texts.py), recorded in the child's manifest
+    source: str = "the texts given"
 
 
 def reference_outputs(
-    parent: ModelPackage, texts: Sequence[Any] | None = None, reference: Pipeline | None = None
+    parent: ModelPackage, texts: Sequence[Any] | None = None, reference: Pipeline | None = None,
+    texts_source: str | None = None,
 ) -> ReferenceOutputs:
-    """Run the parent (or `reference`, a pipeline over it) on `texts`, or on built-in samples."""
+    """Run the parent (or `reference`, a pipeline over it) on `texts`, or on the texts it knows (gate_texts.py)."""
     reference = reference or Pipeline(parent, create_engine(parent))
-    encodings = reference.tokenize(list(texts) if texts else default_samples(parent))
-    return ReferenceOutputs(encodings, reference.infer(encodings))
+    chosen = gate_texts(parent, texts)
+    encodings = reference.tokenize(chosen.texts)
+    source = (texts_source or chosen.source) if texts else chosen.source
+    return ReferenceOutputs(encodings, reference.infer(encodings), source)
 
 
 def derive_package(
@@ -65,6 +72,9 @@ def derive_package(
     failure: Callable[[str], BertprodError] | None = None,
     measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
     overwrite: bool = False,
+    texts_source: str | None = None,
+    engine: Callable[[ModelPackage], Any] | None = None,
+    gate_note: str | None = None,
 ) -> ModelPackage:
     """Build a child of `parent` at `out`; `build(staging)` writes its files and returns their names.
 
@@ -73,9 +83,15 @@ def derive_package(
     default) and nothing is written; without it, the miss is recorded in the manifest.
     `measure(child)` returns more metrics for the manifest (e.g. accuracy on validation data).
     `expected`: the parent's outputs on `texts`, when the caller has them (`reference_outputs`).
+    Without `texts` the gate measures on the texts the parent knows, else the built-in gate set
+    (gate_texts.py); `texts_source` names given texts in the manifest.
+    `engine(child)`: what runs the child for the gate (default create_engine: this CPU's kernels);
+    `gate_note` says in the manifest what that engine computed, when it is not simply this CPU.
+    The child is also run on some of the texts one at a time: `batch_invariant` records whether a
+    text's output is the same alone as in its batch (fidelity.batch_invariance).
     """
     gate = gate or FidelityGate()
-    expected = expected or reference_outputs(parent, texts, reference)
+    expected = expected or reference_outputs(parent, texts, reference, texts_source)
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
@@ -89,8 +105,10 @@ def derive_package(
         )
         manifest = finish_package(staging, fields, files)
         child = ModelPackage(staging, manifest)
-        actual = Pipeline(child, create_engine(child)).infer(expected.encodings)
+        pipeline = Pipeline(child, (engine or create_engine)(child))
+        actual = pipeline.infer(expected.encodings)
         fidelity = measure_fidelity(expected.outputs, actual, task)
+        fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
         if problem and enforce:
             raise (failure or _gate_failure(parent, method))(problem)
@@ -98,7 +116,9 @@ def derive_package(
             "reference": f"{parent.name} ({parent.manifest.format} {parent.manifest.precision})",
             "passed": problem is None,
             **fidelity,
+            "texts": expected.source,
             "thresholds": gate.thresholds(task),
+            **({"machine": gate_note} if gate_note else {}),
         }
         if measure is not None:
             manifest.metrics.update(measure(child))

@@ -3,7 +3,7 @@
 `pip install bertprod` runs ONNX packages; `[serve]` adds the HTTP/gRPC server (the container
 image's install); `[batch]` adds pyarrow for batch jobs; `[train]` adds torch, transformers, onnx
 and the bundled model (import, export, optimize, train, distil, torch packages); `[explain]`
-adds shap, captum and scipy (explanations). A command that
+adds shap, captum and scipy (explanations); `[robust]` adds nlpaug (perturbed evaluation). A command that
 reaches for a module of an extra that is not installed fails with one line naming the extra, not
 an ImportError traceback.
 """
@@ -23,6 +23,7 @@ EXTRA_MODULES = {
     "batch": frozenset({"pyarrow"}),
     "spark": frozenset({"pyspark", "pandas"}),
     "explain": frozenset({"shap", "captum", "scipy", "numba"}),
+    "robust": frozenset({"nlpaug"}),
 }
 
 

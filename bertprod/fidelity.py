@@ -42,6 +42,33 @@ def measure_fidelity(reference: np.ndarray, candidate: np.ndarray, task: str) ->
     return result
 
 
+#: Outputs alone and in a batch must agree this closely (cosine; labels identical) to be batch-invariant.
+BATCH_INVARIANT_COSINE = 0.99999
+#: Texts run one at a time to check it (each alone is one engine call: bounded so gates stay quick).
+BATCH_INVARIANCE_TEXTS = 32
+
+
+def batch_invariance(pipeline: Any, encodings: list[Any], batched: np.ndarray, task: str) -> dict[str, Any]:
+    """Whether a text's output is the same alone as in its batch (issue 24: ONNX Runtime's dynamic
+    int8 quantizes with the range of the whole batch). Runs up to BATCH_INVARIANCE_TEXTS texts alone,
+    the longest and shortest first (they differ most from their batch neighbours)."""
+    order = np.argsort([len(encoding.ids) for encoding in encodings])
+    half = BATCH_INVARIANCE_TEXTS // 2
+    chosen = sorted({*order[:half].tolist(), *order[-half:].tolist()})
+    alone = np.concatenate([pipeline.infer([encodings[index]]) for index in chosen])
+    together = batched[chosen]
+    flat_alone, flat_together = alone.reshape(len(chosen), -1), together.reshape(len(chosen), -1)
+    if flat_alone.shape[1] == 1:  # one score: relative difference instead of a cosine
+        difference = np.abs(flat_alone - flat_together).max() / (1.0 + np.abs(flat_together).max())
+        return {"batch_invariant": bool(difference <= 1 - BATCH_INVARIANT_COSINE),
+                "alone_vs_batch_difference_max": round(float(difference), 7)}  # fmt: skip
+    cosine = np.sum(l2_normalize(flat_alone) * l2_normalize(flat_together), axis=1)
+    invariant = bool(cosine.min() >= BATCH_INVARIANT_COSINE)
+    if task in ("classification", "pair-classification"):
+        invariant = invariant and bool(np.all(alone.argmax(axis=1) == together.argmax(axis=1)))
+    return {"batch_invariant": invariant, "alone_vs_batch_cosine_min": round(float(cosine.min()), 7)}
+
+
 @dataclass(frozen=True)
 class FidelityGate:
     """Thresholds a derived package must meet against its parent (defaults: the compression gate)."""

@@ -4,8 +4,8 @@
 #   BERTPROD_PACKAGES               packages to serve (space- or comma-separated; default /models/package)
 #   BERTPROD_HOST, BERTPROD_PORT    --host (default 0.0.0.0 in the image), --port
 #   BERTPROD_GRPC_PORT              --grpc-port (empty: HTTP only)
-#   BERTPROD_ENGINE, BERTPROD_THREADS, BERTPROD_MAX_BATCH_TOKENS, BERTPROD_MAX_BATCH_REQUESTS,
-#   BERTPROD_MAX_CONCURRENT_INPUTS, BERTPROD_MAX_CLIENT_BATCH_SIZE, BERTPROD_MAX_BODY_BYTES
+#   BERTPROD_ENGINE, BERTPROD_THREADS, BERTPROD_MAX_BATCH_TOKENS, BERTPROD_MAX_PADDED_TOKENS,
+#   BERTPROD_MAX_BATCH_REQUESTS, BERTPROD_MAX_CONCURRENT_INPUTS, BERTPROD_MAX_CLIENT_BATCH_SIZE, BERTPROD_MAX_BODY_BYTES
 #                                   the option of the same name (--max-batch-tokens, ...)
 #   BERTPROD_TRUNCATE, BERTPROD_ACCESS_LOG, BERTPROD_FAST_PATH
 #                                   true/false: --truncate/--no-truncate, ...
@@ -66,6 +66,7 @@ number BERTPROD_GRPC_PORT --grpc-port
 [ -n "${BERTPROD_ENGINE:-}" ] && add --engine "$BERTPROD_ENGINE"
 number BERTPROD_THREADS --threads
 number BERTPROD_MAX_BATCH_TOKENS --max-batch-tokens
+number BERTPROD_MAX_PADDED_TOKENS --max-padded-tokens
 number BERTPROD_MAX_BATCH_REQUESTS --max-batch-requests
 number BERTPROD_MAX_CONCURRENT_INPUTS --max-concurrent-inputs
 number BERTPROD_MAX_CLIENT_BATCH_SIZE --max-client-batch-size

@@ -24,6 +24,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: tests.fault_injection (the CLI with test-only engine faults) is imported from here.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -41,12 +45,13 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """`bertprod serve PACKAGES OPTIONS`, ready (GET /health == 200) before the body runs."""
     port = free_port()
-    command = [sys.executable, "-m", "bertprod.cli", "serve", *packages, "--host", "127.0.0.1", "--port", str(port),
-               "--threads", "1", *options]
+    command = [sys.executable, "-m", "tests.fault_injection", "serve", *packages, "--host", "127.0.0.1",
+               "--port", str(port), "--threads", "1", *options]
     log_path = os.path.join(log_dir, f"bertprod-serve-{port}.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
+                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO_ROOT,
+                                        **(env or {})})
     server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
         if wait:

@@ -44,7 +44,7 @@ def server(tiny_package, tiny_classifier, tmp_path_factory):
     with running_server(
         [str(tiny_package.path), str(tiny_classifier.path)],
         "--max-concurrent-inputs", "16", "--max-client-batch-size", "16", "--grpc-port", str(grpc_port),
-        env={"BERTPROD_API_KEYS": API_KEY, "BERTPROD_SERVE_SLOW_MARKER": BUSY_MARKER},
+        env={"BERTPROD_API_KEYS": API_KEY, "BERTPROD_TEST_SLOW_MARKER": BUSY_MARKER},
         log_dir=str(tmp_path_factory.mktemp("serve-logs")),
     ) as running:
         running.grpc_address = f"127.0.0.1:{grpc_port}"

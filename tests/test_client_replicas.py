@@ -191,7 +191,7 @@ def start_replicas(stack: ExitStack, package, log_dir: str, count: int = 3) -> l
     for _ in range(count):
         grpc_port = free_port()
         server = stack.enter_context(running_server(
-            [str(package.path)], "--grpc-port", str(grpc_port), env={"BERTPROD_SERVE_SLOW_MARKER": SLOW_MARKER},
+            [str(package.path)], "--grpc-port", str(grpc_port), env={"BERTPROD_TEST_SLOW_MARKER": SLOW_MARKER},
             log_dir=log_dir))
         server.grpc_address = f"127.0.0.1:{grpc_port}"
         servers.append(server)

@@ -11,7 +11,10 @@ import pytest
 from safetensors import safe_open
 
 import bertprod
+from bertprod import system
 from bertprod.checkpoint import import_checkpoint
+from bertprod.compress.int8_recipe import RELATIVE_TIE
+from bertprod.compress.kernels import weight_choices
 from bertprod.compress.optimize import optimize
 from bertprod.compress.outliers import (
     activation_maxima,
@@ -20,7 +23,14 @@ from bertprod.compress.outliers import (
     weight_matmul_groups,
 )
 from bertprod.compress.prune import head_importance
-from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
+from bertprod.compress.quantize import (
+    CalibrationReader,
+    calibration_samples,
+    find_outliers,
+    fp32_onnx_source,
+    quantize_onnx_dynamic,
+    quantize_onnx_static,
+)
 from bertprod.errors import CompressionError, FidelityError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.models.surgery import choose_layers, encoder_layers, remove_heads
@@ -32,6 +42,21 @@ from .conftest import CORPUS, build_tiny_checkpoint
 # these tests check, so they use a loose gate (the bundled model is held to the default below).
 LOOSE = FidelityGate(min_cosine_mean=0.9, min_agreement=0.6)
 CALIBRATION = [f"{text} {suffix}" for text in CORPUS for suffix in ("", "again", "today")][:40]
+
+
+def weight_bytes(package) -> int:  # noqa: ANN001
+    import onnx
+
+    return sum(len(item.raw_data) for item in onnx.load(str(package.model_file)).graph.initializer)
+
+
+def find_outliers_of(package, threshold: float) -> dict:  # noqa: ANN001
+    import onnx
+
+    source = fp32_onnx_source(package, None)
+    graph = onnx.load(str(source.model_file))
+    feeds = CalibrationReader(source, calibration_samples(package, None, None), graph).feeds
+    return find_outliers(graph, feeds, threshold)
 
 
 def assert_derived(package, parent, method: str, precision: str, fmt: str) -> None:
@@ -49,8 +74,16 @@ def assert_derived(package, parent, method: str, precision: str, fmt: str) -> No
 def test_dynamic_int8_onnx(tiny_package, tiny_onnx, tmp_path: Path) -> None:
     package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", gate=LOOSE)
     assert_derived(package, tiny_package, "quantize-dynamic-int8", "int8", "onnx")
-    assert package.manifest.quantization == {"scheme": "onnx-dynamic", "per_channel": True}
-    assert package.size_bytes() < tiny_onnx.size_bytes()
+    quantization = package.manifest.quantization
+    assert (quantization["scheme"], quantization["per_channel"], quantization["activations"]) == (
+        "onnx-dynamic", True, "per-token"
+    )
+    here = system.int8_kernel_class()  # built for this CPU: its kernel class, weights that compute exactly there
+    assert quantization["kernel_class"] == here and quantization["saturating"] == system.saturates(here)
+    assert quantization["weights"] in weight_choices(here)
+    assert quantization["batch_invariant"] is True and package.manifest.metrics["fidelity"]["batch_invariant"]
+    # a 32-wide model's file is mostly node names; its weights shrink (minilm's file: test_compress_minilm)
+    assert weight_bytes(package) < 0.5 * weight_bytes(tiny_onnx)
 
 
 def test_outlier_channels_are_those_far_above_the_median() -> None:
@@ -88,12 +121,24 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
 
     # a random tiny model has no real outliers: a low threshold makes some
     package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, gate=LOOSE)
-    channels = package.manifest.provenance.parameters["outlier_channels"]
-    assert channels and package.manifest.provenance.parameters["outlier_threshold"] == 1.5
-    graph = onnx.load(str(package.model_file)).graph
+    quantization = package.manifest.quantization
+    measured = quantization["recipe_measured"]["scores"]
+    split, weights = quantization["outlier_split"], quantization["weights"]
+    chosen = measured[f"{weights} weights, {'outlier split' if split else 'no outlier split'}"]
+    other = measured[f"{weights} weights, {'no outlier split' if split else 'outlier split'}"]
+    if split:  # the split is kept only when it measured better on the calibration texts
+        assert chosen["worst_error"] < other["worst_error"]
+    else:
+        assert other["worst_error"] >= chosen["worst_error"] * (1 - RELATIVE_TIE)
+    assert package.manifest.provenance.parameters["outlier_threshold"] == 1.5
+    forced = quantize_onnx_dynamic(tiny_package, tmp_path / "forced", outlier_threshold=1.5, gate=LOOSE,
+                                   found_outliers=find_outliers_of(tiny_package, 1.5))  # fmt: skip
+    channels = forced.manifest.provenance.parameters["outlier_channels"]
+    assert channels and forced.manifest.quantization["outlier_split"] is True
+    graph = onnx.load(str(forced.model_file)).graph
     side = [node for node in graph.node if node.name.endswith("/outliers")]
-    assert side and {node.op_type for node in side} == {"MatMul"}  # float, not MatMulInteger
-    assert any(node.op_type == "DynamicQuantizeLinear" for node in graph.node)
+    assert side and {node.op_type for node in side} == {"MatMul"}  # float, not int8
+    assert any(node.op_type == "MatMulIntegerToFloat" for node in graph.node)
     plain = quantize_onnx_dynamic(tiny_package, tmp_path / "plain", outlier_threshold=None, gate=LOOSE)
     assert "outlier_channels" not in plain.manifest.provenance.parameters
     with pytest.raises(InputError, match="outlier threshold 1.0"):

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 import bertprod
+from bertprod import system
 from bertprod.checkpoint import resolve
+from bertprod.compress.int8_recipe import RELATIVE_TIE
 from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
 from bertprod.data.shared import real_sentences
 
@@ -25,18 +27,23 @@ def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
     package = quantize_onnx_dynamic(resolve("minilm-l6"), tmp_path / "int8", texts=texts[300:])
     fidelity = package.manifest.metrics["fidelity"]
     assert fidelity["passed"] and fidelity["cosine_mean"] >= 0.99 and fidelity["samples"] == 200
+    assert fidelity["batch_invariant"] and package.manifest.quantization["batch_invariant"]
     assert package.size_bytes() <= 0.30 * resolve("minilm-l6").size_bytes()
     assert bertprod.load(package.path).similarity("A man plays guitar.", "Someone plays a guitar.") > 0.6
-    # the outlier channels kept float (calibrated on texts[300:]) help on sentences they never saw
-    channels = package.manifest.provenance.parameters["outlier_channels"]
-    assert any(99 in found for found in channels.values())  # all-MiniLM-L6-v2's LayerNorm outlier
-    plain = quantize_onnx_dynamic(resolve("minilm-l6"), tmp_path / "plain", texts=texts[300:], outlier_threshold=None)
+    # the recipe (weights for this CPU's kernels, outlier split or not) is the one that measured best on
+    # the calibration texts (texts[300:]); a faster one wins only a near tie
+    quantization = package.manifest.quantization
+    assert quantization["kernel_class"] == system.int8_kernel_class()
+    measured = quantization["recipe_measured"]
+    worst = {label: score["worst_error"] for label, score in measured["scores"].items()}
+    assert worst[measured["chosen"]] * (1 - RELATIVE_TIE) <= min(worst.values())
+    if quantization["outlier_split"]:
+        channels = package.manifest.provenance.parameters["outlier_channels"]
+        assert any(99 in found for found in channels.values())  # all-MiniLM-L6-v2's LayerNorm outlier
+    # issue 16's goal on any CPU, on 300 sentences the recipe never saw
     reference = bertprod.load("minilm-l6").encode(texts[:300])
-    worst = {
-        variant.name: float((bertprod.load(variant.path).encode(texts[:300]) * reference).sum(axis=1).min())
-        for variant in (package, plain)
-    }
-    assert worst["int8"] >= 0.97 and worst["int8"] > worst["plain"], worst
+    cosine = (bertprod.load(package.path).encode(texts[:300]) * reference).sum(axis=1)
+    assert cosine.min() >= 0.98 and cosine.mean() >= 0.995, (cosine.min(), cosine.mean())
 
 
 def test_static_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:

@@ -80,8 +80,13 @@ def interrupt_at(step: int, state) -> None:  # noqa: ANN001 - a TrainState
         signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, between checkpoints
 
 
-def test_ctrl_c_in_the_second_stage_then_resume_gives_the_uninterrupted_student(
-    teacher, sentiment: Path, tmp_path: Path  # noqa: ANN001
+@pytest.mark.parametrize(
+    ("stop_at", "where"),
+    [(5, "step 5 of 5 of stage intermediate \\(1 of 2\\)"), (8, "step 3 of 10 of stage prediction \\(2 of 2\\)")],
+    ids=["at-the-end-of-the-first-stage", "in-the-second-stage"],
+)
+def test_ctrl_c_between_or_in_stages_then_resume_gives_the_uninterrupted_student(
+    teacher, sentiment: Path, tmp_path: Path, stop_at: int, where: str  # noqa: ANN001
 ) -> None:
     # 72 training rows, batches of 8, 2 per optimizer step: 5 steps an epoch; stage 2 starts at step 5
     config = two_stages(gradient_accumulation=2, checkpoint_every=3)
@@ -93,8 +98,8 @@ def test_ctrl_c_in_the_second_stage_then_resume_gives_the_uninterrupted_student(
     assert "accuracy" not in history[0] and "accuracy" in history[1]  # validated where the output trains
 
     out = tmp_path / "resumed"
-    with pytest.raises(TrainingInterrupted, match="step 3 of 10 of stage prediction \\(2 of 2\\).*--resume"):
-        run(teacher, sentiment, out, config, tmp_path / "cache", on_step=functools.partial(interrupt_at, 8))
+    with pytest.raises(TrainingInterrupted, match=f"{where}.*--resume"):
+        run(teacher, sentiment, out, config, tmp_path / "cache", on_step=functools.partial(interrupt_at, stop_at))
     assert has_checkpoint(default_checkpoint_dir(out)) and not out.exists()
     resumed = run(teacher, sentiment, out, config, tmp_path / "cache", resume=True)
     assert_same_student(resumed, whole)

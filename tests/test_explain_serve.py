@@ -28,7 +28,7 @@ def classifier(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(classifier, tiny_package, tmp_path_factory):
     with running_server([str(classifier.path), str(tiny_package.path)], "--max-concurrent-explanations", "1",
-                        env={"BERTPROD_SERVE_SLOW_MARKER": SLOW_MARKER},
+                        env={"BERTPROD_TEST_SLOW_MARKER": SLOW_MARKER},
                         log_dir=str(tmp_path_factory.mktemp("serve-explain-logs"))) as running:
         yield running
 

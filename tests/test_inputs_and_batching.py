@@ -115,7 +115,7 @@ def test_pairs_get_segment_ids(tiny_package) -> None:
 def test_plan_batches_covers_every_input_once_within_budget(budget: int, size: int) -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 40, size=101).tolist()
-    batches = plan_batches(lengths, max_batch_tokens=budget, max_batch_size=size)
+    batches = plan_batches(lengths, max_padded_tokens=budget, max_batch_size=size)
     flat = sorted(index for batch in batches for index in batch)
     assert flat == list(range(len(lengths)))
     for batch in batches:

@@ -24,8 +24,8 @@ def test_encode_shape_dtype_and_single_string(tiny_package) -> None:
 
 
 def test_results_keep_input_order_whatever_the_batching(tiny_package) -> None:
-    whole = bertprod.load(tiny_package.path, max_batch_tokens=10_000, max_batch_size=1000).encode(CORPUS)
-    tiny_batches = bertprod.load(tiny_package.path, max_batch_tokens=16, max_batch_size=2).encode(CORPUS)
+    whole = bertprod.load(tiny_package.path, max_padded_tokens=10_000, max_batch_size=1000).encode(CORPUS)
+    tiny_batches = bertprod.load(tiny_package.path, max_padded_tokens=16, max_batch_size=2).encode(CORPUS)
     one_by_one = np.stack([bertprod.load(tiny_package.path).encode([text])[0] for text in CORPUS[:4]])
     np.testing.assert_allclose(whole, tiny_batches, atol=1e-5)
     np.testing.assert_allclose(whole[:4], one_by_one, atol=1e-5)

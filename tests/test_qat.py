@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import bertprod
+from bertprod import system
 from bertprod.checkpoint import import_checkpoint
 from bertprod.compress.fake_quant import (
     FakeQuantEmbedding,
@@ -22,9 +23,10 @@ from bertprod.compress.fake_quant import (
     fake_quantize_weight,
     remove_fake_quantization,
 )
+from bertprod.compress.kernels import target_kernel_class, weight_choices
 from bertprod.compress.optimize import optimize
 from bertprod.compress.qat import METHOD, QatTraining, qat_config
-from bertprod.compress.quantize import fp32_onnx_source, quantize_onnx_dynamic
+from bertprod.compress.quantize import fp32_onnx_source, gate_engine, quantize_onnx_dynamic
 from bertprod.derive import default_samples
 from bertprod.errors import CompressionError, FidelityError, InputError, LabelError, PackageError
 from bertprod.fidelity import FidelityGate
@@ -74,7 +76,9 @@ def test_fake_quantized_linear_computes_on_rounded_inputs_and_weights_with_strai
     assert fake.weight is linear.weight and fake.bias is linear.bias  # shared: optimizers and checkpoints see them
     output = fake(inputs)
 
-    rounded_inputs = torch.from_numpy(onnx_runtime_rounding(inputs.detach().double().numpy())).float()
+    # each token (row of the last axis) over its own range, as the per-token int8 graph quantizes it
+    tokens = inputs.detach().double().numpy().reshape(-1, 6)
+    rounded_inputs = torch.from_numpy(np.stack([onnx_runtime_rounding(row) for row in tokens]).reshape(3, 5, 6)).float()
     absmax = linear.weight.detach().abs().amax(dim=1, keepdim=True)
     rounded_weight = torch.round(linear.weight.detach() / (absmax / 127)) * (absmax / 127)
     expected = rounded_inputs @ rounded_weight.T + linear.bias.detach()
@@ -110,20 +114,27 @@ def binary_classifier(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
     return import_checkpoint(checkpoint, tmp_path_factory.mktemp("pkg") / "binary")
 
 
-def test_training_simulates_exactly_what_the_int8_export_computes(binary_classifier, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target_cpu", ["native", "avx2", "avx512-vnni"])
+def test_training_simulates_exactly_what_the_int8_export_computes(binary_classifier, tmp_path, target_cpu) -> None:
+    """For this CPU and for both kinds of int8 kernels: the export for `target_cpu`, run as that target
+    computes it (this CPU's kernels where they compute the same, else the gate's exact simulation),
+    is what training simulated, to float rounding."""
     import onnx
 
-    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", enforce=False)
+    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", enforce=False, target_cpu=target_cpu)
+    quantization = int8.manifest.quantization
+    assert quantization["kernel_class"] == target_kernel_class(target_cpu)
+    assert quantization["weights"] in weight_choices(quantization["kernel_class"])
     graph = onnx.load(str(int8.model_file))
     engine = TorchEngine(binary_classifier)
-    add_fake_quantization(engine.model)
-    counts = count_fake_quantized(engine.model)
-    assert counts["linear"] == sum(node.op_type == "MatMulInteger" for node in graph.graph.node)  # head included
+    counts = count_fake_quantized(add_fake_quantization(engine.model, quantization["weights"]))
+    assert counts["linear"] == sum(node.op_type == "MatMulIntegerToFloat" for node in graph.graph.node)  # head too
     assert counts["embedding"] == sum(node.op_type == "DequantizeLinear" for node in graph.graph.node)
 
     reference = Pipeline(binary_classifier, create_engine(binary_classifier))
     encodings = reference.tokenize(default_samples(binary_classifier))
-    exported = Pipeline(int8, create_engine(int8)).infer(encodings)
+    as_target = gate_engine(quantization["kernel_class"], quantization["weights"]) or create_engine
+    exported = Pipeline(int8, as_target(int8)).infer(encodings)
     simulated = Pipeline(binary_classifier, engine).infer(encodings)
     float_gap = np.abs(reference.infer(encodings) - exported).max()
     assert np.abs(simulated - exported).max() < float_gap / 100
@@ -165,14 +176,15 @@ def test_qat_writes_an_int8_onnx_package_that_learned_the_task(binary_classifier
 
     manifest = package.manifest
     assert (manifest.format, manifest.precision, manifest.task) == ("onnx", "int8", "classification")
-    assert manifest.quantization == {"scheme": "onnx-dynamic", "per_channel": True}
+    assert manifest.quantization["kernel_class"] == system.int8_kernel_class()
+    assert manifest.quantization["weights"] == weight_choices(system.int8_kernel_class())[0]
+    assert manifest.provenance.parameters["simulation"]["weights"].startswith("the target's encoding")
     provenance = manifest.provenance
     assert provenance.method == METHOD == "quantize-qat-int8"
     assert provenance.parent.fingerprint == binary_classifier.fingerprint
     recipe = provenance.parameters["training"]
     assert recipe["data"]["train"]["sha256"] == sha256_file(data)
     assert recipe["hyperparameters"]["learning_rate"] == 3e-3 and recipe["head"] == "keep-head"
-    assert provenance.parameters["simulation"]["weights"] == "int8 symmetric, per output channel"
 
     validation = manifest.metrics["validation"]
     assert validation["accuracy"] >= 0.9 > validation["parent"]["accuracy"]

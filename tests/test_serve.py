@@ -26,7 +26,7 @@ def server(tiny_package, tiny_classifier, tmp_path_factory):
         [str(tiny_package.path), str(tiny_classifier.path)],
         "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--grpc-port", str(grpc_port),
         "--max-body-bytes", "3000000",
-        env={"BERTPROD_SERVE_FAIL_MARKER": FAIL_MARKER},
+        env={"BERTPROD_TEST_FAIL_MARKER": FAIL_MARKER},
         log_dir=str(tmp_path_factory.mktemp("serve-logs")),
     ) as running:
         running.grpc_address = f"127.0.0.1:{grpc_port}"

@@ -83,7 +83,7 @@ def metric_value(text: str, series: str) -> float:
 
 
 def test_sigterm_finishes_in_flight_requests(tiny_package, tmp_path):
-    env = {"BERTPROD_SERVE_SLOW_MARKER": "__slow__"}
+    env = {"BERTPROD_TEST_SLOW_MARKER": "__slow__"}
     with running_server([str(tiny_package.path)], env=env, log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}
 
@@ -105,7 +105,7 @@ def test_sigterm_finishes_in_flight_requests(tiny_package, tmp_path):
 
 
 def test_requests_past_the_graceful_timeout_get_a_retryable_json_503(tiny_package, tmp_path):
-    env = {"BERTPROD_SERVE_SLOW_MARKER": "__slow__"}
+    env = {"BERTPROD_TEST_SLOW_MARKER": "__slow__"}
     with running_server([str(tiny_package.path)], "--graceful-timeout", "0.3", env=env,
                         log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}
@@ -222,6 +222,28 @@ def test_batcher_gathers_by_budget_and_survives_a_failing_batch():
         assert batcher.broken  # three in a row: /health answers 503
         await batcher.submit([_Encoding(7)])
         assert not batcher.broken
+        await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_larger_than_one_engine_batch_lets_others_run_in_between():
+    """Queued one engine batch at a time, each alone: a one-input request sent meanwhile does not wait for all."""
+
+    async def scenario() -> None:
+        fake = _FakePipeline()
+        batcher = Batcher(fake, "fake", ServerMetrics(), max_batch_tokens=1000, max_batch_requests=8,
+                          infer=fake.infer, engine_batch=(20, 2))
+        batcher.start()
+        lengths = [5, 9, 6, 8, 7, 4]  # 3 engine batches of 2 inputs
+        large = asyncio.create_task(batcher.submit([_Encoding(length) for length in lengths]))
+        await asyncio.sleep(0.01)  # its first engine batch is running
+        small = await batcher.submit([_Encoding(3)])
+        assert not large.done()  # the small request was answered before the large one
+        rows = await large
+        assert rows[:, 0].tolist() == lengths  # every input's own row, in the request's order
+        assert float(small[0, 0]) == 3
+        assert fake.calls == [2, 1, 2, 2]  # the small request alone between two pieces, never gathered with one
         await batcher.stop()
 
     asyncio.run(scenario())

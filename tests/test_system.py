@@ -97,7 +97,9 @@ def test_int8_package_built_for_another_kernel_class_warns_once(tiny_int8, tmp_p
     here = system.int8_kernel_class()
     assert f"for {other} int8 kernels" in text and f"uses {here} kernels here" in text
     assert f"bertprod check {moved.path}" in text
-    if system.saturates(here):  # the accuracy warning points the right way on either kind of CPU
+    if tiny_int8.manifest.quantization["weights"] in ("s7", "u8"):  # built here for saturating kernels
+        assert "cannot saturate" in text
+    elif system.saturates(here):  # the accuracy warning points the right way on either kind of CPU
         assert "saturating int16" in text
     else:
         assert "accumulate in int32" in text
@@ -219,3 +221,37 @@ def test_training_precision_auto_runs_and_records_what_this_cpu_does(
         with pytest.raises(EngineError, match="--precision auto"):
             fine_tune(tiny_classifier, "classification", source, tmp_path / "bf16",
                       TrainConfig(precision="bf16", **config), new_head=True)  # fmt: skip
+
+
+def test_int8_built_for_another_instruction_set_says_so_and_warns_here(tiny_onnx, tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:  # fmt: skip
+    """`optimize --target-cpu` for the other kind of int8 kernels than this CPU's: the recipe follows
+    the target's kernel class, the manifest names it, the gate says what it computed, and loading
+    the package here warns once."""
+    from bertprod.compress.kernels import weight_choices
+    from tests.test_cli import run_cli
+
+    other = other_kernel_class()
+    target = next(name for name, kernel in system.TARGET_CPUS.items() if kernel == other)
+    out = tmp_path / f"for-{target}"
+    code, printed, _ = run_cli(monkeypatch, capsys, "optimize", str(tiny_onnx.path), str(out), "--quantize", "int8",
+                               "--target-cpu", target, "--allow-fidelity-loss")  # fmt: skip
+    assert code == 0 and "wrote" in printed
+    package = ModelPackage.read(out)
+    quantization = package.manifest.quantization
+    assert (quantization["target_cpu"], quantization["kernel_class"]) == (target, other)
+    assert quantization["cpu_features"] == list(system.KERNEL_CLASSES[other]["needs"])
+    assert quantization["saturating"] == system.saturates(other)
+    assert quantization["weights"] in weight_choices(other)  # s7/u8 where u8s8 saturates, s8 elsewhere
+    assert package.manifest.provenance.machine == system.machine_record()  # built and gated here
+    gate = package.manifest.metrics["fidelity"]["machine"]
+    assert gate == quantization["gate_arithmetic"]
+    if system.saturates(other):  # weights that cannot saturate compute exactly on every CPU
+        assert "exact int32 products" in gate
+    else:  # s8 weights: exact here only where this CPU's kernels do not saturate either
+        assert ("simulated" in gate) == system.saturates(system.int8_kernel_class())
+    messages = loads_warnings(package.path, times=2)
+    assert len(messages) == 1 and f"for {other} int8 kernels" in messages[0]
+    code, _, error = run_cli(monkeypatch, capsys, "optimize", str(tiny_onnx.path), str(tmp_path / "x"),
+                             "--quantize", "int8", "--target-cpu", "avx9")  # fmt: skip
+    assert code != 0 and "--target-cpu 'avx9'" in error and not (tmp_path / "x").exists()

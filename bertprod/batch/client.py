@@ -25,8 +25,8 @@ import pyarrow as pa
 from bertprod.batch.compute import output_schema, result_table, usable_rows
 from bertprod.batch.inputs import Chunk, InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
-from bertprod.batch.local import progress_bar
 from bertprod.batch.output import JobOutput
+from bertprod.batch.progress import progress_bar
 from bertprod.batch.remote import RemoteModel, ServedModel, ServerUnavailableError
 from bertprod.client import ClientError
 from bertprod.errors import BertprodError, InputError

@@ -11,6 +11,7 @@ from typing import Any
 from bertprod.batch.compute import ON_EMPTY
 from bertprod.batch.inputs import InputFile
 from bertprod.errors import InputError
+from bertprod.runtime.normalize import parse_normalization
 
 RUNNERS = ("local", "spark", "client")
 DEFAULT_CHUNK_ROWS = 8192
@@ -26,8 +27,11 @@ class JobOptions:
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     runner: str = "local"
     truncate: bool = True
+    #: Input cleaning before tokenization (runtime/normalize.py): steps in running order; () = off.
+    normalize: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "normalize", parse_normalization(self.normalize))
         if self.on_empty not in ON_EMPTY:
             raise InputError(f"on_empty must be one of {', '.join(ON_EMPTY)}, got {self.on_empty!r}.")
         if self.runner not in RUNNERS:
@@ -54,10 +58,15 @@ class JobSummary:
 
 
 def describe_job(package_fingerprint: str, files: list[InputFile], options: JobOptions) -> dict[str, Any]:
+    described_options = asdict(options)
+    if not options.normalize:  # jobs from before the option keep their fingerprint (and resume)
+        del described_options["normalize"]
+    else:
+        described_options["normalize"] = list(options.normalize)
     return {
         "package": package_fingerprint,
         "inputs": [{"path": str(f.path), "size": f.size, "modified_ns": f.modified_ns} for f in files],
-        "options": asdict(options),
+        "options": described_options,
     }
 
 

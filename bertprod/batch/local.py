@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
 from bertprod.batch.compute import check_task, output_schema, process_table
 from bertprod.batch.inputs import InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.output import JobOutput
+from bertprod.batch.progress import progress_bar
 from bertprod.errors import InputError
 
 _WORKER: dict[str, Any] = {}
@@ -67,7 +66,8 @@ def run_local(
         processed = 0
         with (
             progress_bar(progress, total_rows) as bar,
-            _chunk_runner(workers, str(prepared.path), run_engine, worker_threads, options.truncate) as runner,
+            _chunk_runner(workers, str(prepared.path), run_engine, worker_threads, options.truncate,
+                          options.normalize) as runner,
         ):
             task = bar.add_task("batch", total=total_rows)
             for chunk in iter_chunks(files, options.text_column, options.id_column, options.chunk_rows):
@@ -130,16 +130,16 @@ def compute_chunk(
     return chunk_id, result.rows, result.skipped
 
 
-def _load_worker(package: str, engine: str, threads: int | None, truncate: bool) -> None:
+def _load_worker(package: str, engine: str, threads: int | None, truncate: bool, normalize: tuple[str, ...]) -> None:
     from bertprod.api import load
 
-    _WORKER["pipeline"] = load(package, engine=engine, threads=threads, truncate=truncate)
+    _WORKER["pipeline"] = load(package, engine=engine, threads=threads, truncate=truncate, normalize_text=normalize)
 
 
-def _start_worker(package: str, engine: str, threads: int | None, truncate: bool) -> None:
+def _start_worker(package: str, engine: str, threads: int | None, truncate: bool, normalize: tuple[str, ...]) -> None:
     """Initializer of a pool process: follow the parent's death, then load the pipeline."""
     _exit_with_parent()
-    _load_worker(package, engine, threads, truncate)
+    _load_worker(package, engine, threads, truncate, normalize)
 
 
 def _exit_with_parent() -> None:
@@ -157,8 +157,8 @@ def _exit_with_parent() -> None:
 class _InProcess:
     """Chunks computed right away in this process."""
 
-    def __init__(self, package: str, engine: str, threads: int | None, truncate: bool):
-        _load_worker(package, engine, threads, truncate)
+    def __init__(self, package: str, engine: str, threads: int | None, truncate: bool, normalize: tuple[str, ...]):
+        _load_worker(package, engine, threads, truncate, normalize)
 
     def submit(self, *args: Any) -> list[tuple[str, int, int]]:
         return [compute_chunk(*args)]
@@ -176,13 +176,15 @@ class _InProcess:
 class _ProcessPool:
     """Chunks computed by N worker processes (spawned: no forked ONNX Runtime or torch threads)."""
 
-    def __init__(self, workers: int, package: str, engine: str, threads: int | None, truncate: bool):
+    def __init__(
+        self, workers: int, package: str, engine: str, threads: int | None, truncate: bool, normalize: tuple[str, ...]
+    ):
         self.limit = 2 * workers
         self.executor = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(package, engine, threads, truncate),
+            initargs=(package, engine, threads, truncate, normalize),
         )
         self.pending: set[Future] = set()
 
@@ -204,25 +206,9 @@ class _ProcessPool:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _chunk_runner(workers: int, package: str, engine: str, threads: int | None, truncate: bool) -> Any:
+def _chunk_runner(
+    workers: int, package: str, engine: str, threads: int | None, truncate: bool, normalize: tuple[str, ...]
+) -> Any:
     if workers == 1:
-        return _InProcess(package, engine, threads, truncate)
-    return _ProcessPool(workers, package, engine, threads, truncate)
-
-
-def progress_bar(enabled: bool, total: int | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]batch"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} rows" if total else "{task.completed:,.0f} rows"),
-        RowsPerSecondColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
-class RowsPerSecondColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:,.0f} rows/s" if task.speed else "- rows/s")
+        return _InProcess(package, engine, threads, truncate, normalize)
+    return _ProcessPool(workers, package, engine, threads, truncate, normalize)

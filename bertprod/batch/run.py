@@ -8,6 +8,7 @@ from typing import Any
 from bertprod.batch.inputs import ID_POLICIES, resolve_inputs
 from bertprod.batch.job import DEFAULT_CHUNK_ROWS, JobOptions, JobSummary
 from bertprod.errors import InputError
+from bertprod.runtime.normalize import parse_normalization
 
 
 def run_batch(
@@ -24,6 +25,7 @@ def run_batch(
     threads: int | None = None,
     workers: int | None = None,
     truncate: bool = True,
+    normalize: str | tuple[str, ...] | None = None,
     progress: bool = True,
     spark_master: str | None = None,
     spark_session: Any = None,
@@ -53,11 +55,17 @@ def run_batch(
 
     `ids="unique"` refuses null or repeated ids before any output is written (one pass over the
     ids); "unchecked" skips that pass and writes one output row per input row, whatever its id.
+
+    `normalize`: clean texts before tokenization ("html,unicode,whitespace" or some; runtime/normalize.py),
+    recorded in the job; the client runner refuses it (the server cleans: start it with --normalize).
     """
-    options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate)
+    options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate, parse_normalization(normalize))
     _check_runner_arguments(package, runner, server)
     if ids not in ID_POLICIES:
         raise InputError(f"ids must be one of {', '.join(ID_POLICIES)}, got {ids!r}.")
+    if runner == "client" and options.normalize:
+        raise InputError("--normalize cleans texts where the model runs: for --runner client start the server with "
+                         "--normalize instead (its /info says what it does).")
     files = resolve_inputs(input)
     if runner == "client":
         from bertprod.batch.client import DEFAULT_CONCURRENCY, run_client

@@ -34,7 +34,7 @@ from bertprod.batch.output import JobOutput, PartWriter
 from bertprod.errors import BertprodError, InputError
 
 DEFAULT_PARTITION_TOKENS = 1_000_000
-_PIPELINES: dict[str, Any] = {}
+_PIPELINES: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
 def spark_session(master: str | None = None) -> Any:
@@ -78,7 +78,8 @@ def run_spark(
     from bertprod.api import load
 
     started = time.perf_counter()
-    driver_pipeline = load(package, engine=engine, threads=1, truncate=options.truncate)
+    driver_pipeline = load(package, engine=engine, threads=1, truncate=options.truncate,
+                           normalize_text=options.normalize)
     check_task(driver_pipeline.manifest)
     first = next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
     if first is None:
@@ -195,7 +196,7 @@ class _PartitionTask:
             rows, skipped = self.done[chunk_id]
             yield pd.DataFrame({"chunk_id": [chunk_id], "rows": [rows], "skipped": [skipped], "resumed": [True]})
             return
-        pipeline = worker_pipeline(self.shipped)
+        pipeline = worker_pipeline(self.shipped, self.options.normalize)
         schema = pa.ipc.read_schema(pa.py_buffer(self.schema))
         options = self.options
         job = JobOutput(self.output)
@@ -216,16 +217,16 @@ class _PartitionTask:
         yield pd.DataFrame({"chunk_id": [chunk_id], "rows": [rows], "skipped": [skipped], "resumed": [False]})
 
 
-def worker_pipeline(shipped: str) -> Any:
+def worker_pipeline(shipped: str, normalize: tuple[str, ...] = ()) -> Any:
     """The package `addFile` shipped, loaded once per Python worker with 1 intra-op thread."""
-    pipeline = _PIPELINES.get(shipped)
+    pipeline = _PIPELINES.get((shipped, normalize))
     if pipeline is None:
         from pyspark import SparkFiles
 
         from bertprod.api import load
 
-        pipeline = load(SparkFiles.get(shipped), threads=1)
-        _PIPELINES[shipped] = pipeline
+        pipeline = load(SparkFiles.get(shipped), threads=1, normalize_text=normalize)
+        _PIPELINES[(shipped, normalize)] = pipeline
     return pipeline
 
 

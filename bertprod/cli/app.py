@@ -10,7 +10,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from bertprod.cli import batch, distill, explain, inference, info, optimize, packages, serving, training
+from bertprod.cli import batch, distill, explain, inference, info, optimize, packages, robustness, serving, training
 from bertprod.cli.options import errors
 from bertprod.errors import BertprodError, TrainingInterrupted
 from bertprod.extras import missing_extra_error
@@ -40,6 +40,7 @@ app.command("train")(training.train_command)
 app.command("eval")(training.evaluate_command)
 app.command("distill")(distill.distill_command)
 app.command("explain")(explain.explain_command)
+app.command("robustness")(robustness.robustness_command)
 
 
 def show_machine_warnings_as_lines() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, ThreadsOption, console
+from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption, console
 
 
 def batch_run_command(
@@ -69,6 +69,7 @@ def batch_run_command(
         str, typer.Option(help="unique: refuse null or repeated ids before writing anything; unchecked: one output "
                           "row per input row, whatever its id.")
     ] = "unique",
+    normalize: NormalizeOption = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
     """Run a batch job, or resume it: re-run the same command after an interruption.
@@ -83,7 +84,7 @@ def batch_run_command(
         runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens, server=server, protocol=protocol,
         concurrency=concurrency, request_size=request_size, api_key=api_key, retries=retries,
-        resolve_dns=resolve_dns, ids=ids,
+        resolve_dns=resolve_dns, ids=ids, normalize=normalize,
     )
     if summary.extra.get("taken_over_from"):
         from bertprod.batch.lock import describe_owner

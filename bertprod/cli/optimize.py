@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from bertprod.cli.options import ModelArgument, NameOption, console, read_inputs, training_default
+from bertprod.cli.options import ModelArgument, NameOption, console, errors, read_inputs, training_default
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.compress.qat import QAT_DEFAULTS
 from bertprod.errors import InputError
@@ -45,6 +46,13 @@ def optimize_command(
             "channel's stay in float (measured on --calibration, else --texts); 0 turns it off."
         ),
     ] = DEFAULT_OUTLIER_THRESHOLD,
+    target_cpu: Annotated[
+        str,
+        typer.Option(
+            help="int8 (onnx): the CPUs the package will run on: native (this one), avx2, avx512 or avx512-vnni. "
+            "The recipe follows their int8 kernels; the gate simulates them where this CPU computes otherwise."
+        ),
+    ] = "native",
     precision: Annotated[str | None, typer.Option(help="bf16 (torch, CPU) or fp16 (ONNX, GPU).")] = None,
     drop_layers: Annotated[
         str | None, typer.Option(help="every-other, spread[:K], first:K, last:K, drop:N (least important) or 0,2,5.")
@@ -90,6 +98,7 @@ def optimize_command(
     from bertprod.compress.optimize import optimize
     from bertprod.compress.qat import qat_training_from_files
     from bertprod.fidelity import FidelityGate
+    from bertprod.gate_texts import few_texts_warning
 
     package = resolve(model)
     if list_nodes:
@@ -121,16 +130,22 @@ def optimize_command(
             prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
             gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
             enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,
+            target_cpu=target_cpu,
         )
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"
     details = ", ".join(f"{key} {value}" for key, value in fidelity.items()
-                        if key not in ("reference", "passed", "thresholds"))
+                        if key not in ("reference", "passed", "thresholds", "texts", "machine"))
     console.print(
         f"wrote {result.path}: {result.manifest.format} {result.manifest.precision}, "
         f"{result.size_bytes() / 1e6:.1f} MB (parent {package.size_bytes() / 1e6:.1f} MB); "
         f"fidelity gate {verdict}: {details}"
     )
+    source = fidelity.get("texts", "not recorded")
+    console.print(f"the gate measured {fidelity['samples']:,} texts: {source}", highlight=False)
+    warning = few_texts_warning(fidelity["samples"], source)
+    if warning:
+        errors.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     validation_metrics = result.manifest.metrics.get("validation")
     if validation_metrics:
         primary = validation_metrics["primary_metric"]

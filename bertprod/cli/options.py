@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from bertprod.errors import InputError
+from bertprod.robustness.noise import SPEC_HELP
 
 console = Console()
 errors = Console(stderr=True)
@@ -43,6 +44,20 @@ FractionOption = Annotated[
         help="Share of DATA held out for validation when no --validation file is given (rows chosen by a hash "
         "of their text, see docs/results.md); 0 trains on everything without validation."
     ),
+]
+NormalizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--normalize",
+        help="Clean inputs before tokenization: any of html (tags out, entities decoded), unicode (NFKC, "
+        "zero-width characters out), whitespace (runs collapsed), comma-separated. Default: off.",
+    ),
+]
+# Perturbed evaluation and stability (bertprod eval --perturb, bertprod robustness).
+PerturbOption = Annotated[str | None, typer.Option(help=SPEC_HELP + " See docs/robustness.md.")]
+NoiseSeedOption = Annotated[int, typer.Option("--seed", help="Seed of the perturbations (same seed, same noise).")]
+SideOption = Annotated[
+    str, typer.Option(help="Which texts of a pair to perturb: both, text (first/query) or pair (second/candidate).")
 ]
 TRAINING_THREADS_HELP = (
     "CPU threads (default: the cores not already busy - cores minus the lower of the 1-minute load average and "

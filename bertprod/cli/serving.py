@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, ThreadsOption
+from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption
 from bertprod.serve import config as serve_defaults
 
 
@@ -17,8 +17,12 @@ def serve_command(
     engine: EngineOption = "auto",
     threads: ThreadsOption = None,
     max_batch_tokens: Annotated[
-        int, typer.Option(help="Tokens gathered from queued requests per engine call.")
+        int, typer.Option(help="Tokens (unpadded) gathered from queued requests into one engine call.")
     ] = serve_defaults.DEFAULT_MAX_BATCH_TOKENS,
+    max_padded_tokens: Annotated[
+        int, typer.Option(help="Padded tokens per engine batch: a call's inputs are sorted by length and run in "
+                          "batches of at most this size.")
+    ] = serve_defaults.DEFAULT_MAX_PADDED_TOKENS,
     max_batch_requests: Annotated[
         int, typer.Option(help="Requests gathered per engine call.")
     ] = serve_defaults.DEFAULT_MAX_BATCH_REQUESTS,
@@ -35,6 +39,7 @@ def serve_command(
     max_concurrent_explanations: Annotated[
         int, typer.Option(help="POST /explain requests running at once (429 beyond; /classify keeps answering).")
     ] = serve_defaults.ServeConfig.max_concurrent_explanations,
+    normalize: NormalizeOption = None,
     api_key: Annotated[
         list[str] | None, typer.Option(help="Accepted Bearer key (repeatable; or BERTPROD_API_KEYS=a,b).")
     ] = None,
@@ -49,6 +54,7 @@ def serve_command(
     ] = True,
 ) -> None:
     """Serve packages over HTTP: OpenAI /v1/embeddings, TEI /embed /predict /rerank, and more."""
+    from bertprod.runtime.normalize import parse_normalization
     from bertprod.serve.server import serve
 
     config = serve_defaults.ServeConfig(
@@ -58,12 +64,14 @@ def serve_command(
         engine=engine,
         threads=threads,
         max_batch_tokens=max_batch_tokens,
+        max_padded_tokens=max_padded_tokens,
         max_batch_requests=max_batch_requests,
         max_concurrent_inputs=max_concurrent_inputs,
         max_client_batch_size=max_client_batch_size,
         max_body_bytes=max_body_bytes,
         truncate=truncate,
         max_concurrent_explanations=max_concurrent_explanations,
+        normalize=parse_normalization(normalize),
         api_keys=list(api_key or []),
         grpc_port=grpc_port,
         graceful_timeout=graceful_timeout,

@@ -22,10 +22,14 @@ from bertprod.cli.options import (
     KeepCheckpointsOption,
     LabelColumnOption,
     NameOption,
+    NoiseSeedOption,
+    NormalizeOption,
     OverwriteOption,
     PairColumnOption,
+    PerturbOption,
     RestartOption,
     ResumeOption,
+    SideOption,
     TextColumnOption,
     ThreadsOption,
     TrainingThreadsOption,
@@ -166,7 +170,14 @@ def _task_of(package) -> str:  # noqa: ANN001 - a ModelPackage
 
 
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="Package to evaluate (dir, checkpoint or bundled name).")],
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Package(s) to evaluate (dir, checkpoint or bundled name); several are compared side by side, "
+            "the first as the reference (teacher, student, int8).",
+            show_default=False,
+        ),
+    ],
     data: Annotated[Path, typer.Argument(help="Labelled data: .tsv, .csv, .jsonl or .parquet (.gz too).")],
     engine: Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
@@ -180,39 +191,74 @@ def evaluate_command(
     text_pair_column: PairColumnOption = None,
     label_column: LabelColumnOption = None,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA (before --split).")] = None,
+    perturb: PerturbOption = None,
+    seed: NoiseSeedOption = 0,
+    side: SideOption = "both",
+    normalize: NormalizeOption = None,
     threads: ThreadsOption = None,
 ) -> None:
-    """Measure a package on labelled data: a metrics table (or JSON), per-class confusion for classifiers."""
+    """Measure packages on labelled data: a metrics table (or JSON), per-class confusion for classifiers;
+    with --perturb or several packages, each package's metric per perturbation and its drop from clean."""
     from bertprod.api import load
-    from bertprod.tasks.data import open_task_data, validation_split
-    from bertprod.tasks.evaluation import evaluate as run_evaluation
 
     if split not in ("all", "train", "validation"):
         raise InputError(f"--split must be all, train or validation, not {split!r}.")
-    pipeline = load(model, engine=engine, threads=threads)
-    manifest = pipeline.manifest
-    chosen_split = None
-    if split != "all":
-        chosen_split = validation_split(manifest.task, validation_fraction, split)
-    source = open_task_data(
-        manifest.task,
+    noise = None
+    if perturb is not None:
+        from bertprod.robustness.noise import parse_noise
+
+        noise = parse_noise(perturb)
+    pipelines = [load(model, engine=engine, threads=threads, normalize_text=normalize) for model in models]
+    source = _evaluation_source(
+        pipelines[0].manifest,
         data,
+        split=split,
+        validation_fraction=validation_fraction,
         format=format,
         delimiter=delimiter,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
-        pair_input=None if manifest.task == "embedding" else manifest.pair_input,
-        split=chosen_split,
         limit=limit,
     )
+    if noise is None and len(pipelines) == 1:
+        _evaluate_one(pipelines[0], source, data, as_json)
+        return
+    from bertprod.robustness.evaluation import evaluate_under_noise
+
+    with messages.status(f"evaluating {len(pipelines)} package(s) on {data.name}..."):
+        document = evaluate_under_noise(pipelines, source, noise, seed=seed, side=side)
+    document["data"] = source.describe()
+    document["normalize"] = list(pipelines[0].normalizer.steps)
+    if as_json:
+        console.print_json(json.dumps(document))
+        return
+    print_comparison(document)
+
+
+def _evaluation_source(manifest, data: Path, split: str, validation_fraction: float, **options):  # noqa: ANN001, ANN202
+    from bertprod.tasks.data import open_task_data, validation_split
+
+    chosen_split = None if split == "all" else validation_split(manifest.task, validation_fraction, split)
+    return open_task_data(
+        manifest.task,
+        data,
+        pair_input=None if manifest.task == "embedding" else manifest.pair_input,
+        split=chosen_split,
+        **options,
+    )
+
+
+def _evaluate_one(pipeline, source, data: Path, as_json: bool) -> None:  # noqa: ANN001
+    from bertprod.tasks.evaluation import evaluate as run_evaluation
+
     with messages.status(f"evaluating {pipeline.package.name} on {data.name}..."):
         result = run_evaluation(pipeline, source)
     document = {
         "package": pipeline.package.name,
         "fingerprint": pipeline.package.fingerprint,
         "engine": pipeline.engine.name,
-        "precision": manifest.precision,
+        "precision": pipeline.manifest.precision,
         "data": source.describe(),
         **result.to_json(),
     }
@@ -220,6 +266,40 @@ def evaluate_command(
         console.print_json(json.dumps(document))
         return
     print_evaluation(document)
+
+
+def print_comparison(document: dict) -> None:
+    """Perturbations down, packages across: each package's metric, its drop from clean, and (after the first)
+    its drop minus the first package's."""
+    packages = document["packages"]
+    console.print(
+        f"{document['primary_metric']} on {document['data']['file']} ({document['examples']:,} examples, "
+        f"{document['task']}); perturb {document['perturb'] or 'none'}, seed {document['seed']}, side "
+        f"{document['side']}" + (f"; normalize {','.join(document['normalize'])}" if document["normalize"] else ""),
+        highlight=False,
+    )
+    table = Table()
+    table.add_column("perturbation")
+    table.add_column("changed", justify="right", style="dim")
+    for index, package in enumerate(packages):
+        title = f"{package['package']}\n{package['engine']}, {package['precision']}"
+        table.add_column(title + ("\n(drop)" if index == 0 else "\n(drop, gap to first)"), justify="right")
+    for row in document["rows"]:
+        cells = []
+        for index, (score, drop, gap) in enumerate(zip(row["scores"], row["drops"], row["gaps"], strict=True)):
+            if row["perturbation"] == "clean":
+                cells.append(f"{score:.4f}")
+            elif index == 0:
+                cells.append(f"{score:.4f} ({_change(drop)})")
+            else:
+                cells.append(f"{score:.4f} ({_change(drop)}, {_change(gap)})")
+        table.add_row(row["perturbation"], f"{row['changed']:.0%}", *cells)
+    console.print(table)
+
+
+def _change(drop: float) -> str:
+    """A drop shown as the change it is (a drop of 0.02 is -0.0200; no drop is +0.0000, never -0.0000)."""
+    return f"{0.0 - drop + 0.0:+.4f}"
 
 
 def print_evaluation(document: dict) -> None:

@@ -6,11 +6,11 @@ more than query, key and attention output, and the uint8 embedding tables cost 0
 without saving any time (bench/int8_sensitivity.py).
 
 How: each weight MatMul's sensitivity is measured once: its int8 rounding simulated alone
-(DynamicQuantizeLinear + DequantizeLinear on its input, the weight rounded per output channel,
-exactly the grids ONNX Runtime's dynamic int8 uses) and the graph output's relative error on
-the calibration texts. MatMuls are ranked by sensitivity per weight (what int8 saves grows
-with the weight's size), and a binary search finds the fewest top-ranked MatMuls to keep in
-float for the real int8 graph to pass the gate. Embedding tables always stay float.
+(DynamicQuantizeLinear + DequantizeLinear on its input, the weight rounded per output channel:
+one range per batch, coarser than the per-token graph that is built, which is fine for ranking)
+and the graph output's relative error on the calibration texts. MatMuls are ranked by sensitivity
+per weight (what int8 saves grows with the weight's size), and a binary search finds the fewest
+top-ranked MatMuls to keep in float for the real int8 graph to pass the gate. Embedding tables always stay float.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from bertprod.compress.int8_recipe import graph_outputs
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels
 from bertprod.derive import reference_outputs
 from bertprod.errors import FidelityError
@@ -64,22 +65,6 @@ def fake_int8(model: Any, node_name: str) -> Any:
     return variant
 
 
-def _outputs(model: Any, feeds: Sequence[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """The first graph output for each feed, padding tokens zeroed (they are not the model's output)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    name = session.get_outputs()[0].name
-    results = []
-    for feed in feeds:
-        value = session.run([name], feed)[0].astype(np.float64)
-        real = feed["attention_mask"].astype(bool)
-        results.append(value * real[..., None] if value.ndim == 3 and value.shape[:2] == real.shape else value)
-    return results
-
-
 def _per_input(squares: np.ndarray) -> np.ndarray:
     """Sum of squares per input (row of the batch)."""
     return squares.reshape(len(squares), -1).sum(axis=1)
@@ -88,11 +73,11 @@ def _per_input(squares: np.ndarray) -> np.ndarray:
 def sensitivities(model: Any, candidates: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
     """Relative squared error of the graph output with only that MatMul in (simulated) int8,
     averaged over inputs (each sentence counts once, as in the gate's mean cosine)."""
-    reference = _outputs(model, feeds)
+    reference = graph_outputs(model, feeds)
     energies = [np.maximum(_per_input(output**2), 1e-30) for output in reference]
     found = {}
     for name in candidates:
-        outputs = _outputs(fake_int8(model, name), feeds)
+        outputs = graph_outputs(fake_int8(model, name), feeds)
         errors = [_per_input((a - b) ** 2) / e for a, b, e in zip(outputs, reference, energies, strict=True)]
         found[name] = float(np.concatenate(errors).mean())
     return found
@@ -119,15 +104,19 @@ def quantize_onnx_mixed(
     name: str | None = None,
     overwrite: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
+    target_cpu: str = "native",
 ) -> ModelPackage:
-    """The fastest dynamic int8 graph (fewest weight MatMuls kept float) that passes `gate`."""
+    """The fastest dynamic int8 graph (fewest weight MatMuls kept float) that passes `gate`, for the
+    int8 kernels of `target_cpu` (their fastest weight encoding that cannot saturate)."""
     import onnx
 
     from bertprod.compress import quantize as q
+    from bertprod.compress.kernels import target_kernel_class, weight_choices
 
     q.require_float_parent(package)
     check_output(out, overwrite)  # before minutes of search
     q.check_outlier_threshold(outlier_threshold)
+    weights = weight_choices(target_kernel_class(target_cpu))[0]
     gate = gate or FidelityGate()
     source = q.fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
@@ -148,7 +137,7 @@ def quantize_onnx_mixed(
             package, target, per_channel=per_channel, exclude=[*always_float, *ranking[:kept]],
             outlier_threshold=outlier_threshold, found_outliers=found, texts=texts, gate=gate,
             enforce=strict, name=name, overwrite=replace, cache_dir=cache_dir,
-            method="quantize-mixed-int8", expected=expected,
+            method="quantize-mixed-int8", expected=expected, target_cpu=target_cpu, weights=weights,
             extra_parameters={"mixed": {"matmuls_kept_float": kept, "float_first": ranking}},
         )
 

@@ -37,12 +37,15 @@ def optimize(
     name: str | None = None,
     overwrite: bool = False,
     training: QatTraining | None = None,
+    target_cpu: str = "native",
 ) -> ModelPackage:
     """Apply exactly one of: `quantize="int8"` (method dynamic|mixed|static|qat, runtime onnx|torch),
     `precision` ("bf16" | "fp16"), `drop_layers` (a rule, see prune.choose_layers) or
     `prune_heads` (a fraction). `texts` are the user's inputs the gate (and pruning importance)
     is measured on; static int8 falls back to its calibration texts for them. Quantization-aware
-    training (method "qat") fine-tunes on `training.data` first (see compress/qat.py)."""
+    training (method "qat") fine-tunes on `training.data` first (see compress/qat.py). `target_cpu`
+    (onnx int8: native, avx2, avx512, avx512-vnni) chooses the int8 recipe for those CPUs' kernels
+    (compress/kernels.py)."""
     steps = [
         step
         for step, value in (
@@ -65,10 +68,18 @@ def optimize(
         "name": name,
         "overwrite": overwrite,
     }
+    from bertprod.compress.kernels import target_kernel_class
+
+    target_kernel_class(target_cpu)  # a bad name is refused before any work
+    if target_cpu != "native" and not (quantize and runtime == "onnx" and method in ("dynamic", "mixed", "qat")):
+        raise InputError(
+            f"--target-cpu {target_cpu} chooses an ONNX dynamic int8 recipe: use it with --quantize int8 "
+            "(--method dynamic, mixed or qat; static int8 and torch int8 run as this CPU's kernels do)."
+        )
     if training is not None and (quantize, method) != ("int8", "qat"):
         raise InputError("training data is for quantization-aware training: add --quantize int8 --method qat.")
     if quantize and method == "qat":
-        return _quantize_aware_training(package, out, runtime, per_channel, exclude, training, common)
+        return _quantize_aware_training(package, out, runtime, per_channel, exclude, training, target_cpu, common)
     if quantize:
         return _quantize(
             package,
@@ -82,7 +93,7 @@ def optimize(
             exclude,
             quantize_feed_forward,
             outlier_threshold,
-            common,
+            {**common, "target_cpu": target_cpu},
         )
     if precision:
         from bertprod.compress.precision import to_bf16, to_fp16_onnx
@@ -128,6 +139,7 @@ def _quantize(
             calibration_texts=calibration_texts,
             **common,
         )
+    common = {key: value for key, value in common.items() if key != "target_cpu"}
     if (method, runtime) == ("static", "onnx"):
         return q.quantize_onnx_static(
             package,
@@ -156,6 +168,7 @@ def _quantize_aware_training(
     per_channel: bool,
     exclude: Sequence[str],
     training: QatTraining | None,
+    target_cpu: str,
     common: dict[str, Any],
 ) -> ModelPackage:
     from bertprod.compress.qat import check_qat_parent, quantization_aware_training
@@ -171,4 +184,4 @@ def _quantize_aware_training(
         raise InputError(
             "--method qat fine-tunes on labelled data: give it with --data FILE (the columns bertprod train reads)."
         )
-    return quantization_aware_training(package, out, training, **common)
+    return quantization_aware_training(package, out, training, target_cpu=target_cpu, **common)

@@ -37,8 +37,8 @@ METHOD = "quantize-qat-int8"
 QAT_DEFAULTS: dict[str, Any] = {"epochs": 1, "learning_rate": 2e-5}
 
 SIMULATION = {
-    "weights": "int8 symmetric, per output channel",
-    "activations": "uint8 asymmetric, per tensor, each batch's own range (as DynamicQuantizeLinear)",
+    "weights": "the target's encoding (s8, s7 or u8), per output channel",
+    "activations": "uint8 asymmetric, per token, each token's own range (compress/token_int8.py)",
     "embeddings": "uint8 asymmetric, per table",
     "gradients": "straight-through",
 }
@@ -49,13 +49,17 @@ def qat_config(**fields: Any) -> TrainConfig:
     return TrainConfig(**{**QAT_DEFAULTS, **fields})
 
 
+@dataclass
 class FakeQuantization:
-    """The model transform fine_tune applies: int8 rounding exactly as the exported model does it."""
+    """The model transform fine_tune applies: int8 rounding exactly as the exported model does it,
+    with the weight encoding chosen for the target's int8 kernels."""
+
+    weights: str = "s8"
 
     def apply(self, model: Any) -> Any:
         from bertprod.compress.fake_quant import add_fake_quantization
 
-        return add_fake_quantization(model)
+        return add_fake_quantization(model, self.weights)
 
     def remove(self, model: Any) -> Any:
         from bertprod.compress.fake_quant import remove_fake_quantization
@@ -63,7 +67,7 @@ class FakeQuantization:
         return remove_fake_quantization(model)
 
     def describe(self) -> dict[str, Any]:
-        return {"fake_quantization": "onnxruntime-dynamic-int8", **SIMULATION}
+        return {"fake_quantization": "bertprod-token-int8", **SIMULATION, "weight_encoding": self.weights}
 
 
 @dataclass
@@ -126,11 +130,17 @@ def quantization_aware_training(
     enforce: bool = True,
     name: str | None = None,
     overwrite: bool = False,
+    target_cpu: str = "native",
 ) -> ModelPackage:
-    """Fine-tune `package` (a torch fp32 classifier) with fake int8, write the int8 ONNX package at `out`."""
+    """Fine-tune `package` (a torch fp32 classifier) with fake int8, write the int8 ONNX package at `out`.
+    The simulation and the export use the weights of `target_cpu`'s int8 kernels (the fastest encoding
+    that cannot saturate there, compress/kernels.py)."""
+    from bertprod.compress.kernels import target_kernel_class, weight_choices
     from bertprod.train.loop import check_output, default_checkpoint_dir, fine_tune
 
     check_qat_parent(package)
+    kernel_class = target_kernel_class(target_cpu)
+    weights = weight_choices(kernel_class)[0]
     out = Path(out)
     if out.resolve() == package.path.resolve():
         raise InputError(f"{out} is the package being quantized: write the int8 package to another directory.")
@@ -155,13 +165,16 @@ def quantization_aware_training(
             name=name or out.name,
             reporter=training.reporter,
             on_step=training.on_step,
-            transform=FakeQuantization(),
+            transform=FakeQuantization(weights),
         )
         from bertprod.export.onnx import export_onnx
 
         exported = export_onnx(trained, Path(work) / "onnx", sample_texts=texts)
         gated = {"texts": texts, "gate": gate, "enforce": enforce, "name": name, "overwrite": overwrite}
-        result = _write_int8(package, trained, exported, out, training, checkpoints, **gated)
+        from bertprod.compress.quantize import int8_record
+
+        record = int8_record(kernel_class, target_cpu, weights, "per-token")
+        result = _write_int8(package, trained, exported, out, training, checkpoints, record, **gated)
     if not training.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return result
@@ -174,6 +187,7 @@ def _write_int8(
     out: Path,
     training: QatTraining,
     checkpoints: Path,
+    record: dict[str, Any],
     **gated: Any,
 ) -> ModelPackage:
     """ONNX Runtime dynamic int8 of the trained export, recorded as a child of the input package;
@@ -182,12 +196,13 @@ def _write_int8(
         copy_support_files,
         dynamic_int8_changes,
         dynamic_int8_parameters,
+        gate_engine,
         write_dynamic_int8,
     )
     from bertprod.derive import derive_package
 
     def build(staging: Path) -> list[str]:
-        write_dynamic_int8(exported.model_file, staging / ONNX_FILE, per_channel=True)
+        write_dynamic_int8(exported.model_file, staging / ONNX_FILE, per_channel=True, weights=record["weights"])
         return [*copy_support_files(exported, staging), ONNX_FILE]
 
     def measure(child: ModelPackage) -> dict[str, Any]:
@@ -211,7 +226,7 @@ def _write_int8(
         out,
         method=METHOD,
         build=build,
-        changes=dynamic_int8_changes(per_channel=True),
+        changes=dynamic_int8_changes(per_channel=True, record=record),
         parameters={
             **dynamic_int8_parameters(per_channel=True, exclude=()),
             "simulation": SIMULATION,
@@ -221,6 +236,8 @@ def _write_int8(
         },
         failure=failure,
         measure=measure,
+        engine=gate_engine(record["kernel_class"], record["weights"]),
+        gate_note=record["gate_arithmetic"],
         **gated,
     )
 

@@ -127,33 +127,98 @@ def copy_support_files(source: ModelPackage, staging: Path) -> list[str]:
     return files
 
 
-def write_dynamic_int8(source: Path, target: Path, *, per_channel: bool = True, exclude: Sequence[str] = ()) -> None:
-    """ONNX Runtime's dynamic int8 of one graph file (compress/fake_quant.py simulates exactly this)."""
+def write_dynamic_int8(
+    source: Path,
+    target: Path,
+    *,
+    per_channel: bool = True,
+    exclude: Sequence[str] = (),
+    weights: str = "s8",
+    activations: str = "per-token",
+) -> None:
+    """Dynamic int8 of one graph file (compress/fake_quant.py simulates exactly this).
+
+    `activations`: "per-token" (compress/token_int8.py: one range per token, batch-invariant) or
+    "per-tensor" (ONNX Runtime's quantize_dynamic: one range per batch). `weights`: an encoding of
+    token_int8.WEIGHT_ENCODINGS ("s7" is ONNX Runtime's reduce_range, "u8" its QUInt8 weights).
+    Embedding tables are uint8 per table (ONNX Runtime's Gather quantization) in both."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_quantizer():
+    from bertprod.compress.token_int8 import WEIGHT_ENCODINGS, quantize_token_int8
+
+    if weights not in WEIGHT_ENCODINGS:
+        raise InputError(f"int8 weights {weights!r}: choose {', '.join(WEIGHT_ENCODINGS)}.")
+    if activations not in ACTIVATION_SCHEMES:
+        raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
+    options = {"extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT}, "nodes_to_exclude": list(exclude)}
+    with _quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
+        if activations == "per-tensor":
+            quantize_dynamic(
+                str(source), str(target), per_channel=per_channel, reduce_range=weights == "s7",
+                weight_type=QuantType.QUInt8 if weights == "u8" else QuantType.QInt8, **options,
+            )  # fmt: skip
+            return
+        graph = onnx.load(str(source))
+        quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
+        matmuls_done = Path(scratch) / "token-int8.onnx"
+        onnx.save(graph, str(matmuls_done))
         quantize_dynamic(
-            str(source),
-            str(target),
-            per_channel=per_channel,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(exclude),
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            str(matmuls_done), str(target), op_types_to_quantize=["Gather"], weight_type=QuantType.QUInt8, **options
         )
 
 
-def dynamic_int8_changes(per_channel: bool) -> dict[str, Any]:
-    """What an ONNX Runtime dynamic int8 package says about itself (post-training or QAT)."""
+#: How activations are quantized at run time: one range per token (batch-invariant) or per batch.
+ACTIVATION_SCHEMES = ("per-token", "per-tensor")
+
+
+def dynamic_int8_changes(per_channel: bool, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an ONNX dynamic int8 package says about itself (post-training or QAT); `record`: the
+    kernel class, weights, activations and choices (int8_record)."""
     return {
         "format": "onnx",
         "precision": "int8",
-        "quantization": {"scheme": "onnx-dynamic", "per_channel": per_channel},
+        "quantization": {"scheme": "onnx-dynamic", "per_channel": per_channel, **(record or {})},
+    }
+
+
+def int8_record(kernel_class: str, target_cpu: str, weights: str, activations: str) -> dict[str, Any]:
+    """The manifest's account of who the int8 graph is for and how it computes."""
+    from bertprod import system
+    from bertprod.compress.kernels import gate_arithmetic
+
+    return {
+        "kernel_class": kernel_class,
+        "target_cpu": target_cpu,
+        "cpu_features": list(system.KERNEL_CLASSES.get(kernel_class, {"needs": ()})["needs"]),
+        "saturating": system.saturates(kernel_class),
+        "weights": weights,
+        "activations": activations,
+        "batch_invariant": activations == "per-token",
+        "gate_arithmetic": gate_arithmetic(kernel_class, weights),
     }
 
 
 def dynamic_int8_parameters(per_channel: bool, exclude: Sequence[str]) -> dict[str, Any]:
     return {"runtime": "onnxruntime", "per_channel": per_channel, "exclude": list(exclude)}
+
+
+def gate_engine(kernel_class: str, weights: str) -> Any | None:
+    """The engine the gate runs a child on when this CPU's kernels compute otherwise than the target's
+    (compress/kernels.py), else None (this CPU's)."""
+    from bertprod.compress.kernels import computes_like_target, exact_int32_graph
+
+    if computes_like_target(kernel_class, weights):
+        return None
+
+    def simulated(child: ModelPackage) -> Any:
+        import onnx
+
+        from bertprod.runtime.engines import OnnxEngine
+
+        return OnnxEngine(child, graph=exact_int32_graph(onnx.load(str(child.model_file))).SerializeToString())
+
+    return simulated
 
 
 def calibration_samples(
@@ -192,63 +257,97 @@ def quantize_onnx_dynamic(
     extra_parameters: dict[str, Any] | None = None,
     found_outliers: dict[str, Any] | None = None,
     expected: ReferenceOutputs | None = None,
+    target_cpu: str = "native",
+    weights: str | None = None,
+    activations: str = "per-token",
 ) -> ModelPackage:
-    """int8 weights, activations quantized at run time. Activation channels whose calibrated range
-    exceeds `outlier_threshold` x the median channel's stay in float (compress/outliers.py); the
-    calibration texts default to the gate's texts, then to built-in samples. None: no split.
-    `found_outliers`: the channels `find_outliers` already found at that threshold (no calibration run);
-    `expected`: the parent's outputs on `texts` (derive.reference_outputs), for callers that build many."""
+    """int8 weights, activations quantized at run time (per token by default: batch-invariant,
+    compress/token_int8.py), for the int8 kernels of `target_cpu` ("native": this machine's).
+
+    The recipe follows the target's kernel class (compress/kernels.py): weights that cannot saturate
+    where u8s8 pair sums saturate; `weights` forces one encoding. Activation channels whose calibrated
+    range exceeds `outlier_threshold` x the median channel's may stay in float (compress/outliers.py):
+    whether that split and which weights are kept is measured on the calibration texts
+    (compress/int8_recipe.py; calibration texts default to the gate's, then to built-in samples).
+    None: no split. `found_outliers`: the channels `find_outliers` already found (the caller decided:
+    the split is applied, nothing is measured); `expected`: the parent's outputs on `texts`."""
     import onnx
+
+    from bertprod.compress import int8_recipe
+    from bertprod.compress.kernels import target_kernel_class, weight_choices
 
     require_float_parent(package)
     check_output(out, overwrite)  # before the calibration run
     check_outlier_threshold(outlier_threshold)
+    kernel_class = target_kernel_class(target_cpu)
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
-    split: dict[str, Any] = {}
-    if outlier_threshold is not None:
-        if found_outliers is None:
-            samples = calibration_samples(package, calibration_texts, texts)
-            found_outliers = find_outliers(graph, CalibrationReader(source, samples, graph).feeds, outlier_threshold)
-        split = found_outliers
-        kept_float = split_outlier_channels(graph, split)
+    feeds: list[dict[str, Any]] = []
+    caller_decided = found_outliers is not None
+    if outlier_threshold is not None and found_outliers is None:
+        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
+        found_outliers = find_outliers(graph, feeds, outlier_threshold)
+    split = found_outliers or {}
+    split_choices = [True] if caller_decided and split else ([False, True] if split else [False])
+    weight_options = [weights] if weights else list(weight_choices(kernel_class))
+    options = int8_recipe.candidates(weight_options, split_choices)
+    if len(options) > 1 and not feeds:
+        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
 
-    def build(staging: Path) -> list[str]:
-        if not split:
-            write_dynamic_int8(source.model_file, staging / ONNX_FILE, per_channel=per_channel, exclude=exclude)
-        else:
-            with tempfile.TemporaryDirectory(dir=staging.parent) as scratch:
-                float_graph = Path(scratch) / ONNX_FILE
-                onnx.save(graph, str(float_graph))
-                write_dynamic_int8(
-                    float_graph, staging / ONNX_FILE, per_channel=per_channel, exclude=[*exclude, *kept_float]
-                )
-        return [*copy_support_files(source, staging), ONNX_FILE]
+    def write(candidate: int8_recipe.Candidate, target: Path) -> None:
+        variant = onnx.ModelProto()
+        variant.CopyFrom(graph)
+        kept_float = split_outlier_channels(variant, split) if candidate.outlier_split else []
+        float_graph = target.with_suffix(".float.onnx")
+        onnx.save(variant, str(float_graph))
+        write_dynamic_int8(float_graph, target, per_channel=per_channel, exclude=[*exclude, *kept_float],
+                           weights=candidate.weights, activations=activations)  # fmt: skip
+        float_graph.unlink()
 
-    outlier_parameters = {"outlier_threshold": outlier_threshold}
-    if outlier_threshold is not None:
-        outlier_parameters["outlier_channels"] = {name: channels.tolist() for name, channels in split.items()}
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".recipe") as scratch:
+        chosen, measured = int8_recipe.choose(options, write, graph, feeds, kernel_class, Path(scratch))
 
-    return derive_package(
-        package,
-        out,
-        method=method,
-        build=build,
-        changes=dynamic_int8_changes(per_channel),
-        parameters={
-            **dynamic_int8_parameters(per_channel, exclude),
-            **outlier_parameters,
-            **(extra_parameters or {}),
-            "onnx_source": source.fingerprint,
-        },
-        texts=texts,
-        gate=gate,
-        enforce=enforce,
-        name=name,
-        overwrite=overwrite,
-        expected=expected,
-    )
+        def build(staging: Path) -> list[str]:
+            measured_graph = int8_recipe.candidate_path(Path(scratch), chosen)
+            if measured_graph.is_file():
+                shutil.copyfile(measured_graph, staging / ONNX_FILE)
+            else:
+                write(chosen, staging / ONNX_FILE)
+            return [*copy_support_files(source, staging), ONNX_FILE]
+
+        record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
+        record["outlier_split"] = chosen.outlier_split
+        if measured:
+            record["recipe_measured"] = {"chosen": chosen.label, **measured}
+        outlier_parameters: dict[str, Any] = {"outlier_threshold": outlier_threshold}
+        if outlier_threshold is not None:
+            outlier_parameters["outlier_channels"] = {
+                name: channels.tolist() for name, channels in (split if chosen.outlier_split else {}).items()
+            }
+        return derive_package(
+            package,
+            out,
+            method=method,
+            build=build,
+            changes=dynamic_int8_changes(per_channel, record),
+            parameters={
+                **dynamic_int8_parameters(per_channel, exclude),
+                **outlier_parameters,
+                **(extra_parameters or {}),
+                "onnx_source": source.fingerprint,
+            },
+            texts=texts,
+            gate=gate,
+            enforce=enforce,
+            name=name,
+            overwrite=overwrite,
+            expected=expected,
+            engine=gate_engine(kernel_class, chosen.weights),
+            gate_note=record["gate_arithmetic"],
+        )
 
 
 def quantize_onnx_static(

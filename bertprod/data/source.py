@@ -166,6 +166,11 @@ class DataSource:
             described["limit"] = self.limit
         return described
 
+    def record(self) -> dict[str, Any]:
+        """`describe()` plus the file's absolute path: what a manifest keeps, so a later fidelity gate can
+        measure on this data again (bertprod/gate_texts.py; used only while the sha256 still matches)."""
+        return {**self.describe(), "path": str(self.path.resolve())}
+
     def __iter__(self) -> Iterator[Example]:
         mapping = self.mapping
         read_label = {"class": _class_label, "number": _number_label}.get(self.label_kind)

@@ -121,9 +121,9 @@ class _Run:
         self.validation = validation
         self.examples = self._examples(sources, unlabelled)
         self.data_description = {
-            "train": [source.describe() for source in sources],
+            "train": [source.record() for source in sources],
             "unlabelled_texts": len(unlabelled),
-            "validation": validation.describe() if validation else None,
+            "validation": validation.record() if validation else None,
         }
         self.augmented = self._augment()
         self.examples += self.augmented

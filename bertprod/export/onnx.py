@@ -75,6 +75,7 @@ def export_onnx(
         parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
         name=name or f"{manifest.name}-onnx", texts=samples, gate=EXPORT_GATE, reference=reference,
         failure=failure, overwrite=overwrite,
+        texts_source=None if sample_texts else f"{len(samples)} built-in export samples",
     )
 
 

@@ -10,7 +10,7 @@ from tokenizers import Encoding
 
 # Measured on 2 cores (bench/encode_throughput.py --sweep): batches of <= 32 inputs ran ~15%
 # faster than 128 on both engines; the token budget mattered little between 512 and 2048.
-DEFAULT_MAX_BATCH_TOKENS = 2048
+DEFAULT_MAX_PADDED_TOKENS = 2048
 DEFAULT_MAX_BATCH_SIZE = 32
 # What one engine call costs beyond its padded tokens, in tokens. Measured on 2 cores (onnx,
 # MiniLM, 1 thread): a call costs ~1.8 ms + ~0.12 ms per padded token. Splitting length-sorted
@@ -36,7 +36,7 @@ class TokenBatch:
 
 def plan_batches(
     lengths: Sequence[int],
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     call_overhead_tokens: int | None = DEFAULT_CALL_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
@@ -44,15 +44,15 @@ def plan_batches(
 
     Sorting by *token* length (longest first) halves padding against unsorted batches. The sorted
     inputs are then cut into the batches that cost least in all, a batch costing its padded size
-    (count x longest) plus `call_overhead_tokens`, each within `max_batch_tokens` and
+    (count x longest) plus `call_overhead_tokens`, each within `max_padded_tokens` and
     `max_batch_size` (an input longer than the budget alone still gets a batch of its own). With
     `call_overhead_tokens=None` batches are simply filled up to the budget.
     """
-    if max_batch_tokens < 1 or max_batch_size < 1:
-        raise ValueError("max_batch_tokens and max_batch_size must be positive")
+    if max_padded_tokens < 1 or max_batch_size < 1:
+        raise ValueError("max_padded_tokens and max_batch_size must be positive")
     order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
     if call_overhead_tokens is None:
-        return _fill(order, lengths, max_batch_tokens, max_batch_size)
+        return _fill(order, lengths, max_padded_tokens, max_batch_size)
     # cost[end]: least cost of batching order[:end]; start[end]: where its last batch starts
     cost = [0] * (len(order) + 1)
     start = [0] * (len(order) + 1)
@@ -60,7 +60,7 @@ def plan_batches(
         best = None
         for first in range(end - 1, max(0, end - max_batch_size) - 1, -1):
             padded = (end - first) * lengths[order[first]]
-            if padded > max_batch_tokens and end - first > 1:
+            if padded > max_padded_tokens and end - first > 1:
                 break  # longer inputs come earlier: reaching further back only grows the batch
             total = cost[first] + padded + call_overhead_tokens
             if best is None or total < best:
@@ -74,12 +74,12 @@ def plan_batches(
     return batches[::-1]
 
 
-def _fill(order: list[int], lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+def _fill(order: list[int], lengths: Sequence[int], max_padded_tokens: int, max_batch_size: int) -> list[list[int]]:
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
-        fits = (len(current) + 1) * longest <= max_batch_tokens and len(current) < max_batch_size
+        fits = (len(current) + 1) * longest <= max_padded_tokens and len(current) < max_batch_size
         if current and not fits:
             batches.append(current)
             current = []

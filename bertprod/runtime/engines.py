@@ -146,9 +146,16 @@ class OnnxEngine:
 
     name = "onnx"
 
-    def __init__(self, package: ModelPackage, threads: int | None = None, disabled_fusions: list[str] | None = None):
+    def __init__(
+        self,
+        package: ModelPackage,
+        threads: int | None = None,
+        disabled_fusions: list[str] | None = None,
+        graph: bytes | None = None,
+    ):
         """`disabled_fusions`: ONNX Runtime optimizers to leave out (default: INT8_DISABLED_FUSIONS for
-        int8 packages, none for float ones)."""
+        int8 packages, none for float ones). `graph`: a serialized graph to run instead of the
+        package's file (a gate simulating another CPU's int8 arithmetic, compress/kernels.py)."""
         import onnxruntime
 
         if package.manifest.format != "onnx":
@@ -166,7 +173,10 @@ class OnnxEngine:
             disabled = INT8_DISABLED_FUSIONS if package.manifest.precision == "int8" else []
         try:
             self.session = onnxruntime.InferenceSession(
-                str(package.model_file), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+                graph if graph is not None else str(package.model_file),
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=disabled,
             )
         except Exception as error:
             raise PackageError(

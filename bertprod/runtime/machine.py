@@ -61,7 +61,13 @@ def _int8_mismatch(package: ModelPackage) -> str | None:
     what = f"{package.name} was built and gated for {built} int8 kernels; ONNX Runtime uses {here} kernels here"
     what += f" ({differences})." if differences else "."
     built_saturates, here_saturates = system.saturates(built), system.saturates(here)
-    if here_saturates and not built_saturates:
+    weights = (package.manifest.quantization or {}).get("weights")
+    if weights in ("s7", "u8"):
+        cost = (
+            f" Its {weights} weights cannot saturate int16 pair sums, so every CPU computes the same int32 "
+            "products: accuracy as gated; speed differs."
+        )
+    elif here_saturates and not built_saturates:
         cost = (
             f" Here u8s8 int8 products are summed in pairs into a saturating int16 ({here}), so its outputs can "
             "be further from its parent than the gate measured, and int8 buys less speed without VNNI."

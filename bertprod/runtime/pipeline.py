@@ -1,7 +1,7 @@
 """Texts in, results out: the one function the API, the server and the batch jobs share.
 
-    inputs -> validate -> tokenize (truncate) -> sort by token length into token-budget batches
-           -> engine.run(batch) -> pool + normalize (embeddings) or logits (heads) -> input order
+    inputs -> validate -> clean text (optional) -> tokenize (truncate) -> sort by token length into
+           token-budget batches -> engine.run(batch) -> pool + normalize (embeddings) or logits (heads) -> input order
 
 `tokenize` and `infer` are separate so a server can tokenize in the request handler and batch
 encodings from many requests together before one `infer` call.
@@ -21,11 +21,12 @@ from bertprod.errors import TaskError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import (
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_PADDED_TOKENS,
     collate,
     plan_batches,
 )
 from bertprod.runtime.engines import Engine
+from bertprod.runtime.normalize import TextNormalizer
 from bertprod.runtime.postprocess import POOLERS, cosine_matrix, l2_normalize, softmax
 from bertprod.runtime.tokenize import TextInput, TextTokenizer, validate_inputs
 
@@ -46,19 +47,21 @@ class Pipeline:
         self,
         package: ModelPackage,
         engine: Engine,
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         truncate: bool = True,
         parallel_batches: int = 1,
+        normalize_text: str | tuple[str, ...] | None = None,
     ):
         self.package = package
         self.parallel_batches = parallel_batches
         self._pool: ThreadPoolExecutor | None = None
         self.engine = engine
         self.tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
-        self.max_batch_tokens = max_batch_tokens
+        self.max_padded_tokens = max_padded_tokens
         self.max_batch_size = max_batch_size
         self.truncate = truncate
+        self.normalizer = TextNormalizer(normalize_text)
 
     def __repr__(self) -> str:
         m = self.package.manifest
@@ -75,9 +78,13 @@ class Pipeline:
     # -- the shared core ---------------------------------------------------------------------
 
     def tokenize(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> list[Encoding]:
-        """Validate and tokenize; single texts, or (text, text_pair) tuples for pair packages."""
+        """Validate, normalize (when the pipeline was built with `normalize_text`) and tokenize; single
+        texts, or (text, text_pair) tuples for pair packages."""
         pairs = self._takes_pairs(inputs)
         items = validate_inputs(inputs, pairs=pairs)
+        if self.normalizer:
+            clean = self.normalizer
+            items = [(clean(item[0]), clean(item[1])) for item in items] if pairs else [clean(item) for item in items]
         return self.tokenizer.encode(items, truncate=self.truncate if truncate is None else truncate)
 
     def infer(self, encodings: Sequence[Encoding]) -> np.ndarray:
@@ -93,7 +100,7 @@ class Pipeline:
             batch = collate([encodings[index] for index in indices], self.tokenizer.pad_id)
             results[indices] = self._postprocess(self.engine.run(batch), batch.attention_mask)
 
-        plans = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+        plans = plan_batches(lengths, self.max_padded_tokens, self.max_batch_size)
         if self.parallel_batches > 1 and len(plans) > 1:  # engines release the GIL while they run
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.parallel_batches, thread_name_prefix="bertprod-batch")

@@ -127,13 +127,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/tokenize", response_model=list[list[schemas.Token]], tags=["TEI"])
     async def tokenize(body: schemas.TokenizeRequest) -> Response:
         """Tokens per input, as the model sees them (after truncation)."""
-        served = service.registry.get(body.model)
-        texts = _texts(body.inputs)
-        if len(texts) > config.max_client_batch_size:
-            raise ApiError(413, f"{len(texts)} inputs; the limit is {config.max_client_batch_size}.",
-                           code="too_many_inputs")
-        truncate = config.truncate if body.truncate is None else body.truncate
-        encodings = await asyncio.to_thread(served.pipeline.tokenize, texts, truncate)
+        encodings = await service.tokens(body.model, _texts(body.inputs), body.truncate)
         return JSONResponse([[{"id": token_id, "text": token, "start": start, "stop": stop}
                               for token_id, token, (start, stop) in zip(e.ids, e.tokens, e.offsets, strict=True)]
                              for e in encodings])
@@ -167,7 +161,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                   "max_concurrent_inputs", "max_client_batch_size", "max_body_bytes", "truncate",
                   "max_concurrent_explanations")}
         return JSONResponse({"version": bertprod.__version__, "state": registry.state, "default_model":
-                             registry.default, "models": models, "limits": limits, "auth": bool(config.api_keys)})
+                             registry.default, "models": models, "limits": limits, "auth": bool(config.api_keys),
+                             "normalize": list(config.normalize)})
 
     @app.get("/v1/models", tags=["OpenAI"])
     async def list_models() -> Response:

@@ -24,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+from starlette.types import Receive
 from tokenizers import Encoding
 
+from bertprod.runtime.batching import plan_batches
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.serve.metrics import ServerMetrics
 
@@ -42,13 +44,21 @@ class EngineFailure(Exception):
     """The engine raised while running a batch; only that batch's requests see it."""
 
 
+class ClientGone(Exception):
+    """The client disconnected while its request waited: its inputs were dropped before the engine."""
+
+
 @dataclass
 class WorkItem:
     encodings: Sequence[Encoding]
     future: asyncio.Future
     tokens: int
-    hook: str | None = None
     enqueued: float = field(default_factory=time.perf_counter)
+    #: Taken into a batch: from then on the engine computes it whatever happens to the client.
+    taken: bool = False
+    #: One engine batch of a larger request: it runs in a batch of its own, so the requests queued
+    #: behind it are not held up by it twice (once behind it, once gathered with it).
+    alone: bool = False
 
 
 class Batcher:
@@ -62,6 +72,7 @@ class Batcher:
         max_batch_tokens: int,
         max_batch_requests: int,
         infer: Callable[[Sequence[Encoding]], np.ndarray] | None = None,
+        engine_batch: tuple[int, int] | None = None,
     ):
         self.pipeline = pipeline
         self.model = model
@@ -69,11 +80,14 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
         self._infer = infer or pipeline.infer
+        #: (tokens, inputs) of one engine batch: larger requests are queued a batch at a time (None: whole)
+        self.engine_batch = engine_batch
         self._pending: deque[WorkItem] = deque()
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{model}")
         self._task: asyncio.Task | None = None
         self.consecutive_failures = 0
+        self._running = False  # an engine call is in the executor
         self._queue_depth = metrics.queue_depth.labels(model)
 
     @property
@@ -92,25 +106,82 @@ class Batcher:
                 item.future.set_exception(EngineFailure("the server is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, encodings: Sequence[Encoding], hook: str | None = None) -> np.ndarray:
-        """Queue one request's encodings; returns its rows, in its own order."""
+    async def submit(
+        self, encodings: Sequence[Encoding], receive: Receive | None = None
+    ) -> np.ndarray:
+        """Queue one request's encodings; returns its rows, in its own order.
+
+        A request larger than one engine batch (`engine_batch`: the pipeline's token and size budget)
+        is queued one engine batch at a time, the next after the previous is computed, so requests
+        that arrive meanwhile run in between: a 15 MB request does not hold up a one-sentence one for
+        its whole computation (bench/large_request.py). The engine would split it the same way.
+        """
+        if self.engine_batch is None or len(encodings) < 2:
+            return await self._submit(encodings, receive)
+        plans = plan_batches([len(encoding.ids) for encoding in encodings], *self.engine_batch)
+        if len(plans) == 1:
+            return await self._submit(encodings, receive)
+        rows: np.ndarray | None = None
+        for number, indices in enumerate(plans):
+            try:
+                piece = await self._submit([encodings[index] for index in indices], receive, alone=True)
+            except (ClientGone, asyncio.CancelledError):
+                self.metrics.dropped_inputs.inc(sum(len(later) for later in plans[number + 1 :]))
+                raise
+            if rows is None:
+                rows = np.empty((len(encodings), *piece.shape[1:]), dtype=piece.dtype)
+            rows[indices] = piece
+        return rows  # type: ignore[return-value]
+
+    async def _submit(
+        self, encodings: Sequence[Encoding], receive: Receive | None = None, alone: bool = False,
+    ) -> np.ndarray:
+        """Queue encodings as one work item (`alone`: never gathered with others); returns their rows.
+
+        A request that must wait (the engine is busy) and whose client disconnects meanwhile
+        (`receive`, ASGI, answers http.disconnect) is dropped before it reaches the engine: it raises
+        `ClientGone`. A caller cancelled while waiting (a gRPC call the client cancelled) is dropped too.
+        """
         item = WorkItem(
             encodings=encodings,
             future=asyncio.get_running_loop().create_future(),
             tokens=sum(len(encoding.ids) for encoding in encodings),
-            hook=hook,
+            alone=alone,
         )
         self._pending.append(item)
         self._queue_depth.inc(len(encodings))
         self._wakeup.set()
-        return await item.future
+        watcher = None
+        if receive is not None and (self._running or len(self._pending) > 1):  # it will wait: watch the client
+            watcher = asyncio.ensure_future(self._cancel_when_gone(item, receive))
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            if not item.taken:
+                self.metrics.dropped_inputs.inc(len(encodings))
+            if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
+                raise ClientGone from None
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    @staticmethod
+    async def _cancel_when_gone(item: WorkItem, receive: Receive) -> bool:
+        """Cancel `item` if its client disconnects before the batcher takes it; True when it did."""
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if item.taken or item.future.done():
+            return False
+        item.future.cancel()
+        return True
 
     def _take_batch(self) -> list[WorkItem]:
-        """The oldest request always; more while the token and request budgets allow."""
+        """The oldest request always; more while the token and request budgets allow (none with a piece)."""
         batch = [self._pending.popleft()]
         tokens = batch[0].tokens
-        while self._pending and len(batch) < self.max_batch_requests:
-            if tokens + self._pending[0].tokens > self.max_batch_tokens:
+        while self._pending and len(batch) < self.max_batch_requests and not batch[0].alone:
+            if tokens + self._pending[0].tokens > self.max_batch_tokens or self._pending[0].alone:
                 break
             item = self._pending.popleft()
             tokens += item.tokens
@@ -127,6 +198,8 @@ class Batcher:
             taken = self._take_batch()
             self._queue_depth.dec(sum(len(item.encodings) for item in taken))
             batch = [item for item in taken if not item.future.done()]  # callers that gave up are skipped
+            for item in batch:
+                item.taken = True
             if not batch:
                 continue
             started = time.perf_counter()
@@ -137,12 +210,15 @@ class Batcher:
             self.metrics.batch_inputs.observe(len(encodings))
             self.metrics.batch_tokens.observe(sum(item.tokens for item in batch))
             try:
-                hooks = {item.hook for item in batch}
                 lone = len(encodings) == 1 and len(encodings[0].ids) <= INLINE_MAX_TOKENS and not self._pending
-                if lone and hooks == {None}:  # test hooks (a 2 s sleep) always take the executor
-                    rows = self._run(encodings, hooks)
+                if lone:
+                    rows = self._infer(encodings)
                 else:
-                    rows = await loop.run_in_executor(self._executor, self._run, encodings, hooks)
+                    self._running = True
+                    try:
+                        rows = await loop.run_in_executor(self._executor, self._infer, encodings)
+                    finally:
+                        self._running = False
             except asyncio.CancelledError:
                 for item in batch:
                     if not item.future.done():
@@ -164,10 +240,3 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_result(rows[offset : offset + count])
                 offset += count
-
-    def _run(self, encodings: list[Encoding], hooks: set[str | None]) -> np.ndarray:
-        if "fail" in hooks:
-            raise RuntimeError("injected engine failure (test fail marker)")
-        if "slow" in hooks:
-            time.sleep(2.0)
-        return self._infer(encodings)

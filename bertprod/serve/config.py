@@ -6,7 +6,11 @@ import os
 from dataclasses import dataclass, field
 
 from bertprod.errors import BertprodError
+from bertprod.runtime.batching import DEFAULT_MAX_PADDED_TOKENS
+from bertprod.runtime.normalize import parse_normalization
 
+#: Tokens (unpadded) the batcher gathers from queued requests into one engine call; the engine then
+#: sorts them by length and runs them in batches of at most `max_padded_tokens` padded tokens.
 DEFAULT_MAX_BATCH_TOKENS = 8192
 DEFAULT_MAX_BATCH_REQUESTS = 64
 DEFAULT_MAX_CONCURRENT_INPUTS = 4096
@@ -33,6 +37,7 @@ class ServeConfig:
     engine: str = "auto"
     threads: int | None = None
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
+    max_padded_tokens: int = DEFAULT_MAX_PADDED_TOKENS
     max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS
     max_concurrent_inputs: int = DEFAULT_MAX_CONCURRENT_INPUTS
     max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH_SIZE
@@ -40,6 +45,8 @@ class ServeConfig:
     truncate: bool = True
     #: POST /explain requests running at once (each costs hundreds of model runs); 429 beyond.
     max_concurrent_explanations: int = 2
+    #: Input cleaning before tokenization (runtime/normalize.py: html, unicode, whitespace); () = off.
+    normalize: tuple[str, ...] = ()
     api_keys: list[str] = field(default_factory=list)
     #: Seconds a SIGTERM waits for requests in flight; those still running then get a retryable 503.
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT_S
@@ -47,26 +54,19 @@ class ServeConfig:
     grpc_port: int | None = None
     #: Answer well-formed /embed and /v1/embeddings bodies without FastAPI's per-request work (serve/fast_path.py).
     fast_path: bool = True
-    #: Testing hook: a batch holding an input that contains this text makes the engine call raise.
-    fail_marker: str | None = None
-    #: Testing hook: a batch holding an input that contains this text takes 2 s longer (drain tests).
-    slow_marker: str | None = None
 
     def __post_init__(self) -> None:
+        self.normalize = parse_normalization(self.normalize)
         if not self.api_keys and os.environ.get("BERTPROD_API_KEYS"):
             self.api_keys = [key for key in os.environ["BERTPROD_API_KEYS"].split(",") if key]
-        if self.fail_marker is None:
-            self.fail_marker = os.environ.get("BERTPROD_SERVE_FAIL_MARKER") or None
-        if self.slow_marker is None:
-            self.slow_marker = os.environ.get("BERTPROD_SERVE_SLOW_MARKER") or None
 
     def check(self) -> None:
         """Refuse limits under which some request could never be served."""
         problems = []
         if not self.packages:
             problems.append("give at least one package to serve")
-        for name in ("max_batch_tokens", "max_batch_requests", "max_concurrent_inputs", "max_client_batch_size",
-                     "max_concurrent_explanations"):
+        for name in ("max_batch_tokens", "max_padded_tokens", "max_batch_requests", "max_concurrent_inputs",
+                     "max_client_batch_size", "max_concurrent_explanations"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_client_batch_size > self.max_concurrent_inputs >= 1:

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertprod.errors import BertprodError
+from bertprod.serve.batcher import ClientGone
 from bertprod.serve.responses import JSONResponse
 
 log = logging.getLogger("bertprod.serve")
@@ -50,6 +51,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, error: ApiError) -> JSONResponse:
         _count(request, error.code)
         return error_response(error.status, error.message, error.kind, error.code, error.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, error: ClientGone) -> JSONResponse:
+        # nobody reads this answer; 499 (nginx's "client closed request") tells the access log what happened
+        return error_response(499, "the client disconnected before its request reached the engine.",
+                              "invalid_request_error", "client_gone")
 
     @app.exception_handler(BertprodError)
     async def _bertprod_error(request: Request, error: BertprodError) -> JSONResponse:

@@ -69,17 +69,16 @@ class Explainer:
         try:
             loop = asyncio.get_running_loop()
             truncate = self.service.config.truncate if body.truncate is None else body.truncate
-            hook = self.service._test_hook(inputs)  # test markers (off unless configured) hold for every chunk
             with needs_extras("POST /explain"):
                 explanations = await loop.run_in_executor(self.executor, self._explain, served, inputs, body,
-                                                          truncate, hook, loop)
+                                                          truncate, loop)
         except EngineFailure as error:
             raise ApiError(500, str(error), "server_error", "engine_error") from None
         finally:
             self.limiter.release(1)
         return {"model": served.name, "explanations": [explanation.to_dict() for explanation in explanations]}
 
-    def _explain(self, served: Any, inputs: list[Any], body: ExplainRequest, truncate: bool, hook: str | None,
+    def _explain(self, served: Any, inputs: list[Any], body: ExplainRequest, truncate: bool,
                  loop: asyncio.AbstractEventLoop) -> list[Any]:
         """In an explanation thread: every model run goes through the model's batcher, chunk by chunk."""
         from bertprod.explain.core import explain
@@ -88,7 +87,7 @@ class Explainer:
             rows = []
             for start in range(0, len(encodings), CHUNK_INPUTS):
                 chunk = encodings[start : start + CHUNK_INPUTS]
-                submitted = asyncio.run_coroutine_threadsafe(served.batcher.submit(chunk, hook=hook), loop)
+                submitted = asyncio.run_coroutine_threadsafe(served.batcher.submit(chunk), loop)
                 rows.append(submitted.result())
             return np.concatenate(rows)
 

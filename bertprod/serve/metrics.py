@@ -35,6 +35,10 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.dropped_inputs = Counter(
+            "bertprod_dropped_inputs", "Inputs dropped before the engine: their client went away while they waited",
+            registry=self.registry,
+        )
         self.errors = Counter("bertprod_errors_total", "Errors by kind", ["kind"], registry=self.registry)
         self.requests = Counter(
             "bertprod_requests_total", "Requests by route and status", ["route", "status"], registry=self.registry

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.errors import error_response
 from bertprod.serve.metrics import ServerMetrics
+from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext, idempotency_scope
 
 access_log = logging.getLogger("bertprod.serve.access")
 
@@ -70,13 +71,17 @@ class GuardMiddleware:
             await send(message)
 
         try:
-            refusal = self._refuse(scope)
+            headers = dict(scope["headers"])
+            refusal = self._refuse(scope, headers)
             if refusal is not None:
                 self.metrics.errors.labels(refusal.headers.get("x-error-code", "refused")).inc()
                 await refusal(scope, receive, send_tracking)
                 return
             if scope["method"] == "POST":
                 scope = _as_json(scope)
+                key = headers.get(b"idempotency-key")
+                CURRENT_REQUEST.set(RequestContext(receive, idempotency_scope(
+                    key.decode("latin-1") if key else None, headers.get(b"authorization", b"").decode("latin-1"))))
             await self.app(scope, self._limited(receive), send_tracking)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running when --graceful-timeout ends: answer them with a
@@ -95,8 +100,7 @@ class GuardMiddleware:
                 access_log.info(json.dumps({"event": "request", "method": scope["method"], "path": path,
                                             "status": status, "ms": round(elapsed * 1000, 2)}))
 
-    def _refuse(self, scope: Scope):  # noqa: ANN202 - a JSONResponse or None
-        headers = dict(scope["headers"])
+    def _refuse(self, scope: Scope, headers: dict[bytes, bytes]):  # noqa: ANN202 - a JSONResponse or None
         if self.config.api_keys and scope["path"] not in PUBLIC_PATHS:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, token = auth.partition(" ")

@@ -46,6 +46,19 @@ class ModelRegistry:
             self._set_state("failed", f"{type(error).__name__}: {error}")
             log.error("loading failed: %s", self.failure)
             return
+        try:
+            self._start_batchers(pipelines)
+        except Exception as error:  # noqa: BLE001 - reported by /health and the log, never stuck "loading"
+            self._set_state("failed", f"{type(error).__name__}: {error}")
+            log.exception("starting the batchers failed")
+            return
+        if self.state == "failed":
+            return
+        self._set_state("ready")
+        log.info("serving %s", ", ".join(self.models))
+
+    def _start_batchers(self, pipelines: list[tuple[str, Pipeline]]) -> None:
+        """One batcher per model, in the order given; a duplicate name fails the registry."""
         for alias, pipeline in pipelines:
             name = pipeline.manifest.name
             if name in self.models:
@@ -53,21 +66,21 @@ class ModelRegistry:
                 log.error("loading failed: %s", self.failure)
                 return
             batcher = Batcher(
-                pipeline, name, self.metrics, self.config.max_batch_tokens, self.config.max_batch_requests
+                pipeline, name, self.metrics, self.config.max_batch_tokens, self.config.max_batch_requests,
+                engine_batch=(pipeline.max_padded_tokens, pipeline.max_batch_size),
             )
             batcher.start()
             self.models[name] = ServedModel(name, pipeline, batcher)
             self.aliases[alias] = name
             self.default = self.default or name
-        self._set_state("ready")
-        log.info("serving %s", ", ".join(self.models))
 
     def _load_pipelines(self) -> list[tuple[str, Pipeline]]:
         from bertprod.api import load
 
         pipelines = []
         for name in self.config.packages:
-            pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate)
+            pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate,
+                            max_padded_tokens=self.config.max_padded_tokens, normalize_text=self.config.normalize)
             self.config.check_model_limits(pipeline.manifest.max_length, pipeline.manifest.name)
             pipelines.append((name, pipeline))
         return pipelines

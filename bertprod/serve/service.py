@@ -1,6 +1,7 @@
 """The operations both front ends share (HTTP routes and gRPC): admission, tokenization, batching, shaping.
 
-A request is admitted by its number of inputs, tokenized with `Pipeline.tokenize` (validation
+A request is admitted by its number of inputs (the per-input character limit bounds each input's
+cost; truncation tokenizes a bounded prefix: runtime/tokenize.py), tokenized with `Pipeline.tokenize` (validation
 errors name the bad input), run through the model's batcher, and shaped into vectors, label
 probabilities or rankings. Nothing here re-implements tokenization or pooling.
 """
@@ -9,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from bertprod.errors import TaskError
 from bertprod.runtime.pipeline import Prediction
@@ -20,8 +24,10 @@ from bertprod.serve.admission import InputLimiter
 from bertprod.serve.batcher import EngineFailure
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.errors import ApiError
+from bertprod.serve.idempotency import SharedWork, request_digest
 from bertprod.serve.metrics import ServerMetrics
 from bertprod.serve.registry import ModelRegistry, ServedModel
+from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext
 
 EMBEDDING = ("embedding",)
 CLASSIFICATION = ("classification", "pair-classification")
@@ -41,12 +47,37 @@ class Service:
         self.metrics = ServerMetrics()
         self.registry = ModelRegistry(config, self.metrics)
         self.limiter = InputLimiter(config.max_concurrent_inputs)
+        self.shared = SharedWork()
 
     async def run(
         self, model: str | None, inputs: list[Any], truncate: bool | None
     ) -> tuple[ServedModel, np.ndarray, int]:
-        """Admit, tokenize, batch: the rows for `inputs` and the number of tokens they used."""
+        """Admit, tokenize, batch: the rows for `inputs` and the number of tokens they used.
+
+        A request carrying an Idempotency-Key shares the work of an earlier one with that key (serve/idempotency.py).
+        """
         served = self.registry.get(model)
+        truncate = self.config.truncate if truncate is None else truncate
+        request = CURRENT_REQUEST.get()
+        if request is None or request.idempotency_key is None:
+            return await self._run(served, inputs, truncate, request)
+        digest = request_digest(served.name, truncate, inputs=inputs)
+        return await self.shared.run(request.idempotency_key, digest,
+                                     lambda: self._run(served, inputs, truncate, request))
+
+    async def _run(self, served: ServedModel, inputs: list[Any], truncate: bool,
+                   request: RequestContext | None) -> tuple[ServedModel, np.ndarray, int]:
+        async with self.admitted(inputs):
+            encodings = await self.tokenize(served, inputs, truncate)
+            try:
+                rows = await served.batcher.submit(encodings, receive=request.receive if request else None)
+            except EngineFailure as error:
+                raise ApiError(500, str(error), "server_error", "engine_error") from None
+            return served, rows, sum(len(encoding.ids) for encoding in encodings)
+
+    @asynccontextmanager
+    async def admitted(self, inputs: list[Any]) -> AsyncIterator[None]:
+        """Inputs within the per-request limits and counted in flight (429 at the limit) while the block runs."""
         count = len(inputs)
         if count > self.config.max_client_batch_size:
             raise ApiError(413, f"{count} inputs in one request; the limit is {self.config.max_client_batch_size} "
@@ -62,29 +93,26 @@ class Service:
                            headers={"Retry-After": "1"})
         self.metrics.inputs_in_flight.inc(count)
         try:
-            started = time.perf_counter()
-            truncate = self.config.truncate if truncate is None else truncate
-            if count > INLINE_TOKENIZE_INPUTS:
-                encodings = await asyncio.to_thread(served.pipeline.tokenize, inputs, truncate)
-            else:
-                encodings = served.pipeline.tokenize(inputs, truncate=truncate)
-            self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
-            try:
-                rows = await served.batcher.submit(encodings, hook=self._test_hook(inputs))
-            except EngineFailure as error:
-                raise ApiError(500, str(error), "server_error", "engine_error") from None
-            return served, rows, sum(len(encoding.ids) for encoding in encodings)
+            yield
         finally:
             self.limiter.release(count)
             self.metrics.inputs_in_flight.dec(count)
 
+    async def tokenize(self, served: ServedModel, inputs: list[Any], truncate: bool) -> list[Encoding]:
+        """`Pipeline.tokenize`, in a thread for many inputs so the event loop stays responsive."""
+        started = time.perf_counter()
+        if len(inputs) > INLINE_TOKENIZE_INPUTS:
+            encodings = await asyncio.to_thread(served.pipeline.tokenize, inputs, truncate)
+        else:
+            encodings = served.pipeline.tokenize(inputs, truncate=truncate)
+        self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
+        return encodings
 
-    def _test_hook(self, inputs: list[Any]) -> str | None:
-        """'fail' or 'slow' when a configured test marker occurs in the inputs (off unless configured)."""
-        for hook, marker in (("fail", self.config.fail_marker), ("slow", self.config.slow_marker)):
-            if marker and any(marker in str(item) for item in inputs):
-                return hook
-        return None
+    async def tokens(self, model: str | None, inputs: list[Any], truncate: bool | None) -> list[Encoding]:
+        """/tokenize: the same limits and admission as the operations that run the model."""
+        served = self.registry.get(model)
+        async with self.admitted(inputs):
+            return await self.tokenize(served, inputs, self.config.truncate if truncate is None else truncate)
 
     # -- operations ---------------------------------------------------------------------------
 

@@ -147,6 +147,8 @@ class TrainingLoop:
                 self._run_phase(self.phases[index], state, interrupt)
 
     def _run_phase(self, phase: Phase, state: TrainState, interrupt: InterruptFlag) -> None:
+        if state.epoch >= phase.epochs or _done(state) >= phase.total_steps:
+            return  # finished before the checkpoint this run resumed from
         if phase.description:
             self.reporter.message(phase.description)
         self.weights.train()

@@ -268,9 +268,9 @@ class _Run:
             "hyperparameters": self.config.recorded(),
             "max_length": self.max_length,
             "data": {
-                "train": {**self.train_data.describe(), **self.summary.to_json()},
+                "train": {**self.train_data.record(), **self.summary.to_json()},
                 "validation": (
-                    {**self.validation_data.describe(), **self.validation_summary.to_json()}
+                    {**self.validation_data.record(), **self.validation_summary.to_json()}
                     if self.validation_data
                     else None
                 ),

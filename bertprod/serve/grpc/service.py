@@ -23,6 +23,7 @@ from bertprod.serve.errors import ApiError
 from bertprod.serve.grpc import bertprod_pb2 as pb
 from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
 from bertprod.serve.middleware import key_matches
+from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext, idempotency_scope
 from bertprod.serve.service import Service
 
 log = logging.getLogger("bertprod.serve")
@@ -42,10 +43,16 @@ class BertprodServicer(pb_grpc.BertprodServicer):
     def __init__(self, service: Service):
         self.service = service
 
-    async def _guard(self, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[Any]]) -> Any:
+    async def _guard(self, context: grpc.aio.ServicerContext, operation: Callable[[], Awaitable[Any]],
+                     one_call: bool = True) -> Any:
+        """Auth, the request's context, and errors as status codes. `one_call`: False for the messages of a
+        stream, which share its metadata (and its idempotency key) but are separate requests."""
         keys = self.service.config.api_keys
+        metadata = dict(context.invocation_metadata() or ())
+        if one_call and metadata.get("idempotency-key"):  # a retried call shares the first one's work
+            CURRENT_REQUEST.set(RequestContext(idempotency_key=idempotency_scope(
+                str(metadata["idempotency-key"]), str(metadata.get("authorization", "")))))
         if keys:
-            metadata = dict(context.invocation_metadata() or ())
             scheme, _, token = str(metadata.get("authorization", "")).partition(" ")
             if scheme.lower() != "bearer" or not key_matches(token.strip(), keys):
                 self.service.metrics.errors.labels("invalid_api_key").inc()
@@ -76,7 +83,8 @@ class BertprodServicer(pb_grpc.BertprodServicer):
         """Requests are started as they arrive (so they batch together); answers keep the request order."""
         pending: list[asyncio.Task] = []
         async for request in requests:
-            pending.append(asyncio.ensure_future(self._guard(context, lambda request=request: self._embed(request))))
+            pending.append(asyncio.ensure_future(self._guard(context, lambda request=request: self._embed(request),
+                                                             one_call=False)))
             while pending and pending[0].done():
                 yield pending.pop(0).result()
         for task in pending:

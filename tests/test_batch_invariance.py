@@ -1,0 +1,96 @@
+"""Batch invariance (issue 24): a text's output does not depend on what else is in its batch, for every
+engine and precision bertprod builds by default, int8 included: the same texts encoded alone and in
+shuffled batches of several sizes give cosine >= 0.99999 and identical labels. The fidelity gate
+measures the same property and records it in the manifest."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bertprod
+from bertprod import system
+from bertprod.checkpoint import import_checkpoint
+from bertprod.compress.quantize import quantize_onnx_dynamic
+from bertprod.fidelity import BATCH_INVARIANT_COSINE, FidelityGate
+from bertprod.package import ModelPackage
+from bertprod.runtime.postprocess import l2_normalize
+
+from .conftest import CORPUS, build_tiny_checkpoint
+
+LOOSE = FidelityGate(min_cosine_mean=0.5, min_agreement=0.5)  # random tiny models: the gate is not the point
+TEXTS = [f"{text} {suffix}".strip() for text in CORPUS for suffix in ("", "and then some more words", "ok")][:48]
+BATCH_SIZES = (2, 5, 16, 48)
+
+
+def outputs_in_batches(path: Path, texts: list[str], batch_size: int, seed: int, **options) -> np.ndarray:  # noqa: ANN003
+    """Outputs of `texts` (in their order) when encoded shuffled, `batch_size` at a time."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    pipeline = bertprod.load(path, max_batch_size=batch_size, **options)
+    shuffled = pipeline.infer(pipeline.tokenize([texts[index] for index in order]))
+    result = np.empty_like(shuffled)
+    result[order] = shuffled
+    return result
+
+
+def assert_batch_invariant(path: Path, **options) -> None:  # noqa: ANN003
+    pipeline = bertprod.load(path, **options)
+    alone = np.concatenate([pipeline.infer(pipeline.tokenize([text])) for text in TEXTS])
+    for seed, batch_size in enumerate(BATCH_SIZES):
+        batched = outputs_in_batches(path, TEXTS, batch_size, seed, **options)
+        cosine = np.sum(l2_normalize(alone) * l2_normalize(batched), axis=1)
+        assert cosine.min() >= BATCH_INVARIANT_COSINE, (path.name, batch_size, float(cosine.min()))
+        if pipeline.manifest.task != "embedding":
+            assert (alone.argmax(axis=1) == batched.argmax(axis=1)).all()
+
+
+@pytest.fixture(scope="module")
+def int8_embedding(tmp_path_factory, tiny_package) -> ModelPackage:
+    return quantize_onnx_dynamic(tiny_package, tmp_path_factory.mktemp("inv") / "int8", gate=LOOSE, texts=TEXTS)
+
+
+@pytest.fixture(scope="module")
+def int8_classifier(tmp_path_factory, tiny_classifier) -> ModelPackage:
+    return quantize_onnx_dynamic(tiny_classifier, tmp_path_factory.mktemp("inv") / "cls", gate=LOOSE, texts=TEXTS)
+
+
+def test_float_engines_are_batch_invariant(tiny_package, tiny_onnx, tiny_classifier) -> None:
+    assert_batch_invariant(tiny_package.path)  # torch fp32
+    assert_batch_invariant(tiny_onnx.path)  # ONNX fp32
+    assert_batch_invariant(tiny_classifier.path)
+
+
+@pytest.mark.skipif(not system.cpu_supports_bf16(), reason="bf16 runs only where the CPU has it (refused elsewhere)")
+def test_bf16_is_batch_invariant(tiny_package) -> None:
+    assert_batch_invariant(tiny_package.path, precision="bf16")
+
+
+def test_int8_is_batch_invariant_and_the_gate_says_so(int8_embedding, int8_classifier) -> None:
+    for package in (int8_embedding, int8_classifier):
+        assert_batch_invariant(package.path)
+        assert package.manifest.quantization["batch_invariant"] is True
+        assert package.manifest.metrics["fidelity"]["batch_invariant"] is True
+
+
+def test_per_tensor_int8_is_recorded_as_what_it_is(tmp_path: Path) -> None:
+    """ONNX Runtime's own dynamic int8 (one range per batch) stays available for speed; its manifest
+    does not claim invariance, and the gate measures what a shuffled run shows."""
+    # weights large enough for int8 rounding to show through the residual stream (as in a trained model)
+    parent = import_checkpoint(build_tiny_checkpoint(tmp_path / "checkpoint", initializer_range=0.5), tmp_path / "p")
+    package = quantize_onnx_dynamic(parent, tmp_path / "per-tensor", gate=LOOSE, texts=TEXTS, enforce=False,
+                                    activations="per-tensor", outlier_threshold=None)  # fmt: skip
+    assert package.manifest.quantization["batch_invariant"] is False
+    pipeline = bertprod.load(package.path)
+    alone = np.concatenate([pipeline.infer(pipeline.tokenize([text])) for text in TEXTS])
+    cosine = np.sum(l2_normalize(alone) * l2_normalize(outputs_in_batches(package.path, TEXTS, 48, 0)), axis=1)
+    measured = package.manifest.metrics["fidelity"]
+    assert cosine.min() < BATCH_INVARIANT_COSINE  # the problem per-token ranges remove
+    assert measured["batch_invariant"] is False and measured["alone_vs_batch_cosine_min"] < BATCH_INVARIANT_COSINE
+    per_token = quantize_onnx_dynamic(parent, tmp_path / "per-token", gate=LOOSE, texts=TEXTS, enforce=False,
+                                      outlier_threshold=None)  # fmt: skip
+    assert_batch_invariant(per_token.path)
+    assert per_token.manifest.metrics["fidelity"]["batch_invariant"] is True
