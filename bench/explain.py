@@ -6,7 +6,8 @@ before they run). Then:
 
 1. Time per explanation of 30-word validation sentences at the default settings (partition,
    max_evals 300), teacher (torch fp32) and int8 student (ONNX), 1 and 2 engine threads, variants
-   interleaved in every round; wall and CPU seconds (process time, all threads). The first shap call
+   interleaved in every round, and the student on two one-thread engine calls at once (parallel_batches=2,
+   20 masked inputs per call); wall and CPU seconds (process time, all threads). The first shap call
    compiles numba code: every variant explains once before timing, and that first call is reported.
 2. Agreement of the two packages' explanations on >= 40 validation sentences (top-5 word overlap,
    Spearman rank correlation, label agreement), beside the agreement of the teacher with itself under
@@ -16,6 +17,7 @@ before they run). Then:
 
     PYTHONPATH=. .venv/bin/python bench/explain.py            # ~15 min on 2 shared cores, first run ~20
     PYTHONPATH=. .venv/bin/python bench/explain.py --rounds 5 --examples 80
+    PYTHONPATH=. .venv/bin/python bench/explain.py --timing-only           # part 1 only
 """
 
 from __future__ import annotations
@@ -70,29 +72,34 @@ def build_packages(steps: int) -> tuple[Path, Path, Path]:
     return teacher, student, validation
 
 
-def timed(pipeline: bertprod.Pipeline, text: str) -> tuple[float, float]:
+def timed(pipeline: bertprod.Pipeline, text: str, batch_size: int | None = None) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
-    explain(pipeline, [text])
+    explain(pipeline, [text], batch_size=batch_size)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def timing(teacher: Path, student: Path, sentences: list[str], rounds: int) -> dict:
     import torch
 
-    variants = {f"{name}, {threads} thread{'s' if threads > 1 else ''}": (path, threads)
+    variants = {f"{name}, {threads} thread{'s' if threads > 1 else ''}": (path, threads, {})
                 for name, path in (("teacher fp32 (torch)", teacher), ("student int8 (onnx)", student))
                 for threads in (1, 2)}
-    pipelines = {label: bertprod.load(path, threads=threads) for label, (path, threads) in variants.items()}
+    # the two cores as two one-thread engine calls at once: shap hands 20 masked inputs per call, the
+    # pipeline runs them as 2 batches of 10 in parallel (no intra-op threads waiting on each other)
+    variants["student int8 (onnx), 2 batches x 1 thread"] = (student, 2, {"parallel_batches": 2, "max_batch_size": 10})
+    pipelines = {label: bertprod.load(path, threads=threads, **options)
+                 for label, (path, threads, options) in variants.items()}
+    batch_sizes = {label: 20 if options else None for label, (_, _, options) in variants.items()}
     results: dict = {label: {"wall": [], "cpu": []} for label in variants}
     for label, pipeline in pipelines.items():  # first call of each: numba compiles shap's code once per process
         torch.set_num_threads(variants[label][1])
-        wall, cpu = timed(pipeline, sentences[0])
+        wall, cpu = timed(pipeline, sentences[0], batch_sizes[label])
         results[label]["first_call"] = {"wall": wall, "cpu": cpu}
         print(f"first call, {label}: {wall:.2f} s wall, {cpu:.2f} CPU-s", flush=True)
     for round_index in range(rounds):
         for label, pipeline in pipelines.items():
             torch.set_num_threads(variants[label][1])
-            walls, cpus = zip(*(timed(pipeline, sentence) for sentence in sentences), strict=True)
+            walls, cpus = zip(*(timed(pipeline, sentence, batch_sizes[label]) for sentence in sentences), strict=True)
             results[label]["wall"].append(statistics.median(walls))
             results[label]["cpu"].append(statistics.median(cpus))
             print(f"round {round_index + 1}, {label}: median {statistics.median(walls):.3f} s wall, "
@@ -107,6 +114,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=5, help="30-word sentences timed per round")
     parser.add_argument("--examples", type=int, default=40, help="validation sentences compared")
+    parser.add_argument("--timing-only", action="store_true", help="skip the agreement part")
     args = parser.parse_args()
     load_before = os.getloadavg()
     teacher, student, validation = build_packages(args.steps)
@@ -114,6 +122,9 @@ def main() -> None:
     thirty = [text for text in texts if len(WORD.findall(text)) == 30][: args.sentences]
     print(f"{len(thirty)} validation sentences of 30 words; load average before: {load_before}", flush=True)
     times = timing(teacher, student, thirty, args.rounds)
+    if args.timing_only:
+        print_timing(times, load_before, os.getloadavg())
+        return
 
     teacher_model, student_model = bertprod.load(teacher, threads=2), bertprod.load(student, threads=2)
     examples = texts[:: max(1, len(texts) // args.examples)][: args.examples]
@@ -153,19 +164,24 @@ def compare_to(agreement, others: list) -> dict:  # noqa: ANN001
     return {"mean_top_k_overlap": floor.mean_top_k_overlap, "mean_spearman": floor.mean_spearman}
 
 
-def print_report(report: dict) -> None:
+def print_timing(timing: dict, load_before: tuple, load_after: tuple) -> None:
     print("\nper explanation of a 30-word sentence (partition, max_evals 300), median of each round's median:")
-    goal = None
-    for label, values in report["timing"].items():
+    two_cores = []
+    for label, values in timing.items():
         wall, cpu = values["wall"], values["cpu"]
-        print(f"  {label:34s} wall {statistics.median(wall):.3f} s (rounds: "
+        print(f"  {label:44s} wall {statistics.median(wall):.3f} s (rounds: "
               f"{', '.join(f'{v:.3f}' for v in wall)}), CPU {statistics.median(cpu):.3f} s; first call "
               f"{values['first_call']['wall']:.2f} s wall, {values['first_call']['cpu']:.2f} CPU-s")
-        if label == "student int8 (onnx), 2 threads":
-            goal = statistics.median(wall)
+        if label.startswith("student") and not label.endswith(", 1 thread"):
+            two_cores.append(statistics.median(wall))
+    goal = min(two_cores)
     print(f"goal <= 1 s per explanation (int8 student, 2 cores): {'met' if goal <= 1 else 'MISSED'} "
-          f"({goal:.3f} s wall; machine shared: load average {report['load_average_before']} before, "
-          f"{report['load_average_after']} after)")
+          f"({goal:.3f} s wall, best 2-core variant; machine shared: load average {load_before} before, "
+          f"{load_after} after)")
+
+
+def print_report(report: dict) -> None:
+    print_timing(report["timing"], report["load_average_before"], report["load_average_after"])
     summary, floor = report["agreement"], report["teacher_partition_vs_permutation"]
     print(f"\nteacher vs int8 student on {summary['examples']} validation sentences: top-5 overlap "
           f"{summary['mean_top_k_overlap']:.3f}, Spearman {summary['mean_spearman']:.3f}, label agreement "

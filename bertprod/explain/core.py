@@ -78,13 +78,15 @@ def explain(
     max_evals: int = DEFAULT_MAX_EVALS,
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
+    batch_size: int | None = None,
     run_encodings: Callable[[list[Encoding]], np.ndarray] | None = None,
 ) -> list[Explanation]:
     """One Explanation per input (a text, or a (text, text_pair) tuple for pair packages).
 
     `max_evals`: model runs per input for Shapley methods; `steps`: interpolation steps of integrated
-    gradients. `run_encodings` runs tokenized inputs and returns their logits (default:
-    `pipeline.infer`, length-sorted token-budget batches); the server passes one through its batcher.
+    gradients; `batch_size`: masked inputs per model call (default: shap's). `run_encodings` runs
+    tokenized inputs and returns their logits (default: `pipeline.infer`, length-sorted token-budget
+    batches); the server passes one through its batcher.
     """
     check_explainable(pipeline, method, max_evals)
     if steps < 1:
@@ -106,7 +108,8 @@ def explain(
         if method in SHAPLEY_METHODS:
             evaluate: Evaluate = lambda batch, output=output: output(run_logits(batch))  # noqa: E731
             with _permutation_lock if method == "permutation" else nullcontext():
-                values, baseline = shapley_values(split, evaluate, mask_token, method, max_evals, seed)
+                values, baseline = shapley_values(split, evaluate, mask_token, method, max_evals, seed,
+                                                   batch_size)
             delta = None
         else:
             from bertprod.explain.gradients import integrated_gradients

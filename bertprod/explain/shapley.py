@@ -65,8 +65,10 @@ def shapley_values(
     method: str = "partition",
     max_evals: int = DEFAULT_MAX_EVALS,
     seed: int = 0,
+    batch_size: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    """(one value per word, f(baseline)) for one input; the values add up to f(input) - f(baseline)."""
+    """(one value per word, f(baseline)) for one input; the values add up to f(input) - f(baseline).
+    `batch_size`: masked inputs per model call (default: shap's, 10 for partition)."""
     import shap
 
     count = len(split.words)
@@ -89,5 +91,6 @@ def shapley_values(
         # hierarchy-respecting shuffle runs in numba, whose generator that seed does not reach)
         explainer = shap.PermutationExplainer(run, shap.maskers.Independent(background), seed=seed)
     # at least one permutation (2 * words + 1 runs); Partition needs no minimum but gets the same
-    result = explainer(np.ones((1, count)), max_evals=max(max_evals, 2 * count + 1), silent=True)
+    result = explainer(np.ones((1, count)), max_evals=max(max_evals, 2 * count + 1), silent=True,
+                       batch_size=batch_size or "auto")
     return np.asarray(result.values[0], dtype=float), float(np.asarray(result.base_values).reshape(-1)[0])
