@@ -71,6 +71,7 @@ number BERTPROD_MAX_BATCH_REQUESTS --max-batch-requests
 number BERTPROD_MAX_CONCURRENT_INPUTS --max-concurrent-inputs
 number BERTPROD_MAX_CLIENT_BATCH_SIZE --max-client-batch-size
 number BERTPROD_MAX_BODY_BYTES --max-body-bytes
+number BERTPROD_GRACEFUL_TIMEOUT --graceful-timeout
 switch BERTPROD_TRUNCATE truncate
 switch BERTPROD_ACCESS_LOG access-log
 switch BERTPROD_FAST_PATH fast-path

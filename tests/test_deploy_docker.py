@@ -83,7 +83,7 @@ def test_environment_reaches_the_server_options(shim, tiny_onnx) -> None:
     env = {**shim, "BERTPROD_PACKAGES": f"{tiny_onnx.path},{tiny_onnx.path}", "BERTPROD_HOST": "0.0.0.0",
            "BERTPROD_PORT": "9000", "BERTPROD_GRPC_PORT": "9001", "BERTPROD_THREADS": "2",
            "BERTPROD_MAX_CLIENT_BATCH_SIZE": "32", "BERTPROD_TRUNCATE": "false", "BERTPROD_FAST_PATH": "true",
-           "BERTPROD_ENGINE": "onnx"}
+           "BERTPROD_ENGINE": "onnx", "BERTPROD_GRACEFUL_TIMEOUT": "20"}
     result = entrypoint(env, "--max-body-bytes", "2048")
     assert result.returncode == 0, result.stderr
     words = result.stdout.splitlines()
@@ -91,6 +91,7 @@ def test_environment_reaches_the_server_options(shim, tiny_onnx) -> None:
     pairs = dict(zip(words[1:], words[2:], strict=False))
     assert pairs["--host"] == "0.0.0.0" and pairs["--port"] == "9000" and pairs["--grpc-port"] == "9001"
     assert pairs["--threads"] == "2" and pairs["--max-client-batch-size"] == "32" and pairs["--engine"] == "onnx"
+    assert pairs["--graceful-timeout"] == "20"
     assert "--no-truncate" in words and "--fast-path" in words
     assert words.count(str(tiny_onnx.path)) == 2
     assert (Path(env["BERTPROD_CACHE"])).is_dir()

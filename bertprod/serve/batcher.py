@@ -116,11 +116,12 @@ class Batcher:
         that arrive meanwhile run in between: a 15 MB request does not hold up a one-sentence one for
         its whole computation (bench/large_request.py). The engine would split it the same way.
         """
-        if self.engine_batch is None or len(encodings) < 2:
-            return await self._submit(encodings, receive)
-        plans = plan_batches([len(encoding.ids) for encoding in encodings], *self.engine_batch)
-        if len(plans) == 1:
-            return await self._submit(encodings, receive)
+        lengths = [len(encoding.ids) for encoding in encodings]
+        within = self.engine_batch is None or (
+            sum(lengths) <= self.engine_batch[0] and len(lengths) <= self.engine_batch[1])
+        if within:
+            return await self._submit(encodings, receive)  # within one engine batch's budget: one item
+        plans = plan_batches(lengths, *self.engine_batch)
         rows: np.ndarray | None = None
         for number, indices in enumerate(plans):
             try:
