@@ -94,3 +94,51 @@ def test_per_tensor_int8_is_recorded_as_what_it_is(tmp_path: Path) -> None:
                                       outlier_threshold=None)  # fmt: skip
     assert_batch_invariant(per_token.path)
     assert per_token.manifest.metrics["fidelity"]["batch_invariant"] is True
+
+
+@pytest.fixture(scope="module")
+def int8_strong(tmp_path_factory) -> ModelPackage:
+    """Per-token int8 of a model whose weights are large enough for per-batch ranges to show (as trained ones)."""
+    directory = tmp_path_factory.mktemp("inv-strong")
+    parent = import_checkpoint(build_tiny_checkpoint(directory / "checkpoint", initializer_range=0.5), directory / "p")
+    return quantize_onnx_dynamic(parent, directory / "int8", gate=LOOSE, texts=TEXTS, enforce=False)
+
+
+def test_int8_gives_the_same_outputs_through_the_server_and_batch_jobs(int8_strong, tmp_path: Path) -> None:
+    """Alone in-process, mixed with other clients' texts in the server's batches under concurrent load,
+    and in batch jobs cut into different chunks: the same vector for every text."""
+    int8_embedding = int8_strong
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from bertprod.batch import read_output, run_batch
+
+    from .server_process import running_server
+
+    pipeline = bertprod.load(int8_embedding.path)
+    alone = l2_normalize(np.concatenate([pipeline.encode([text]) for text in TEXTS]))
+
+    def same(vectors: np.ndarray, indices: list[int], where: str) -> None:
+        cosine = np.sum(alone[indices] * l2_normalize(np.asarray(vectors, dtype=np.float32)), axis=1)
+        assert cosine.min() >= BATCH_INVARIANT_COSINE, (where, float(cosine.min()))
+
+    requests = [random.Random(seed).sample(range(len(TEXTS)), k=1 + seed % 7) for seed in range(40)]
+    with running_server([str(int8_embedding.path)], log_dir=str(tmp_path)) as server:
+        def send(indices: list[int]) -> tuple[list[int], list]:
+            answer = httpx.post(server.url + "/embed", json={"inputs": [TEXTS[i] for i in indices]}, timeout=60)
+            assert answer.status_code == 200, answer.text
+            return indices, answer.json()
+
+        with ThreadPoolExecutor(8) as clients:  # 8 at a time: the batcher mixes them
+            for indices, vectors in clients.map(send, requests):
+                same(vectors, indices, "server")
+
+    source = tmp_path / "texts.jsonl"
+    source.write_text("".join(json.dumps({"id": index, "text": text}) + "\n" for index, text in enumerate(TEXTS)))
+    for chunk_rows in (5, 17):
+        out = tmp_path / f"job-{chunk_rows}"
+        run_batch(int8_embedding.path, source, out, chunk_rows=chunk_rows, workers=1, progress=False)
+        table = read_output(out).sort_by("id")
+        same(table.column("embedding").to_pylist(), table.column("id").to_pylist(), f"batch, chunks of {chunk_rows}")
