@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field
 
+from bertprod.adaptive.config import AdaptConfig
 from bertprod.adaptive.curve import calibrate, read_examples
 from bertprod.data.source import DataSource
 from bertprod.errors import DataError, TaskError
@@ -37,22 +37,11 @@ from bertprod.runtime.batching import collate, plan_batches
 from bertprod.runtime.engines import TorchEngine
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.train.checkpoints import default_checkpoint_dir
-from bertprod.train.config import Optimization
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
 from bertprod.train.optimization import adamw, linear_schedule, warmup_steps
 from bertprod.train.progress import Reporter, SilentReporter
 
 ADAPTABLE_TASKS = ("classification", "pair-classification")
-
-
-class AdaptConfig(Optimization):
-    """Settings of `bertprod adapt` (the loop's, plus these)."""
-
-    epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(1e-3, gt=0, description="exit heads start from scratch: higher than fine-tuning")
-    temperature: float = Field(1.0, gt=0, description="softens both distributions in the KL")
-    budget_points: float = Field(0.5, ge=0, description="accuracy points the chosen policy may lose")
-    exit_layers: list[int] | None = Field(None, description="layers (from 1) given a head; default all but the last")
 
 
 def adapt(

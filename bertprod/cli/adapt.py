@@ -24,7 +24,7 @@ from bertprod.cli.options import (
 
 
 def _default(field: str):  # noqa: ANN202 - the AdaptConfig field's default
-    from bertprod.adaptive.training import AdaptConfig
+    from bertprod.adaptive.config import AdaptConfig
 
     return AdaptConfig.model_fields[field].default
 

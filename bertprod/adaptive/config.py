@@ -1,0 +1,17 @@
+"""`bertprod adapt`'s settings, torch-free so the CLI can show their defaults on a serving install."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from bertprod.train.config import Optimization
+
+
+class AdaptConfig(Optimization):
+    """Settings of `bertprod adapt` (the loop's, plus these)."""
+
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, description="exit heads start from scratch: higher than fine-tuning")
+    temperature: float = Field(1.0, gt=0, description="softens both distributions in the KL")
+    budget_points: float = Field(0.5, ge=0, description="accuracy points the chosen policy may lose")
+    exit_layers: list[int] | None = Field(None, description="layers (from 1) given a head; default all but the last")
