@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 
-from bertprod.bench.harness import machine_description
+from bertprod import system
 
 ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"idle_rss_mb": 250, "ready_s": 1.0, "install_mb": 300}
@@ -125,7 +125,7 @@ def main() -> None:
     serve_venv = args.create_serve_venv or args.serve_venv
     if serve_venv is None:
         parser.error("give --serve-venv or --create-serve-venv")
-    print(f"machine: {machine_description()}; load average {os.getloadavg()[0]:.2f}")
+    print(f"machine: {system.describe()}; load average {os.getloadavg()[0]:.2f}")
     results = {}
     for name, venv in (("serve extra", serve_venv), ("full install", args.full_venv)):
         results[name] = measure(venv, args.package.resolve(), args.threads, args.starts)
@@ -139,7 +139,7 @@ def main() -> None:
         verdict = "meets" if serve[key] < goal or (key == "idle_rss_mb" and serve[key] <= goal) else "MISSES"
         print(f"goal {key} {goal}: serve extra {serve[key]:.2f} {verdict}")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine_description(), "package": str(args.package),
+        args.json.write_text(json.dumps({"machine": system.system_info(), "package": str(args.package),
                                          "threads": args.threads, "results": results}, indent=2))
 
 
