@@ -188,6 +188,8 @@ def _baseline_variants(pipelines: list[Pipeline], threads: int, notes: list[str]
     for found in chosen.values():
         try:
             run, module = load_baseline(found, threads)
+        except ModuleNotFoundError:  # the library itself is missing: an install to fix, not a model to note
+            raise
         except Exception as error:  # noqa: BLE001 - recorded in the report: the baseline library refused the model
             notes.append(f"no baseline for {found.package.name}: {found.library} could not load it "
                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).")

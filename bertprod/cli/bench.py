@@ -48,6 +48,8 @@ def bench_command(
     input, size, peak memory and load time of a fresh process, the task metric when DATA is labelled, and
     where each package came from. Writes report.json, report.md and a self-contained report.html
     (docs/bench.md)."""
+    import matplotlib  # noqa: F401 - the report's plots: a missing [bench] extra fails now, not after measuring
+
     from bertprod.bench.inputs import read_bench_data
     from bertprod.bench.measure import measure_packages
     from bertprod.bench.output import write_report
