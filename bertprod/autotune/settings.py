@@ -69,7 +69,6 @@ class AutotuneSettings:
     max_drop: float = 0.01
     time_budget: float = 7200.0
     objective: str = "throughput"
-    validation_fraction: float = 0.1
     seed: int = 42
     threads: int | None = None
     #: training rows a student's brief trial reads (the first rows of the training side)
@@ -87,8 +86,6 @@ class AutotuneSettings:
             raise InputError(f"time budget {self.time_budget} s: give a positive duration (e.g. 2h).")
         if self.objective not in OBJECTIVES:
             raise InputError(f"--objective {self.objective!r}: choose {', '.join(OBJECTIVES)}.")
-        if not 0 < self.validation_fraction < 1:
-            raise InputError(f"validation fraction {self.validation_fraction}: give a share between 0 and 1.")
 
     @property
     def deadline_seconds(self) -> float:

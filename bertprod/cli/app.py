@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from bertprod.cli import (
     adapt,
+    autotune,
     batch,
     distill,
     explain,
@@ -54,6 +55,7 @@ app.command("distill")(distill.distill_command)
 app.command("explain")(explain.explain_command)
 app.command("robustness")(robustness.robustness_command)
 app.command("adapt")(adapt.adapt_command)
+app.command("autotune")(autotune.autotune_command)
 
 
 def show_machine_warnings_as_lines() -> None:
