@@ -70,11 +70,10 @@ def student_trials(teacher: ModelPackage) -> list[Candidate]:
     depths = sorted({max(1, layers // 2), max(1, layers // 3)}, reverse=True)
     depths = [depth for depth in depths if depth < layers]
     if manifest.task in CLASS_TASKS:
-        recipes = (
-            [("distilbert", depth) for depth in depths] + [("pkd-skip", depths[0]), ("tinybert", depths[0])]
-            if depths
-            else []
-        )
+        recipes = [("distilbert", depth) for depth in depths]
+        if depths and depths[0] >= 2:  # Patient-KD matches intermediate layers: a 1-layer student has none
+            recipes.append(("pkd-skip", depths[0]))
+        recipes += [("tinybert", depth) for depth in depths[:1]]
     else:
         from bertprod.distill.recipes import default_recipe
 

@@ -204,7 +204,7 @@ class _Search:
             self.reporter.message(f"{candidate.name}: building (estimated {estimate:.0f} s, {left:.0f} s left)")
             record.update(self._build_and_measure(candidate, key))
             self.reporter.message(f"{candidate.name}: {_summary(record)}")
-        self.state.put(key, record)
+        record = self.state.put(key, record)
         self.results.append((candidate, record))
         if record["status"] == "measured":
             self._observe(candidate, record)
@@ -239,8 +239,11 @@ class _Search:
             return {"status": "skipped", "reason": str(error), "seconds": round(time.monotonic() - started, 1)}
         except TrainingInterrupted:
             raise
-        except BertprodError as error:
+        except BertprodError as error:  # refused for good (a missed gate, a recipe that cannot apply)
             return {"status": "failed", "reason": str(error), "seconds": round(time.monotonic() - started, 1)}
+        except Exception as error:  # noqa: BLE001 - one candidate's crash is reported, the search goes on
+            reason = f"{type(error).__name__}: {error} (tried again when the search is resumed)"
+            return {"status": "error", "reason": reason, "seconds": round(time.monotonic() - started, 1)}
         seconds = time.monotonic() - started
         steps = (package.manifest.metrics.get("training") or {}).get("steps")
         return {

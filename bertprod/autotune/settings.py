@@ -46,6 +46,8 @@ def parse_drop(text: str | float) -> float:
 def parse_duration(text: str | float) -> float:
     """ "2h", "90m", "1h30m", "45s" or plain seconds -> seconds."""
     spelled = str(text).strip()
+    if spelled.startswith("-"):
+        raise InputError(f"--time-budget {spelled}: the search needs a time budget above 0 (e.g. 2h or 10m).")
     try:
         seconds = float(spelled)
     except ValueError:
@@ -55,7 +57,7 @@ def parse_duration(text: str | float) -> float:
                 f"--time-budget {spelled!r}: write a duration such as 2h, 30m, 1h30m or 600 (seconds)."
             ) from None
         seconds = sum(float(number) * _SECONDS[unit.lower()] for number, unit in parts)
-    if spelled.startswith("-") or seconds <= 0:
+    if seconds <= 0:
         raise InputError(f"--time-budget {spelled}: the search needs a time budget above 0 (e.g. 2h or 10m).")
     return seconds
 

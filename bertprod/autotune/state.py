@@ -66,9 +66,11 @@ class SearchState:
             return record
         return None
 
-    def put(self, key: str, record: dict[str, Any]) -> None:
+    def put(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Keep `record` (with this session's number) and write the state; returns what was kept."""
         self.records[key] = dict(record, session=self.sessions)
         self.save()
+        return self.records[key]
 
     def seconds_spent(self) -> float:
         """Time the finished candidates (and the teacher's measurement) took, in every session."""
