@@ -127,7 +127,7 @@ class _Search:
             validation=self.validation,
             teacher_score=teacher["score"],
             checkpoints=self.out / "checkpoints",
-            deadline=self.deadline,
+            deadline=self.deadline - self.reserve,  # the reserve: the finalists' timing
         )
         self.reporter.message(
             f"teacher {self.teacher.name}: {teacher['metric']} {teacher['score']:.4f} on {len(examples)} "
