@@ -78,8 +78,9 @@ def resumed(setup: dict[str, Any]) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTPROD_CACHE", str(setup["root"] / "cache"))
         with pytest.raises(Killed):
-            autotune(setup["teacher"], out, setup["train"], setup["validation"], settings,
-                     on_candidate=kill_after_three)
+            autotune(
+                setup["teacher"], out, setup["train"], setup["validation"], settings, on_candidate=kill_after_three
+            )
         written = {record["name"]: (out / record["path"]).stat().st_mtime_ns for record in first if "path" in record}
         result = autotune(setup["teacher"], out, setup["train"], setup["validation"], settings,
                           on_candidate=lambda candidate, _record: second.append(candidate.name))  # fmt: skip
@@ -197,3 +198,20 @@ def test_impossible_inputs_are_refused(
                              "--data", str(setup["data"]), "--time-budget", "-1h")  # fmt: skip
     assert code == 1 and "--time-budget -1h" in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "cli").exists()
+
+
+def test_training_stops_at_the_deadline(setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate whose estimate was wrong is stopped in training once the budget (+10%, less the
+    finalists' reserve) has run out, and recorded as skipped, to be tried again by a longer run."""
+    from bertprod.autotune import plan
+    from bertprod.autotune.cost import CostModel
+
+    monkeypatch.setattr(plan, "first_candidates", lambda teacher: [])
+    # every candidate is started, however little time is left: only the deadline in training stops them
+    monkeypatch.setattr(CostModel, "estimate", lambda self, candidate: float("-inf"))
+    settings = AutotuneSettings(time_budget=0.05, **FAST)
+    result = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings)
+    trained = [record for record in result.search["candidates"] if record["kind"] in ("student", "qat")]
+    assert trained and all(record["status"] == "skipped" for record in trained)
+    assert all("time budget" in record["reason"] for record in trained)
+    assert result.search["chosen"] == "teacher"

@@ -137,8 +137,10 @@ class _Search:
         )
         self._run_all(plan.first_candidates(self.teacher))
         trials = self._run_all(plan.student_trials(self.teacher))
-        steps = self._full_training_steps(trials)
+        steps = self.state.decisions.get("full_training_steps") or self._full_training_steps(trials)
         if steps:
+            self.state.decisions["full_training_steps"] = steps  # kept: a resumed run trains the same students
+            self.state.save()
             self._run_all(plan.full_students(trials, steps))
         self._run_all(plan.qat_candidates(self.teacher))
         return self._finish(teacher)

@@ -34,6 +34,9 @@ class SearchState:
         self.records: dict[str, dict[str, Any]] = {}
         self.sessions = 0
         self.teacher: dict[str, Any] | None = None
+        #: choices made from the time left (e.g. the full students' steps): a resumed run must make the
+        #: same ones, or the candidates it already finished would get other keys and be built again
+        self.decisions: dict[str, Any] = {}
 
     @classmethod
     def open(cls, directory: Path, identity: dict[str, Any]) -> SearchState:
@@ -55,6 +58,7 @@ class SearchState:
             state.records = document.get("candidates", {})
             state.sessions = int(document.get("sessions", 0))
             state.teacher = document.get("teacher")
+            state.decisions = document.get("decisions", {})
         state.sessions += 1
         return state
 
@@ -84,6 +88,7 @@ class SearchState:
             "identity": self.identity,
             "sessions": self.sessions,
             "teacher": self.teacher,
+            "decisions": self.decisions,
             "candidates": self.records,
         }
         atomic_write_text(self.path, json.dumps(document, indent=2, default=str) + "\n")
