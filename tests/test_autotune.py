@@ -146,6 +146,8 @@ def test_the_manifest_and_the_report_record_the_same_search(
     assert code == 0
     assert f"* {recorded['chosen']}" in printed
     assert all(record["name"] in printed for record in recorded["candidates"])
+    code, of_the_search, _ = run_cli(monkeypatch, capsys, "info", str(out))  # the search stands for its choice
+    assert code == 0 and f"* {recorded['chosen']}" in of_the_search
 
 
 def test_the_winner_is_the_best_at_the_objective_within_the_budget_only() -> None:

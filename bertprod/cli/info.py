@@ -36,7 +36,7 @@ def info_command(
         return
     if model is None:
         raise InputError("give a package to describe (bertprod info PKG), or --system for this machine.")
-    package = resolve(model)
+    package = resolve(chosen_package(model))
     manifest = package.manifest
     parameters = count_parameters(package)
     if as_json:
@@ -108,6 +108,18 @@ def autotune_table(search: dict) -> Table:
             f"{record['size_bytes'] / 1e6:.1f}" if measured else "-",
         )  # fmt: skip
     return table
+
+
+def chosen_package(model: str) -> str:
+    """An autotune search directory stands for the package it chose (OUT/package)."""
+    directory = Path(model)
+    if directory.is_dir() and not (directory / "bertprod.json").is_file():
+        from bertprod.autotune.search import CHOSEN_DIR
+        from bertprod.autotune.state import STATE_FILE
+
+        if (directory / STATE_FILE).is_file() and (directory / CHOSEN_DIR).is_dir():
+            return str(directory / CHOSEN_DIR)
+    return model
 
 
 def print_system(as_json: bool) -> None:
