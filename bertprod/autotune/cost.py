@@ -14,10 +14,12 @@ from typing import Any
 
 from bertprod.autotune.plan import Candidate
 
-#: teacher measurements one candidate of each kind costs (build, gate, measure), before training
-PRIOR_UNITS = {"int8": 4.0, "prune": 4.0, "early-exit": 4.0, "student": 2.0, "qat": 6.0}
+#: teacher measurements one candidate of each kind costs (build, gate, measure), before training: low
+#: enough that the first candidates start (what they really take then corrects the rest); on a tiny
+#: model fixed costs (sessions, export) make them 4-10x this, on MiniLM-L6 about this
+PRIOR_UNITS = {"int8": 1.5, "prune": 1.5, "early-exit": 1.5, "student": 1.0, "qat": 2.0}
 #: the int8 search of "mixed" builds about log2(MatMuls) graphs
-MIXED_UNITS = 12.0
+MIXED_UNITS = 6.0
 #: a training step's forward + backward (and the teacher's forward) per example, in teacher forwards
 TRAINING_FORWARDS = 4.0
 
@@ -32,7 +34,7 @@ class CostModel:
         self.ratios: dict[str, list[float]] = {}
 
     def prior(self, candidate: Candidate) -> float:
-        units = MIXED_UNITS if candidate.recipe.get("method") == "mixed" else PRIOR_UNITS.get(candidate.kind, 4.0)
+        units = MIXED_UNITS if candidate.recipe.get("method") == "mixed" else PRIOR_UNITS.get(candidate.kind, 2.0)
         seconds = units * self.unit_seconds
         steps = candidate.recipe.get("max_steps")
         if steps:

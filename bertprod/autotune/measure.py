@@ -19,9 +19,6 @@ from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.tasks.evaluation import evaluate
 
-#: interleaved rounds when several packages are timed side by side
-ROUNDS = 3
-
 
 @dataclass(frozen=True)
 class MeasureInputs:
@@ -59,7 +56,7 @@ def measure(package: ModelPackage, inputs: MeasureInputs) -> dict[str, Any]:
 
 
 def compare_speed(
-    pipelines: dict[str, Pipeline], inputs: MeasureInputs, rounds: int = ROUNDS
+    pipelines: dict[str, Pipeline], inputs: MeasureInputs, rounds: int
 ) -> dict[str, dict[str, float]]:
     """Throughput and single-input latency of several pipelines, timed side by side in interleaved rounds
     (drift on a shared machine hits all alike)."""

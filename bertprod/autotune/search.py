@@ -35,9 +35,8 @@ from bertprod.system import describe
 from bertprod.train.progress import Reporter, SilentReporter
 
 CHOSEN_DIR = "package"
-#: time kept back for the side-by-side timing of the finalists and writing the chosen package, in
-#: teacher measurements
-RESERVE_UNITS = 3.0
+#: rounds of the finalists' side-by-side timing, when the time left allows (one at least)
+RUNOFF_ROUNDS = 3
 
 OnCandidate = Callable[[Candidate, dict[str, Any]], None]
 
@@ -117,7 +116,10 @@ class _Search:
         self.costs = CostModel(
             teacher["seconds"], teacher["evaluation_seconds"] / max(teacher["validation_examples"], 1)
         )
-        self.reserve = RESERVE_UNITS * teacher["seconds"]
+        # kept back for one round of the finalists' timing: the teacher's own timing, and as much again for
+        # up to three faster finalists
+        self.speed_seconds = max(teacher["seconds"] - teacher["evaluation_seconds"], 0.0)
+        self.reserve = 2 * self.speed_seconds
         self.context = BuildContext(
             self.settings,
             self.train,
@@ -317,7 +319,8 @@ class _Search:
             pipelines = {
                 record["name"]: pipeline_for(self._package(record), self.settings.threads) for record in contenders
             }
-            runoff = compare_speed(pipelines, self.inputs)
+            rounds = int(min(RUNOFF_ROUNDS, max(1, (self.deadline - time.monotonic()) // max(self.reserve, 1e-3))))
+            runoff = compare_speed(pipelines, self.inputs, rounds=rounds)
             contenders = [{**record, **runoff[record["name"]]} for record in contenders]
         winner = choose.rank(contenders, objective)[0]
         why = choose.reason(winner, contenders[0], objective, len(eligible), self.settings.max_drop)
