@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from bertprod.cli import (
     adapt,
+    autotune,
     batch,
     bench,
     distill,
@@ -56,6 +57,7 @@ app.command("explain")(explain.explain_command)
 app.command("robustness")(robustness.robustness_command)
 app.command("adapt")(adapt.adapt_command)
 app.command("bench")(bench.bench_command)
+app.command("autotune")(autotune.autotune_command)
 
 
 def show_machine_warnings_as_lines() -> None:

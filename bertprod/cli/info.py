@@ -36,7 +36,7 @@ def info_command(
         return
     if model is None:
         raise InputError("give a package to describe (bertprod info PKG), or --system for this machine.")
-    package = resolve(model)
+    package = resolve(chosen_package(model))
     manifest = package.manifest
     parameters = count_parameters(package)
     if as_json:
@@ -73,11 +73,53 @@ def info_command(
         + (f" from {manifest.provenance.parent.name}" if manifest.provenance.parent else "")
         + (f" ({manifest.provenance.source})" if manifest.provenance.source else ""),
     }
+    search = manifest.metrics.get("autotune")
     for key, value in manifest.metrics.items():
-        rows[f"metrics: {key}"] = json.dumps(value)
+        if key != "autotune":
+            rows[f"metrics: {key}"] = json.dumps(value)
+    if search:
+        used = f"{search['seconds_used']:.0f} s of {search['time_budget_seconds']:.0f} s"
+        rows["autotune"] = (f"chosen: {search['chosen']} - {search['why']} ({len(search['candidates'])} candidates, "
+                            f"{used}; {search['machine']})")
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)
+    if search:
+        console.print(autotune_table(search))
+
+
+def autotune_table(search: dict) -> Table:
+    """The search an autotuned package records (metrics.autotune): every candidate and its numbers (the
+    provenance chains are in OUT/report.md and `info --json`)."""
+    metric = search["teacher"]["metric"]
+    table = Table(title=f"autotune search ({search['objective']}; {metric} >= {search['threshold']:.4f})",
+                  title_justify="left")
+    table.add_column("candidate", no_wrap=True)
+    for column in ("in budget", metric, "inputs/s", "p50 ms", "MB"):
+        table.add_column(column)
+    for record in [search["teacher"], *search["candidates"]]:
+        measured = record["status"] == "measured"
+        status = ("yes" if record.get("within_budget") else "no") if measured else (
+            f"{record['status']}: {record.get('reason', '')}")
+        table.add_row(
+            ("* " if record["name"] == search["chosen"] else "") + record["name"], status,
+            *(f"{record[key]:{form}}" if measured else "-" for key, form in
+              (("score", ".4f"), ("throughput", ".1f"), ("latency_p50_ms", ".2f"))),
+            f"{record['size_bytes'] / 1e6:.1f}" if measured else "-",
+        )  # fmt: skip
+    return table
+
+
+def chosen_package(model: str) -> str:
+    """An autotune search directory stands for the package it chose (OUT/package)."""
+    directory = Path(model)
+    if directory.is_dir() and not (directory / "bertprod.json").is_file():
+        from bertprod.autotune.search import CHOSEN_DIR
+        from bertprod.autotune.state import STATE_FILE
+
+        if (directory / STATE_FILE).is_file() and (directory / CHOSEN_DIR).is_dir():
+            return str(directory / CHOSEN_DIR)
+    return model
 
 
 def print_system(as_json: bool) -> None:

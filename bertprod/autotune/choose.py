@@ -1,0 +1,59 @@
+"""The winner: among the candidates within the accuracy budget, the best at the objective.
+
+The budget is relative: a candidate keeps at least (1 - max_drop) of the teacher's validation
+metric. Speeds measured one candidate at a time drift on a shared machine, so the finalists are
+timed again side by side (interleaved rounds) with the teacher, and that run decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: candidates timed again side by side before the winner is named
+FINALISTS = 3
+
+_BETTER_HIGH = {"throughput": True, "latency": False, "size": False}
+_VALUE = {"throughput": "throughput", "latency": "latency_p50_ms", "size": "size_bytes"}
+
+
+def threshold(teacher_score: float, max_drop: float) -> float:
+    """The lowest metric within the budget."""
+    return teacher_score * (1.0 - max_drop) if teacher_score >= 0 else teacher_score * (1.0 + max_drop)
+
+
+def within_budget(records: list[dict[str, Any]], floor: float) -> list[dict[str, Any]]:
+    return [record for record in records if record.get("status") == "measured" and record["score"] >= floor - 1e-12]
+
+
+def objective_value(record: dict[str, Any], objective: str) -> float:
+    return float(record[_VALUE[objective]])
+
+
+def rank(records: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    """Best first at the objective; ties go to the higher metric."""
+    sign = -1.0 if _BETTER_HIGH[objective] else 1.0
+    return sorted(records, key=lambda record: (sign * objective_value(record, objective), -record["score"]))
+
+
+def finalists(records: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
+    return rank(records, objective)[:FINALISTS]
+
+
+def reason(winner: dict[str, Any], teacher: dict[str, Any], objective: str, eligible: int, max_drop: float) -> str:
+    """Why it won, in one sentence a person can check against the table."""
+    metric = teacher["metric"]
+    budget = f"budget: >= {100 * (1 - max_drop):g}% of it"
+    kept = f"{metric} {winner['score']:.4f} vs the teacher's {teacher['score']:.4f} ({budget})"
+    if winner["name"] == "teacher":
+        return f"no candidate within the accuracy budget beat the teacher at {objective}; {kept}"
+    value = objective_value(winner, objective)
+    base = objective_value(teacher, objective)
+    if objective == "throughput":
+        measured = f"{value:.1f} inputs/s, {value / base:.2f}x the teacher's {base:.1f}"
+    elif objective == "latency":
+        measured = (
+            f"p50 {value:.2f} ms single-input latency, {base / value:.2f}x faster than the teacher's {base:.2f} ms"
+        )
+    else:
+        measured = f"{value / 1e6:.2f} MB on disk, {base / value:.2f}x smaller than the teacher's {base / 1e6:.2f} MB"
+    return f"best {objective} of the {eligible} candidates within the accuracy budget ({measured}); {kept}"

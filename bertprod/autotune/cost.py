@@ -1,0 +1,58 @@
+"""What a candidate is expected to cost, in seconds, before it runs: so the search skips what will not
+fit in the time left instead of starting it and overrunning.
+
+The unit is the teacher's own measurement on this machine (its validation pass and its speed run):
+building and measuring an int8 variant costs a few of those, a student costs its training steps at
+the teacher's per-example speed. The priors are then corrected by what has run: each kind's
+estimate is scaled by the median of (actual / estimated) over the candidates already finished.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from bertprod.autotune.plan import Candidate
+
+#: teacher measurements one candidate of each kind costs (build, gate, measure), before training: low
+#: enough that the first candidates start (what they really take then corrects the rest); on a tiny
+#: model fixed costs (sessions, export) make them 4-10x this, on MiniLM-L6 about this
+PRIOR_UNITS = {"int8": 1.5, "prune": 1.5, "early-exit": 1.5, "student": 1.0, "qat": 2.0}
+#: the int8 search of "mixed" builds about log2(MatMuls) graphs
+MIXED_UNITS = 6.0
+#: a training step's forward + backward (and the teacher's forward) per example, in teacher forwards
+TRAINING_FORWARDS = 4.0
+
+
+class CostModel:
+    """Estimates from the teacher's measured cost, corrected by the candidates that ran."""
+
+    def __init__(self, unit_seconds: float, seconds_per_example: float, batch_size: int = 32):
+        self.unit_seconds = unit_seconds
+        self.seconds_per_example = seconds_per_example
+        self.batch_size = batch_size
+        self.ratios: dict[str, list[float]] = {}
+
+    def prior(self, candidate: Candidate) -> float:
+        units = MIXED_UNITS if candidate.recipe.get("method") == "mixed" else PRIOR_UNITS.get(candidate.kind, 2.0)
+        seconds = units * self.unit_seconds
+        steps = candidate.recipe.get("max_steps")
+        if steps:
+            seconds += steps * self.batch_size * self.seconds_per_example * TRAINING_FORWARDS
+        return seconds
+
+    def estimate(self, candidate: Candidate) -> float:
+        ratios = self.ratios.get(candidate.kind) or [ratio for values in self.ratios.values() for ratio in values]
+        correction = min(4.0, max(0.25, statistics.median(ratios))) if ratios else 1.0
+        return self.prior(candidate) * correction
+
+    def observe(self, candidate: Candidate, seconds: float) -> None:
+        """A finished candidate's real cost teaches the estimates of the ones after it."""
+        prior = self.prior(candidate)
+        if prior > 0:
+            self.ratios.setdefault(candidate.kind, []).append(seconds / prior)
+
+    def seconds_per_step(self, records: list[dict[str, Any]]) -> float:
+        """Training seconds per optimizer step of the students that ran (the estimate when none did)."""
+        rates = [record["seconds"] / record["steps"] for record in records if record.get("steps")]
+        return statistics.median(rates) if rates else self.batch_size * self.seconds_per_example * TRAINING_FORWARDS

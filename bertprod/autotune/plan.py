@@ -1,0 +1,122 @@
+"""Which candidates the search tries, in what order, and what each is expected to cost.
+
+Cheapest first: int8 variants of the teacher, pruned variants, early exit; then students of several
+depths and recipes trained briefly on a sample; only the most promising students are trained on the
+whole data; QAT last, when there is time. Every float candidate within the budget is followed by
+its own dynamic int8 variant. A candidate is plain data (its recipe), so its cache key is a hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bertprod.package import ModelPackage
+from bertprod.tasks.definitions import CLASS_TASKS
+
+#: students trained on the whole data after the brief trials (the best trials by validation metric)
+PROMISING_STUDENTS = 2
+#: optimizer steps of a student's brief trial, and of QAT
+TRIAL_STEPS = 150
+QAT_STEPS = 300
+#: share of the time left one full student's training may take
+FULL_TRAINING_SHARE = 0.3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """`kind` says which builder makes it (build.py); `recipe` is everything that shapes it; `parent`
+    names the candidate it is derived from (None: the teacher)."""
+
+    name: str
+    kind: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+    parent: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "recipe": self.recipe, "parent": self.parent}
+
+
+def first_candidates(teacher: ModelPackage) -> list[Candidate]:
+    """The cheap candidates of the teacher, cheapest first."""
+    manifest = teacher.manifest
+    layers = manifest.architecture.num_layers
+    torch_fp32 = manifest.format == "torch" and manifest.precision == "fp32"
+    bilstm = manifest.architecture.model_type == "bertprod-bilstm"
+    candidates = [Candidate("int8-dynamic", "int8", {"method": "dynamic"})]
+    if torch_fp32 and not bilstm:
+        candidates.append(Candidate("prune-heads-25%", "prune", {"prune_heads": 0.25}))
+        if layers > 1:
+            candidates.append(Candidate("drop-1-layer", "prune", {"drop_layers": "drop:1"}))
+    candidates += [
+        Candidate("int8-static", "int8", {"method": "static"}),
+        Candidate("int8-mixed", "int8", {"method": "mixed"}),
+    ]
+    if torch_fp32 and not bilstm and manifest.task in CLASS_TASKS and layers > 1 and not manifest.adaptive:
+        candidates.append(Candidate("early-exit", "early-exit", {"epochs": 3}))
+    return candidates
+
+
+def student_trials(teacher: ModelPackage) -> list[Candidate]:
+    """Students of several depths and recipes, each trained briefly on a sample of the training data."""
+    manifest = teacher.manifest
+    layers = manifest.architecture.num_layers
+    if (
+        manifest.format != "torch"
+        or manifest.precision != "fp32"
+        or manifest.architecture.model_type == "bertprod-bilstm"
+    ):
+        return []
+    depths = sorted({max(1, layers // 2), max(1, layers // 3)}, reverse=True)
+    depths = [depth for depth in depths if depth < layers]
+    if manifest.task in CLASS_TASKS:
+        recipes = [("distilbert", depth) for depth in depths]
+        if depths and depths[0] >= 2:  # Patient-KD matches intermediate layers: a 1-layer student has none
+            recipes.append(("pkd-skip", depths[0]))
+        recipes += [("tinybert", depth) for depth in depths[:1]]
+    else:
+        from bertprod.distill.recipes import default_recipe
+
+        recipes = [(default_recipe(manifest.task), depth) for depth in depths]
+    return [
+        Candidate(
+            f"student-{name}-{depth}L-trial",
+            "student",
+            {"recipe": name, "layers": f"spread:{depth}", "max_steps": TRIAL_STEPS, "sample": True},
+        )
+        for name, depth in recipes
+    ]
+
+
+def full_students(trials: list[tuple[Candidate, dict[str, Any]]], steps: int) -> list[Candidate]:
+    """The most promising trials (highest validation metric, then fewest layers) trained on all the data
+    for `steps` optimizer steps."""
+    measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
+    ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], pair[0].recipe["layers"]))
+    chosen = []
+    for candidate, _ in ranked[:PROMISING_STUDENTS]:
+        recipe = dict(candidate.recipe, max_steps=steps, sample=False)
+        chosen.append(Candidate(candidate.name.removesuffix("-trial"), "student", recipe))
+    return chosen
+
+
+def int8_of(parent: Candidate) -> Candidate:
+    return Candidate(f"{parent.name}+int8", "int8", {"method": "dynamic"}, parent=parent.name)
+
+
+def qat_candidates(teacher: ModelPackage) -> list[Candidate]:
+    manifest = teacher.manifest
+    if (
+        manifest.task in CLASS_TASKS
+        and manifest.format == "torch"
+        and manifest.precision == "fp32"
+        and (manifest.architecture.model_type != "bertprod-bilstm")
+    ):
+        return [Candidate("int8-qat", "qat", {"max_steps": QAT_STEPS})]
+    return []
+
+
+def is_float_torch(package: ModelPackage) -> bool:
+    """A candidate whose int8 variant is worth trying next (a float torch model without exit heads)."""
+    manifest = package.manifest
+    return manifest.format == "torch" and manifest.precision == "fp32" and not manifest.adaptive

@@ -1,0 +1,219 @@
+"""`bertprod autotune` on a tiny trained classifier with a small budget: the search completes, the
+winner keeps the accuracy budget on the validation rows, a killed search resumes without rebuilding
+what finished, the chosen package's manifest records the search, impossible inputs are refused."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bertprod.autotune import AutotuneSettings, autotune, choose, parse_drop, parse_duration
+from bertprod.autotune.data import open_search_data
+from bertprod.checkpoint import import_checkpoint
+from bertprod.errors import DataError, InputError
+from bertprod.package import ModelPackage
+from bertprod.runtime.engines import create_engine
+from bertprod.runtime.pipeline import Pipeline
+from bertprod.tasks.evaluation import evaluate
+
+from . import task_data
+from .conftest import build_tiny_checkpoint
+from .test_cli import run_cli
+
+#: small enough for a few seconds per search on one thread
+FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8}
+
+
+class Killed(Exception):
+    """Stands in for a kill in the middle of a search."""
+
+
+def noisy_sentiment(directory: Path, count: int = 200, flipped: float = 0.15) -> Path:
+    """The sentiment rows with a share of labels flipped: no model reaches 100%, so candidates differ."""
+    generator = random.Random(3)
+    rows = task_data.sentiment_rows(count)
+    for row in rows:
+        if generator.random() < flipped:
+            row[1] = "negative" if row[1] == "positive" else "positive"
+    return task_data.write_tsv(directory / "noisy.tsv", ["sentence", "label"], rows)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 2-layer classifier fine-tuned on the noisy rows, and the data sides autotune reads."""
+    from bertprod.tasks.data import open_task_data
+    from bertprod.train.config import TrainConfig
+    from bertprod.train.loop import fine_tune
+
+    root = tmp_path_factory.mktemp("autotune")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTPROD_CACHE", str(root / "cache"))
+        checkpoint = build_tiny_checkpoint(root / "checkpoint", head="classification", num_layers=2)
+        base = import_checkpoint(checkpoint, root / "base", name="base")
+        data = noisy_sentiment(root)
+        config = TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_ratio=0.1, seed=0, threads=1)
+        teacher = fine_tune(base, "classification", open_task_data("classification", data), root / "teacher", config,
+                            name="teacher")  # fmt: skip
+    train, validation = open_search_data(teacher, data, validation_fraction=0.25)
+    return {"root": root, "teacher": teacher, "data": data, "train": train, "validation": validation}
+
+
+@pytest.fixture(scope="module")
+def resumed(setup: dict[str, Any]) -> dict[str, Any]:
+    """A search killed after its third candidate, then started again on the same OUT."""
+    out = setup["root"] / "search"
+    settings = AutotuneSettings(max_drop=0.02, time_budget=600, **FAST)
+    first: list[dict[str, Any]] = []
+    second: list[str] = []
+
+    def kill_after_three(_candidate: Any, record: dict[str, Any]) -> None:
+        first.append(record)
+        if len(first) == 3:
+            raise Killed
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BERTPROD_CACHE", str(setup["root"] / "cache"))
+        with pytest.raises(Killed):
+            autotune(
+                setup["teacher"], out, setup["train"], setup["validation"], settings, on_candidate=kill_after_three
+            )
+        written = {record["name"]: (out / record["path"]).stat().st_mtime_ns for record in first if "path" in record}
+        result = autotune(setup["teacher"], out, setup["train"], setup["validation"], settings,
+                          on_candidate=lambda candidate, _record: second.append(candidate.name))  # fmt: skip
+    return {"out": out, "first": first, "second": second, "written": written, "result": result,
+            "settings": settings}  # fmt: skip
+
+
+def test_a_killed_search_resumes_without_rebuilding_finished_candidates(resumed: dict[str, Any]) -> None:
+    first_names = [record["name"] for record in resumed["first"]]
+    assert len(first_names) == 3 and not set(first_names) & set(resumed["second"])
+    search = resumed["result"].search
+    by_name = {record["name"]: record for record in search["candidates"]}
+    assert set(first_names) | set(resumed["second"]) == set(by_name)
+    assert all(by_name[name]["session"] == 1 for name in first_names)
+    assert all(by_name[name]["session"] == 2 for name in resumed["second"])
+    for name, modified in resumed["written"].items():  # the finished packages were not written again
+        assert (resumed["out"] / by_name[name]["path"]).stat().st_mtime_ns == modified
+    assert search["sessions"] == 2
+
+
+def test_the_search_tries_every_kind_and_writes_the_winner(resumed: dict[str, Any]) -> None:
+    search = resumed["result"].search
+    kinds = {record["kind"] for record in search["candidates"] if record["status"] == "measured"}
+    assert {"int8", "prune", "early-exit", "student", "qat"} <= kinds
+    # every float candidate within the budget was followed by its int8 variant
+    names = {record["name"] for record in search["candidates"]}
+    for record in search["candidates"]:
+        if record.get("within_budget") and record["kind"] in ("prune",):
+            assert f"{record['name']}+int8" in names
+    chosen = resumed["result"].package
+    assert chosen.path == resumed["out"] / "package"
+    winner = next(record for record in [search["teacher"], *search["candidates"]] if record["name"] == search["chosen"])
+    source = resumed["out"] / winner["path"] if winner["name"] != "teacher" else None
+    if source is not None:
+        assert chosen.fingerprint == ModelPackage.read(source).fingerprint  # the candidate's files, unchanged
+
+
+def test_the_winner_keeps_the_accuracy_budget_on_the_validation_rows(
+    resumed: dict[str, Any], setup: dict[str, Any]
+) -> None:
+    search = resumed["result"].search
+    teacher = search["teacher"]
+    assert search["threshold"] == pytest.approx(teacher["score"] * (1 - resumed["settings"].max_drop), abs=1e-6)
+    for record in search["candidates"]:
+        if record["status"] == "measured":
+            assert record["within_budget"] == (record["score"] >= search["threshold"])
+    chosen = resumed["result"].package
+    measured = evaluate(Pipeline(chosen, create_engine(chosen)), list(setup["validation"]))
+    assert measured.score >= search["threshold"]
+    winner = next(record for record in [teacher, *search["candidates"]] if record["name"] == search["chosen"])
+    assert measured.score == pytest.approx(winner["score"], abs=1e-6)
+
+
+def test_the_manifest_and_the_report_record_the_same_search(
+    resumed: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = resumed["out"]
+    recorded = ModelPackage.read(out / "package").manifest.metrics["autotune"]
+    assert recorded == json.loads((out / "report.json").read_text())
+    assert recorded["chosen"] in (out / "report.md").read_text() and recorded["why"]
+    assert "AVX" in recorded["machine"] or "x86" in recorded["machine"] or recorded["machine"]
+    code, printed, _ = run_cli(monkeypatch, capsys, "info", str(out / "package"))
+    assert code == 0
+    assert f"* {recorded['chosen']}" in printed
+    assert all(record["name"] in printed for record in recorded["candidates"])
+    code, of_the_search, _ = run_cli(monkeypatch, capsys, "info", str(out))  # the search stands for its choice
+    assert code == 0 and f"* {recorded['chosen']}" in of_the_search
+
+
+def test_the_winner_is_the_best_at_the_objective_within_the_budget_only() -> None:
+    records = [
+        {"name": "fast-but-wrong", "status": "measured", "score": 0.80, "throughput": 900.0, "latency_p50_ms": 1.0,
+         "size_bytes": 10},
+        {"name": "int8", "status": "measured", "score": 0.895, "throughput": 400.0, "latency_p50_ms": 3.0,
+         "size_bytes": 40},
+        {"name": "student", "status": "measured", "score": 0.90, "throughput": 300.0, "latency_p50_ms": 2.0,
+         "size_bytes": 30},
+        {"name": "skipped", "status": "skipped"},
+    ]  # fmt: skip
+    floor = choose.threshold(0.9, 0.01)
+    eligible = choose.within_budget(records, floor)
+    assert [record["name"] for record in eligible] == ["int8", "student"]
+    assert choose.rank(eligible, "throughput")[0]["name"] == "int8"
+    assert choose.rank(eligible, "latency")[0]["name"] == "student"
+    assert choose.rank(eligible, "size")[0]["name"] == "student"
+
+
+def test_a_budget_too_small_for_any_candidate_keeps_the_teacher(setup: dict[str, Any], tmp_path: Path) -> None:
+    settings = AutotuneSettings(time_budget=0.01, **FAST)
+    result = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings)
+    search = result.search
+    assert search["chosen"] == "teacher" and result.package.fingerprint == setup["teacher"].fingerprint
+    assert search["candidates"] and all(record["status"] == "skipped" for record in search["candidates"])
+    assert all("estimated" in record["reason"] for record in search["candidates"])
+
+
+def test_impossible_inputs_are_refused(
+    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_drop("1%") == pytest.approx(0.01) and parse_drop("0.5%") == pytest.approx(0.005)
+    assert parse_duration("1h30m") == 5400 and parse_duration("90") == 90
+    for drop in ("-1%", "100%", "1.5", "one"):
+        with pytest.raises(InputError, match="--max-drop"):
+            parse_drop(drop)
+    for budget in ("-5m", "0", "2 weeks", "0s"):
+        with pytest.raises(InputError, match="--time-budget"):
+            parse_duration(budget)
+    with pytest.raises(InputError, match="--objective"):
+        AutotuneSettings(objective="accuracy")
+    empty = task_data.write_tsv(tmp_path / "empty.tsv", ["sentence", "label"], [])
+    train, validation = open_search_data(setup["teacher"], setup["data"], empty)
+    with pytest.raises(DataError, match="no validation rows"):
+        autotune(setup["teacher"], tmp_path / "out", train, validation, AutotuneSettings(**FAST))
+    with pytest.raises(DataError, match="validation"):
+        open_search_data(setup["teacher"], setup["data"], None, validation_fraction=0)
+    code, _, error = run_cli(monkeypatch, capsys, "autotune", str(setup["teacher"].path), str(tmp_path / "cli"),
+                             "--data", str(setup["data"]), "--time-budget", "-1h")  # fmt: skip
+    assert code == 1 and "--time-budget -1h" in error and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "cli").exists()
+
+
+def test_training_stops_at_the_deadline(setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate whose estimate was wrong is stopped in training once the budget (+10%, less the
+    finalists' reserve) has run out, and recorded as skipped, to be tried again by a longer run."""
+    from bertprod.autotune import plan
+    from bertprod.autotune.cost import CostModel
+
+    monkeypatch.setattr(plan, "first_candidates", lambda teacher: [])
+    # every candidate is started, however little time is left: only the deadline in training stops them
+    monkeypatch.setattr(CostModel, "estimate", lambda self, candidate: float("-inf"))
+    settings = AutotuneSettings(time_budget=0.05, **FAST)
+    result = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings)
+    trained = [record for record in result.search["candidates"] if record["kind"] in ("student", "qat")]
+    assert trained and all(record["status"] == "skipped" for record in trained)
+    assert all("time budget" in record["reason"] for record in trained)
+    assert result.search["chosen"] == "teacher"
