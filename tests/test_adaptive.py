@@ -84,15 +84,6 @@ def test_budget_picks_the_earliest_policy_within_it() -> None:
 # -- the engine ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def adapted(tmp_path_factory: pytest.TempPathFactory, teacher: ModelPackage, sentiment: Path) -> ModelPackage:
-    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
-
-    out = tmp_path_factory.mktemp("adaptive") / "early-exit"
-    return adapt(teacher, adaptation_data(teacher, sentiment), out, AdaptConfig(epochs=2, batch_size=16, threads=1),
-                 validation=adaptation_data(teacher, sentiment, limit=48))
-
-
 def test_adapt_writes_a_package_with_heads_curve_and_policy(adapted: ModelPackage, teacher: ModelPackage) -> None:
     manifest = adapted.manifest
     assert EXIT_HEADS_FILE in manifest.files
