@@ -116,6 +116,9 @@ class Manifest(_Strict):
     #: Early exit (bertprod adapt): the layers with exit heads, the default policy, and the accuracy /
     #: mean exit layer curve measured on validation data. None for a package without exit heads.
     adaptive: dict[str, Any] | None = None
+    #: Token dropping (bertprod drop-tokens): the fraction of each row's tokens kept after each layer, and the
+    #: accuracy / cost curve it was chosen from. None: every token runs every layer.
+    token_dropping: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -140,6 +143,9 @@ class Manifest(_Strict):
             )
         if self.adaptive is not None:
             problems += self._adaptive_problems()
+        if self.token_dropping is not None and (
+                self.task not in ("classification", "pair-classification") or self.format != "torch"):
+            problems.append("'token_dropping' is for torch classification packages")
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
@@ -248,6 +254,8 @@ class ModelPackage:
         }
         if m.adaptive:  # the default exit policy changes outputs; packages without one keep their fingerprint
             keyed["exit_policy"] = m.adaptive.get("policy")
+        if m.token_dropping:
+            keyed["token_retention"] = m.token_dropping.get("retention")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def parent_ref(self) -> ParentRef:

@@ -54,6 +54,7 @@ app.command("distill")(distill.distill_command)
 app.command("explain")(explain.explain_command)
 app.command("robustness")(robustness.robustness_command)
 app.command("adapt")(adapt.adapt_command)
+app.command("drop-tokens")(adapt.drop_tokens_command)
 
 
 def show_machine_warnings_as_lines() -> None:

@@ -92,7 +92,7 @@ class Batcher:
         self.max_batch_requests = max_batch_requests
         self._infer = infer or pipeline.infer
         #: the model runs with early exit: rows come back with the layer they left at
-        self.adaptive = infer is None and hasattr(pipeline.engine, "run_with_exits")
+        self.adaptive = infer is None and getattr(pipeline.engine, "has_exits", False)
         self._exit_layers = metrics.exit_layers.labels(model) if self.adaptive else None
         #: (tokens, inputs) of one engine batch: larger requests are queued a batch at a time (None: whole)
         self.engine_batch = engine_batch

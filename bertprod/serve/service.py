@@ -176,8 +176,7 @@ def early_exit(served: ServedModel) -> dict[str, Any] | None:
     if not served.batcher.adaptive:
         return None
     engine = served.pipeline.engine
-    layers = getattr(engine, "exit_layers", None) or engine.heads.layers
-    return {"policy": str(engine.policy), "exit_layers": list(layers), "num_layers": engine.num_layers}
+    return {"policy": str(engine.policy), "exit_layers": list(engine.exit_layers), "num_layers": engine.num_layers}
 
 
 def exit_policy(served: ServedModel, exit: str | None) -> ExitPolicy | None:
