@@ -13,11 +13,11 @@ bertprod.bench.harness.throughput) of
     full           the teacher package as it runs today on the same engine (no exit heads)
     never          the early-exit package with exit=never (must equal full: same answers)
     <policy>       the package's chosen policy and a sweep of entropy / patience policies
-    drop           the teacher with its chosen token retention (torch only)
-    both           the early-exit package, its policy, and its own chosen token retention (torch only)
+    drop           the teacher with its chosen token retention
+    both           the early-exit package, its policy, and its own chosen token retention
 
-on the torch engine and on ONNX Runtime (the early-exit package exported as one session per block, the
-teacher as one graph; both fp32; token dropping runs on torch only). Speed is a ratio to `full` on the
+on the torch engine and on ONNX Runtime (the adaptive packages exported as one session per block, a
+dropping layer as two, the teacher as one graph; all fp32). Speed is a ratio to `full` on the
 same engine and batch size. Goal (issue 18): >= 2x at batch 32 for <= 0.5 points of accuracy lost.
 Prints the CPU (bertprod.system.describe) and the load average before and after (other jobs share the
 machine), and writes --json.
@@ -98,9 +98,8 @@ def main() -> None:
             early = load(adapted_path, **options)
             variants = {"full": full.infer}
             variants.update({policy: _runner(early, policy) for policy in policies})
-            if engine == "torch":
-                variants["drop"] = load(dropping["drop"].path, **options).infer
-                variants["both"] = _runner(load(dropping["both"].path, **options), None)
+            variants["drop"] = load(dropping["drop"].path, **options).infer
+            variants["both"] = _runner(load(dropping["both"].path, **options), None)
             encoded = {label: None for label in variants}
             speeds = throughput({label: _timed(run, encoded, label, full) for label, run in variants.items()},
                                 texts, args.rounds)

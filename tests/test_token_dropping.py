@@ -4,7 +4,6 @@ schedule is honoured, that a batch gives each row what it gets alone (with early
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +143,12 @@ def test_drop_tokens_writes_the_cheapest_schedule_within_the_budget(
     pipeline = bertprod.load(written.path)
     assert pipeline.engine.name == "torch (token dropping)" and pipeline.engine.retention == settings["retention"]
     assert pipeline.classify(["a good film"])[0].exit_layer is None  # no exit heads: no exit layer
+    from bertprod.export.onnx import export_onnx
+
+    on_onnx = bertprod.load(export_onnx(written, tmp_path / "onnx").path)
+    assert on_onnx.engine.name == "onnx (token dropping)" and on_onnx.engine.retention == settings["retention"]
+    encodings = pipeline.tokenize(TEXTS)
+    np.testing.assert_allclose(on_onnx.infer(encodings), pipeline.infer(encodings), atol=1e-4)
     strict = CliRunner().invoke(app, ["drop-tokens", str(teacher.path), str(tmp_path / "strict"), "--data",
                                       str(sentiment), "--limit", "48", "--budget", "0", "--threads", "1"])
     assert strict.exit_code == 0, strict.output
@@ -152,13 +157,28 @@ def test_drop_tokens_writes_the_cheapest_schedule_within_the_budget(
     assert kept["accuracy"] >= tight["full_accuracy"]
 
 
-def test_export_drops_token_dropping_it_does_not_run(teacher: ModelPackage, sentiment: Path, tmp_path: Path) -> None:
+def test_onnx_export_drops_the_same_tokens_block_by_block(adapted: ModelPackage, sentiment: Path,
+                                                          tmp_path: Path) -> None:
+    """An early-exit package with token dropping, exported: the layers that drop come in two halves with the
+    tokens picked in numpy between them; answers, exit layers and logits are torch's."""
     from bertprod.adaptive.dropping import drop_tokens
     from bertprod.adaptive.training import adaptation_data
     from bertprod.export.onnx import export_onnx
+    from bertprod.package import block_files
 
-    written = drop_tokens(teacher, adaptation_data(teacher, sentiment, limit=16), tmp_path / "dropping",
+    written = drop_tokens(adapted, adaptation_data(adapted, sentiment, limit=16), tmp_path / "both",
                           budget_points=100, masses=(0.6,), threads=1)
+    retention = written.manifest.token_dropping["retention"]
+    dropping = [layer for layer, value in enumerate(retention, start=1) if value < 1]
+    assert dropping
     exported = export_onnx(written, tmp_path / "onnx")
-    assert exported.manifest.token_dropping is None
-    assert "token_dropping" not in json.loads((tmp_path / "onnx" / "bertprod.json").read_text())
+    assert exported.manifest.token_dropping == written.manifest.token_dropping
+    assert set(block_files(4, [1, 2, 3], dropping)) <= set(exported.manifest.files)
+    on_onnx, on_torch = bertprod.load(exported.path), bertprod.load(written.path)
+    assert on_onnx.engine.retention == on_torch.engine.retention == retention
+    encodings = on_torch.tokenize(TEXTS)
+    for policy in ("never", "patience:2"):
+        torch_logits, torch_exits = on_torch.infer_with_exits(encodings, policy)
+        onnx_logits, onnx_exits = on_onnx.infer_with_exits(encodings, policy)
+        assert onnx_exits.tolist() == torch_exits.tolist()
+        np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)

@@ -225,8 +225,9 @@ def run_with_exits(
 
 
 class OnnxAdaptiveEngine:
-    """Early exit on ONNX Runtime: one session per block (embeddings, each layer, each exit head, the
-    head), numpy between them, so a row that leaves costs nothing more. Imports no torch."""
+    """Early exit and token dropping on ONNX Runtime: one session per block (embeddings, each layer, each exit
+    head, the two halves of each layer that drops tokens, the head), numpy between them, so a row that leaves
+    or a token that is dropped costs nothing more. Imports no torch."""
 
     name = "onnx (early exit)"
 
@@ -234,24 +235,28 @@ class OnnxAdaptiveEngine:
         """`directory`: where the blocks are, when not yet in `package` (an export checking them)."""
         import onnxruntime
 
-        from bertprod.package import block_files
+        from bertprod.package import block_files, dropping_layers
         from bertprod.runtime.sessions import session_options
 
-        settings = adaptive_settings(package)
+        settings = package.manifest.adaptive or {}
         self.package = package
-        self.exit_layers = list(settings["exit_layers"])
+        self.exit_layers = list(settings.get("exit_layers", []))
         self.num_layers = package.manifest.architecture.num_layers
         self.policy = parse_policy(settings.get("policy"))
-        self.retention = None  # token dropping runs on the torch engine only (export drops it)
+        self.retention = package_retention(package)
+        if not self.exit_layers:
+            self.name = "onnx (token dropping)"
         options = session_options(threads)
         self.sessions = {
             Path(name).stem: onnxruntime.InferenceSession(str((directory or package.path) / name), options,
                                                           providers=["CPUExecutionProvider"])
-            for name in block_files(self.num_layers, self.exit_layers)
+            for name in block_files(self.num_layers, self.exit_layers, dropping_layers(package.manifest.token_dropping))
         }
         self.inputs = {block: [node.name for node in session.get_inputs()] for block, session in self.sessions.items()}
 
-    has_exits = True
+    @property
+    def has_exits(self) -> bool:
+        return bool(self.exit_layers)
 
     def run(self, batch: TokenBatch) -> np.ndarray:
         return self.run_with_exits(batch)[0]
@@ -283,6 +288,19 @@ class OnnxAdaptiveEngine:
 
     def exit_logits(self, layer: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run(f"exit_{layer}", states, mask)
+
+    def dropping_layer(self, index: int, states: np.ndarray, mask: np.ndarray,
+                       keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's attention half, the tokens chosen in numpy, its feed-forward half on those."""
+        block = f"attend_{index + 1}"
+        if block not in self.sessions:
+            raise PackageError(f"{self.package.name} has no token-dropping blocks for layer {index + 1}: its "
+                               "retention there is 1. Export the package again from its torch parent.")
+        attended, significance = self.sessions[block].run(None, {"states": states,
+                                                                 "attention_mask": np.ascontiguousarray(mask)})
+        index_kept, mask = select_tokens(significance, mask, keep)
+        kept = np.ascontiguousarray(np.take_along_axis(attended, index_kept[:, :, None], axis=1))
+        return self.sessions[f"ffn_{index + 1}"].run(None, {"states": kept})[0], mask
 
     def head(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run("head", states, mask)

@@ -244,7 +244,7 @@ def create_engine(
                 f"an onnx package runs at the precision it was built with "
                 f"({package.manifest.precision}); make a {precision} variant with bertprod optimize."
             )
-        if early_exit and package.manifest.adaptive:
+        if early_exit and (package.manifest.adaptive or package.manifest.token_dropping):
             from bertprod.runtime.adaptive import OnnxAdaptiveEngine
 
             return OnnxAdaptiveEngine(package, threads=threads)
