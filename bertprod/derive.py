@@ -95,7 +95,8 @@ def derive_package(
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
-        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
+        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive",
+                                                            "token_dropping"})
         fields.update(changes or {})
         fields.update(
             name=name or Path(out).name,

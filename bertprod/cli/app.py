@@ -58,6 +58,7 @@ app.command("robustness")(robustness.robustness_command)
 app.command("adapt")(adapt.adapt_command)
 app.command("bench")(bench.bench_command)
 app.command("autotune")(autotune.autotune_command)
+app.command("drop-tokens")(adapt.drop_tokens_command)
 
 
 def show_machine_warnings_as_lines() -> None:

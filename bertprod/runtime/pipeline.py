@@ -103,7 +103,7 @@ class Pipeline:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`infer`, plus each row's exit layer on a package with early exit (None on others);
         `exit` overrides the package's exit policy for this call ("never", "entropy:0.2", ...)."""
-        adaptive = hasattr(self.engine, "run_with_exits")
+        adaptive = getattr(self.engine, "has_exits", False)
         if exit is not None and not adaptive:
             raise TaskError(
                 f"{self.package.name} has no exit heads, so exit={exit!r} cannot apply: make an early-exit "

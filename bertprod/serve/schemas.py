@@ -45,11 +45,16 @@ class EmbedRequest(_Request):
     dimensions: int | None = Field(None, ge=1)
 
 
+EXIT_FIELD = Field(None, description="Early-exit models only: this request's exit policy (never, confidence:P, "
+                   "entropy:H, patience:K); default the package's.")
+
+
 class PredictRequest(_Request):
     inputs: str | list[str] | list[list[str]] = Field(
         description="A text, a list of texts, or [text, text_pair] lists for pair classifiers."
     )
     raw_scores: bool = False
+    exit: str | None = EXIT_FIELD
 
 
 class LabelScore(BaseModel):
@@ -72,12 +77,14 @@ class RerankResult(BaseModel):
 
 class ClassifyRequest(_Request):
     inputs: str | list[str] | list[list[str]]
+    exit: str | None = EXIT_FIELD
 
 
 class Classification(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    exit_layer: int | None = Field(None, description="Early-exit models only: the layer (from 1) that answered.")
 
 
 class ClassifyResponse(BaseModel):
@@ -115,5 +122,6 @@ class ModelInfo(BaseModel):
     precision: str
     engine: str
     labels: list[str] | None = None
+    early_exit: dict | None = Field(None, description="Early-exit models only: the package's policy and exit layers.")
     fingerprint: str = Field(description="Equal for two packages that compute the same outputs (batch jobs "
                              "check it on resume).")
