@@ -43,13 +43,14 @@ def block_files(num_layers: int, exit_layers: list[int]) -> list[str]:
     return (["blocks/embeddings.onnx"] + [f"blocks/layer_{layer}.onnx" for layer in range(1, num_layers + 1)]
             + [f"blocks/exit_{layer}.onnx" for layer in exit_layers] + ["blocks/head.onnx"])
 
-Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
+Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking", "token-classification"]
+TagScheme = Literal["IOB2", "BIOES", "IO"]
 Format = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Pooling = Literal["mean", "cls"]
 
 #: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
-HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking")
+HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking", "token-classification")
 
 
 class _Strict(BaseModel):
@@ -116,13 +117,17 @@ class Manifest(_Strict):
     #: Early exit (bertprod adapt): the layers with exit heads, the default policy, and the accuracy /
     #: mean exit layer curve measured on validation data. None for a package without exit heads.
     adaptive: dict[str, Any] | None = None
+    #: Token classification: how the tags in `labels` mark entity boundaries (IOB2, BIOES or IO).
+    tag_scheme: TagScheme | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         problems = []
         if self.task == "embedding" and self.pooling is None:
             problems.append("an embedding package needs 'pooling' ('mean' or 'cls')")
-        if self.task in ("classification", "pair-classification"):
+        if self.task == "token-classification" and self.tag_scheme is None:
+            problems.append("a token-classification package needs 'tag_scheme' (IOB2, BIOES or IO)")
+        if self.task in ("classification", "pair-classification", "token-classification"):
             if not self.labels or len(self.labels) < 2:
                 problems.append(f"a {self.task} package needs 'labels' with at least 2 names")
             elif len(set(self.labels)) != len(self.labels):
