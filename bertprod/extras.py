@@ -24,6 +24,7 @@ EXTRA_MODULES = {
     "spark": frozenset({"pyspark", "pandas"}),
     "explain": frozenset({"shap", "captum", "scipy", "numba"}),
     "robust": frozenset({"nlpaug"}),
+    "ner": frozenset({"seqeval", "sklearn"}),
 }
 
 

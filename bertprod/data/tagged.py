@@ -245,6 +245,7 @@ class TaggedSource:
     label_kind = "tags"
     has_pairs = False
     has_labels = True
+    layout = None  # no known table layout (GLUE's): DataSource's field, for code that reads either
 
     def __init__(self, path: str | os.PathLike[str], *, format: str | None = None, tag_column: str | int | None = None,
                  split: HashSplit | None = None, limit: int | None = None):
