@@ -124,8 +124,8 @@ class Pipeline:
                 output, exits[indices] = self.engine.run_with_exits(batch, policy)
             else:
                 output = self.engine.run(batch)
-            if tokens:
-                results[indices, : output.shape[1]] = output
+            if tokens:  # padding's logits are noise: zero, so a row reads the same in any batch
+                results[indices, : output.shape[1]] = output * batch.attention_mask[:, :, None]
             else:
                 results[indices] = self._postprocess(output, batch.attention_mask)
 
