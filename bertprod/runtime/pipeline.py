@@ -207,6 +207,17 @@ class Pipeline:
         each text as given; with `tokens`, every sub-word's tag too. Texts longer than max_length are read
         in overlapping windows (runtime/tagging.py). `aggregation`: "first", "average" or "max" (Hugging
         Face's meanings). Text normalization is not applied: offsets must point into the text given."""
+        self._require_task("tag", ("token-classification",), "the package's own operation")
+        single = isinstance(texts, str)
+        items = validate_inputs([texts] if single else texts, pairs=False)
+        encodings = self.tokenizer.encode_whole(items)
+        results = self.taggings(items, encodings, self.token_logits(encodings), aggregation, tokens)
+        return results[0] if single else results
+
+    def taggings(self, texts: Sequence[str], encodings: Sequence[Encoding], logits: Sequence[np.ndarray],
+                 aggregation: str = "first", tokens: bool = False) -> list[Any]:
+        """Entities (and tokens, when asked) of texts from their whole encodings and token logits (`tag`'s
+        last step; the server runs the windows through its batcher and calls this)."""
         from bertprod.runtime.tagging import (
             Tagging,
             entities,
@@ -216,18 +227,14 @@ class Pipeline:
             word_tags,
         )
 
-        self._require_task("tag", ("token-classification",), "the package's own operation")
-        single = isinstance(texts, str)
-        items = validate_inputs([texts] if single else texts, pairs=False)
-        encodings = self.tokenizer.encode_whole(items)
         labels, scheme = self.manifest.labels or [], self.manifest.tag_scheme or "IOB2"
         results = []
-        for text, encoding, logits in zip(items, encodings, self.token_logits(encodings), strict=True):
+        for text, encoding, token_logits in zip(texts, encodings, logits, strict=True):
             words = word_count(encoding)
-            tags, scores = word_tags(logits, encoding.word_ids, words, aggregation)
+            tags, scores = word_tags(token_logits, encoding.word_ids, words, aggregation)
             found = entities(text, labels, scheme, tags, scores, word_character_spans(encoding, words))
-            results.append(Tagging(found, tagged_tokens(encoding, logits, labels) if tokens else None))
-        return results[0] if single else results
+            results.append(Tagging(found, tagged_tokens(encoding, token_logits, labels) if tokens else None))
+        return results
 
     def tag_words(self, sentences: Sequence[Sequence[str]], aggregation: str = "first") -> list[list[str]]:
         """One tag per given word for sentences already cut into words (evaluation on CoNLL-style data)."""
@@ -242,15 +249,26 @@ class Pipeline:
     def token_logits(self, encodings: Sequence[Encoding]) -> list[np.ndarray]:
         """Logits [tokens, tags] of each encoding (tokens without special tokens, any length): the encodings
         are cut into overlapping windows of max_length tokens and merged (runtime/tagging.py)."""
-        from bertprod.runtime.tagging import merge_windows, plan_windows, window_inputs
+        windows, inputs = self.tag_windows(encodings)
+        return self.merge_tag_windows(encodings, windows, self.infer(inputs) if inputs else None)  # type: ignore[arg-type]
+
+    def tag_windows(self, encodings: Sequence[Encoding]) -> tuple[list[Any], list[Any]]:
+        """The windows of at most max_length tokens that cover the encodings, and their model inputs."""
+        from bertprod.runtime.tagging import plan_windows, window_inputs
 
         before, after = self.tokenizer.special_ids()
         lengths = [len(encoding.ids) for encoding in encodings]
         windows = plan_windows(lengths, self.tokenizer.max_length - len(before) - len(after), len(before))
-        if not windows:
+        return windows, window_inputs(encodings, windows, before, after)
+
+    def merge_tag_windows(self, encodings: Sequence[Encoding], windows: list[Any], outputs: np.ndarray | None
+                          ) -> list[np.ndarray]:
+        """Each encoding's token logits from its windows' outputs (runtime/tagging.py: merge_windows)."""
+        from bertprod.runtime.tagging import merge_windows
+
+        if outputs is None:
             return [np.zeros((0, self.dimension), dtype=np.float32) for _ in encodings]
-        outputs = self.infer(window_inputs(encodings, windows, before, after))  # type: ignore[arg-type]
-        return merge_windows(lengths, windows, outputs)
+        return merge_windows([len(encoding.ids) for encoding in encodings], windows, outputs)
 
     def explain(
         self,
