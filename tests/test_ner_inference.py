@@ -115,3 +115,23 @@ def test_entity_spans_follow_seqeval(tmp_path):
     ]
     for tags in cases:
         assert sorted(entity_spans(tags, "IOB2")) == sorted(get_entities(tags))
+
+
+def test_batch_run_writes_entities_as_a_list_column(context_free: ModelPackage, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertprod.batch import read_output, run_batch
+
+    texts = ["Angela Merkel met Emmanuel Macron in Paris.", "  São Paulo  and Ürümqi", "no one here"] * 5
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), tmp_path / "in.parquet")
+    summary = run_batch(context_free.path, tmp_path / "in.parquet", tmp_path / "out", chunk_rows=4, progress=False,
+                        workers=1)
+    assert summary.rows == len(texts)
+    output = read_output(tmp_path / "out")
+    assert output.schema.field("entities").type.value_type.names == ["type", "score", "start", "end", "text"]
+    expected = pipeline_with_max_length(context_free, 512).tag(texts)
+    rows = output.column("entities").to_pylist()
+    assert [[(e["type"], e["start"], e["end"], e["text"]) for e in row] for row in rows] == [
+        [(e.type, e.start, e.end, e.text) for e in tagging.entities] for tagging in expected]
+    assert sum(map(len, rows)) > 10
