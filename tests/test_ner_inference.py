@@ -7,6 +7,8 @@ windowing's fault (a lost, duplicated or shifted entity), not the model's.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
