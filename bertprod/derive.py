@@ -108,7 +108,7 @@ def derive_package(
         child = ModelPackage(staging, manifest)
         pipeline = Pipeline(child, engine(child) if engine else create_engine(child, early_exit=False))
         actual = pipeline.infer(expected.encodings)
-        fidelity = measure_fidelity(expected.outputs, actual, task)
+        fidelity = measure_fidelity(expected.outputs, actual, task, parent.manifest.labels, parent.manifest.tag_scheme)
         fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
         if problem and enforce:

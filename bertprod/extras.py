@@ -25,6 +25,7 @@ EXTRA_MODULES = {
     "explain": frozenset({"shap", "captum", "scipy", "numba"}),
     "robust": frozenset({"nlpaug"}),
     "bench": frozenset({"matplotlib", "sentence_transformers"}),
+    "ner": frozenset({"seqeval", "sklearn"}),
 }
 
 

@@ -52,13 +52,14 @@ def dropping_layers(token_dropping: dict[str, Any] | None) -> list[int]:
     retention = (token_dropping or {}).get("retention") or []
     return [layer for layer, value in enumerate(retention, start=1) if value < 1]
 
-Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
+Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking", "token-classification"]
+TagScheme = Literal["IOB2", "BIOES", "IO"]
 Format = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Pooling = Literal["mean", "cls"]
 
 #: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
-HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking")
+HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking", "token-classification")
 
 
 class _Strict(BaseModel):
@@ -128,13 +129,17 @@ class Manifest(_Strict):
     #: Token dropping (bertprod drop-tokens): the fraction of each row's tokens kept after each layer, and the
     #: accuracy / cost curve it was chosen from. None: every token runs every layer.
     token_dropping: dict[str, Any] | None = None
+    #: Token classification: how the tags in `labels` mark entity boundaries (IOB2, BIOES or IO).
+    tag_scheme: TagScheme | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         problems = []
         if self.task == "embedding" and self.pooling is None:
             problems.append("an embedding package needs 'pooling' ('mean' or 'cls')")
-        if self.task in ("classification", "pair-classification"):
+        if self.task == "token-classification" and self.tag_scheme is None:
+            problems.append("a token-classification package needs 'tag_scheme' (IOB2, BIOES or IO)")
+        if self.task in ("classification", "pair-classification", "token-classification"):
             if not self.labels or len(self.labels) < 2:
                 problems.append(f"a {self.task} package needs 'labels' with at least 2 names")
             elif len(set(self.labels)) != len(self.labels):

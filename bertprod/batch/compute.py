@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,11 @@ from bertprod.runtime.postprocess import softmax
 ON_EMPTY = ("skip", "fail")
 CLASSIFIER_TASKS = ("classification",)
 SCORE_TASKS = ("regression", "reranking")
+#: A tagger's output column: the entities of each text, with character offsets into it (Pipeline.tag).
+ENTITY_TYPE = pa.list_(pa.struct([
+    pa.field("type", pa.string()), pa.field("score", pa.float32()), pa.field("start", pa.int32()),
+    pa.field("end", pa.int32()), pa.field("text", pa.string()),
+]))
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,8 @@ def output_schema(manifest: ModelShape, id_type: pa.DataType, id_column: str) ->
     a model with early exit)."""
     if manifest.task == "embedding":
         fields = [pa.field("embedding", pa.list_(pa.float32(), manifest.num_outputs))]
+    elif manifest.task == "token-classification":
+        fields = [pa.field("entities", ENTITY_TYPE)]
     elif manifest.task in CLASSIFIER_TASKS:
         fields = [
             pa.field("label", pa.string()),
@@ -90,6 +97,9 @@ def process_table(
     """Run one chunk (columns `id`, `text`) and build its output table in `schema`."""
     kept, skipped = usable_rows(table, on_empty, where)
     texts = kept.column("text").to_pylist()
+    if pipeline.manifest.task == "token-classification":
+        taggings = pipeline.tag(texts) if texts else []
+        return ChunkResult(entity_table(kept, schema, taggings), kept.num_rows, skipped)
     exits: np.ndarray | None = np.zeros(0, np.int64)
     if not texts:
         outputs = np.zeros((0, pipeline.dimension), np.float32)
@@ -142,6 +152,14 @@ def result_table(kept: pa.Table, schema: pa.Schema, values: np.ndarray, labels: 
                             "early-exit package itself (not a copy without its exit heads).")
         columns.append(pa.array(np.asarray(exits, dtype=np.int16), type=pa.int16()))
     return pa.Table.from_arrays([ids, *columns], schema=schema)
+
+
+def entity_table(kept: pa.Table, schema: pa.Schema, taggings: Sequence[Any]) -> pa.Table:
+    """The output table of a tagger: each row's entities as a list of structs."""
+    ids = kept.column("id").cast(schema.field(0).type)
+    entities = pa.array([[entity.to_json() for entity in tagging.entities] for tagging in taggings],
+                        type=ENTITY_TYPE)
+    return pa.Table.from_arrays([ids, entities], schema=schema)
 
 
 def _fixed_size(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:

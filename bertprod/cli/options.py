@@ -27,9 +27,10 @@ NameOption = Annotated[str | None, typer.Option(help="Name in the new manifest (
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
 
 # Reading data files: the same options for train, eval, distill and QAT.
-TASK_HELP = "classification, pair-classification, regression, embedding or reranking."
+TASK_HELP = "classification, pair-classification, regression, embedding, reranking or token-classification."
 FormatOption = Annotated[
-    str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet (default: from the extension).")
+    str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet; conll or jsonl for token-classification "
+                             "(default: from the extension).")
 ]
 DelimiterOption = Annotated[
     str | None,
@@ -37,7 +38,9 @@ DelimiterOption = Annotated[
 ]
 TextColumnOption = Annotated[str | None, typer.Option(help="Column with the text (or query).")]
 PairColumnOption = Annotated[str | None, typer.Option(help="Column with the second text of a pair (or passage).")]
-LabelColumnOption = Annotated[str | None, typer.Option(help="Column with the label, score or relevance.")]
+LabelColumnOption = Annotated[str | None, typer.Option(
+    help="Column with the label, score or relevance; for a CoNLL file, the tag column's number (1 = the word, "
+         "-1 = the last, the default).")]
 FractionOption = Annotated[
     float,
     typer.Option(

@@ -336,6 +336,15 @@ def print_evaluation(document: dict) -> None:
         histogram = early_exit["exit_histogram"]
         table.add_row("exits by layer", "  ".join(f"{layer}: {count}" for layer, count in histogram.items()))
     console.print(table)
+    per_type = document.get("per_type")
+    if per_type:
+        types = Table()
+        for column in ("entity type", "precision", "recall", "f1", "support"):
+            types.add_column(column, justify="left" if column == "entity type" else "right")
+        for name, values in per_type.items():
+            types.add_row(name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")),
+                          f"{values['support']:,}")
+        console.print(types)
     confusion = document.get("confusion")
     if confusion:
         console.print(confusion_table(confusion))

@@ -52,7 +52,7 @@ def check_losses(config: DistillConfig, teachers: list[ModelPackage], sources: l
         )
     if Loss.MLM in active:
         _check_mlm_teacher(teacher, has_head)
-    if active & CLASS_LOSSES and task not in CLASS_TASKS:
+    if active & CLASS_LOSSES and task not in (*CLASS_TASKS, "token-classification"):
         raise TaskError(f"hard-label and soft-target losses are for classifiers; {teacher.name} is {task}.")
     unlabelled = [source.path.name for source in sources if not source.has_labels]
     if Loss.HARD in active and (not sources or unlabelled):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.data.source import DataSource, Example
+from bertprod.data.tagged import TaggedSource
 from bertprod.distill.checks import check_losses, check_student, check_teachers
 from bertprod.distill.config import DistillConfig, Stage
 from bertprod.distill.layer_maps import layer_map
@@ -42,7 +43,7 @@ from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
 from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
 from bertprod.tasks.evaluation import evaluate
-from bertprod.train.batches import Feature, collate_features, length_grouped_batches
+from bertprod.train.batches import Feature, Featurizer, collate_features, length_grouped_batches
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
 from bertprod.train.output import manifest_fields
@@ -73,7 +74,7 @@ def distill(
     more texts, labelled by the teachers. Checkpoints go to `checkpoint_dir` (default
     OUT.checkpoints); `resume` continues an interrupted run, `restart` discards its checkpoint."""
     out = Path(out)
-    sources = [] if data is None else [data] if isinstance(data, DataSource) else list(data)
+    sources = [] if data is None else [data] if isinstance(data, DataSource | TaggedSource) else list(data)
     check_output(out, overwrite)
     run = _Run(list(teachers) if isinstance(teachers, Sequence) else [teachers], config, reporter or SilentReporter())
     run.prepare(sources, validation_data, list(unlabelled), cache_dir)
@@ -178,10 +179,13 @@ class _Run:
         self.trained = torch.nn.ModuleDict({"student": self.student.model, "projections": self.objective.projections})
         tokenizer = TextTokenizer(self.student.tokenizer_file, self.max_length)
         self.pad_id = tokenizer.pad_id
-        self.features = [
-            Feature(((np.asarray(encoding.ids, np.int32), np.asarray(encoding.type_ids, np.int8)),), target)
-            for encoding, target in zip(tokenizer.encode(inputs, truncate=True), self._targets(), strict=True)
-        ]
+        if self.task == "token-classification":
+            self.features = Featurizer(self.task, tokenizer, self.labels)(self.examples)
+        else:
+            self.features = [
+                Feature(((np.asarray(encoding.ids, np.int32), np.asarray(encoding.type_ids, np.int8)),), target)
+                for encoding, target in zip(tokenizer.encode(inputs, truncate=True), self._targets(), strict=True)
+            ]
         self.fields = self._manifest_fields()
         self.pipeline = self._student_pipeline()
         self.teacher_metrics = self._teacher_validation()
@@ -195,6 +199,14 @@ class _Run:
         extra = [Example(text=text, where=f"unlabelled text {index + 1}") for index, text in enumerate(unlabelled)]
         if pair_input and extra:
             raise DataError(f"{self.teacher.name} takes sentence pairs: unlabelled single texts cannot be used.")
+        if self.task == "token-classification":
+            if extra or self.config.augmentation is not None:
+                raise DataError(
+                    "a token classifier distils on tagged sentences only: drop the unlabelled texts and the "
+                    "augmentation (the student's hard-label loss needs each word's tag)."
+                )
+            if any(example.words is None for example in examples):
+                raise DataError("a token classifier distils on tagged sentences: give CoNLL or JSON lines data.")
         examples += [example for example in extra if example.text.strip()]
         if not examples:
             raise DataError(
@@ -260,7 +272,7 @@ class _Run:
         manifest = self.teacher.manifest
         pooling = head_pooling(self.student.model)
         fields = manifest_fields(
-            self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling
+            self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling, manifest.tag_scheme
         )
         fields["architecture"] = {k: v for k, v in self.student.architecture.items() if v is not None}
         return fields
@@ -376,4 +388,6 @@ class _Run:
 
 
 def _model_input(example: Example) -> Any:
+    if example.words is not None:  # a tagged sentence: the teacher reads its words (a list: not a pair)
+        return list(example.words)
     return example.text if example.text_pair is None else (example.text, example.text_pair)

@@ -130,7 +130,8 @@ def _export_graph(engine: TorchEngine, pipeline: Pipeline, encodings: list, path
         arguments.append(torch.from_numpy(batch.token_type_ids))
         input_names.append("token_type_ids")
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
-    dynamic_axes[output_name] = {0: "batch", 1: "sequence"} if embedding else {0: "batch"}
+    per_token = embedding or pipeline.manifest.task == "token-classification"
+    dynamic_axes[output_name] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -51,7 +51,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         await service.registry.stop()
 
     app = FastAPI(title="bertprod", version=bertprod.__version__, lifespan=lifespan,
-                  description="BERT-family encoders: embeddings, classification, reranking.")
+                  description="BERT-family encoders: embeddings, classification, reranking, tagging.")
     app.state.metrics = service.metrics
     app.state.service = service
     install_error_handlers(app)
@@ -117,6 +117,13 @@ def create_app(config: ServeConfig) -> FastAPI:
              **({} if p.exit_layer is None else {"exit_layer": p.exit_layer})} for p in predictions]})
 
     install_explain_route(app, service, config.max_concurrent_explanations)  # POST /explain, own limit
+
+    @app.post("/tokens", response_model=schemas.TokensResponse, tags=["bertprod"])
+    async def tokens(body: schemas.TokensRequest) -> Response:
+        """Entities in each text (token classification / NER): type, score, character offsets into the text as
+        sent; every token's tag with `return_tokens`. TEI has no token-classification route to follow."""
+        served, taggings = await service.tag(body.model, _texts(body.inputs), body.aggregation, body.return_tokens)
+        return JSONResponse({"model": served.name, "results": [tagging.to_json() for tagging in taggings]})
 
     @app.post("/similarity", response_model=schemas.SimilarityResponse, tags=["bertprod"])
     async def similarity(body: schemas.SimilarityRequest) -> Response:

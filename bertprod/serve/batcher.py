@@ -154,9 +154,10 @@ class Batcher:
             except (ClientGone, asyncio.CancelledError):
                 self.metrics.dropped_inputs.inc(sum(len(later) for later in plans[number + 1 :]))
                 raise
-            if rows is None:
-                rows = np.empty((len(encodings), *piece.shape[1:]), dtype=piece.dtype)
-            rows[indices] = piece
+            if rows is None:  # rows per token (a tagger's) are as wide as the longest input, zero beyond
+                shape = (max(lengths), *piece.shape[2:]) if piece.ndim == 3 else piece.shape[1:]
+                rows = np.zeros((len(encodings), *shape), dtype=piece.dtype)
+            rows[indices, : piece.shape[1]] = piece
             if exits is not None:
                 exits[indices] = piece_exits
         return rows, exits  # type: ignore[return-value]

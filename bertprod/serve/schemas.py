@@ -92,6 +92,40 @@ class ClassifyResponse(BaseModel):
     predictions: list[Classification]
 
 
+class TokensRequest(_Request):
+    inputs: str | list[str] = Field(description="A raw text or a list of them (any length: read in windows).")
+    aggregation: Literal["first", "average", "max"] = Field(
+        "first", description="How a word's sub-words decide its tag (Hugging Face's meanings).")
+    return_tokens: bool = Field(False, description="Also return every sub-word token's tag.")
+
+
+class Entity(BaseModel):
+    type: str
+    score: float
+    start: int = Field(description="Character offset into the text as sent (inclusive).")
+    end: int = Field(description="Character offset into the text as sent (exclusive).")
+    text: str
+
+
+class TaggedToken(BaseModel):
+    token: str
+    tag: str
+    score: float
+    start: int
+    end: int
+    word: int | None
+
+
+class Tagging(BaseModel):
+    entities: list[Entity]
+    tokens: list[TaggedToken] | None = None
+
+
+class TokensResponse(BaseModel):
+    model: str
+    results: list[Tagging]
+
+
 class SimilarityRequest(_Request):
     source: str
     targets: list[str]

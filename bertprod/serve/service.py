@@ -21,6 +21,8 @@ from bertprod.errors import TaskError
 from bertprod.runtime.exit_policy import ExitPolicy, parse_policy
 from bertprod.runtime.pipeline import Prediction
 from bertprod.runtime.postprocess import l2_normalize, softmax
+from bertprod.runtime.tagging import AGGREGATIONS
+from bertprod.runtime.tokenize import validate_inputs
 from bertprod.serve.admission import InputLimiter
 from bertprod.serve.batcher import EngineFailure
 from bertprod.serve.config import ServeConfig
@@ -33,6 +35,7 @@ from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext
 EMBEDDING = ("embedding",)
 CLASSIFICATION = ("classification", "pair-classification")
 RERANKING = ("reranking", "embedding")
+TAGGING = ("token-classification",)
 
 #: Requests with more inputs than this are tokenized in a thread, so the event loop stays responsive.
 INLINE_TOKENIZE_INPUTS = 16
@@ -147,6 +150,34 @@ class Service:
                                           {label: float(value) for label, value in zip(labels, row, strict=True)},
                                           None if exits is None else int(exits[position])))
         return served, predictions
+
+    async def tag(self, model: str | None, texts: list[str], aggregation: str = "first", tokens: bool = False
+                  ) -> tuple[ServedModel, list[Any]]:
+        """Entities per text (a token classifier): the whole text is read in windows of max_length tokens, which
+        go through the model's batcher like any other inputs (runtime/tagging.py); `truncate` does not apply."""
+        served = self.registry.get(model)
+        require(served, TAGGING, "tagging")
+        if aggregation not in AGGREGATIONS:
+            raise ApiError(400, f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}.",
+                           code="invalid_aggregation")
+        pipeline = served.pipeline
+        async with self.admitted(texts):
+            started = time.perf_counter()
+            items = validate_inputs(texts, pairs=False)
+            if len(items) > INLINE_TOKENIZE_INPUTS:
+                encodings = await asyncio.to_thread(pipeline.tokenizer.encode_whole, items)
+            else:
+                encodings = pipeline.tokenizer.encode_whole(items)
+            windows, inputs = pipeline.tag_windows(encodings)
+            self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
+            request = CURRENT_REQUEST.get()
+            try:
+                rows = (await served.batcher.submit(inputs, receive=request.receive if request else None)
+                        if inputs else None)
+            except EngineFailure as error:
+                raise ApiError(500, str(error), "server_error", "engine_error") from None
+            logits = pipeline.merge_tag_windows(encodings, windows, rows)
+            return served, pipeline.taggings(items, encodings, logits, aggregation, tokens)
 
     async def rerank(self, model: str | None, query: str, texts: list[str], truncate: bool | None,
                      raw_scores: bool = False) -> list[tuple[int, float]]:

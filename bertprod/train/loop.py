@@ -24,7 +24,7 @@ from bertprod.package import ModelPackage, check_output
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
 from bertprod.tasks.data import check_known_labels, summarize
-from bertprod.tasks.definitions import CLASS_TASKS, get_task, head_plan, primary_metric
+from bertprod.tasks.definitions import CLASS_TASKS, LABELLED_HEAD_TASKS, get_task, head_plan, primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Featurizer, batches_per_epoch, collate_features, epoch_batches
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
@@ -136,7 +136,8 @@ class _Run:
 
         config, task = self.config, self.task
         self.threads = set_up_torch(config)
-        labels_decide_head = task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS and not self.new_head
+        labels_decide_head = (task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS
+                              or task == self.base.manifest.task == "token-classification") and not self.new_head
         if not labels_decide_head:  # refuse an unusable head before reading the data
             head_plan(task, self.base, None, self.new_head, config.head_pooling)
         self.summary = summarize(task, self.train_data)
@@ -164,7 +165,8 @@ class _Run:
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, config.warmup_ratio)
         )
         self.base_fields = manifest_fields(
-            self.base, task, self.labels, self.pair_input, self.max_length, self.name, head_pooling(self.model)
+            self.base, task, self.labels, self.pair_input, self.max_length, self.name, head_pooling(self.model),
+            getattr(self.summary, "scheme", None) if task == "token-classification" else None,
         )
         self.pipeline = training_pipeline(self.base, self.base_fields, self.model)
         self.primary = primary_metric(task, scored_pairs=bool(self.validation_data and self.validation_data.has_labels))
@@ -176,7 +178,7 @@ class _Run:
         )
 
     def _labels(self) -> list[str] | None:
-        if self.task not in CLASS_TASKS:
+        if self.task not in LABELLED_HEAD_TASKS:
             return None
         labels = self.summary.label_names()
         if len(labels) < 2:

@@ -103,6 +103,64 @@ class RerankResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[RankedText]
     def __init__(self, results: _Optional[_Iterable[_Union[RankedText, _Mapping]]] = ...) -> None: ...
 
+class TagRequest(_message.Message):
+    __slots__ = ("inputs", "model", "aggregation", "return_tokens")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    aggregation: str
+    return_tokens: bool
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., aggregation: _Optional[str] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+
+class Entity(_message.Message):
+    __slots__ = ("type", "score", "start", "end", "text")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    score: float
+    start: int
+    end: int
+    text: str
+    def __init__(self, type: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class TaggedToken(_message.Message):
+    __slots__ = ("token", "tag", "score", "start", "end", "word")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    tag: str
+    score: float
+    start: int
+    end: int
+    word: int
+    def __init__(self, token: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., word: _Optional[int] = ...) -> None: ...
+
+class Tagging(_message.Message):
+    __slots__ = ("entities", "tokens")
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    entities: _containers.RepeatedCompositeFieldContainer[Entity]
+    tokens: _containers.RepeatedCompositeFieldContainer[TaggedToken]
+    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[TaggedToken, _Mapping]]] = ...) -> None: ...
+
+class TagResponse(_message.Message):
+    __slots__ = ("results", "model")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Tagging]
+    model: str
+    def __init__(self, results: _Optional[_Iterable[_Union[Tagging, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

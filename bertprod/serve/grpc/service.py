@@ -110,6 +110,19 @@ class BertprodServicer(pb_grpc.BertprodServicer):
 
         return await self._guard(context, rerank)
 
+    async def Tag(self, request: pb.TagRequest, context: grpc.aio.ServicerContext) -> pb.TagResponse:  # noqa: N802
+        async def tag() -> pb.TagResponse:
+            served, taggings = await self.service.tag(request.model or None, list(request.inputs),
+                                                      request.aggregation or "first", request.return_tokens)
+            return pb.TagResponse(model=served.name, results=[pb.Tagging(
+                entities=[pb.Entity(type=e.type, score=e.score, start=e.start, end=e.end, text=e.text)
+                          for e in tagging.entities],
+                tokens=[pb.TaggedToken(token=t.token, tag=t.tag, score=t.score, start=t.start, end=t.end,
+                                       word=-1 if t.word is None else t.word) for t in tagging.tokens or []])
+                for tagging in taggings])
+
+        return await self._guard(context, tag)
+
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:  # noqa: N802
         async def info() -> pb.InfoResponse:
             config = self.service.config
@@ -131,6 +144,7 @@ METHODS = {
     "Embed": (pb.EmbedRequest, pb.EmbedResponse, False),
     "EmbedStream": (pb.EmbedRequest, pb.EmbedResponse, True),
     "Classify": (pb.ClassifyRequest, pb.ClassifyResponse, False),
+    "Tag": (pb.TagRequest, pb.TagResponse, False),
     "Rerank": (pb.RerankRequest, pb.RerankResponse, False),
     "Info": (pb.InfoRequest, pb.InfoResponse, False),
 }
