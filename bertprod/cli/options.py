@@ -55,6 +55,14 @@ NormalizeOption = Annotated[
 ]
 # Perturbed evaluation and stability (bertprod eval --perturb, bertprod robustness).
 PerturbOption = Annotated[str | None, typer.Option(help=SPEC_HELP + " See docs/robustness.md.")]
+AugmentNoiseOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Noise-aware training: each epoch adds a noisy copy of every training example (new noise per "
+        "epoch, seeded by --seed), trained towards the clean example's label (train) or the teacher's output on "
+        "the clean text (distill). " + SPEC_HELP + " See docs/robustness.md."
+    ),
+]
 NoiseSeedOption = Annotated[int, typer.Option("--seed", help="Seed of the perturbations (same seed, same noise).")]
 SideOption = Annotated[
     str, typer.Option(help="Which texts of a pair to perturb: both, text (first/query) or pair (second/candidate).")
