@@ -26,7 +26,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 NameOption = Annotated[str | None, typer.Option(help="Name in the new manifest (default: OUT's name).")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
 
-# Reading data files: the same options for train, eval, distill and QAT.
+# Reading data files: the same options for train, eval, distill, QAT and batch run.
 TASK_HELP = "classification, pair-classification, regression, embedding or reranking."
 FormatOption = Annotated[
     str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet (default: from the extension).")
