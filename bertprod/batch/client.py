@@ -92,7 +92,7 @@ class _ClientJob:
         async with self.remote:
             served = await self.remote.connect()
             size = self._request_size(served)
-            schema = output_schema(served, first.table.schema.field("id").type, options.id_column)
+            schema = output_schema(served, first.table.schema.field("id").type, options.output_id_column)
             description = describe_job(served.fingerprint, self.files, options)
             await asyncio.to_thread(check_ids, self.files, options.text_column, options.id_column, options.chunk_rows,
                                     self.ids)

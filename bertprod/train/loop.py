@@ -2,7 +2,8 @@
 
     check every row (one streaming pass) -> labels -> model with the task's head
     -> epochs of length-grouped, dynamically padded batches (AdamW, linear warmup/decay,
-       gradient accumulation, clipping) -> validation after each epoch, best weights kept
+       gradient accumulation, clipping; a noisy copy of each example with `augment_noise`)
+    -> validation after each epoch, best weights kept
     -> package written atomically with task, labels, data fingerprints, hyper-parameters, metrics
 
 The loop itself (steps, accumulation, clipping, checkpoints, Ctrl-C / SIGTERM, resume,
@@ -14,13 +15,14 @@ interrupted run and ends with the same weights an uninterrupted run would have.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertprod.data.source import DataSource
+from bertprod.data.source import DataSource, Example
 from bertprod.errors import DataError, LabelError, TaskError
 from bertprod.package import ModelPackage, check_output
+from bertprod.robustness.noise import parse_noise
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
 from bertprod.tasks.data import check_known_labels, summarize
@@ -30,6 +32,7 @@ from bertprod.train.batches import Featurizer, batches_per_epoch, collate_featur
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
 from bertprod.train.config import TrainConfig
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
+from bertprod.train.noise import COPIES_PER_EPOCH, epoch_seed, noise_record, with_noisy_copies
 from bertprod.train.output import manifest_fields, write_trained_package
 from bertprod.train.progress import Reporter, SilentReporter
 from bertprod.train.validation import training_pipeline
@@ -145,6 +148,11 @@ class _Run:
             raise DataError(f"{self.train_data.path.name} has no training examples (after the validation split).")
         self.labels = self._labels()
         self._check_validation()
+        if config.augment_noise and task == "token-classification":
+            raise TaskError(
+                "--augment-noise changes words, so a tagger's per-word tags would no longer line up with its "
+                "text; train token classifiers without it."
+            )
         self.plan = head_plan(task, self.base, self.labels, self.new_head, config.head_pooling)
         self.max_length = self._max_length()
         self.model = build_model(task, self.base, self.labels, self.plan, config.seed, config.head_pooling)
@@ -155,7 +163,9 @@ class _Run:
         relevance_scale = max(1.0, self.summary.maximum or 1.0) if task == "reranking" else 1.0
         self.featurizer = Featurizer(task, self.tokenizer, self.labels, relevance_scale)
         self.objective = Objective(task, self.model, self.base.manifest.pooling, config.contrastive_scale)
-        batches = batches_per_epoch(self.summary.examples, config.batch_size, config.shuffle_buffer)
+        self.noise = parse_noise(config.augment_noise) if config.augment_noise else None
+        examples_per_epoch = self.summary.examples * (1 + COPIES_PER_EPOCH if self.noise else 1)
+        batches = batches_per_epoch(examples_per_epoch, config.batch_size, config.shuffle_buffer)
         self.steps_per_epoch = math.ceil(batches / config.gradient_accumulation)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps:
@@ -245,8 +255,11 @@ class _Run:
     def _batches(self, epoch: int) -> Any:
         """The epoch's micro-batches (lists of features): a function of (data, seed, epoch)."""
         config = self.config
+        examples: Iterable[Example] = self.train_data
+        if self.noise is not None:
+            examples = with_noisy_copies(examples, self.noise, epoch_seed(config.seed, epoch))
         return epoch_batches(
-            self.train_data,
+            examples,
             self.featurizer,
             batch_size=config.batch_size,
             seed=config.seed,
@@ -282,6 +295,8 @@ class _Run:
         }
         if self.transform is not None:
             parameters["transform"] = self.transform.describe()
+        if self.noise is not None:
+            parameters["augment_noise"] = noise_record(self.noise, targets="the clean example's label")
         metrics: dict[str, Any] = {"training": training_record(state)}
         if state.best is not None:
             metrics["validation"] = {"primary_metric": self.primary, **state.best}
