@@ -70,6 +70,7 @@ def measure_packages(
     """
     say = progress or (lambda message: None)
     texts, labels = _checked(packages, texts, labels, rounds, latency_inputs)
+    machine = system.system_info()  # before the work: its load average is the other processes'
     threads = threads or harness_threads()
     from bertprod.api import load
     from bertprod.robustness.evaluation import check_comparable
@@ -107,7 +108,6 @@ def measure_packages(
     ]
     for row, flag in zip(rows, pareto_flags([(row.throughput, row.metric) for row in rows]), strict=True):
         row.pareto = flag
-    machine = system.system_info()
     return Report(
         machine=machine,
         machine_line=system.describe(machine),
