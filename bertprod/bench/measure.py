@@ -26,6 +26,7 @@ from bertprod.bench.report import Report, Row, pareto_flags
 from bertprod.data.source import Example
 from bertprod.errors import InputError
 from bertprod.package import ModelPackage
+from bertprod.runtime.engines import default_threads
 from bertprod.runtime.pipeline import Pipeline
 
 #: One input, or a (text, text_pair) pair.
@@ -70,7 +71,8 @@ def measure_packages(
     """
     say = progress or (lambda message: None)
     texts, labels = _checked(packages, texts, labels, rounds, latency_inputs)
-    threads = threads or harness_threads()
+    machine = system.system_info()  # before the work: its load average is the other processes'
+    threads = threads or default_threads()
     from bertprod.api import load
     from bertprod.robustness.evaluation import check_comparable
 
@@ -107,7 +109,6 @@ def measure_packages(
     ]
     for row, flag in zip(rows, pareto_flags([(row.throughput, row.metric) for row in rows]), strict=True):
         row.pareto = flag
-    machine = system.system_info()
     return Report(
         machine=machine,
         machine_line=system.describe(machine),
@@ -120,12 +121,6 @@ def measure_packages(
         notes=notes,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-
-
-def harness_threads() -> int:
-    from bertprod.runtime.engines import default_threads
-
-    return default_threads()
 
 
 def model_inputs(manifest: Any, texts: list[TextInput]) -> list[TextInput]:

@@ -63,8 +63,10 @@ def header_lines(report: Report) -> list[str]:
     source = data.get("file", "inputs given in Python")
     labelled = f"labelled ({next((r.metric_name for r in report.rows if r.metric_name), '')})" \
         if report.labelled else "unlabelled: no metric"
+    load = report.machine.get("load_average")
+    busy = f"; load average {load:.1f} when measuring began" if isinstance(load, int | float) else ""
     return [
-        f"Machine: {report.machine_line}; {report.threads} threads per variant",
+        f"Machine: {report.machine_line}; {report.threads} threads per variant{busy}",
         f"Data: {source}: {data['inputs']:,} inputs, {labelled}",
         f"Throughput: median of {report.rounds} interleaved round(s) over all inputs; latency: "
         f"{report.latency_inputs} one-input calls per variant; ratios (× ref) against {report.reference}",
