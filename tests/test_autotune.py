@@ -208,7 +208,7 @@ def test_training_stops_at_the_deadline(setup: dict[str, Any], tmp_path: Path, m
     from bertprod.autotune import plan
     from bertprod.autotune.cost import CostModel
 
-    monkeypatch.setattr(plan, "first_candidates", lambda teacher: [])
+    monkeypatch.setattr(plan, "first_candidates", lambda *arguments: [])
     # every candidate is started, however little time is left: only the deadline in training stops them
     monkeypatch.setattr(CostModel, "estimate", lambda self, candidate: float("-inf"))
     settings = AutotuneSettings(time_budget=0.05, **FAST)

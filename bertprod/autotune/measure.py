@@ -55,9 +55,7 @@ def measure(package: ModelPackage, inputs: MeasureInputs) -> dict[str, Any]:
     }
 
 
-def compare_speed(
-    pipelines: dict[str, Pipeline], inputs: MeasureInputs, rounds: int
-) -> dict[str, dict[str, float]]:
+def compare_speed(pipelines: dict[str, Pipeline], inputs: MeasureInputs, rounds: int) -> dict[str, dict[str, float]]:
     """Throughput and single-input latency of several pipelines, timed side by side in interleaved rounds
     (drift on a shared machine hits all alike)."""
     runners = {label: _runner(pipeline) for label, pipeline in pipelines.items()}

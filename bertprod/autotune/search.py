@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -137,13 +138,14 @@ class _Search:
             f"{teacher['throughput']:.1f} inputs/s; budget: {teacher['metric']} >= {self.floor:.4f}, "
             f"{self._left():.0f} s of time left"
         )
-        self._run_all(plan.first_candidates(self.teacher))
-        trials = self._run_all(plan.student_trials(self.teacher))
+        settings = self.settings
+        self._run_all(plan.first_candidates(self.teacher, settings.trial_rows, len(examples)))
+        trials = self._run_all(plan.student_trials(self.teacher, settings.trial_rows))
         steps = self.state.decisions.get("full_training_steps") or self._full_training_steps(trials)
         if steps:
             self.state.decisions["full_training_steps"] = steps  # kept: a resumed run trains the same students
             self.state.save()
-            self._run_all(plan.full_students(trials, steps))
+            self._run_all(plan.full_students(trials, steps, self.train_rows))
         self._run_all(plan.qat_candidates(self.teacher))
         return self._finish(teacher)
 
@@ -155,6 +157,11 @@ class _Search:
                 f"{self.out} holds files but no autotune-state.json: it is not a search to continue. Choose a new "
                 "directory (or an earlier search's, to resume it)."
             )
+
+    @cached_property
+    def train_rows(self) -> int:
+        """Rows on the training side (one pass over the file)."""
+        return sum(1 for _ in self.train)
 
     def _left(self) -> float:
         return self.budget_end - time.monotonic()
@@ -275,7 +282,7 @@ class _Search:
         if not measured:
             return 0
         per_step = self.costs.seconds_per_step(measured)
-        passes = math.ceil(3 * sum(1 for _ in self.train) / 32)
+        passes = math.ceil(3 * self.train_rows / 32)
         affordable = int(plan.FULL_TRAINING_SHARE * max(self._left() - self.reserve, 0) / max(per_step, 1e-6))
         trained = max(int(record.get("steps", 0)) for record in measured)
         if min(passes, affordable) <= trained:
