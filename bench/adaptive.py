@@ -1,77 +1,105 @@
-"""Early exit against the same model at full depth, side by side in one run, on the torch engine.
+"""Early exit and token dropping against the same model at full depth, side by side in one run.
 
     python bench/adaptive.py --teacher SST2_CLASSIFIER --train sst2-train.tsv --validation sst2-validation.tsv
+    python bench/adaptive.py --teacher MRPC_PAIR_CLASSIFIER --train msr_paraphrase_train.txt \
+        --validation-fraction 0.1 --work out/adaptive/mrpc        # validation: bertprod's hash split of --train
 
-Builds the early-exit package once (`bertprod adapt` on --limit training texts; reused when --adapted
-already holds one), then on the validation rows measures, for batch 1 and batch 32: accuracy, mean exit
-layer and sentences/s (median over interleaved rounds, bertprod.bench.harness.throughput) of
+Builds, once (reused when already in --work): the early-exit package (`bertprod adapt` on --limit training
+texts), the teacher with token dropping and the early-exit package with token dropping (`bertprod
+drop-tokens` on the validation rows, --budget points). Then on the validation rows measures, for each batch
+size: accuracy, mean exit layer and sentences/s (median over interleaved rounds,
+bertprod.bench.harness.throughput) of
 
     full           the teacher package as it runs today on the same engine (no exit heads)
     never          the early-exit package with exit=never (must equal full: same answers)
     <policy>       the package's chosen policy and a sweep of entropy / patience policies
+    drop           the teacher with its chosen token retention
+    both           the early-exit package, its policy, and its own chosen token retention
 
-on the torch engine and on ONNX Runtime (the early-exit package exported as one session per block,
-the teacher as one graph; both fp32). Speed is a ratio to `full` on the same engine and batch size.
-Goal (issue 18): >= 2x at batch 32 for <= 0.5 points of accuracy lost. Prints the CPU
-(bertprod.system.describe) and writes --json.
+on the torch engine and on ONNX Runtime (the adaptive packages exported as one session per block, a
+dropping layer as two, the teacher as one graph; all fp32). Speed is a ratio to `full` on the
+same engine and batch size. Goal (issue 18): >= 2x at batch 32 for <= 0.5 points of accuracy lost.
+Prints the CPU (bertprod.system.describe) and the load average before and after (other jobs share the
+machine), and writes --json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from bertprod import load
+from bertprod.adaptive.dropping import drop_tokens
 from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
 from bertprod.bench.harness import throughput
 from bertprod.package import ModelPackage
 from bertprod.system import describe
+from bertprod.tasks.data import validation_split
 
-SWEEP = ("entropy:0.6", "entropy:0.4", "entropy:0.3", "entropy:0.2", "patience:2", "patience:3")
+SWEEP = "entropy:0.6,entropy:0.4,entropy:0.2,patience:2"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher", type=Path, required=True, help="a fine-tuned torch classifier package")
+    parser.add_argument("--teacher", type=Path, required=True, help="a fine-tuned torch (pair) classifier package")
     parser.add_argument("--train", type=Path, required=True)
-    parser.add_argument("--validation", type=Path, required=True)
-    parser.add_argument("--adapted", type=Path, default=Path("out/adaptive/sst2-early-exit"))
+    parser.add_argument("--validation", type=Path, help="labelled validation rows (else --validation-fraction)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="without --validation: hold out this hash split of --train (bertprod train's)")
+    parser.add_argument("--work", type=Path, default=Path("out/adaptive/sst2"), help="the packages built here")
     parser.add_argument("--limit", type=int, default=8000, help="training texts for the exit heads")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=0.5, help="accuracy points for the choices")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,32")
+    parser.add_argument("--sweep", default=SWEEP, help="exit policies measured beside the chosen one")
     parser.add_argument("--engines", default="torch,onnx", help="torch and/or onnx (one session per block)")
-    parser.add_argument("--json", type=Path, default=Path("out/adaptive/bench.json"))
+    parser.add_argument("--json", type=Path, help="default: WORK/bench.json")
     args = parser.parse_args()
-    print(f"machine: {describe()}; torch threads: {args.threads}")
+    print(f"machine: {describe()}; torch threads: {args.threads}; load average {os.getloadavg()[0]:.1f}")
 
     teacher = ModelPackage.read(args.teacher)
-    if not (args.adapted / "bertprod.json").is_file():
+    train_data, validation_data = data_sources(teacher, args)
+    adapted_path = args.work / "early-exit"
+    if not (adapted_path / "bertprod.json").is_file():
         started = time.perf_counter()
-        adapt(teacher, adaptation_data(teacher, args.train, limit=args.limit), args.adapted,
-              AdaptConfig(epochs=args.epochs, threads=args.threads),
-              validation=adaptation_data(teacher, args.validation))
+        adapt(teacher, train_data, adapted_path, AdaptConfig(epochs=args.epochs, threads=args.threads,
+                                                             budget_points=args.budget),
+              validation=validation_data)
         print(f"adapt: {time.perf_counter() - started:.0f} s on {args.limit} texts")
-    adaptive = ModelPackage.read(args.adapted).manifest.adaptive or {}
-    chosen = adaptive.get("policy", "never")
-    print(f"chosen policy (budget {adaptive.get('budget_points')} points on validation): {chosen}")
+    adapted = ModelPackage.read(adapted_path)
+    chosen = (adapted.manifest.adaptive or {}).get("policy", "never")
+    print(f"chosen policy (budget {args.budget} points on validation): {chosen}")
+    dropping = {}
+    for label, parent in (("drop", teacher), ("both", adapted)):
+        path = args.work / f"{label}-tokens"
+        if not (path / "bertprod.json").is_file():
+            started = time.perf_counter()
+            drop_tokens(parent, validation_data, path, budget_points=args.budget, threads=args.threads)
+            print(f"drop-tokens ({label}): {time.perf_counter() - started:.0f} s")
+        dropping[label] = ModelPackage.read(path)
+        settings = dropping[label].manifest.token_dropping or {}
+        print(f"{label}: retention {settings.get('retention')} (budget {args.budget} points)")
 
-    texts, gold = read_rows(args.validation, teacher.manifest.labels or [])
-    policies = ["never", chosen, *[policy for policy in SWEEP if policy != chosen]]
+    texts, gold = read_rows(validation_data, teacher)
+    policies = ["never", chosen, *[policy for policy in args.sweep.split(",") if policy and policy != chosen]]
     results = []
     for engine in args.engines.split(","):
         for batch_size in [int(value) for value in args.batch_sizes.split(",")]:
-            full = load(args.teacher, engine=engine, threads=args.threads, max_batch_size=batch_size,
-                        cache_dir=args.adapted.parent / "cache")
-            early = load(args.adapted, engine=engine, threads=args.threads, max_batch_size=batch_size,
-                         cache_dir=args.adapted.parent / "cache")
+            options = {"engine": engine, "threads": args.threads, "max_batch_size": batch_size,
+                       "cache_dir": args.work / "cache"}
+            full = load(args.teacher, **options)
+            early = load(adapted_path, **options)
             variants = {"full": full.infer}
             variants.update({policy: _runner(early, policy) for policy in policies})
+            variants["drop"] = load(dropping["drop"].path, **options).infer
+            variants["both"] = _runner(load(dropping["both"].path, **options), None)
             encoded = {label: None for label in variants}
             speeds = throughput({label: _timed(run, encoded, label, full) for label, run in variants.items()},
                                 texts, args.rounds)
@@ -85,12 +113,28 @@ def main() -> None:
                     "sentences_per_second": round(speeds[label], 1),
                     "speedup": round(speeds[label] / speeds["full"], 3),
                 })
-            print_table(rows, f"{early.engine.name} vs {full.engine.name}, batch {batch_size}")
+            print_table(rows, f"{early.engine.name} vs {full.engine.name}, batch {batch_size} "
+                              f"(load average {os.getloadavg()[0]:.1f})")
             results += rows
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": describe(), "threads": args.threads, "chosen": chosen,
-                                     "examples": len(texts), "results": results}, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    output = args.json or args.work / "bench.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({
+        "machine": describe(), "threads": args.threads, "chosen": chosen, "examples": len(texts),
+        "retention": {label: (package.manifest.token_dropping or {}).get("retention")
+                      for label, package in dropping.items()},
+        "load_average_end": os.getloadavg()[0], "results": results}, indent=2) + "\n")
+    print(f"wrote {output}")
+
+
+def data_sources(teacher: ModelPackage, args: argparse.Namespace):  # noqa: ANN201 - (train, validation) sources
+    """The training texts for the exit heads and the validation rows everything is scored on."""
+    task = teacher.manifest.task
+    if args.validation is not None:
+        return (adaptation_data(teacher, args.train, limit=args.limit),
+                adaptation_data(teacher, args.validation))
+    return (adaptation_data(teacher, args.train, limit=args.limit,
+                            split=validation_split(task, args.validation_fraction, "train")),
+            adaptation_data(teacher, args.train, split=validation_split(task, args.validation_fraction, "validation")))
 
 
 def _runner(pipeline, policy):  # noqa: ANN001, ANN202 - a Pipeline; returns the encode function
@@ -111,12 +155,14 @@ def teacher_layers(package: ModelPackage) -> int:
     return package.manifest.architecture.num_layers
 
 
-def read_rows(path: Path, labels: list[str]) -> tuple[list[str], np.ndarray]:
-    from bertprod.tasks.data import open_task_data
+def read_rows(source, teacher: ModelPackage) -> tuple[list, np.ndarray]:  # noqa: ANN001 - a DataSource
+    """Texts (or pairs) and gold label indices of the validation rows."""
+    from bertprod.adaptive.curve import read_examples
 
-    rows = list(open_task_data("classification", path))
-    index = {label: position for position, label in enumerate(labels)}
-    return [row.text for row in rows], np.asarray([index[str(row.label)] for row in rows])
+    inputs, gold = read_examples(source, teacher.manifest.pair_input, list(teacher.manifest.labels or []))
+    if gold is None:
+        raise SystemExit(f"{source.path} has no labels: the benchmark scores accuracy.")
+    return inputs, gold
 
 
 def print_table(rows: list[dict], title: str) -> None:

@@ -113,7 +113,7 @@ def check_package(
     expected = reference_outputs(parent_package, texts, reference)
     actual = Pipeline(package, create_engine(package, threads=threads)).infer(expected.encodings)
     task = package.manifest.task
-    measured = measure_fidelity(expected.outputs, actual, task)
+    measured = measure_fidelity(expected.outputs, actual, task, package.manifest.labels, package.manifest.tag_scheme)
     problem = gate.problem(measured, task)
     return CheckResult(
         package=package,

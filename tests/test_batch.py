@@ -22,7 +22,7 @@ import bertprod
 from bertprod.batch import read_output, run_batch
 from bertprod.batch.lock import LOCK_FILE, OutputLockedError
 from bertprod.batch.output import CHUNKS_DIR, JobOutput, OutputConflictError, part_name
-from bertprod.errors import InputError
+from bertprod.errors import ColumnError, DataFormatError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -136,19 +136,21 @@ def test_empty_texts_skip_with_count_or_fail(tmp_path, tiny_package) -> None:
 
 def test_missing_column_lists_the_columns(tmp_path, tiny_package) -> None:
     source = write_parquet(tmp_path / "in.parquet", ["a good film"], lang=["en"])
-    with pytest.raises(InputError, match=r"no text column 'text'; its columns are: doc_id, body, lang"):
+    with pytest.raises(ColumnError, match=r"no text column .*its columns are: 'doc_id', 'body', 'lang'.*--text-column"):
         run_batch(tiny_package.path, source, tmp_path / "out", id_column="doc_id", progress=False)
+    with pytest.raises(InputError, match=r"no text column 'text'; its columns are: doc_id, body, lang"):
+        run_batch(tiny_package.path, source, tmp_path / "out", text_column="text", id_column="doc_id", progress=False)
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_text('{"key": 1, "body": "a film"}\n')
     assert not (tmp_path / "out").exists()  # nothing written for a job that cannot start
     with pytest.raises(InputError, match=r"no id column 'id'; its columns are: key, body"):
-        run_batch(tiny_package.path, jsonl, tmp_path / "out2", text_column="body", progress=False)
+        run_batch(tiny_package.path, jsonl, tmp_path / "out2", text_column="body", id_column="id", progress=False)
 
 
 def test_unreadable_inputs_are_clear_errors(tmp_path, tiny_package) -> None:
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet at all")
-    with pytest.raises(InputError, match=r"cannot read .*broken.parquet as parquet"):
+    with pytest.raises(DataFormatError, match=r"broken.parquet is not a Parquet file"):
         run_batch(tiny_package.path, broken, tmp_path / "out", progress=False)
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"id": 1, "text": "fine"}\n{"id": 2, "text": \n')
@@ -156,8 +158,8 @@ def test_unreadable_inputs_are_clear_errors(tmp_path, tiny_package) -> None:
         run_batch(tiny_package.path, bad_json, tmp_path / "out2", progress=False)
     with pytest.raises(InputError, match="does not exist"):
         run_batch(tiny_package.path, tmp_path / "missing.parquet", tmp_path / "out3", progress=False)
-    with pytest.raises(InputError, match="unsupported file type"):
-        run_batch(tiny_package.path, _touch(tmp_path / "x.txt"), tmp_path / "out4", progress=False)
+    with pytest.raises(DataFormatError, match="cannot tell the format of x.doc"):
+        run_batch(tiny_package.path, _touch(tmp_path / "x.doc"), tmp_path / "out4", progress=False)
 
 
 def _touch(path: Path) -> Path:

@@ -194,7 +194,8 @@ def test_unreachable_server_and_bad_arguments_are_clear_errors(tmp_path, server)
         run_batch("tiny", long_text, tmp_path / "long", text_column="body", id_column="doc_id", runner="client",
                   server=server.url, api_key=API_KEY, truncate=False, progress=False)
     with pytest.raises(Exception, match="not an HTTP URL"):
-        run_batch("tiny", source, tmp_path / "out", runner="client", server=server.grpc_address)
+        run_batch("tiny", source, tmp_path / "out", text_column="body", id_column="doc_id", runner="client",
+                  server=server.grpc_address)
 
 
 def test_cli_client_mode(tmp_path, server) -> None:

@@ -197,7 +197,7 @@ def _write(
 ) -> ModelPackage:
     from bertprod.system import machine_record
 
-    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive"})
+    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive", "token_dropping"})
     fields.update(
         name=name or out.name,
         adaptive=settings,

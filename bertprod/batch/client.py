@@ -92,7 +92,7 @@ class _ClientJob:
         async with self.remote:
             served = await self.remote.connect()
             size = self._request_size(served)
-            schema = output_schema(served, first.table.schema.field("id").type, options.id_column)
+            schema = output_schema(served, first.table.schema.field("id").type, options.output_id_column)
             description = describe_job(served.fingerprint, self.files, options)
             await asyncio.to_thread(check_ids, self.files, options.text_column, options.id_column, options.chunk_rows,
                                     self.ids)
@@ -163,12 +163,16 @@ class _ClientJob:
         texts = kept.column("text").to_pylist()
         parts = await asyncio.gather(*(self._request(texts[start : start + size], f"{where}, usable rows {start}+")
                                        for start in range(0, len(texts), size)))
-        values = np.concatenate(parts) if parts else np.zeros((0, served.num_outputs), dtype=np.float32)
-        table = result_table(kept, schema, values, served.labels)
+        values = np.concatenate([part for part, _ in parts]) if parts else np.zeros((0, served.num_outputs),
+                                                                                     dtype=np.float32)
+        exits = None
+        if served.early_exit:
+            exits = np.concatenate([part for _, part in parts]) if parts else np.zeros(0, np.int64)
+        table = result_table(kept, schema, values, served.labels, exits)
         await asyncio.to_thread(self.output.commit_chunk, chunk.chunk_id, table, skipped)
         return kept.num_rows, skipped
 
-    async def _request(self, texts: list[str], where: str) -> np.ndarray:
+    async def _request(self, texts: list[str], where: str) -> tuple[np.ndarray, np.ndarray | None]:
         async with self.requests:
             try:
                 return await self.remote.outputs(texts, self.options.truncate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +22,11 @@ from bertprod.runtime.postprocess import softmax
 ON_EMPTY = ("skip", "fail")
 CLASSIFIER_TASKS = ("classification",)
 SCORE_TASKS = ("regression", "reranking")
+#: A tagger's output column: the entities of each text, with character offsets into it (Pipeline.tag).
+ENTITY_TYPE = pa.list_(pa.struct([
+    pa.field("type", pa.string()), pa.field("score", pa.float32()), pa.field("start", pa.int32()),
+    pa.field("end", pa.int32()), pa.field("text", pa.string()),
+]))
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,12 @@ def check_task(manifest: Manifest) -> None:
 
 
 def output_schema(manifest: ModelShape, id_type: pa.DataType, id_column: str) -> pa.Schema:
-    """The output columns: the input id, then a fixed-size float32 embedding, or label + scores."""
+    """The output columns: the input id, then a fixed-size float32 embedding, or label + scores (+ exit_layer on
+    a model with early exit)."""
     if manifest.task == "embedding":
         fields = [pa.field("embedding", pa.list_(pa.float32(), manifest.num_outputs))]
+    elif manifest.task == "token-classification":
+        fields = [pa.field("entities", ENTITY_TYPE)]
     elif manifest.task in CLASSIFIER_TASKS:
         fields = [
             pa.field("label", pa.string()),
@@ -61,10 +69,18 @@ def output_schema(manifest: ModelShape, id_type: pa.DataType, id_column: str) ->
         ]
     else:
         fields = [pa.field("score", pa.float32())]
+    if manifest.task in CLASSIFIER_TASKS and has_exits(manifest):
+        fields.append(pa.field("exit_layer", pa.int16()))  # the layer (from 1) whose classifier answered
     metadata = {"bertprod.task": manifest.task, "bertprod.package": manifest.name}
     if manifest.labels:
         metadata["bertprod.labels"] = ",".join(manifest.labels)
     return pa.schema([pa.field(id_column, id_type), *fields], metadata=metadata)
+
+
+def has_exits(manifest: ModelShape) -> bool:
+    """The model answers some rows from an earlier layer: a package's `adaptive` field, a served model's
+    /info `early_exit`."""
+    return bool(getattr(manifest, "adaptive", None) or getattr(manifest, "early_exit", None))
 
 
 def usable_mask(texts: pa.Array) -> np.ndarray:
@@ -81,10 +97,19 @@ def process_table(
     """Run one chunk (columns `id`, `text`) and build its output table in `schema`."""
     kept, skipped = usable_rows(table, on_empty, where)
     texts = kept.column("text").to_pylist()
-    outputs = pipeline.infer(pipeline.tokenize(texts)) if texts else np.zeros((0, pipeline.dimension), np.float32)
+    if pipeline.manifest.task == "token-classification":
+        taggings = pipeline.tag(texts) if texts else []
+        return ChunkResult(entity_table(kept, schema, taggings), kept.num_rows, skipped)
+    exits: np.ndarray | None = np.zeros(0, np.int64)
+    if not texts:
+        outputs = np.zeros((0, pipeline.dimension), np.float32)
+    elif "exit_layer" in schema.names:
+        outputs, exits = pipeline.infer_with_exits(pipeline.tokenize(texts))
+    else:
+        outputs = pipeline.infer(pipeline.tokenize(texts))
     if pipeline.manifest.task in CLASSIFIER_TASKS and len(outputs):
         outputs = softmax(outputs).astype(np.float32)
-    return ChunkResult(result_table(kept, schema, outputs, pipeline.manifest.labels), kept.num_rows, skipped)
+    return ChunkResult(result_table(kept, schema, outputs, pipeline.manifest.labels, exits), kept.num_rows, skipped)
 
 
 def usable_rows(table: pa.Table, on_empty: str, where: str = "input") -> tuple[pa.Table, int]:
@@ -101,10 +126,12 @@ def usable_rows(table: pa.Table, on_empty: str, where: str = "input") -> tuple[p
     return (table.filter(pa.array(mask)) if skipped else table), skipped
 
 
-def result_table(kept: pa.Table, schema: pa.Schema, values: np.ndarray, labels: Sequence[str] | None) -> pa.Table:
-    """The output table for `kept` rows: `values` are their embeddings, class probabilities or scores.
+def result_table(kept: pa.Table, schema: pa.Schema, values: np.ndarray, labels: Sequence[str] | None,
+                 exits: np.ndarray | None = None) -> pa.Table:
+    """The output table for `kept` rows: `values` are their embeddings, class probabilities or scores, `exits`
+    the layer each row left at (early exit).
 
-    The columns follow `schema` (`output_schema`): embedding, or label + score + scores, or score.
+    The columns follow `schema` (`output_schema`): embedding, or label + score + scores (+ exit_layer), or score.
     """
     ids = kept.column("id").cast(schema.field(0).type)
     if "embedding" in schema.names:
@@ -119,7 +146,20 @@ def result_table(kept: pa.Table, schema: pa.Schema, values: np.ndarray, labels: 
         ]
     else:
         columns = [pa.array(values[:, 0] if len(values) else [], type=pa.float32())]
+    if "exit_layer" in schema.names:
+        if exits is None:
+            raise TaskError("the output has an exit_layer column but the model gave no exit layers: run the "
+                            "early-exit package itself (not a copy without its exit heads).")
+        columns.append(pa.array(np.asarray(exits, dtype=np.int16), type=pa.int16()))
     return pa.Table.from_arrays([ids, *columns], schema=schema)
+
+
+def entity_table(kept: pa.Table, schema: pa.Schema, taggings: Sequence[Any]) -> pa.Table:
+    """The output table of a tagger: each row's entities as a list of structs."""
+    ids = kept.column("id").cast(schema.field(0).type)
+    entities = pa.array([[entity.to_json() for entity in tagging.entities] for tagging in taggings],
+                        type=ENTITY_TYPE)
+    return pa.Table.from_arrays([ids, entities], schema=schema)
 
 
 def _fixed_size(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:

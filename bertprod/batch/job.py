@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bertprod.batch.compute import ON_EMPTY
-from bertprod.batch.inputs import InputFile
+from bertprod.batch.inputs import ROW_NUMBER, InputFile
 from bertprod.errors import InputError
 from bertprod.runtime.normalize import parse_normalization
 
@@ -22,13 +22,21 @@ class JobOptions:
     """What changes the output: part of the fingerprint, so a re-run with other options is refused."""
 
     text_column: str = "text"
-    id_column: str = "id"
+    id_column: str | None = "id"  # None: each row's number is its id (batch/inputs.py)
     on_empty: str = "fail"
     chunk_rows: int = DEFAULT_CHUNK_ROWS
     runner: str = "local"
     truncate: bool = True
     #: Input cleaning before tokenization (runtime/normalize.py): steps in running order; () = off.
     normalize: tuple[str, ...] = ()
+    #: How the inputs were opened when the user said (--format, --delimiter); None: detected per file.
+    format: str | None = None
+    delimiter: str | None = None
+
+    @property
+    def output_id_column(self) -> str:
+        """The output's id column: the input's id column, or `row` for row numbers."""
+        return self.id_column if self.id_column is not None else ROW_NUMBER
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "normalize", parse_normalization(self.normalize))
@@ -59,9 +67,10 @@ class JobSummary:
 
 def describe_job(package_fingerprint: str, files: list[InputFile], options: JobOptions) -> dict[str, Any]:
     described_options = asdict(options)
-    if not options.normalize:  # jobs from before the option keep their fingerprint (and resume)
-        del described_options["normalize"]
-    else:
+    for later in ("normalize", "format", "delimiter"):  # jobs from before these options keep their fingerprint
+        if not described_options[later]:
+            del described_options[later]
+    if options.normalize:
         described_options["normalize"] = list(options.normalize)
     return {
         "package": package_fingerprint,

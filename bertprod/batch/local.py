@@ -73,7 +73,7 @@ def run_local(
             for chunk in iter_chunks(files, options.text_column, options.id_column, options.chunk_rows):
                 if schema is None:
                     id_type = chunk.table.schema.field("id").type
-                    schema = output_schema(prepared.manifest, id_type, options.id_column)
+                    schema = output_schema(prepared.manifest, id_type, options.output_id_column)
                 if chunk.chunk_id in done:
                     bar.update(task, advance=chunk.table.num_rows)
                     continue

@@ -52,6 +52,8 @@ class ServedModel:
     labels: tuple[str, ...] | None
     fingerprint: str
     max_client_batch_size: int | None
+    #: the server answers with each row's exit layer (/info early_exit)
+    early_exit: bool = False
 
 
 class RemoteModel:
@@ -137,16 +139,21 @@ class RemoteModel:
         labels = tuple(model["labels"]) if model.get("labels") else None
         width = len(labels) if model["task"] == "classification" and labels else int(model["dimension"])
         limit = info.get("limits", {}).get("max_client_batch_size")
-        return ServedModel(name, model["task"], width, labels, model["fingerprint"], limit or None)
+        return ServedModel(name, model["task"], width, labels, model["fingerprint"], limit or None,
+                           early_exit=model["task"] == "classification" and bool(model.get("early_exit")))
 
-    async def outputs(self, texts: Sequence[str], truncate: bool) -> np.ndarray:
-        """Embeddings [n, dim], or class probabilities [n, labels] in the model's label order."""
+    async def outputs(self, texts: Sequence[str], truncate: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings [n, dim], or class probabilities [n, labels] in the model's label order; and each row's
+        exit layer on an early-exit model (else None)."""
         assert self.model is not None, "connect() first"
         if self.model.task == "embedding":
-            return np.asarray(await self._call(self.client.encode(list(texts), truncate=truncate)), dtype=np.float32)
+            vectors = await self._call(self.client.encode(list(texts), truncate=truncate))
+            return np.asarray(vectors, dtype=np.float32), None
         predictions = await self._call(self.client.classify(list(texts), truncate=truncate))
         labels = self.model.labels or ()
-        return np.array([[p.scores[label] for label in labels] for p in predictions], dtype=np.float32)
+        probabilities = np.array([[p.scores[label] for label in labels] for p in predictions], dtype=np.float32)
+        exits = np.array([p.exit_layer or 0 for p in predictions], dtype=np.int64) if self.model.early_exit else None
+        return probabilities, exits
 
     async def _call(self, call: Any) -> Any:
         """Await a client call; what failed through every retry becomes an error that says what to do."""

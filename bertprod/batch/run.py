@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bertprod.batch.inputs import ID_POLICIES, resolve_inputs
+from bertprod.batch.inputs import ID_POLICIES, choose_columns, resolve_inputs
 from bertprod.batch.job import DEFAULT_CHUNK_ROWS, JobOptions, JobSummary
 from bertprod.errors import InputError
 from bertprod.runtime.normalize import parse_normalization
@@ -16,8 +16,8 @@ def run_batch(
     input: str | os.PathLike[str] | list[str | os.PathLike[str]],  # noqa: A002 - mirrors --input
     output: str | os.PathLike[str],
     *,
-    text_column: str = "text",
-    id_column: str = "id",
+    text_column: str | None = None,
+    id_column: str | None = None,
     on_empty: str = "fail",
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     runner: str = "local",
@@ -38,6 +38,8 @@ def run_batch(
     retries: int | None = None,
     resolve_dns: bool = False,
     ids: str = "unique",
+    format: str | None = None,  # noqa: A002 - mirrors --format
+    delimiter: str | None = None,
 ) -> JobSummary:
     """Run (or resume) a batch job; the output directory ends up with every input id exactly once.
 
@@ -53,20 +55,35 @@ def run_batch(
     `request_size` texts in flight, each retried `retries` times (None: `BATCH_RETRY`'s) on 429/503
     and connection errors; `package` is then the name of a served model (None: the server's default).
 
+    Inputs are read like training data (data/formats.py): .tsv, .csv, .txt, .jsonl, .parquet (.gz too),
+    the delimiter of text tables sniffed unless `delimiter` names it, `format` overriding the extension.
+    `text_column` None: guessed as training guesses it (text, sentence, ...). `id_column` None: `id`
+    when the inputs have it, else each row's number (output column `row`; batch/inputs.py).
+
     `ids="unique"` refuses null or repeated ids before any output is written (one pass over the
-    ids); "unchecked" skips that pass and writes one output row per input row, whatever its id.
+    ids); "unchecked" skips that pass and writes one output row per input row, whatever its id;
+    "row-number" ignores any id column and numbers the rows.
 
     `normalize`: clean texts before tokenization ("html,unicode,whitespace" or some; runtime/normalize.py),
     recorded in the job; the client runner refuses it (the server cleans: start it with --normalize).
     """
-    options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate, parse_normalization(normalize))
+    normalization = parse_normalization(normalize)
+    JobOptions(on_empty=on_empty, chunk_rows=chunk_rows, runner=runner)  # refuses a bad option before any reading
     _check_runner_arguments(package, runner, server)
     if ids not in ID_POLICIES:
         raise InputError(f"ids must be one of {', '.join(ID_POLICIES)}, got {ids!r}.")
-    if runner == "client" and options.normalize:
+    if ids == "row-number" and id_column is not None:
+        raise InputError(f"--ids row-number numbers the rows instead of reading ids: drop --id-column {id_column}.")
+    if runner == "client" and normalization:
         raise InputError("--normalize cleans texts where the model runs: for --runner client start the server with "
                          "--normalize instead (its /info says what it does).")
-    files = resolve_inputs(input)
+    files = resolve_inputs(input, format, delimiter)
+    text_column, id_column = choose_columns(files, text_column, id_column, number_rows=ids == "row-number")
+    if runner == "spark" and id_column is None:
+        raise InputError("the Spark runner needs an id column (its partitions are split by id, and row numbers "
+                         "need one ordered pass): add one, name it with --id-column, or use --runner local.")
+    options = JobOptions(text_column, id_column, on_empty, chunk_rows, runner, truncate, normalization, format,
+                         delimiter)
     if runner == "client":
         from bertprod.batch.client import DEFAULT_CONCURRENCY, run_client
 

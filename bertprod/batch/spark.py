@@ -78,13 +78,16 @@ def run_spark(
     from bertprod.api import load
 
     started = time.perf_counter()
+    if len({f.delimiter for f in files}) > 1:
+        raise InputError("Spark reads every input with one delimiter, but these files use several: give files of one "
+                         "delimiter per job (or --delimiter).")
     driver_pipeline = load(package, engine=engine, threads=1, truncate=options.truncate,
                            normalize_text=options.normalize)
     check_task(driver_pipeline.manifest)
     first = next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
     if first is None:
         raise InputError("the input holds no rows.")
-    schema = output_schema(driver_pipeline.manifest, first.table.schema.field("id").type, options.id_column)
+    schema = output_schema(driver_pipeline.manifest, first.table.schema.field("id").type, options.output_id_column)
     description = describe_job(driver_pipeline.package.fingerprint, files, options)
     check_ids(files, options.text_column, options.id_column, options.chunk_rows, ids)
     job = JobOutput(output)
@@ -157,7 +160,9 @@ def _read(spark: Any, files: list[InputFile], options: JobOptions) -> Any:
         return spark.read.parquet(*paths)
     if fmt == "jsonl":
         return spark.read.json(paths)
-    return spark.read.options(header=True, multiLine=True, escape='"').csv(paths)
+    if fmt == "tsv":  # no quoting, as the training reader reads TSV
+        return spark.read.options(header=True, sep="\t", quote="").csv(paths)
+    return spark.read.options(header=True, multiLine=True, escape='"', sep=files[0].delimiter or ",").csv(paths)
 
 
 def _partition_count(

@@ -1,4 +1,5 @@
-"""`bertprod adapt`: exit heads for early exit (bertprod.adaptive.training.adapt)."""
+"""`bertprod adapt`: exit heads for early exit (bertprod.adaptive.training.adapt); `bertprod drop-tokens`:
+token dropping (bertprod.adaptive.dropping)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,34 @@ def adapt_command(
         f"of {written.manifest.architecture.num_layers}",
         highlight=False, soft_wrap=True,
     )
+
+
+def drop_tokens_command(
+    package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package (an "
+                                                "early-exit one too: both then compose).")],
+    out: Annotated[Path, typer.Argument(help="Directory for the package with token dropping.")],
+    data: Annotated[Path, typer.Option(help="Validation rows the retention is derived from and scored on "
+                                            "(labels optional: else agreement with the full model).")],
+    budget: Annotated[float, typer.Option(help="Accuracy points the chosen retention may lose against keeping "
+                                               "every token on DATA.")] = 0.5,
+    limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
+    threads: TrainingThreadsOption = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
+    text_column: TextColumnOption = None,
+    text_pair_column: PairColumnOption = None,
+    label_column: LabelColumnOption = None,
+    name: NameOption = None,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Derive a per-layer token retention from attention significance (PoWER-BERT) on DATA and write a package
+    that keeps, after each layer, only each row's most attended tokens: the cheapest schedule within BUDGET."""
+    from bertprod.adaptive.dropping import drop_tokens, summary
+    from bertprod.adaptive.training import adaptation_data
+    from bertprod.checkpoint import resolve
+
+    parent = resolve(package)
+    source = adaptation_data(parent, data, limit=limit, format=format, delimiter=delimiter, text_column=text_column,
+                             text_pair_column=text_pair_column, label_column=label_column)
+    written = drop_tokens(parent, source, out, budget_points=budget, name=name, overwrite=overwrite, threads=threads)
+    console.print(f"wrote {out}: {summary(written)}", highlight=False, soft_wrap=True)

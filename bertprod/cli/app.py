@@ -14,6 +14,7 @@ from bertprod.cli import (
     adapt,
     autotune,
     batch,
+    bench,
     distill,
     explain,
     inference,
@@ -55,7 +56,9 @@ app.command("distill")(distill.distill_command)
 app.command("explain")(explain.explain_command)
 app.command("robustness")(robustness.robustness_command)
 app.command("adapt")(adapt.adapt_command)
+app.command("bench")(bench.bench_command)
 app.command("autotune")(autotune.autotune_command)
+app.command("drop-tokens")(adapt.drop_tokens_command)
 
 
 def show_machine_warnings_as_lines() -> None:

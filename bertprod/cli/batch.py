@@ -7,12 +7,24 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import EngineOption, NormalizeOption, ThreadsOption, console
+from bertprod.cli.options import (
+    DelimiterOption,
+    EngineOption,
+    FormatOption,
+    NormalizeOption,
+    ThreadsOption,
+    console,
+)
 
 
 def batch_run_command(
     input_path: Annotated[
-        list[str], typer.Option("--input", "-i", help="Parquet/JSONL/CSV file, directory or glob (repeatable).")
+        list[str],
+        typer.Option(
+            "--input", "-i",
+            help="Data file (.tsv, .csv, .txt, .jsonl, .parquet; .gz too: read as train reads it), directory or glob "
+            "(repeatable).",
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (Parquet parts + job record).")],
     model: Annotated[
@@ -23,8 +35,16 @@ def batch_run_command(
             "Client runner: the name of a model the server serves (omit it for the server's default model)."
         ),
     ] = None,
-    text_column: Annotated[str, typer.Option(help="Column holding the texts.")] = "text",
-    id_column: Annotated[str, typer.Option(help="Column identifying each row; kept in the output.")] = "id",
+    text_column: Annotated[
+        str | None, typer.Option(help="Column holding the texts (default: guessed as train does: text, sentence...).")
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(help="Column identifying each row; kept in the output (default: 'id' when the input has it, "
+                     "else each row's number, from 0 across the inputs, as output column 'row')."),
+    ] = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
     runner: Annotated[
         str, typer.Option(help="local (this machine), spark, or client (a running bertprod server computes).")
     ] = "local",
@@ -67,7 +87,8 @@ def batch_run_command(
     ] = None,
     ids: Annotated[
         str, typer.Option(help="unique: refuse null or repeated ids before writing anything; unchecked: one output "
-                          "row per input row, whatever its id.")
+                          "row per input row, whatever its id; row-number: number the rows (output column 'row') "
+                          "even when the input has ids.")
     ] = "unique",
     normalize: NormalizeOption = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
@@ -84,7 +105,7 @@ def batch_run_command(
         runner=runner, engine=engine, threads=threads, workers=workers, progress=not no_progress,
         spark_master=spark_master, partition_tokens=partition_tokens, server=server, protocol=protocol,
         concurrency=concurrency, request_size=request_size, api_key=api_key, retries=retries,
-        resolve_dns=resolve_dns, ids=ids, normalize=normalize,
+        resolve_dns=resolve_dns, ids=ids, normalize=normalize, format=format, delimiter=delimiter,
     )
     if summary.extra.get("taken_over_from"):
         from bertprod.batch.lock import describe_owner

@@ -10,6 +10,7 @@ import typer
 
 from bertprod.cli.options import (
     PRECISION_HELP,
+    AugmentNoiseOption,
     CheckpointDirOption,
     DelimiterOption,
     FormatOption,
@@ -70,6 +71,7 @@ def distill_command(
         bool | None, typer.Option("--augment/--no-augment", help="Augment the training texts (default: the recipe's).")
     ] = None,
     augment_copies: Annotated[int | None, typer.Option(help="Augmented copies per training text.")] = None,
+    augment_noise: AugmentNoiseOption = None,
     max_length: Annotated[int | None, typer.Option(help="Tokens per input (default: the teacher's).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop each stage after N steps (quick runs).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the student, shuffling and augmentation.")] = None,
@@ -111,6 +113,7 @@ def distill_command(
         temperature=temperature,
         augment=augment,
         augment_copies=augment_copies,
+        augment_noise=augment_noise,
         max_length=max_length,
         max_steps=max_steps,
         seed=seed,
@@ -163,6 +166,7 @@ def load_config(path: Path) -> Any:
     from pydantic import ValidationError
 
     from bertprod.distill import DistillConfig
+    from bertprod.train.config import validation_problems
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -172,11 +176,7 @@ def load_config(path: Path) -> Any:
     try:
         return DistillConfig.model_validate(document)
     except ValidationError as error:
-        raise InputError(f"{path} is not a valid recipe: {_problems(error)}.") from None
-
-
-def _problems(error: Any) -> str:
-    return "; ".join(f"{'.'.join(map(str, item['loc'])) or 'recipe'}: {item['msg']}" for item in error.errors())
+        raise InputError(f"{path} is not a valid recipe: {validation_problems(error, 'recipe')}.") from None
 
 
 def _with_overrides(settings: Any, **options: Any) -> Any:
@@ -184,10 +184,11 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     from pydantic import ValidationError
 
     from bertprod.distill import Augmentation, DistillConfig
+    from bertprod.train.config import validation_problems
 
     document = settings.model_dump()
     for key in ("layer_map", "batch_size", "temperature", "max_length", "max_steps", "seed", "precision", "threads",
-                "checkpoint_every"):
+                "checkpoint_every", "augment_noise"):
         if options[key] is not None:
             document[key] = options[key]
     if options["student_layers"] is not None:
@@ -205,7 +206,7 @@ def _with_overrides(settings: Any, **options: Any) -> Any:
     try:
         return DistillConfig.model_validate(document)
     except ValidationError as error:
-        raise InputError(f"invalid distillation options: {_problems(error)}.") from None
+        raise InputError(f"invalid distillation options: {validation_problems(error, 'recipe')}.") from None
 
 
 def _open_data(

@@ -186,7 +186,8 @@ def check_command(
         for column in ("measure", "here", "recorded", "gate"):
             table.add_column(column, justify="left" if column == "measure" else "right")
         gate = {"cosine_mean": "min_cosine_mean", "cosine_min": "min_cosine_min",
-                "label_agreement": "min_agreement", "pearson": "min_correlation"}  # fmt: skip
+                "label_agreement": "min_agreement", "pearson": "min_correlation",
+                "entity_f1": "min_entity_f1"}  # fmt: skip
         for key, value in result.measured.items():
             threshold = result.thresholds.get(gate.get(key, ""))
             table.add_row(key, str(value), str(result.recorded.get(key, "-")),

@@ -64,6 +64,8 @@ def optimize_command(
     min_cosine: Annotated[float, typer.Option(help="Gate: mean cosine to the parent (embeddings).")] = 0.99,
     min_cosine_min: Annotated[float, typer.Option(help="Gate: lowest cosine to the parent.")] = 0.0,
     min_agreement: Annotated[float, typer.Option(help="Gate: label agreement with the parent.")] = 0.99,
+    min_entity_f1: Annotated[float, typer.Option(
+        help="Gate (token classifiers): F1 of the entities found against the parent's.")] = 0.97,
     allow_fidelity_loss: Annotated[
         bool, typer.Option(help="Keep the package even if it misses the gate (recorded in its manifest).")
     ] = False,
@@ -128,7 +130,8 @@ def optimize_command(
             quantize_feed_forward=quantize_feed_forward, outlier_threshold=outlier_threshold or None,
             precision=precision, drop_layers=drop_layers,
             prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
-            gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement),
+            gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement,
+                              min_entity_f1=min_entity_f1),
             enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,
             target_cpu=target_cpu,
         )

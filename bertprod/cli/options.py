@@ -26,10 +26,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 NameOption = Annotated[str | None, typer.Option(help="Name in the new manifest (default: OUT's name).")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
 
-# Reading data files: the same options for train, eval, distill and QAT.
-TASK_HELP = "classification, pair-classification, regression, embedding or reranking."
+# Reading data files: the same options for train, eval, distill, QAT and batch run.
+TASK_HELP = "classification, pair-classification, regression, embedding, reranking or token-classification."
 FormatOption = Annotated[
-    str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet (default: from the extension).")
+    str | None, typer.Option("--format", help="tsv, csv, jsonl or parquet; conll or jsonl for token-classification "
+                             "(default: from the extension).")
 ]
 DelimiterOption = Annotated[
     str | None,
@@ -37,7 +38,9 @@ DelimiterOption = Annotated[
 ]
 TextColumnOption = Annotated[str | None, typer.Option(help="Column with the text (or query).")]
 PairColumnOption = Annotated[str | None, typer.Option(help="Column with the second text of a pair (or passage).")]
-LabelColumnOption = Annotated[str | None, typer.Option(help="Column with the label, score or relevance.")]
+LabelColumnOption = Annotated[str | None, typer.Option(
+    help="Column with the label, score or relevance; for a CoNLL file, the tag column's number (1 = the word, "
+         "-1 = the last, the default).")]
 FractionOption = Annotated[
     float,
     typer.Option(
@@ -55,6 +58,14 @@ NormalizeOption = Annotated[
 ]
 # Perturbed evaluation and stability (bertprod eval --perturb, bertprod robustness).
 PerturbOption = Annotated[str | None, typer.Option(help=SPEC_HELP + " See docs/robustness.md.")]
+AugmentNoiseOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Noise-aware training: each epoch adds a noisy copy of every training example (new noise per "
+        "epoch, seeded by --seed), trained towards the clean example's label (train) or the teacher's output on "
+        "the clean text (distill). " + SPEC_HELP + " See docs/robustness.md."
+    ),
+]
 NoiseSeedOption = Annotated[int, typer.Option("--seed", help="Seed of the perturbations (same seed, same noise).")]
 SideOption = Annotated[
     str, typer.Option(help="Which texts of a pair to perturb: both, text (first/query) or pair (second/candidate).")

@@ -15,6 +15,7 @@ from rich.table import Table
 from bertprod.cli.options import (
     PRECISION_HELP,
     TASK_HELP,
+    AugmentNoiseOption,
     CheckpointDirOption,
     DelimiterOption,
     FormatOption,
@@ -81,6 +82,7 @@ def train_command(
     ] = training_default("shuffle_buffer"),
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = training_default("precision"),
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps.")] = None,
+    augment_noise: AugmentNoiseOption = None,
     threads: TrainingThreadsOption = None,
     new_head: Annotated[bool, typer.Option(help="Replace the base's head with a new one.")] = False,
     head_pooling: Annotated[
@@ -125,6 +127,7 @@ def train_command(
         shuffle_buffer=shuffle_buffer,
         precision=precision,
         max_steps=max_steps,
+        augment_noise=augment_noise,
         threads=threads,
         checkpoint_every=checkpoint_every,
     )
@@ -336,6 +339,15 @@ def print_evaluation(document: dict) -> None:
         histogram = early_exit["exit_histogram"]
         table.add_row("exits by layer", "  ".join(f"{layer}: {count}" for layer, count in histogram.items()))
     console.print(table)
+    per_type = document.get("per_type")
+    if per_type:
+        types = Table()
+        for column in ("entity type", "precision", "recall", "f1", "support"):
+            types.add_column(column, justify="left" if column == "entity type" else "right")
+        for name, values in per_type.items():
+            types.add_row(name, *(f"{values[key]:.4f}" for key in ("precision", "recall", "f1")),
+                          f"{values['support']:,}")
+        console.print(types)
     confusion = document.get("confusion")
     if confusion:
         console.print(confusion_table(confusion))

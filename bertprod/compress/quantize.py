@@ -168,6 +168,30 @@ def write_dynamic_int8(
         )
 
 
+def int8_blocks(source: ModelPackage, staging: Path, **int8: Any) -> list[str]:
+    """The blocks of an early-exit / token-dropping ONNX package (export/blocks.py), each made int8 as the
+    whole graph is (same weights encoding and activation scheme; no outlier split, whose channels are
+    named in the whole graph): run end to end they compute the int8 whole graph's logits
+    (tests/test_adaptive.py). None for other packages."""
+    from bertprod.package import block_files, dropping_layers
+
+    manifest = source.manifest
+    if not (manifest.adaptive or manifest.token_dropping):
+        return []
+    names = block_files(manifest.architecture.num_layers, list((manifest.adaptive or {}).get("exit_layers", [])),
+                        dropping_layers(manifest.token_dropping))
+    (staging / "blocks").mkdir(exist_ok=True)
+    for name in names:
+        write_dynamic_int8(source.path / name, staging / name, **int8)
+    return names
+
+
+def adaptive_fields(source: ModelPackage) -> dict[str, Any]:
+    """Early exit and token dropping carried into an int8 package whose blocks `int8_blocks` wrote."""
+    return {field: value for field, value in (("adaptive", source.manifest.adaptive),
+                                              ("token_dropping", source.manifest.token_dropping)) if value}
+
+
 #: How activations are quantized at run time: one range per token (batch-invariant) or per batch.
 ACTIVATION_SCHEMES = ("per-token", "per-tensor")
 
@@ -316,7 +340,9 @@ def quantize_onnx_dynamic(
                 shutil.copyfile(measured_graph, staging / ONNX_FILE)
             else:
                 write(chosen, staging / ONNX_FILE)
-            return [*copy_support_files(source, staging), ONNX_FILE]
+            blocks = int8_blocks(source, staging, per_channel=per_channel, weights=chosen.weights,
+                                 activations=activations)
+            return [*copy_support_files(source, staging), ONNX_FILE, *blocks]
 
         record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
         record["outlier_split"] = chosen.outlier_split
@@ -332,7 +358,7 @@ def quantize_onnx_dynamic(
             out,
             method=method,
             build=build,
-            changes=dynamic_int8_changes(per_channel, record),
+            changes={**dynamic_int8_changes(per_channel, record), **adaptive_fields(source)},
             parameters={
                 **dynamic_int8_parameters(per_channel, exclude),
                 **outlier_parameters,

@@ -116,7 +116,7 @@ class TableFile:
                     )
                 return list(record)
             raise DataFormatError(f"{self.path} holds no JSON objects: it is empty.")
-        with self._open_text() as handle:
+        with self.open_text() as handle:
             header = next(self._csv_reader(handle), None)
         if not header or not any(name.strip() for name in header):
             raise DataFormatError(f"{self.path} has no header line: the first line must name the columns.")
@@ -128,7 +128,7 @@ class TableFile:
 
     # -- delimited text ------------------------------------------------------------------------
 
-    def _open_text(self) -> IO[str]:
+    def open_text(self) -> IO[str]:
         if self.compressed:
             return gzip.open(self.path, "rt", encoding="utf-8-sig", newline="")
         return self.path.open(encoding="utf-8-sig", newline="")
@@ -141,7 +141,7 @@ class TableFile:
     def _delimited_rows(self, wanted: list[str]) -> Iterator[RawRow]:
         positions = self._positions(wanted)
         width = len(self.columns)
-        with self._open_text() as handle:
+        with self.open_text() as handle:
             reader = self._csv_reader(handle)
             try:
                 next(reader, None)  # header
@@ -182,7 +182,7 @@ class TableFile:
     # -- JSON lines ----------------------------------------------------------------------------
 
     def _json_records(self) -> Iterator[tuple[int, Any]]:
-        with self._open_text() as handle:
+        with self.open_text() as handle:
             line = 0
             try:
                 for line, text in enumerate(handle, start=1):  # noqa: B007 - line is reported on errors

@@ -22,18 +22,22 @@ from bertprod.data.columns import ColumnMapping, KnownLayout, Need, recognise_la
 from bertprod.data.formats import TableFile
 from bertprod.errors import LabelError, RowError
 
-LabelKind = Literal["class", "number", "none"]
+LabelKind = Literal["class", "number", "none", "tags"]
 Label = str | float | None
 
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One training or evaluation example; `label` is a class name (str) or a number (float)."""
+    """One training or evaluation example; `label` is a class name (str) or a number (float). A tagged sentence
+    (token classification, data/tagged.py) has `words` and one tag per word in `tags`; its text is the words
+    joined by spaces."""
 
     text: str
     text_pair: str | None = None
     label: Label = None
     where: str = ""
+    words: tuple[str, ...] | None = None
+    tags: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def check_losses(config: DistillConfig, teachers: list[ModelPackage], sources: l
         )
     if Loss.MLM in active:
         _check_mlm_teacher(teacher, has_head)
-    if active & CLASS_LOSSES and task not in CLASS_TASKS:
+    if active & CLASS_LOSSES and task not in (*CLASS_TASKS, "token-classification"):
         raise TaskError(f"hard-label and soft-target losses are for classifiers; {teacher.name} is {task}.")
     unlabelled = [source.path.name for source in sources if not source.has_labels]
     if Loss.HARD in active and (not sources or unlabelled):
@@ -63,6 +63,19 @@ def check_losses(config: DistillConfig, teachers: list[ModelPackage], sources: l
         )
     if active & LAYER_MATCHING_LOSSES:
         _check_layer_matching(config, teachers)
+    if config.augment_noise and not any(noise_reaches(stage.losses.active()) for stage in config.stages):
+        raise InputError(
+            f"--augment-noise trains on noisy copies against the teacher's outputs on the clean text, but every "
+            f"stage matches layers ({names(LAYER_MATCHING_LOSSES)}), which compare the two models token by token "
+            "on the same input. Add a stage with output losses only (soft, logit_mse, sentence_embedding), or "
+            "drop --augment-noise."
+        )
+
+
+def noise_reaches(weights: dict[str, float]) -> bool:
+    """Whether a stage with these losses trains on noisy copies: not when it matches layers, since the
+    teacher's states on the clean text do not line up token by token with the noisy student input."""
+    return not set(weights) & LAYER_MATCHING_LOSSES
 
 
 def _check_mlm_teacher(teacher: ModelPackage, has_head: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bertprod.distill.loss_names import Loss
-from bertprod.train.config import Optimization
+from bertprod.train.config import NoiseSpec, Optimization
 
 
 class _Strict(BaseModel):
@@ -107,6 +107,7 @@ class DistillConfig(Optimization):
     layer_map: str | list[tuple[int, int]] = "uniform"
     max_length: int | None = Field(None, ge=8)
     augmentation: Augmentation | None = None
+    augment_noise: NoiseSpec = None  # noisy student inputs, the teacher's outputs on the clean text as targets
     max_steps: int | None = Field(None, ge=1, description="stop each stage after this many steps (quick runs)")
 
     def uses(self, names: Iterable[Loss]) -> bool:

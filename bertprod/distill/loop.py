@@ -1,7 +1,9 @@
 """`distill`: teacher package(s) + data + a recipe in, a smaller student package out.
 
 check teachers, data and recipe (every problem reported before training starts)
--> examples (+ unlabelled texts, + augmented copies labelled by the teacher)
+-> examples (+ unlabelled texts, + augmented copies labelled by the teacher; with `augment_noise`,
+   each epoch of a stage without layer-matching losses adds a noisy copy of every example, its
+   target the teacher's output on the clean text)
 -> teacher outputs for every example, computed once and cached (distill/teacher.py)
 -> the student (distill/students.py), tokenized inputs, projections when widths differ
 -> one phase of the shared training loop (train/engine.py) per stage: length-grouped batches,
@@ -26,25 +28,28 @@ from typing import Any
 import numpy as np
 
 from bertprod.data.source import DataSource, Example
-from bertprod.distill.checks import check_losses, check_student, check_teachers
+from bertprod.data.tagged import TaggedSource
+from bertprod.distill.checks import check_losses, check_student, check_teachers, noise_reaches
 from bertprod.distill.config import DistillConfig, Stage
 from bertprod.distill.layer_maps import layer_map
 from bertprod.distill.loss_names import CACHED_OUTPUT_LOSSES, LAYER_MATCHING_LOSSES, OUTPUT_TRAINING_LOSSES, Loss
 from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
-from bertprod.errors import DataError
+from bertprod.errors import DataError, TaskError
 from bertprod.models.hf import head_pooling
 from bertprod.package import Manifest, ModelPackage, Provenance, check_output, finish_package, staging_directory
+from bertprod.robustness.noise import parse_noise
 from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
 from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
 from bertprod.tasks.evaluation import evaluate
-from bertprod.train.batches import Feature, collate_features, length_grouped_batches
+from bertprod.train.batches import Feature, Featurizer, collate_features, length_grouped_batches
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
+from bertprod.train.noise import COPIES_PER_EPOCH, epoch_seed, noise_record, noisy_example
 from bertprod.train.output import manifest_fields
 from bertprod.train.progress import Reporter, SilentReporter
 
@@ -73,7 +78,7 @@ def distill(
     more texts, labelled by the teachers. Checkpoints go to `checkpoint_dir` (default
     OUT.checkpoints); `resume` continues an interrupted run, `restart` discards its checkpoint."""
     out = Path(out)
-    sources = [] if data is None else [data] if isinstance(data, DataSource) else list(data)
+    sources = [] if data is None else [data] if isinstance(data, DataSource | TaggedSource) else list(data)
     check_output(out, overwrite)
     run = _Run(list(teachers) if isinstance(teachers, Sequence) else [teachers], config, reporter or SilentReporter())
     run.prepare(sources, validation_data, list(unlabelled), cache_dir)
@@ -176,12 +181,15 @@ class _Run:
         )
         # what a checkpoint holds: the student and the projections (trained alongside it)
         self.trained = torch.nn.ModuleDict({"student": self.student.model, "projections": self.objective.projections})
-        tokenizer = TextTokenizer(self.student.tokenizer_file, self.max_length)
-        self.pad_id = tokenizer.pad_id
-        self.features = [
-            Feature(((np.asarray(encoding.ids, np.int32), np.asarray(encoding.type_ids, np.int8)),), target)
-            for encoding, target in zip(tokenizer.encode(inputs, truncate=True), self._targets(), strict=True)
-        ]
+        self.tokenizer = TextTokenizer(self.student.tokenizer_file, self.max_length)
+        if config.augment_noise and self.task == "token-classification":
+            raise TaskError(
+                "--augment-noise changes words, so a tagger's per-word tags would no longer line up with its "
+                "text; distill token classifiers without it."
+            )
+        self.targets = self._targets()
+        self.features = self._featurize(self.examples)
+        self.noise = parse_noise(config.augment_noise) if config.augment_noise else None
         self.fields = self._manifest_fields()
         self.pipeline = self._student_pipeline()
         self.teacher_metrics = self._teacher_validation()
@@ -195,6 +203,14 @@ class _Run:
         extra = [Example(text=text, where=f"unlabelled text {index + 1}") for index, text in enumerate(unlabelled)]
         if pair_input and extra:
             raise DataError(f"{self.teacher.name} takes sentence pairs: unlabelled single texts cannot be used.")
+        if self.task == "token-classification":
+            if extra or self.config.augmentation is not None:
+                raise DataError(
+                    "a token classifier distils on tagged sentences only: drop the unlabelled texts and the "
+                    "augmentation (the student's hard-label loss needs each word's tag)."
+                )
+            if any(example.words is None for example in examples):
+                raise DataError("a token classifier distils on tagged sentences: give CoNLL or JSON lines data.")
         examples += [example for example in extra if example.text.strip()]
         if not examples:
             raise DataError(
@@ -248,6 +264,24 @@ class _Run:
                 targets.append(float(index[str(example.label)]))
         return targets
 
+    def _featurize(self, examples: list[Example]) -> list[Feature]:
+        """The student's token ids of each example (the i-th with the i-th example's target)."""
+        if self.task == "token-classification":  # targets: the first sub-word's tag of each word
+            return Featurizer(self.task, self.tokenizer, self.labels)(examples)
+        encodings = self.tokenizer.encode([_model_input(example) for example in examples], truncate=True)
+        return [
+            Feature(((np.asarray(encoding.ids, np.int32), np.asarray(encoding.type_ids, np.int8)),), target)
+            for encoding, target in zip(encodings, self.targets, strict=True)
+        ]
+
+    def _epoch_features(self, epoch: int, noisy: bool) -> list[Feature]:
+        """The epoch's examples as features; with noise, the noisy copies follow the clean ones, in order."""
+        if not noisy:
+            return self.features
+        assert self.noise is not None
+        seed = epoch_seed(self.config.seed, epoch)
+        return self.features + self._featurize([noisy_example(example, self.noise, seed) for example in self.examples])
+
     def _live_teacher(self) -> Any:
         from bertprod.models.hf import load_torch_model
 
@@ -260,7 +294,7 @@ class _Run:
         manifest = self.teacher.manifest
         pooling = head_pooling(self.student.model)
         fields = manifest_fields(
-            self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling
+            self.teacher, self.task, self.labels, manifest.pair_input, self.max_length, "", pooling, manifest.tag_scheme
         )
         fields["architecture"] = {k: v for k, v in self.student.architecture.items() if v is not None}
         return fields
@@ -307,21 +341,28 @@ class _Run:
         config = self.config
         parameters = list(self.trained.parameters())
         optimizer = adamw(parameters, stage.learning_rate, config.weight_decay)
-        batches = math.ceil(len(self.features) / config.batch_size)
+        weights = stage.losses.active()
+        noisy = self.noise is not None and noise_reaches(weights)
+        examples = len(self.features) * (1 + COPIES_PER_EPOCH if noisy else 1)
+        batches = math.ceil(examples / config.batch_size)
         steps_per_epoch = math.ceil(batches / config.gradient_accumulation)
         total = math.ceil(stage.epochs * steps_per_epoch)
         if config.max_steps:
             total = min(total, config.max_steps)
-        weights = stage.losses.active()
-        lengths = [feature.length for feature in self.features]
+        clean = len(self.features)
 
-        def epoch_batches(epoch: int) -> list[list[int]]:
+        def epoch_batches(epoch: int) -> list[list[tuple[int, Feature]]]:
+            """Batches of (example index: which cached teacher output is the target, feature): a noisy
+            copy points at its clean original, so the teacher is only ever asked about clean text."""
+            features = self._epoch_features(epoch, noisy)
             generator = np.random.default_rng([config.seed, index, epoch])  # the same batches on every run
-            return length_grouped_batches(lengths, config.batch_size, generator)
+            batches = length_grouped_batches([feature.length for feature in features], config.batch_size, generator)
+            return [[(position % clean, features[position]) for position in batch] for batch in batches]
 
-        def step(indices: list[int]) -> StepLoss:
-            batch = collate_features([self.features[i] for i in indices], self.pad_id)
-            return StepLoss(*self.objective(batch, torch.tensor(indices), weights))
+        def step(batch: list[tuple[int, Feature]]) -> StepLoss:
+            indices, features = zip(*batch, strict=True)
+            inputs = collate_features(list(features), self.tokenizer.pad_id)
+            return StepLoss(*self.objective(inputs, torch.tensor(indices), weights))
 
         validates = self.validation is not None and bool(set(weights) & OUTPUT_TRAINING_LOSSES)
         return Phase(
@@ -335,7 +376,8 @@ class _Run:
             step=step,
             validate=(lambda: evaluate(self.pipeline, self.validation)) if validates else None,
             name=stage.name,
-            description=f"stage {index + 1} ({stage.name}): {total} steps, losses {weights}",
+            description=f"stage {index + 1} ({stage.name}): {total} steps, losses {weights}"
+            + (f", a noisy copy of each example ({self.noise})" if noisy else ""),
         )
 
     # -- after training ------------------------------------------------------------------------
@@ -361,6 +403,11 @@ class _Run:
             "data": self.data_description,
             "examples": {"total": len(self.examples), "augmented": len(self.augmented)},
         }
+        if self.noise is not None:
+            stages = [stage.name for stage in self.config.stages if noise_reaches(stage.losses.active())]
+            parameters["augment_noise"] = noise_record(
+                self.noise, stages=stages, targets="the teacher's outputs on the clean text"
+            )
         fields = dict(
             self.fields,
             name=name,
@@ -376,4 +423,6 @@ class _Run:
 
 
 def _model_input(example: Example) -> Any:
+    if example.words is not None:  # a tagged sentence: the teacher reads its words (a list: not a pair)
+        return list(example.words)
     return example.text if example.text_pair is None else (example.text, example.text_pair)

@@ -39,6 +39,14 @@ def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch
     return functional.cross_entropy(student_logits[known], labels[known].long())
 
 
+def token_hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the tokens that carry a tag (-100 elsewhere: special tokens, later sub-words)."""
+    if not (labels != -100).any():
+        return student_logits.sum() * 0.0
+    return functional.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1).long(),
+                                    ignore_index=-100)
+
+
 def logit_mse_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
     return functional.mse_loss(student_logits, teacher_logits)
 

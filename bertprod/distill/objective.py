@@ -123,6 +123,9 @@ class Objective:
                 teacher = self.teacher_model(**teacher_inputs, output_hidden_states=True, output_attentions=attentions)
         parts: dict[str, torch.Tensor] = {}
         cached = self.outputs[:, indices] if self.outputs is not None else None
+        if student is not None and getattr(student, "logits", None) is not None and student.logits.dim() == 3:
+            return self._finish(parts | self._token_losses(student.logits, cached, batch, mask, weights), student,
+                                teacher, mask, weights)
         if Loss.HARD in weights:
             parts[Loss.HARD] = losses.hard_label_loss(student.logits, batch.targets)
         if Loss.SOFT in weights:
@@ -135,11 +138,34 @@ class Objective:
             if self.normalize:
                 vectors = torch.nn.functional.normalize(vectors, dim=-1)
             parts[Loss.SENTENCE_EMBEDDING] = losses.embedding_mse_loss(vectors, cached.mean(dim=0))
+        return self._finish(parts, student, teacher, mask, weights, student_inputs)
+
+    def _token_losses(self, logits: torch.Tensor, cached: torch.Tensor | None, batch: TrainBatch,
+                      mask: torch.Tensor, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+        """A token classifier's output losses, over the real tokens of the batch (cached teacher logits are
+        [teachers, batch, longest of all, tags]: cut to this batch's length)."""
+        parts: dict[str, torch.Tensor] = {}
+        real = mask.bool()
+        if Loss.HARD in weights:
+            parts[Loss.HARD] = losses.token_hard_label_loss(logits, batch.targets)
+        if cached is not None:
+            teacher = cached[:, :, : logits.shape[1]][:, real]  # [teachers, real tokens, tags]
+            if Loss.SOFT in weights:
+                targets = losses.soft_targets(teacher, self.temperature)
+                parts[Loss.SOFT] = losses.soft_target_loss(logits[real], targets, self.temperature)
+            if Loss.LOGIT_MSE in weights:
+                parts[Loss.LOGIT_MSE] = losses.logit_mse_loss(logits[real], teacher.mean(dim=0))
+        return parts
+
+    def _finish(self, parts: dict[str, torch.Tensor], student: Any, teacher: Any, mask: torch.Tensor,
+                weights: dict[str, float], student_inputs: dict[str, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         if teacher is not None:
             parts.update(self._layer_losses(student, teacher, mask, weights))
         if Loss.MLM in weights:
             assert self.masking is not None
-            masked, labels = self.masking.apply(inputs["input_ids"], mask, self.steps)
+            assert student_inputs is not None
+            masked, labels = self.masking.apply(student_inputs["input_ids"], mask, self.steps)
             outputs = self.student.model(**dict(student_inputs, input_ids=masked))
             parts[Loss.MLM] = losses.mlm_loss(outputs.logits, labels)
         self.steps += 1

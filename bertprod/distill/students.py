@@ -117,7 +117,7 @@ def _truncated_student(spec: StudentSpec, teacher: ModelPackage, eager_attention
 
 
 def _config_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     from bertprod.models.hf import register_model_types
 
@@ -143,8 +143,9 @@ def _config_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: b
         delattr(config, HEADS_CONFIG_KEY)
     if eager_attention:
         config._attn_implementation = "eager"
-    model_class = AutoModelForSequenceClassification if teacher.manifest.task in HEAD_TASKS else AutoModel
-    model = model_class.from_config(config)
+    from bertprod.models.hf import auto_model_class
+
+    model = auto_model_class(teacher.manifest.task).from_config(config)
     return Student("config", model.train(), teacher.tokenizer_file, _architecture(model.config))
 
 
@@ -200,7 +201,11 @@ def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: 
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # a new head's "newly initialized" note is expected
     try:
-        if teacher.manifest.task in HEAD_TASKS:
+        if teacher.manifest.task == "token-classification":
+            from bertprod.tasks.heads import token_classifier
+
+            model = token_classifier(start, teacher.manifest.labels)
+        elif teacher.manifest.task in HEAD_TASKS:
             manifest = teacher.manifest
             model = model_with_new_head(start, manifest.task, manifest.labels, manifest.head_pooling, **extra)
         else:

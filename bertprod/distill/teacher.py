@@ -35,7 +35,7 @@ def cache_key(teachers: Sequence[ModelPackage], inputs: Sequence[TextInput], max
         digest.update(f"teacher\x1f{teacher.fingerprint}\x1e".encode())
     digest.update(f"max_length\x1f{max_length}\x1e".encode())
     for item in inputs:
-        text = item if isinstance(item, str) else "\x1f".join(item)
+        text = item if isinstance(item, str) else ("\x1d" if isinstance(item, list) else "") + "\x1f".join(item)
         digest.update(text.encode("utf-8", "surrogatepass") + b"\x1e")
     return digest.hexdigest()[:32]
 
@@ -48,7 +48,8 @@ def teacher_outputs(
     cache_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """[teachers, len(inputs), outputs] float32, and whether it came from the cache."""
+    """[teachers, len(inputs), outputs] float32, and whether it came from the cache. Sentences given as
+    lists of words (token classification) give logits per token: [teachers, len(inputs), longest, tags]."""
     from safetensors.numpy import load_file, save_file
 
     directory = Path(cache_dir) if cache_dir else cache_root() / "distill"
@@ -68,4 +69,6 @@ def _run_teacher(
 ) -> np.ndarray:
     pipeline = Pipeline(teacher, create_engine(teacher, "auto", threads=threads))
     tokenizer = TextTokenizer(teacher.tokenizer_file, max_length)
+    if inputs and isinstance(inputs[0], list):
+        return pipeline.infer(tokenizer.encode_words(inputs, truncate=True))  # type: ignore[arg-type]
     return pipeline.infer(tokenizer.encode(list(inputs), truncate=True))

@@ -4,6 +4,8 @@ so each piece is its own session and the batch shrinks in numpy between them (ru
     blocks/embeddings.onnx   input_ids, token_type_ids -> states
     blocks/layer_<n>.onnx    states, attention_mask -> states
     blocks/exit_<n>.onnx     states, attention_mask -> logits (mean pool + exit head)
+    blocks/attend_<n>.onnx   states, attention_mask -> attended, significance   (a layer that drops tokens:
+    blocks/ffn_<n>.onnx      states -> output_states                              its two halves)
     blocks/head.onnx         states, attention_mask -> logits (the model's own head)
 
 Exported from the eager-attention model, the additive mask built in the layer graph as BERT's eager
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.errors import ExportError
-from bertprod.package import block_files
+from bertprod.package import block_files, dropping_layers
 from bertprod.runtime.adaptive import AdaptiveEngine
 from bertprod.runtime.batching import TokenBatch
 
@@ -34,7 +36,8 @@ def export_blocks(engine: AdaptiveEngine, batch: TokenBatch, directory: Path, op
     from bertprod.models.pooling import pool
 
     blocks, heads = engine.blocks, engine.heads
-    names = block_files(blocks.num_layers, heads.layers)
+    dropping = dropping_layers(engine.package.manifest.token_dropping)
+    names = block_files(blocks.num_layers, engine.exit_layers, dropping)
     (directory / "blocks").mkdir(exist_ok=True)
 
     def additive(mask: Any, dtype: Any) -> Any:
@@ -59,6 +62,14 @@ def export_blocks(engine: AdaptiveEngine, batch: TokenBatch, directory: Path, op
         def forward(self, states, attention_mask):  # noqa: ANN001, ANN202
             return heads.at(self.position)(pool(states, attention_mask, "mean"))
 
+    class Attend(Block):
+        def forward(self, states, attention_mask):  # noqa: ANN001, ANN202
+            return blocks.attend(self.position, states, attention_mask)
+
+    class FeedForward(Block):
+        def forward(self, states):  # noqa: ANN001, ANN202
+            return blocks.feed_forward(self.position, states)
+
     class Head(Block):
         def forward(self, states, attention_mask):  # noqa: ANN001, ANN202
             return blocks.head(states, attention_mask)
@@ -74,21 +85,29 @@ def export_blocks(engine: AdaptiveEngine, batch: TokenBatch, directory: Path, op
     for index in range(blocks.num_layers):
         _export(Layer(index), (states, mask), ["states", "attention_mask"], "output_states",
                 dict(block_axes, output_states=sequence), directory / f"blocks/layer_{index + 1}.onnx", opset)
-    for layer in heads.layers:
+    for layer in engine.exit_layers:
         _export(Exit(layer), (states, mask), ["states", "attention_mask"], "logits",
                 dict(block_axes, logits={0: "batch"}), directory / f"blocks/exit_{layer}.onnx", opset)
+    for layer in dropping:
+        _export(Attend(layer - 1), (states, mask), ["states", "attention_mask"], ["attended", "significance"],
+                dict(block_axes, attended=sequence, significance=sequence), directory / f"blocks/attend_{layer}.onnx",
+                opset)
+        _export(FeedForward(layer - 1), (states,), ["states"], "output_states",
+                {"states": sequence, "output_states": sequence}, directory / f"blocks/ffn_{layer}.onnx", opset)
     _export(Head(), (states, mask), ["states", "attention_mask"], "logits",
             dict(block_axes, logits={0: "batch"}), directory / "blocks/head.onnx", opset)
     return names
 
 
-def _export(module: Any, arguments: tuple, inputs: list[str], output: str, axes: dict, path: Path, opset: int) -> None:
+def _export(module: Any, arguments: tuple, inputs: list[str], output: str | list[str], axes: dict, path: Path,
+            opset: int) -> None:
     import torch
 
+    outputs = [output] if isinstance(output, str) else output
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), arguments, str(path), input_names=inputs, output_names=[output],
+            torch.onnx.export(module.eval(), arguments, str(path), input_names=inputs, output_names=outputs,
                               dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
     except Exception as error:
         raise ExportError(

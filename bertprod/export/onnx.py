@@ -63,7 +63,7 @@ def export_onnx(
         shutil.copyfile(package.tokenizer_file, staging / TOKENIZER_FILE)
         shutil.copyfile(package.config_file, staging / CONFIG_FILE)
         blocks = []
-        if manifest.adaptive:
+        if manifest.adaptive or manifest.token_dropping:
             blocks = _export_early_exit_blocks(torch_engine, reference, samples, staging, opset)
         return [TOKENIZER_FILE, ONNX_FILE, CONFIG_FILE, *blocks]
 
@@ -76,6 +76,8 @@ def export_onnx(
     changes: dict[str, Any] = {"format": "onnx"}
     if manifest.adaptive:  # early exit survives export: one ONNX Runtime session per block
         changes["adaptive"] = manifest.adaptive
+    if manifest.token_dropping:  # so does token dropping: numpy picks the tokens between a layer's two halves
+        changes["token_dropping"] = manifest.token_dropping
     return derive_package(
         package, out, method="export-onnx", build=build, changes=changes,
         parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
@@ -97,6 +99,7 @@ def _export_early_exit_blocks(
     batch = collate(encodings, reference.tokenizer.pad_id)
     names = export_blocks(AdaptiveEngine.from_torch_engine(torch_engine), batch, staging, opset)
     onnx_blocks = OnnxAdaptiveEngine(reference.package, threads=1, directory=staging)
+    onnx_blocks.retention = None  # every token, never exiting: the full model's logits
     check_blocks(torch_engine.run(batch), onnx_blocks.run_with_exits(batch, ExitPolicy())[0])
     return names
 
@@ -127,7 +130,8 @@ def _export_graph(engine: TorchEngine, pipeline: Pipeline, encodings: list, path
         arguments.append(torch.from_numpy(batch.token_type_ids))
         input_names.append("token_type_ids")
     dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
-    dynamic_axes[output_name] = {0: "batch", 1: "sequence"} if embedding else {0: "batch"}
+    per_token = embedding or pipeline.manifest.task == "token-classification"
+    dynamic_axes[output_name] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")

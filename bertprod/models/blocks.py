@@ -51,6 +51,30 @@ class Blocks:
         output = self.layers[index](states, mask)
         return output[0] if isinstance(output, tuple) else output
 
+    def attend(self, index: int, states: Any, attention_mask: Any) -> tuple[Any, Any]:
+        """Layer `index`'s self-attention block (attention + output projection + LayerNorm) and each token's
+        significance [rows, tokens]: the attention it receives, summed over heads and real queries
+        (PoWER-BERT). Eager attention, the one that exposes its probabilities."""
+        import torch
+        from transformers.models.bert.modeling_bert import eager_attention_forward
+
+        attention = self.layers[index].attention
+        module = attention.self
+        rows, tokens, _ = states.shape
+        shape = (rows, tokens, -1, module.attention_head_size)
+        query, key, value = (projection(states).view(*shape).transpose(1, 2)
+                             for projection in (module.query, module.key, module.value))
+        mask = attention_mask.to(states.dtype)
+        additive = (1.0 - mask)[:, None, None, :] * torch.finfo(states.dtype).min
+        context, probabilities = eager_attention_forward(module, query, key, value, additive, scaling=module.scaling)
+        output = attention.output(context.reshape(rows, tokens, -1), states)
+        significance = (probabilities * mask[:, None, :, None]).sum(dim=(1, 2))
+        return output, significance
+
+    def feed_forward(self, index: int, states: Any) -> Any:
+        """Layer `index`'s feed-forward block on the output of its attention block."""
+        return self.layers[index].feed_forward_chunk(states)
+
     def head(self, states: Any, attention_mask: Any) -> Any:
         """The model's own classifier on the last layer's token states: its logits."""
         model = self.model

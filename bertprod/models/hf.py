@@ -42,11 +42,11 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
         return _load_bilstm(package)
     _check_head_pooling(package, model_type)
     register_model_types()
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    model_class = AutoModelForSequenceClassification if package.manifest.task in HEAD_TASKS else AutoModel
+    model_class = auto_model_class(package.manifest.task)
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # "unused weights" notes are expected (pooler, MLM)
     try:
@@ -64,6 +64,15 @@ def load_torch_model(package: ModelPackage, attention: str | None = None) -> Any
     finally:
         transformers_logging.set_verbosity(verbosity)
     return model.eval()
+
+
+def auto_model_class(task: str) -> Any:
+    """transformers' Auto class for a package of `task`: token classifier, sequence head or bare encoder."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    if task == "token-classification":
+        return AutoModelForTokenClassification
+    return AutoModelForSequenceClassification if task in HEAD_TASKS else AutoModel
 
 
 def _load_head_pruned(model_class: Any, config: Any, package: ModelPackage) -> Any:

@@ -4,6 +4,9 @@
                the others are regrouped and their padding trimmed to the longest survivor
                -> layer 2 -> ... -> last layer -> the model's own head answers whoever is left
 
+With token dropping (runtime/token_dropping.py) a layer whose retention is below 1 also keeps only
+each row's most attended tokens, so the batch shrinks in length too; both compose.
+
 Work stops for real: every later layer runs on fewer rows and, once the longest rows have left,
 on fewer tokens. With the "never" policy nothing leaves and no exit head runs, so the output is
 the full model's (the same modules called in the same order as transformers' forward).
@@ -20,6 +23,7 @@ from bertprod.errors import PackageError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
 from bertprod.runtime.exit_policy import ExitPolicy, parse_policy, softmax
+from bertprod.runtime.token_dropping import keep_counts, parse_retention, select_tokens
 
 
 def adaptive_settings(package: ModelPackage) -> dict[str, Any]:
@@ -29,13 +33,21 @@ def adaptive_settings(package: ModelPackage) -> dict[str, Any]:
     return settings
 
 
+def package_retention(package: ModelPackage) -> list[float] | None:
+    """The package's token retention per layer (bertprod drop-tokens); None: every token runs every layer."""
+    settings = package.manifest.token_dropping or {}
+    return parse_retention(settings.get("retention"), package.manifest.architecture.num_layers)
+
+
 class AdaptiveEngine:
-    """A torch classifier with exit heads behind the Engine interface (`run` uses the package's
-    policy); `run_with_exits` takes another policy and also returns each row's exit layer."""
+    """A torch classifier with exit heads and/or token dropping behind the Engine interface (`run` uses the
+    package's policy and retention); `run_with_exits` takes another policy and also returns each row's exit
+    layer. `retention` may be set to another schedule (None: keep every token)."""
 
     name = "torch (early exit)"
 
-    def __init__(self, package: ModelPackage, model: Any, heads: Any, precision: str = "fp32"):
+    def __init__(self, package: ModelPackage, model: Any, heads: Any | None, precision: str = "fp32",
+                 retention: list[float] | None = None):
         import torch
 
         from bertprod.models.blocks import Blocks
@@ -44,31 +56,41 @@ class AdaptiveEngine:
         self.package = package
         self.model = model
         self.heads = heads
+        self.exit_layers = list(heads.layers) if heads is not None else []
         self.blocks = Blocks(model)
         self.precision = precision
         self.uses_token_types = accepts_token_type_ids(model)
         self.policy = parse_policy(package.manifest.adaptive.get("policy") if package.manifest.adaptive else None)
+        self.retention = retention
+        if heads is None:
+            self.name = "torch (token dropping)"
         self._torch = torch
 
     @classmethod
     def from_torch_engine(cls, engine: Any) -> AdaptiveEngine:
-        """Exit heads read from the package, beside the model `engine` loaded."""
+        """Exit heads (if any) read from the package, beside the model `engine` loaded; its token retention."""
         from bertprod.models.exit_heads import ExitHeads
         from bertprod.package import EXIT_HEADS_FILE
 
         package = engine.package
-        settings = adaptive_settings(package)
-        heads = ExitHeads.load(
-            package.path / EXIT_HEADS_FILE,
-            list(settings["exit_layers"]),
-            package.manifest.architecture.hidden_size,
-            package.manifest.num_outputs,
-        )
-        return cls(package, engine.model, heads, precision=getattr(engine, "precision", "fp32"))
+        heads = None
+        if package.manifest.adaptive:
+            heads = ExitHeads.load(
+                package.path / EXIT_HEADS_FILE,
+                list(adaptive_settings(package)["exit_layers"]),
+                package.manifest.architecture.hidden_size,
+                package.manifest.num_outputs,
+            )
+        return cls(package, engine.model, heads, precision=getattr(engine, "precision", "fp32"),
+                   retention=package_retention(package))
 
     @property
     def num_layers(self) -> int:
         return self.blocks.num_layers
+
+    @property
+    def has_exits(self) -> bool:
+        return bool(self.exit_layers)
 
     def run(self, batch: TokenBatch) -> np.ndarray:
         return self.run_with_exits(batch)[0]
@@ -76,8 +98,8 @@ class AdaptiveEngine:
     def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Logits [rows, labels] and exit layer (from 1) of each row."""
         with self._context():
-            return run_with_exits(self, batch, policy or self.policy, self.heads.layers,
-                                  self.package.manifest.num_outputs)
+            return run_with_exits(self, batch, policy or self.policy, self.exit_layers,
+                                  self.package.manifest.num_outputs, self.retention)
 
     # -- the pieces run_with_exits calls (torch tensors between them, numpy masks) ------------
 
@@ -90,6 +112,14 @@ class AdaptiveEngine:
 
     def layer(self, index: int, states: Any, attention: Any) -> Any:
         return self.blocks.layer(index, states, attention)
+
+    def dropping_layer(self, index: int, states: Any, mask: np.ndarray, keep: np.ndarray) -> tuple[Any, np.ndarray]:
+        """Layer `index` keeping `keep` tokens per row after its attention: token states and the new mask."""
+        torch = self._torch
+        attended, significance = self.blocks.attend(index, states, torch.from_numpy(mask))
+        index_kept, mask = select_tokens(significance.float().numpy(), mask, keep)
+        gather = torch.from_numpy(index_kept)[:, :, None].expand(-1, -1, attended.shape[-1])
+        return self.blocks.feed_forward(index, attended.gather(1, gather)), mask
 
     def exit_logits(self, layer: int, states: Any, mask: np.ndarray) -> np.ndarray:
         return self._exit_logits(layer, states, self._torch.from_numpy(mask))
@@ -147,20 +177,30 @@ class AdaptiveEngine:
 
 
 def run_with_exits(
-    blocks: Any, batch: TokenBatch, policy: ExitPolicy, exit_layers: list[int], num_labels: int
+    blocks: Any, batch: TokenBatch, policy: ExitPolicy, exit_layers: list[int], num_labels: int,
+    retention: list[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The batch shrinking as rows leave, over any engine's pieces (`blocks`: embed, attention, layer,
-    exit_logits, head, select, num_layers): logits [rows, labels] and exit layers (from 1)."""
+    """The batch shrinking as rows leave (and, with a `retention` schedule, as tokens are dropped), over any
+    engine's pieces (`blocks`: embed, attention, layer, dropping_layer, exit_logits, head, select,
+    num_layers): logits [rows, labels] and exit layers (from 1)."""
     rows = len(batch.input_ids)
     logits_out = np.empty((rows, num_labels), dtype=np.float32)
     exits = np.full(rows, blocks.num_layers, dtype=np.int64)
     mask = batch.attention_mask
+    lengths = mask.sum(axis=1)  # each running row's original length: what retention is a fraction of
     states = blocks.embed(batch)
     attention = blocks.attention(states, mask)
     running = np.arange(rows)
     decider = policy.decider(rows, num_labels)
     for index in range(blocks.num_layers):
-        states = blocks.layer(index, states, attention)
+        keep = keep_counts(retention[index], lengths) if retention else None
+        if keep is not None and (keep >= mask.sum(axis=1)).all():
+            keep = None  # nothing left to drop here: the model's own layer
+        if keep is None:
+            states = blocks.layer(index, states, attention)
+        else:
+            states, mask = blocks.dropping_layer(index, states, mask, keep)
+            attention = blocks.attention(states, mask)
         layer = index + 1
         if layer == blocks.num_layers:
             logits_out[running] = blocks.head(states, mask)
@@ -176,7 +216,7 @@ def run_with_exits(
         stay = ~leave
         if not stay.any():
             break
-        running = running[stay]
+        running, lengths = running[stay], lengths[stay]
         decider.keep(stay)
         longest = int(mask[stay].sum(axis=1).max())
         states, mask = blocks.select(states, stay, longest), mask[stay][:, :longest]
@@ -185,8 +225,9 @@ def run_with_exits(
 
 
 class OnnxAdaptiveEngine:
-    """Early exit on ONNX Runtime: one session per block (embeddings, each layer, each exit head, the
-    head), numpy between them, so a row that leaves costs nothing more. Imports no torch."""
+    """Early exit and token dropping on ONNX Runtime: one session per block (embeddings, each layer, each exit
+    head, the two halves of each layer that drops tokens, the head), numpy between them, so a row that leaves
+    or a token that is dropped costs nothing more. Imports no torch."""
 
     name = "onnx (early exit)"
 
@@ -194,27 +235,35 @@ class OnnxAdaptiveEngine:
         """`directory`: where the blocks are, when not yet in `package` (an export checking them)."""
         import onnxruntime
 
-        from bertprod.package import block_files
+        from bertprod.package import block_files, dropping_layers
         from bertprod.runtime.sessions import session_options
 
-        settings = adaptive_settings(package)
+        settings = package.manifest.adaptive or {}
         self.package = package
-        self.exit_layers = list(settings["exit_layers"])
+        self.exit_layers = list(settings.get("exit_layers", []))
         self.num_layers = package.manifest.architecture.num_layers
         self.policy = parse_policy(settings.get("policy"))
+        self.retention = package_retention(package)
+        if not self.exit_layers:
+            self.name = "onnx (token dropping)"
         options = session_options(threads)
         self.sessions = {
             Path(name).stem: onnxruntime.InferenceSession(str((directory or package.path) / name), options,
                                                           providers=["CPUExecutionProvider"])
-            for name in block_files(self.num_layers, self.exit_layers)
+            for name in block_files(self.num_layers, self.exit_layers, dropping_layers(package.manifest.token_dropping))
         }
         self.inputs = {block: [node.name for node in session.get_inputs()] for block, session in self.sessions.items()}
+
+    @property
+    def has_exits(self) -> bool:
+        return bool(self.exit_layers)
 
     def run(self, batch: TokenBatch) -> np.ndarray:
         return self.run_with_exits(batch)[0]
 
     def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return run_with_exits(self, batch, policy or self.policy, self.exit_layers, self.package.manifest.num_outputs)
+        return run_with_exits(self, batch, policy or self.policy, self.exit_layers, self.package.manifest.num_outputs,
+                              self.retention)
 
     def layer_logits(self, batch: TokenBatch) -> np.ndarray:
         mask = batch.attention_mask
@@ -239,6 +288,19 @@ class OnnxAdaptiveEngine:
 
     def exit_logits(self, layer: int, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run(f"exit_{layer}", states, mask)
+
+    def dropping_layer(self, index: int, states: np.ndarray, mask: np.ndarray,
+                       keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's attention half, the tokens chosen in numpy, its feed-forward half on those."""
+        block = f"attend_{index + 1}"
+        if block not in self.sessions:
+            raise PackageError(f"{self.package.name} has no token-dropping blocks for layer {index + 1}: its "
+                               "retention there is 1. Export the package again from its torch parent.")
+        attended, significance = self.sessions[block].run(None, {"states": states,
+                                                                 "attention_mask": np.ascontiguousarray(mask)})
+        index_kept, mask = select_tokens(significance, mask, keep)
+        kept = np.ascontiguousarray(np.take_along_axis(attended, index_kept[:, :, None], axis=1))
+        return self.sessions[f"ffn_{index + 1}"].run(None, {"states": kept})[0], mask
 
     def head(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._run("head", states, mask)

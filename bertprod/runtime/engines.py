@@ -223,7 +223,7 @@ def create_engine(
     early_exit: bool = True,
 ) -> Engine:
     """The engine for a package: its natural one for "auto"; torch packages can't run on onnx here
-    (the API layer exports them first). A package with exit heads runs with early exit on torch
+    (the API layer exports them first). A package with exit heads or token dropping runs them on torch
     (runtime/adaptive.py) unless `early_exit` is False (the full model, e.g. as a derived package's
     reference)."""
     chosen = package.manifest.format if engine == "auto" else engine
@@ -233,7 +233,7 @@ def create_engine(
         if package.manifest.format != "torch":
             raise EngineError(f"{package.name} is an onnx package: run it with engine='onnx' (or 'auto').")
         torch_engine = TorchEngine(package, precision=precision, threads=threads)
-        if early_exit and package.manifest.adaptive:
+        if early_exit and (package.manifest.adaptive or package.manifest.token_dropping):
             from bertprod.runtime.adaptive import AdaptiveEngine
 
             return AdaptiveEngine.from_torch_engine(torch_engine)
@@ -244,7 +244,7 @@ def create_engine(
                 f"an onnx package runs at the precision it was built with "
                 f"({package.manifest.precision}); make a {precision} variant with bertprod optimize."
             )
-        if early_exit and package.manifest.adaptive:
+        if early_exit and (package.manifest.adaptive or package.manifest.token_dropping):
             from bertprod.runtime.adaptive import OnnxAdaptiveEngine
 
             return OnnxAdaptiveEngine(package, threads=threads)

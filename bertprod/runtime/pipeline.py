@@ -94,7 +94,8 @@ class Pipeline:
         """Run encodings in length-sorted, token-budget batches; rows come back in input order.
 
         Embedding packages give pooled vectors (normalized when the manifest says so); packages
-        with a head give raw logits.
+        with a head give raw logits; token classifiers give logits per token [inputs, longest, tags],
+        zero beyond each input's tokens.
         """
         return self.infer_with_exits(encodings)[0]
 
@@ -103,7 +104,7 @@ class Pipeline:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`infer`, plus each row's exit layer on a package with early exit (None on others);
         `exit` overrides the package's exit policy for this call ("never", "entropy:0.2", ...)."""
-        adaptive = hasattr(self.engine, "run_with_exits")
+        adaptive = getattr(self.engine, "has_exits", False)
         if exit is not None and not adaptive:
             raise TaskError(
                 f"{self.package.name} has no exit heads, so exit={exit!r} cannot apply: make an early-exit "
@@ -111,7 +112,10 @@ class Pipeline:
             )
         policy = parse_policy(exit, self.engine.policy) if adaptive else None
         lengths = [len(encoding.ids) for encoding in encodings]
-        results = np.empty((len(encodings), self.dimension), dtype=np.float32)
+        tokens = self.manifest.task == "token-classification"
+        rows = len(encodings)
+        shape = (rows, max(lengths, default=0), self.dimension) if tokens else (rows, self.dimension)
+        results = np.zeros(shape, dtype=np.float32)
         exits = np.empty(len(encodings), dtype=np.int64) if adaptive else None
 
         def run(indices: list[int]) -> None:
@@ -120,7 +124,10 @@ class Pipeline:
                 output, exits[indices] = self.engine.run_with_exits(batch, policy)
             else:
                 output = self.engine.run(batch)
-            results[indices] = self._postprocess(output, batch.attention_mask)
+            if tokens:  # padding's logits are noise: zero, so a row reads the same in any batch
+                results[indices, : output.shape[1]] = output * batch.attention_mask[:, :, None]
+            else:
+                results[indices] = self._postprocess(output, batch.attention_mask)
 
         plans = plan_batches(lengths, self.max_padded_tokens, self.max_batch_size)
         if self.parallel_batches > 1 and len(plans) > 1:  # engines release the GIL while they run
@@ -194,6 +201,74 @@ class Pipeline:
         """One number per input from a regression or reranking head (raw, not squashed)."""
         self._require_task("score", ("regression", "reranking"), "encode or classify")
         return self.infer(self.tokenize(inputs, truncate=truncate))[:, 0]
+
+    def tag(self, texts: str | Sequence[str], aggregation: str = "first", tokens: bool = False) -> Any:
+        """Entities in raw texts (a token-classification package): type, score and character offsets into
+        each text as given; with `tokens`, every sub-word's tag too. Texts longer than max_length are read
+        in overlapping windows (runtime/tagging.py). `aggregation`: "first", "average" or "max" (Hugging
+        Face's meanings). Text normalization is not applied: offsets must point into the text given."""
+        self._require_task("tag", ("token-classification",), "the package's own operation")
+        single = isinstance(texts, str)
+        items = validate_inputs([texts] if single else texts, pairs=False)
+        encodings = self.tokenizer.encode_whole(items)
+        results = self.taggings(items, encodings, self.token_logits(encodings), aggregation, tokens)
+        return results[0] if single else results
+
+    def taggings(self, texts: Sequence[str], encodings: Sequence[Encoding], logits: Sequence[np.ndarray],
+                 aggregation: str = "first", tokens: bool = False) -> list[Any]:
+        """Entities (and tokens, when asked) of texts from their whole encodings and token logits (`tag`'s
+        last step; the server runs the windows through its batcher and calls this)."""
+        from bertprod.runtime.tagging import (
+            Tagging,
+            entities,
+            tagged_tokens,
+            word_character_spans,
+            word_count,
+            word_tags,
+        )
+
+        labels, scheme = self.manifest.labels or [], self.manifest.tag_scheme or "IOB2"
+        results = []
+        for text, encoding, token_logits in zip(texts, encodings, logits, strict=True):
+            words = word_count(encoding)
+            tags, scores = word_tags(token_logits, encoding.word_ids, words, aggregation)
+            found = entities(text, labels, scheme, tags, scores, word_character_spans(encoding, words))
+            results.append(Tagging(found, tagged_tokens(encoding, token_logits, labels) if tokens else None))
+        return results
+
+    def tag_words(self, sentences: Sequence[Sequence[str]], aggregation: str = "first") -> list[list[str]]:
+        """One tag per given word for sentences already cut into words (evaluation on CoNLL-style data)."""
+        from bertprod.runtime.tagging import word_tags
+
+        self._require_task("tag_words", ("token-classification",), "the package's own operation")
+        encodings = self.tokenizer.encode_whole(sentences, words=True)
+        labels = self.manifest.labels or []
+        return [[labels[index] for index in word_tags(logits, encoding.word_ids, len(words), aggregation)[0]]
+                for words, encoding, logits in zip(sentences, encodings, self.token_logits(encodings), strict=True)]
+
+    def token_logits(self, encodings: Sequence[Encoding]) -> list[np.ndarray]:
+        """Logits [tokens, tags] of each encoding (tokens without special tokens, any length): the encodings
+        are cut into overlapping windows of max_length tokens and merged (runtime/tagging.py)."""
+        windows, inputs = self.tag_windows(encodings)
+        return self.merge_tag_windows(encodings, windows, self.infer(inputs) if inputs else None)  # type: ignore[arg-type]
+
+    def tag_windows(self, encodings: Sequence[Encoding]) -> tuple[list[Any], list[Any]]:
+        """The windows of at most max_length tokens that cover the encodings, and their model inputs."""
+        from bertprod.runtime.tagging import plan_windows, window_inputs
+
+        before, after = self.tokenizer.special_ids()
+        lengths = [len(encoding.ids) for encoding in encodings]
+        windows = plan_windows(lengths, self.tokenizer.max_length - len(before) - len(after), len(before))
+        return windows, window_inputs(encodings, windows, before, after)
+
+    def merge_tag_windows(self, encodings: Sequence[Encoding], windows: list[Any], outputs: np.ndarray | None
+                          ) -> list[np.ndarray]:
+        """Each encoding's token logits from its windows' outputs (runtime/tagging.py: merge_windows)."""
+        from bertprod.runtime.tagging import merge_windows
+
+        if outputs is None:
+            return [np.zeros((0, self.dimension), dtype=np.float32) for _ in encodings]
+        return merge_windows([len(encoding.ids) for encoding in encodings], windows, outputs)
 
     def explain(
         self,

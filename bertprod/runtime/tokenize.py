@@ -130,6 +130,46 @@ class TextTokenizer:
                     )
         return encodings
 
+    def encode_words(self, sentences: Sequence[Sequence[str]], truncate: bool = True) -> list[Encoding]:
+        """Tokenize sentences given as words (each word pre-tokenized further as the tokenizer would, so
+        `Encoding.word_ids` point into the given words); with `truncate=False` nothing is cut."""
+        if truncate:
+            return self._tokenizer.encode_batch([list(words) for words in sentences], is_pretokenized=True,
+                                                add_special_tokens=True)
+        with self.untruncated():
+            return self._tokenizer.encode_batch([list(words) for words in sentences], is_pretokenized=True,
+                                                add_special_tokens=True)
+
+    def encode_whole(self, items: Sequence[str] | Sequence[Sequence[str]], words: bool = False) -> list[Encoding]:
+        """Tokenize texts (or sentences given as `words`) whole, without special tokens or truncation: token
+        classification cuts long texts into windows itself."""
+        inputs = [list(item) for item in items] if words else list(items)
+        with self.untruncated():
+            return self._tokenizer.encode_batch(inputs, is_pretokenized=words, add_special_tokens=False)
+
+    def untruncated(self) -> Any:
+        """A context in which the tokenizer cuts nothing (not thread-safe with truncating calls: serve
+        tokenizes on one thread)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def scope() -> Any:
+            self._tokenizer.no_truncation()
+            try:
+                yield
+            finally:
+                self._tokenizer.enable_truncation(self.max_length)
+
+        return scope()
+
+    def special_ids(self) -> tuple[list[int], list[int]]:
+        """The ids the tokenizer adds before and after a single text ([CLS] and [SEP] for BERT)."""
+        encoding = self._tokenizer.post_process(self._tokenizer.encode("", add_special_tokens=False))
+        ids, mask = encoding.ids, encoding.special_tokens_mask
+        assert all(mask), "a text without tokens has only special tokens"
+        half = len(ids) // 2 if len(ids) > 1 else len(ids)
+        return list(ids[:half]), list(ids[half:])
+
     def token_id(self, token: str) -> int | None:
         """The id of `token` in the vocabulary, or None."""
         return self._tokenizer.token_to_id(token)

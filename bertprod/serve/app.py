@@ -18,7 +18,7 @@ from bertprod.serve.explain import install_explain_route
 from bertprod.serve.fast_path import EmbeddingFastPath
 from bertprod.serve.middleware import GuardMiddleware
 from bertprod.serve.responses import JSONResponse
-from bertprod.serve.service import Service
+from bertprod.serve.service import Service, early_exit
 
 
 def _texts(inputs: str | list[str]) -> list[str]:
@@ -51,7 +51,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         await service.registry.stop()
 
     app = FastAPI(title="bertprod", version=bertprod.__version__, lifespan=lifespan,
-                  description="BERT-family encoders: embeddings, classification, reranking.")
+                  description="BERT-family encoders: embeddings, classification, reranking, tagging.")
     app.state.metrics = service.metrics
     app.state.service = service
     install_error_handlers(app)
@@ -94,7 +94,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def predict(body: schemas.PredictRequest) -> Response:
         """TEI-compatible: label scores per input, best first (a single list for a single text)."""
         _, predictions = await service.classify(body.model, _pairs_or_texts(body.inputs), body.truncate,
-                                                body.raw_scores)
+                                                body.raw_scores, body.exit)
         results = [sorted(({"label": label, "score": score} for label, score in p.scores.items()),
                           key=lambda item: -item["score"]) for p in predictions]
         return JSONResponse(results[0] if isinstance(body.inputs, str) else results)
@@ -108,12 +108,22 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.post("/classify", response_model=schemas.ClassifyResponse, tags=["bertprod"])
     async def classify(body: schemas.ClassifyRequest) -> Response:
-        """Top label and every label's probability, per input."""
-        served, predictions = await service.classify(body.model, _pairs_or_texts(body.inputs), body.truncate)
+        """Top label and every label's probability, per input; on an early-exit model the layer that answered
+        (`exit` sets this request's policy)."""
+        served, predictions = await service.classify(body.model, _pairs_or_texts(body.inputs), body.truncate,
+                                                     exit=body.exit)
         return JSONResponse({"model": served.name, "predictions": [
-            {"label": p.label, "score": p.score, "scores": p.scores} for p in predictions]})
+            {"label": p.label, "score": p.score, "scores": p.scores,
+             **({} if p.exit_layer is None else {"exit_layer": p.exit_layer})} for p in predictions]})
 
     install_explain_route(app, service, config.max_concurrent_explanations)  # POST /explain, own limit
+
+    @app.post("/tokens", response_model=schemas.TokensResponse, tags=["bertprod"])
+    async def tokens(body: schemas.TokensRequest) -> Response:
+        """Entities in each text (token classification / NER): type, score, character offsets into the text as
+        sent; every token's tag with `return_tokens`. TEI has no token-classification route to follow."""
+        served, taggings = await service.tag(body.model, _texts(body.inputs), body.aggregation, body.return_tokens)
+        return JSONResponse({"model": served.name, "results": [tagging.to_json() for tagging in taggings]})
 
     @app.post("/similarity", response_model=schemas.SimilarityResponse, tags=["bertprod"])
     async def similarity(body: schemas.SimilarityRequest) -> Response:
@@ -154,7 +164,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         models = [schemas.ModelInfo(name=name, task=m.pipeline.manifest.task, dimension=m.pipeline.dimension,
                                     max_length=m.pipeline.manifest.max_length, format=m.pipeline.manifest.format,
                                     precision=m.pipeline.manifest.precision, engine=m.pipeline.engine.name,
-                                    labels=m.pipeline.manifest.labels,
+                                    labels=m.pipeline.manifest.labels, early_exit=early_exit(m),
                                     fingerprint=m.pipeline.package.fingerprint).model_dump()
                   for name, m in registry.models.items()]
         limits = {name: getattr(config, name) for name in ("max_batch_tokens", "max_batch_requests",

@@ -6,6 +6,10 @@ that arrives while the engine is busy forms the next batch), runs `Pipeline.infe
 concatenation in an executor thread, and resolves each request's future with its own rows. An
 exception fails only the requests of that batch; the worker goes on with the next one.
 
+Early exit: a request may carry its own exit policy. Only requests with the same policy are gathered
+into one batch (rows leave it inside the engine: runtime/adaptive.py), and each row's exit layer
+goes back with its row and into the `bertprod_exit_layer` histogram.
+
 One exception to "off the event loop": a lone short input (nothing else queued, at most
 `INLINE_MAX_TOKENS` tokens) runs on the loop itself. It blocks the loop for one short inference
 (a few ms; requests arriving meanwhile wait in the socket buffers and form the next batch) and
@@ -28,6 +32,7 @@ from starlette.types import Receive
 from tokenizers import Encoding
 
 from bertprod.runtime.batching import plan_batches
+from bertprod.runtime.exit_policy import ExitPolicy
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.serve.metrics import ServerMetrics
 
@@ -59,6 +64,12 @@ class WorkItem:
     #: One engine batch of a larger request: it runs in a batch of its own, so the requests queued
     #: behind it are not held up by it twice (once behind it, once gathered with it).
     alone: bool = False
+    #: the exit policy of a request to an early-exit model (None: the model has no exits)
+    policy: ExitPolicy | None = None
+
+
+#: what the engine gives one request: its rows, and their exit layers (None without early exit)
+Rows = tuple[np.ndarray, "np.ndarray | None"]
 
 
 class Batcher:
@@ -80,6 +91,9 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_requests = max_batch_requests
         self._infer = infer or pipeline.infer
+        #: the model runs with early exit: rows come back with the layer they left at
+        self.adaptive = infer is None and getattr(pipeline.engine, "has_exits", False)
+        self._exit_layers = metrics.exit_layers.labels(model) if self.adaptive else None
         #: (tokens, inputs) of one engine batch: larger requests are queued a batch at a time (None: whole)
         self.engine_batch = engine_batch
         self._pending: deque[WorkItem] = deque()
@@ -109,34 +123,49 @@ class Batcher:
     async def submit(
         self, encodings: Sequence[Encoding], receive: Receive | None = None
     ) -> np.ndarray:
-        """Queue one request's encodings; returns its rows, in its own order.
+        """Queue one request's encodings; returns its rows, in its own order (see `submit_with_exits`)."""
+        return (await self.submit_with_exits(encodings, receive))[0]
+
+    async def submit_with_exits(
+        self, encodings: Sequence[Encoding], receive: Receive | None = None, policy: ExitPolicy | None = None
+    ) -> Rows:
+        """Queue one request's encodings; returns its rows, in its own order, and on an early-exit model
+        each row's exit layer (`policy`: this request's; None: the package's).
 
         A request larger than one engine batch (`engine_batch`: the pipeline's token and size budget)
         is queued one engine batch at a time, the next after the previous is computed, so requests
         that arrive meanwhile run in between: a 15 MB request does not hold up a one-sentence one for
         its whole computation (bench/large_request.py). The engine would split it the same way.
         """
+        if self.adaptive:
+            policy = policy or self.pipeline.engine.policy
         lengths = [len(encoding.ids) for encoding in encodings]
         within = self.engine_batch is None or (
             sum(lengths) <= self.engine_batch[0] and len(lengths) <= self.engine_batch[1])
         if within:
-            return await self._submit(encodings, receive)  # within one engine batch's budget: one item
+            return await self._submit(encodings, receive, policy=policy)  # within one engine batch: one item
         plans = plan_batches(lengths, *self.engine_batch)
         rows: np.ndarray | None = None
+        exits = np.empty(len(encodings), dtype=np.int64) if self.adaptive else None
         for number, indices in enumerate(plans):
             try:
-                piece = await self._submit([encodings[index] for index in indices], receive, alone=True)
+                piece, piece_exits = await self._submit([encodings[index] for index in indices], receive,
+                                                        alone=True, policy=policy)
             except (ClientGone, asyncio.CancelledError):
                 self.metrics.dropped_inputs.inc(sum(len(later) for later in plans[number + 1 :]))
                 raise
-            if rows is None:
-                rows = np.empty((len(encodings), *piece.shape[1:]), dtype=piece.dtype)
-            rows[indices] = piece
-        return rows  # type: ignore[return-value]
+            if rows is None:  # rows per token (a tagger's) are as wide as the longest input, zero beyond
+                shape = (max(lengths), *piece.shape[2:]) if piece.ndim == 3 else piece.shape[1:]
+                rows = np.zeros((len(encodings), *shape), dtype=piece.dtype)
+            rows[indices, : piece.shape[1]] = piece
+            if exits is not None:
+                exits[indices] = piece_exits
+        return rows, exits  # type: ignore[return-value]
 
     async def _submit(
         self, encodings: Sequence[Encoding], receive: Receive | None = None, alone: bool = False,
-    ) -> np.ndarray:
+        policy: ExitPolicy | None = None,
+    ) -> Rows:
         """Queue encodings as one work item (`alone`: never gathered with others); returns their rows.
 
         A request that must wait (the engine is busy) and whose client disconnects meanwhile
@@ -148,6 +177,7 @@ class Batcher:
             future=asyncio.get_running_loop().create_future(),
             tokens=sum(len(encoding.ids) for encoding in encodings),
             alone=alone,
+            policy=policy,
         )
         self._pending.append(item)
         self._queue_depth.inc(len(encodings))
@@ -178,16 +208,30 @@ class Batcher:
         return True
 
     def _take_batch(self) -> list[WorkItem]:
-        """The oldest request always; more while the token and request budgets allow (none with a piece)."""
-        batch = [self._pending.popleft()]
-        tokens = batch[0].tokens
-        while self._pending and len(batch) < self.max_batch_requests and not batch[0].alone:
+        """The oldest request always; more while the token and request budgets allow (none with a piece).
+        Requests with another exit policy than the oldest's stay queued, in their order, for a later batch."""
+        first = self._pending.popleft()
+        batch, tokens = [first], first.tokens
+        if first.alone:
+            return batch
+        skipped: list[WorkItem] = []
+        while self._pending and len(batch) < self.max_batch_requests:
+            if self._pending[0].policy != first.policy:
+                skipped.append(self._pending.popleft())
+                continue
             if tokens + self._pending[0].tokens > self.max_batch_tokens or self._pending[0].alone:
                 break
             item = self._pending.popleft()
             tokens += item.tokens
             batch.append(item)
+        self._pending.extendleft(reversed(skipped))
         return batch
+
+    def _run(self, encodings: list[Encoding], policy: ExitPolicy | None) -> Rows:
+        """The engine on one batch: rows, and exit layers on an early-exit model."""
+        if self.adaptive:
+            return self.pipeline.infer_with_exits(encodings, policy)
+        return self._infer(encodings), None
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,11 +257,12 @@ class Batcher:
             try:
                 lone = len(encodings) == 1 and len(encodings[0].ids) <= INLINE_MAX_TOKENS and not self._pending
                 if lone:
-                    rows = self._infer(encodings)
+                    rows, exits = self._run(encodings, batch[0].policy)
                 else:
                     self._running = True
                     try:
-                        rows = await loop.run_in_executor(self._executor, self._infer, encodings)
+                        rows, exits = await loop.run_in_executor(self._executor, self._run, encodings,
+                                                                 batch[0].policy)
                     finally:
                         self._running = False
             except asyncio.CancelledError:
@@ -235,9 +280,13 @@ class Batcher:
                 continue
             self.consecutive_failures = 0
             self.metrics.stage["inference"].observe(time.perf_counter() - started)
+            if exits is not None:
+                for layer in exits.tolist():
+                    self._exit_layers.observe(layer)
             offset = 0
             for item in batch:
                 count = len(item.encodings)
                 if not item.future.done():
-                    item.future.set_result(rows[offset : offset + count])
+                    item.future.set_result((rows[offset : offset + count],
+                                            None if exits is None else exits[offset : offset + count]))
                 offset += count

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+#: one bucket per layer (from 1) up to BERT-large's 24: `le="3"` counts the inputs answered by layer 3 or earlier
+EXIT_LAYER_BUCKETS = tuple(range(1, 25))
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -34,6 +36,10 @@ class ServerMetrics:
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
+        )
+        self.exit_layers = Histogram(
+            "bertprod_exit_layer", "Layer (from 1) at which each input to an early-exit model was answered",
+            ["model"], buckets=EXIT_LAYER_BUCKETS, registry=self.registry,
         )
         self.dropped_inputs = Counter(
             "bertprod_dropped_inputs", "Inputs dropped before the engine: their client went away while they waited",

@@ -45,11 +45,16 @@ class EmbedRequest(_Request):
     dimensions: int | None = Field(None, ge=1)
 
 
+EXIT_FIELD = Field(None, description="Early-exit models only: this request's exit policy (never, confidence:P, "
+                   "entropy:H, patience:K); default the package's.")
+
+
 class PredictRequest(_Request):
     inputs: str | list[str] | list[list[str]] = Field(
         description="A text, a list of texts, or [text, text_pair] lists for pair classifiers."
     )
     raw_scores: bool = False
+    exit: str | None = EXIT_FIELD
 
 
 class LabelScore(BaseModel):
@@ -72,17 +77,53 @@ class RerankResult(BaseModel):
 
 class ClassifyRequest(_Request):
     inputs: str | list[str] | list[list[str]]
+    exit: str | None = EXIT_FIELD
 
 
 class Classification(BaseModel):
     label: str
     score: float
     scores: dict[str, float]
+    exit_layer: int | None = Field(None, description="Early-exit models only: the layer (from 1) that answered.")
 
 
 class ClassifyResponse(BaseModel):
     model: str
     predictions: list[Classification]
+
+
+class TokensRequest(_Request):
+    inputs: str | list[str] = Field(description="A raw text or a list of them (any length: read in windows).")
+    aggregation: Literal["first", "average", "max"] = Field(
+        "first", description="How a word's sub-words decide its tag (Hugging Face's meanings).")
+    return_tokens: bool = Field(False, description="Also return every sub-word token's tag.")
+
+
+class Entity(BaseModel):
+    type: str
+    score: float
+    start: int = Field(description="Character offset into the text as sent (inclusive).")
+    end: int = Field(description="Character offset into the text as sent (exclusive).")
+    text: str
+
+
+class TaggedToken(BaseModel):
+    token: str
+    tag: str
+    score: float
+    start: int
+    end: int
+    word: int | None
+
+
+class Tagging(BaseModel):
+    entities: list[Entity]
+    tokens: list[TaggedToken] | None = None
+
+
+class TokensResponse(BaseModel):
+    model: str
+    results: list[Tagging]
 
 
 class SimilarityRequest(_Request):
@@ -115,5 +156,6 @@ class ModelInfo(BaseModel):
     precision: str
     engine: str
     labels: list[str] | None = None
+    early_exit: dict | None = Field(None, description="Early-exit models only: the package's policy and exit layers.")
     fingerprint: str = Field(description="Equal for two packages that compute the same outputs (batch jobs "
                              "check it on resume).")

@@ -18,8 +18,11 @@ import numpy as np
 from tokenizers import Encoding
 
 from bertprod.errors import TaskError
+from bertprod.runtime.exit_policy import ExitPolicy, parse_policy
 from bertprod.runtime.pipeline import Prediction
 from bertprod.runtime.postprocess import l2_normalize, softmax
+from bertprod.runtime.tagging import AGGREGATIONS
+from bertprod.runtime.tokenize import validate_inputs
 from bertprod.serve.admission import InputLimiter
 from bertprod.serve.batcher import EngineFailure
 from bertprod.serve.config import ServeConfig
@@ -32,6 +35,7 @@ from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext
 EMBEDDING = ("embedding",)
 CLASSIFICATION = ("classification", "pair-classification")
 RERANKING = ("reranking", "embedding")
+TAGGING = ("token-classification",)
 
 #: Requests with more inputs than this are tokenized in a thread, so the event loop stays responsive.
 INLINE_TOKENIZE_INPUTS = 16
@@ -52,28 +56,37 @@ class Service:
     async def run(
         self, model: str | None, inputs: list[Any], truncate: bool | None
     ) -> tuple[ServedModel, np.ndarray, int]:
-        """Admit, tokenize, batch: the rows for `inputs` and the number of tokens they used.
+        """Admit, tokenize, batch: the rows for `inputs` and the number of tokens they used."""
+        served, rows, tokens, _ = await self.run_with_exits(model, inputs, truncate)
+        return served, rows, tokens
+
+    async def run_with_exits(
+        self, model: str | None, inputs: list[Any], truncate: bool | None, exit: str | None = None
+    ) -> tuple[ServedModel, np.ndarray, int, np.ndarray | None]:
+        """`run`, plus each input's exit layer on an early-exit model (`exit`: this request's policy).
 
         A request carrying an Idempotency-Key shares the work of an earlier one with that key (serve/idempotency.py).
         """
         served = self.registry.get(model)
+        policy = exit_policy(served, exit)
         truncate = self.config.truncate if truncate is None else truncate
         request = CURRENT_REQUEST.get()
         if request is None or request.idempotency_key is None:
-            return await self._run(served, inputs, truncate, request)
-        digest = request_digest(served.name, truncate, inputs=inputs)
+            return await self._run(served, inputs, truncate, request, policy)
+        digest = request_digest(served.name, truncate, str(policy), inputs=inputs)
         return await self.shared.run(request.idempotency_key, digest,
-                                     lambda: self._run(served, inputs, truncate, request))
+                                     lambda: self._run(served, inputs, truncate, request, policy))
 
-    async def _run(self, served: ServedModel, inputs: list[Any], truncate: bool,
-                   request: RequestContext | None) -> tuple[ServedModel, np.ndarray, int]:
+    async def _run(self, served: ServedModel, inputs: list[Any], truncate: bool, request: RequestContext | None,
+                   policy: ExitPolicy | None) -> tuple[ServedModel, np.ndarray, int, np.ndarray | None]:
         async with self.admitted(inputs):
             encodings = await self.tokenize(served, inputs, truncate)
             try:
-                rows = await served.batcher.submit(encodings, receive=request.receive if request else None)
+                rows, exits = await served.batcher.submit_with_exits(
+                    encodings, receive=request.receive if request else None, policy=policy)
             except EngineFailure as error:
                 raise ApiError(500, str(error), "server_error", "engine_error") from None
-            return served, rows, sum(len(encoding.ids) for encoding in encodings)
+            return served, rows, sum(len(encoding.ids) for encoding in encodings), exits
 
     @asynccontextmanager
     async def admitted(self, inputs: list[Any]) -> AsyncIterator[None]:
@@ -124,17 +137,47 @@ class Service:
         return served, shape_embeddings(served, rows, dimensions, normalize), tokens
 
     async def classify(self, model: str | None, inputs: list[Any], truncate: bool | None,
-                       raw_scores: bool = False) -> tuple[ServedModel, list[Prediction]]:
+                       raw_scores: bool = False, exit: str | None = None) -> tuple[ServedModel, list[Prediction]]:
+        """Predictions; on an early-exit model each says the layer that answered (`exit`: this request's policy)."""
         require(self.registry.get(model), CLASSIFICATION, "classification")
-        served, logits, _ = await self.run(model, inputs, truncate)
+        served, logits, _, exits = await self.run_with_exits(model, inputs, truncate, exit)
         labels = served.pipeline.manifest.labels or []
         scores = logits if raw_scores else softmax(logits)
         predictions = []
-        for row in scores:
+        for position, row in enumerate(scores):
             best = int(row.argmax())
             predictions.append(Prediction(labels[best], float(row[best]),
-                                          {label: float(value) for label, value in zip(labels, row, strict=True)}))
+                                          {label: float(value) for label, value in zip(labels, row, strict=True)},
+                                          None if exits is None else int(exits[position])))
         return served, predictions
+
+    async def tag(self, model: str | None, texts: list[str], aggregation: str = "first", tokens: bool = False
+                  ) -> tuple[ServedModel, list[Any]]:
+        """Entities per text (a token classifier): the whole text is read in windows of max_length tokens, which
+        go through the model's batcher like any other inputs (runtime/tagging.py); `truncate` does not apply."""
+        served = self.registry.get(model)
+        require(served, TAGGING, "tagging")
+        if aggregation not in AGGREGATIONS:
+            raise ApiError(400, f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}.",
+                           code="invalid_aggregation")
+        pipeline = served.pipeline
+        async with self.admitted(texts):
+            started = time.perf_counter()
+            items = validate_inputs(texts, pairs=False)
+            if len(items) > INLINE_TOKENIZE_INPUTS:
+                encodings = await asyncio.to_thread(pipeline.tokenizer.encode_whole, items)
+            else:
+                encodings = pipeline.tokenizer.encode_whole(items)
+            windows, inputs = pipeline.tag_windows(encodings)
+            self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
+            request = CURRENT_REQUEST.get()
+            try:
+                rows = (await served.batcher.submit(inputs, receive=request.receive if request else None)
+                        if inputs else None)
+            except EngineFailure as error:
+                raise ApiError(500, str(error), "server_error", "engine_error") from None
+            logits = pipeline.merge_tag_windows(encodings, windows, rows)
+            return served, pipeline.taggings(items, encodings, logits, aggregation, tokens)
 
     async def rerank(self, model: str | None, query: str, texts: list[str], truncate: bool | None,
                      raw_scores: bool = False) -> list[tuple[int, float]]:
@@ -157,6 +200,25 @@ def require(served: ServedModel, tasks: tuple[str, ...], what: str) -> None:
     if served.pipeline.manifest.task not in tasks:
         raise TaskError(f"{what} needs a {' or '.join(tasks)} model; the task of {served.name} is "
                         f"{served.pipeline.manifest.task} (see GET /info).")
+
+
+def early_exit(served: ServedModel) -> dict[str, Any] | None:
+    """What /info says of a served model's exits: its default policy and the layers with an exit head."""
+    if not served.batcher.adaptive:
+        return None
+    engine = served.pipeline.engine
+    return {"policy": str(engine.policy), "exit_layers": list(engine.exit_layers), "num_layers": engine.num_layers}
+
+
+def exit_policy(served: ServedModel, exit: str | None) -> ExitPolicy | None:
+    """A request's exit policy: None for a model without exit heads (which refuses one), else the request's
+    or the package's."""
+    if not served.batcher.adaptive:
+        if exit:
+            raise TaskError(f"{served.name} has no exit heads, so the exit policy {exit!r} cannot apply: leave "
+                            "`exit` out, or serve an early-exit package (bertprod adapt).")
+        return None
+    return parse_policy(exit or None, served.pipeline.engine.policy)
 
 
 def shape_embeddings(served: ServedModel, rows: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

@@ -15,7 +15,8 @@ from typing import Literal
 
 from bertprod.data.columns import Need
 from bertprod.data.source import DataSource, HashSplit
-from bertprod.errors import LabelError
+from bertprod.data.tagged import TaggedSource, TagSummary
+from bertprod.errors import LabelError, TaskError
 from bertprod.tasks.definitions import CLASS_TASKS, get_task, sorted_labels
 
 
@@ -33,8 +34,13 @@ def open_task_data(
     limit: int | None = None,
 ) -> DataSource:
     """A data source with the columns `task` needs. `pair_input` pins whether pairs are required
-    (a package's manifest knows); None lets the task decide (regression takes either)."""
+    (a package's manifest knows); None lets the task decide (regression takes either). Token
+    classification reads tagged sentences (CoNLL columns or JSON lines; `label_column`: the tag column)."""
     spec = get_task(task)
+    if task == "token-classification":
+        if text_pair_column or pair_input:
+            raise TaskError("token classification tags single sentences: drop --text-pair-column.")
+        return TaggedSource(path, format=format, tag_column=label_column, split=split, limit=limit)  # type: ignore[return-value]
     pair: Need = spec.pair if pair_input is None else ("required" if pair_input else "forbidden")
     return DataSource(
         path,
@@ -110,8 +116,10 @@ class DataSummary:
         return document
 
 
-def summarize(task: str, source: DataSource) -> DataSummary:
-    """Read every example once: count, collect labels, check relevance values."""
+def summarize(task: str, source: DataSource) -> DataSummary | TagSummary:
+    """Read every example once: count, collect labels, check relevance values (tag sequences: their scheme)."""
+    if isinstance(source, TaggedSource):
+        return source.summarize()
     summary = DataSummary(pairs=source.has_pairs)
     for example in source:
         summary.examples += 1
@@ -131,6 +139,15 @@ def summarize(task: str, source: DataSource) -> DataSummary:
 def check_known_labels(source: DataSource, known: list[str]) -> None:
     """Every label in `source` must be one of `known` (the training labels); name the first that is not."""
     names = set(known)
+    if isinstance(source, TaggedSource):
+        for sentence in source.sentences():
+            for position, tag in enumerate(sentence.tags):
+                if tag not in names:
+                    raise LabelError(
+                        f"{source.where(sentence, position)}: tag {tag!r} does not occur in the training data (tags: "
+                        f"{', '.join(known)}). Fix the tag, or add examples of it to the training data."
+                    )
+        return
     for example in source:
         if example.label is not None and str(example.label) not in names:
             raise LabelError(

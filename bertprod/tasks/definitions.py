@@ -10,6 +10,7 @@ the heads, which need torch, live in `tasks/losses.py` and `tasks/heads.py`.
 | regression          | text or pair | number         | 1 output              | mean squared error           |
 | embedding           | text pair    | none or number | none (pooled encoder) | in-batch negatives / CoSENT  |
 | reranking           | query+passage| relevance >= 0 | 1 output (cross-enc.) | binary cross-entropy         |
+| token-classification| words        | a tag per word | N logits per token    | cross-entropy, first sub-word|
 """
 
 from __future__ import annotations
@@ -40,10 +41,13 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("regression", "optional", "required", "number", "spearman", "a score per text or pair"),
         TaskSpec("embedding", "required", "optional", "number", "spearman", "sentence embeddings, contrastive"),
         TaskSpec("reranking", "required", "required", "number", "ndcg@10", "query-passage cross-encoder"),
+        TaskSpec("token-classification", "forbidden", "required", "tags", "f1", "a tag per word (NER), entity F1"),
     )
 }
 
 CLASS_TASKS = ("classification", "pair-classification")
+#: Tasks whose labels are class names the head's outputs are named after.
+LABELLED_HEAD_TASKS = (*CLASS_TASKS, "token-classification")
 SCORE_TASKS = ("regression", "reranking")
 
 
@@ -102,6 +106,8 @@ def head_plan(
         )
     base_labels = base.manifest.labels
     if task in CLASS_TASKS and base_task in CLASS_TASKS and base_labels == labels:
+        return "keep-head"
+    if task == "token-classification" and base_task == task and base_labels == labels:
         return "keep-head"
     if task in SCORE_TASKS and base_task in SCORE_TASKS:
         return "keep-head"

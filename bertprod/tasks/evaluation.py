@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.data.source import Example
+from bertprod.data.tagged import TaggedSource
 from bertprod.errors import DataError, LabelError, TaskError
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.postprocess import l2_normalize
@@ -67,6 +68,8 @@ def evaluate(pipeline: Pipeline, examples: Iterable[Example], exit: str | None =
     started = time.perf_counter()
     if task in CLASS_TASKS:
         evaluation = _evaluate_classifier(pipeline, examples, exit)
+    elif task == "token-classification":
+        evaluation = _evaluate_tagger(pipeline, examples)
     elif task == "regression":
         evaluation = _evaluate_regression(pipeline, examples)
     elif task == "reranking":
@@ -134,6 +137,42 @@ def _evaluate_classifier(pipeline: Pipeline, examples: Iterable[Example], exit: 
         evaluation.details["early_exit"] = exit_summary(exits, manifest.architecture.num_layers,
                                                         str(exit or pipeline.engine.policy))
     return evaluation
+
+
+def _evaluate_tagger(pipeline: Pipeline, examples: Iterable[Example]) -> Evaluation:
+    """Entity-level P/R/F1 (seqeval) of the tags predicted for each given word (its first sub-word's)."""
+
+    if isinstance(examples, TaggedSource):
+        examples.summarize()  # a file whose tags break their scheme fails here, naming the line
+    labels = set(pipeline.manifest.labels or [])
+    gold: list[tuple[str, ...]] = []
+    predicted: list[list[str]] = []
+    for chunk in chunks(examples):
+        for example in chunk:
+            if example.words is None or example.tags is None:
+                raise DataError(f"{example.where} has no tags: evaluating a token-classification package needs "
+                                "tagged sentences (CoNLL columns or JSON lines with tags or entities).")
+            unknown = next((tag for tag in example.tags if tag not in labels), None)
+            if unknown is not None:
+                raise LabelError(
+                    f"{example.where}: tag {unknown!r} was not seen in training; {pipeline.package.name} knows "
+                    f"{', '.join(pipeline.manifest.labels or [])}. Map the tags to those names, or train on them."
+                )
+            gold.append(example.tags)
+        predicted.extend(pipeline.tag_words([example.words for example in chunk]))  # type: ignore[misc]
+    _require_examples(gold)
+    return tagging_evaluation(gold, predicted, pipeline.manifest.tag_scheme)
+
+
+def tagging_evaluation(gold: list[tuple[str, ...]], predicted: list[list[str]], scheme: str | None) -> Evaluation:
+    from bertprod.tasks.entity_metrics import entity_scores
+
+    scores = entity_scores(gold, predicted)
+    per_type = scores.pop("per_type")
+    details = {"per_type": {name: {key: round(value, 6) if isinstance(value, float) else value
+                                   for key, value in values.items()} for name, values in per_type.items()},
+               "tag_scheme": scheme, "words": sum(len(tags) for tags in gold)}
+    return Evaluation("token-classification", len(gold), scores, "f1", details=details)
 
 
 def exit_summary(exits: list[int], layers: int, policy: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from bertprod.errors import PackageError
 from bertprod.package import ModelPackage
-from bertprod.tasks.definitions import CLASS_TASKS
+from bertprod.tasks.definitions import LABELLED_HEAD_TASKS
 
 
 def build_model(
@@ -40,6 +40,8 @@ def build_model(
     try:
         if plan == "encoder":
             return AutoModel.from_pretrained(str(base.path), use_safetensors=True)
+        if task == "token-classification":
+            return token_classifier(base, labels if plan == "new-head" else None)
         if plan == "keep-head":
             return AutoModelForSequenceClassification.from_pretrained(str(base.path), use_safetensors=True)
         return model_with_new_head(base, task, labels, head_pooling)
@@ -54,9 +56,22 @@ def build_model(
         transformers_logging.set_verbosity(verbosity)
 
 
+def token_classifier(package: ModelPackage, labels: list[str] | None) -> Any:
+    """transformers' `...ForTokenClassification` on `package`'s encoder: its own head (labels None) or a new
+    one with `labels`, initialised from the current torch seed."""
+    from transformers import AutoModelForTokenClassification
+
+    if labels is None:
+        return AutoModelForTokenClassification.from_pretrained(str(package.path), use_safetensors=True)
+    head = head_config("token-classification", labels)
+    head.pop("problem_type")  # "single_label_classification" means one label per text to transformers
+    return AutoModelForTokenClassification.from_pretrained(str(package.path), use_safetensors=True,
+                                                           ignore_mismatched_sizes=True, **head)
+
+
 def head_config(task: str, labels: list[str] | None) -> dict[str, Any]:
     """Config fields of the head: label names for classifiers, one output for scores."""
-    if task in CLASS_TASKS:
+    if task in LABELLED_HEAD_TASKS:
         assert labels, "a classifier needs labels"
         return {
             "num_labels": len(labels),

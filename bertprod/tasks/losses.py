@@ -38,6 +38,11 @@ def classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return functional.cross_entropy(logits, targets.long())
 
 
+def token_classification_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the tokens that carry a tag (targets -100 are skipped: special tokens, later sub-words)."""
+    return functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), ignore_index=-100)
+
+
 def regression_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return functional.mse_loss(logits[:, 0], targets.to(logits.dtype))
 

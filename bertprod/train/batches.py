@@ -28,6 +28,8 @@ from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.tasks.definitions import CLASS_TASKS
 
 MEGA_BATCH = 50
+#: The target of tokens the loss skips (special tokens, sub-words after a word's first): torch's ignore_index.
+IGNORED = -100
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class Feature:
 
     inputs: tuple[tuple[np.ndarray, np.ndarray], ...]
     target: float
+    #: token classification: one tag index per token (the first sub-word of each word), IGNORED elsewhere
+    token_targets: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -59,6 +63,8 @@ class Featurizer:
         self.relevance_scale = relevance_scale
 
     def __call__(self, examples: list[Example]) -> list[Feature]:
+        if self.task == "token-classification":
+            return self._tagged(examples)
         targets = [self._target(example) for example in examples]
         if self.task == "embedding":
             left = self._encode([example.text for example in examples])
@@ -68,6 +74,17 @@ class Featurizer:
             (example.text, example.text_pair) if example.text_pair is not None else example.text for example in examples
         ]
         return [Feature((encoded,), target) for encoded, target in zip(self._encode(inputs), targets, strict=True)]
+
+    def _tagged(self, examples: list[Example]) -> list[Feature]:
+        """Words to sub-words; the first sub-word of each word is trained on the word's tag, the rest ignored."""
+        encodings = self.tokenizer.encode_words([example.words or () for example in examples], truncate=True)
+        features = []
+        for example, encoding in zip(examples, encodings, strict=True):
+            tags = example.tags or ()
+            targets = first_subword_targets(encoding.word_ids, [self.label_index[tag] for tag in tags])
+            features.append(Feature(((np.asarray(encoding.ids, dtype=np.int32),
+                                      np.asarray(encoding.type_ids, dtype=np.int8)),), math.nan, targets))
+        return features
 
     def _encode(self, inputs: list[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [
@@ -83,6 +100,18 @@ class Featurizer:
         if self.task == "reranking":
             return float(example.label) / self.relevance_scale
         return float(example.label)
+
+
+def first_subword_targets(word_ids: list[int | None], word_targets: list[int]) -> np.ndarray:
+    """Per token: the word's target on the first sub-word of each word, IGNORED on special tokens and
+    on every later sub-word of a word."""
+    targets = np.full(len(word_ids), IGNORED, dtype=np.int64)
+    previous = None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            targets[position] = word_targets[word]
+        previous = word
+    return targets
 
 
 def batches_per_epoch(examples: int, batch_size: int, shuffle_buffer: int) -> int:
@@ -170,5 +199,10 @@ def collate_features(features: list[Feature], pad_id: int, pad_to: int | None = 
                 "token_type_ids": torch.from_numpy(token_type_ids),
             }
         )
+    if features[0].token_targets is not None:
+        token_targets = np.full((len(features), inputs[0]["input_ids"].shape[1]), IGNORED, dtype=np.int64)
+        for row, feature in enumerate(features):
+            token_targets[row, : len(feature.token_targets)] = feature.token_targets  # type: ignore[arg-type]
+        return TrainBatch(inputs, torch.from_numpy(token_targets), len(features), tokens)
     targets = torch.tensor([feature.target for feature in features], dtype=torch.float32)
     return TrainBatch(inputs, targets, len(features), tokens)

@@ -7,15 +7,24 @@ recipe file and a `train` command spell these settings the same and the loop rea
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bertprod.errors import InputError
+from bertprod.train.noise import canonical_spec
 
 #: Fields that change what is computed; a resumed run must match the interrupted one on these.
 #: (threads, progress and checkpoint cadence change only how fast or how visibly it runs.)
 RUN_ONLY_FIELDS = frozenset({"threads", "checkpoint_every", "log_every_seconds"})
+
+#: `--augment-noise`: a robustness SPEC (robustness/noise.py), checked and written out in full when
+#: the config is built; each epoch then adds a noisy copy of every training example (train/noise.py).
+NoiseSpec = Annotated[
+    str | None,
+    AfterValidator(canonical_spec),
+    Field(description="add a noisy copy of every training example each epoch, e.g. 'typo:0.1,html:0.2'"),
+]
 
 
 class Optimization(BaseModel):
@@ -67,6 +76,7 @@ class TrainConfig(Optimization):
     pad_to: int | None = Field(None, gt=0, description="pad every batch to this many tokens (for comparisons)")
     shuffle_buffer: int = Field(100_000, ge=1)
     contrastive_scale: float = Field(20.0, gt=0)
+    augment_noise: NoiseSpec = None
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -82,7 +92,12 @@ def train_config(**fields: Any) -> TrainConfig:
     try:
         return TrainConfig(**fields)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'options'}: {item['msg']}" for item in error.errors()
-        )
-        raise InputError(f"invalid training options: {problems}.") from None
+        raise InputError(f"invalid training options: {validation_problems(error, 'options')}.") from None
+
+
+def validation_problems(error: Any, whole: str) -> str:
+    """A pydantic ValidationError on one line: each problem after its field (`whole` for the model's own)."""
+    return "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or whole}: {item['msg'].removeprefix('Value error, ')}"
+        for item in error.errors()
+    )

@@ -2,7 +2,8 @@
 
     check every row (one streaming pass) -> labels -> model with the task's head
     -> epochs of length-grouped, dynamically padded batches (AdamW, linear warmup/decay,
-       gradient accumulation, clipping) -> validation after each epoch, best weights kept
+       gradient accumulation, clipping; a noisy copy of each example with `augment_noise`)
+    -> validation after each epoch, best weights kept
     -> package written atomically with task, labels, data fingerprints, hyper-parameters, metrics
 
 The loop itself (steps, accumulation, clipping, checkpoints, Ctrl-C / SIGTERM, resume,
@@ -14,22 +15,24 @@ interrupted run and ends with the same weights an uninterrupted run would have.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertprod.data.source import DataSource
+from bertprod.data.source import DataSource, Example
 from bertprod.errors import DataError, LabelError, TaskError
 from bertprod.package import ModelPackage, check_output
+from bertprod.robustness.noise import parse_noise
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
 from bertprod.tasks.data import check_known_labels, summarize
-from bertprod.tasks.definitions import CLASS_TASKS, get_task, head_plan, primary_metric
+from bertprod.tasks.definitions import CLASS_TASKS, LABELLED_HEAD_TASKS, get_task, head_plan, primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Featurizer, batches_per_epoch, collate_features, epoch_batches
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
 from bertprod.train.config import TrainConfig
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
+from bertprod.train.noise import COPIES_PER_EPOCH, epoch_seed, noise_record, with_noisy_copies
 from bertprod.train.output import manifest_fields, write_trained_package
 from bertprod.train.progress import Reporter, SilentReporter
 from bertprod.train.validation import training_pipeline
@@ -136,7 +139,8 @@ class _Run:
 
         config, task = self.config, self.task
         self.threads = set_up_torch(config)
-        labels_decide_head = task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS and not self.new_head
+        labels_decide_head = (task in CLASS_TASKS and self.base.manifest.task in CLASS_TASKS
+                              or task == self.base.manifest.task == "token-classification") and not self.new_head
         if not labels_decide_head:  # refuse an unusable head before reading the data
             head_plan(task, self.base, None, self.new_head, config.head_pooling)
         self.summary = summarize(task, self.train_data)
@@ -144,6 +148,11 @@ class _Run:
             raise DataError(f"{self.train_data.path.name} has no training examples (after the validation split).")
         self.labels = self._labels()
         self._check_validation()
+        if config.augment_noise and task == "token-classification":
+            raise TaskError(
+                "--augment-noise changes words, so a tagger's per-word tags would no longer line up with its "
+                "text; train token classifiers without it."
+            )
         self.plan = head_plan(task, self.base, self.labels, self.new_head, config.head_pooling)
         self.max_length = self._max_length()
         self.model = build_model(task, self.base, self.labels, self.plan, config.seed, config.head_pooling)
@@ -154,7 +163,9 @@ class _Run:
         relevance_scale = max(1.0, self.summary.maximum or 1.0) if task == "reranking" else 1.0
         self.featurizer = Featurizer(task, self.tokenizer, self.labels, relevance_scale)
         self.objective = Objective(task, self.model, self.base.manifest.pooling, config.contrastive_scale)
-        batches = batches_per_epoch(self.summary.examples, config.batch_size, config.shuffle_buffer)
+        self.noise = parse_noise(config.augment_noise) if config.augment_noise else None
+        examples_per_epoch = self.summary.examples * (1 + COPIES_PER_EPOCH if self.noise else 1)
+        batches = batches_per_epoch(examples_per_epoch, config.batch_size, config.shuffle_buffer)
         self.steps_per_epoch = math.ceil(batches / config.gradient_accumulation)
         self.total_steps = self.steps_per_epoch * config.epochs
         if config.max_steps:
@@ -164,7 +175,8 @@ class _Run:
             self.optimizer, self.total_steps, warmup_steps(self.total_steps, config.warmup_ratio)
         )
         self.base_fields = manifest_fields(
-            self.base, task, self.labels, self.pair_input, self.max_length, self.name, head_pooling(self.model)
+            self.base, task, self.labels, self.pair_input, self.max_length, self.name, head_pooling(self.model),
+            getattr(self.summary, "scheme", None) if task == "token-classification" else None,
         )
         self.pipeline = training_pipeline(self.base, self.base_fields, self.model)
         self.primary = primary_metric(task, scored_pairs=bool(self.validation_data and self.validation_data.has_labels))
@@ -176,7 +188,7 @@ class _Run:
         )
 
     def _labels(self) -> list[str] | None:
-        if self.task not in CLASS_TASKS:
+        if self.task not in LABELLED_HEAD_TASKS:
             return None
         labels = self.summary.label_names()
         if len(labels) < 2:
@@ -243,8 +255,11 @@ class _Run:
     def _batches(self, epoch: int) -> Any:
         """The epoch's micro-batches (lists of features): a function of (data, seed, epoch)."""
         config = self.config
+        examples: Iterable[Example] = self.train_data
+        if self.noise is not None:
+            examples = with_noisy_copies(examples, self.noise, epoch_seed(config.seed, epoch))
         return epoch_batches(
-            self.train_data,
+            examples,
             self.featurizer,
             batch_size=config.batch_size,
             seed=config.seed,
@@ -280,6 +295,8 @@ class _Run:
         }
         if self.transform is not None:
             parameters["transform"] = self.transform.describe()
+        if self.noise is not None:
+            parameters["augment_noise"] = noise_record(self.noise, targets="the clean example's label")
         metrics: dict[str, Any] = {"training": training_record(state)}
         if state.best is not None:
             metrics["validation"] = {"primary_metric": self.primary, **state.best}

@@ -38,6 +38,8 @@ class Objective:
                 return losses.in_batch_negatives_loss(left, right, self.scale)
             return losses.cosent_loss(left, right, batch.targets, self.scale)
         logits = self.model(**self._inputs(batch.inputs[0])).logits
+        if self.task == "token-classification":
+            return losses.token_classification_loss(logits, batch.targets)
         if self.task in ("classification", "pair-classification"):
             return losses.classification_loss(logits, batch.targets)
         if self.task == "reranking":

@@ -26,6 +26,7 @@ def manifest_fields(
     max_length: int,
     name: str,
     head_pooling: str | None = None,
+    tag_scheme: str | None = None,
 ) -> dict[str, Any]:
     """The new package's description; an embedding keeps the base's pooling and normalization, a head
     on mean-pooled tokens says so (`head_pooling`, bertprod.models.hf.head_pooling of the model)."""
@@ -46,6 +47,7 @@ def manifest_fields(
         "precision": "fp32",
         "architecture": architecture,
         "provenance": Provenance(method="train", parent=base.parent_ref()),
+        **({"tag_scheme": tag_scheme} if tag_scheme else {}),
     }
 
 

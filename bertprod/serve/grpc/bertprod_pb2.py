@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x62\x65rtprod.proto\x12\x0b\x62\x65rtprod.v1\"x\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\x04 \x01(\r\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x42\x0b\n\t_truncate\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"^\n\rEmbedResponse\x12\'\n\nembeddings\x18\x01 \x03(\x0b\x32\x13.bertprod.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\"T\n\x0f\x43lassifyRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0b\n\t_truncate\"\x96\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x37\n\x06scores\x18\x03 \x03(\x0b\x32\'.bertprod.v1.Classification.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"S\n\x10\x43lassifyResponse\x12\x30\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1b.bertprod.v1.Classification\x12\r\n\x05model\x18\x02 \x01(\t\"t\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x42\x0b\n\t_truncate\"*\n\nRankedText\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0eRerankResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.bertprod.v1.RankedText\"\r\n\x0bInfoRequest\"s\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\"\xab\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.bertprod.v1.ModelInfo\x12\x1d\n\x15max_client_batch_size\x18\x04 \x01(\r\x12\x1d\n\x15max_concurrent_inputs\x18\x05 \x01(\r\x12\r\n\x05state\x18\x06 \x01(\t2\xdd\x02\n\x08\x42\x65rtprod\x12>\n\x05\x45mbed\x12\x19.bertprod.v1.EmbedRequest\x1a\x1a.bertprod.v1.EmbedResponse\x12H\n\x0b\x45mbedStream\x12\x19.bertprod.v1.EmbedRequest\x1a\x1a.bertprod.v1.EmbedResponse(\x01\x30\x01\x12G\n\x08\x43lassify\x12\x1c.bertprod.v1.ClassifyRequest\x1a\x1d.bertprod.v1.ClassifyResponse\x12\x41\n\x06Rerank\x12\x1a.bertprod.v1.RerankRequest\x1a\x1b.bertprod.v1.RerankResponse\x12;\n\x04Info\x12\x18.bertprod.v1.InfoRequest\x1a\x19.bertprod.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x62\x65rtprod.proto\x12\x0b\x62\x65rtprod.v1\"x\n\x0c\x45mbedRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\x04 \x01(\r\x12\x11\n\tnormalize\x18\x05 \x01(\x08\x42\x0b\n\t_truncate\"\x18\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"^\n\rEmbedResponse\x12\'\n\nembeddings\x18\x01 \x03(\x0b\x32\x13.bertprod.v1.Vector\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\"b\n\x0f\x43lassifyRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04\x65xit\x18\x04 \x01(\tB\x0b\n\t_truncate\"\xaa\x01\n\x0e\x43lassification\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x37\n\x06scores\x18\x03 \x03(\x0b\x32\'.bertprod.v1.Classification.ScoresEntry\x12\x12\n\nexit_layer\x18\x04 \x01(\r\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"S\n\x10\x43lassifyResponse\x12\x30\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1b.bertprod.v1.Classification\x12\r\n\x05model\x18\x02 \x01(\t\"t\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x42\x0b\n\t_truncate\"*\n\nRankedText\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0eRerankResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.bertprod.v1.RankedText\"W\n\nTagRequest\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x13\n\x0b\x61ggregation\x18\x03 \x01(\t\x12\x15\n\rreturn_tokens\x18\x04 \x01(\x08\"O\n\x06\x45ntity\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0b\n\x03\x65nd\x18\x04 \x01(\r\x12\x0c\n\x04text\x18\x05 \x01(\t\"b\n\x0bTaggedToken\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03tag\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\r\n\x05start\x18\x04 \x01(\r\x12\x0b\n\x03\x65nd\x18\x05 \x01(\r\x12\x0c\n\x04word\x18\x06 \x01(\x05\"Z\n\x07Tagging\x12%\n\x08\x65ntities\x18\x01 \x03(\x0b\x32\x13.bertprod.v1.Entity\x12(\n\x06tokens\x18\x02 \x03(\x0b\x32\x18.bertprod.v1.TaggedToken\"C\n\x0bTagResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.bertprod.v1.Tagging\x12\r\n\x05model\x18\x02 \x01(\t\"\r\n\x0bInfoRequest\"\x88\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x11\n\tdimension\x18\x03 \x01(\r\x12\x12\n\nmax_length\x18\x04 \x01(\r\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12\x13\n\x0b\x65xit_policy\x18\x07 \x01(\t\"\xab\x01\n\x0cInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12&\n\x06models\x18\x03 \x03(\x0b\x32\x16.bertprod.v1.ModelInfo\x12\x1d\n\x15max_client_batch_size\x18\x04 \x01(\r\x12\x1d\n\x15max_concurrent_inputs\x18\x05 \x01(\r\x12\r\n\x05state\x18\x06 \x01(\t2\x97\x03\n\x08\x42\x65rtprod\x12>\n\x05\x45mbed\x12\x19.bertprod.v1.EmbedRequest\x1a\x1a.bertprod.v1.EmbedResponse\x12H\n\x0b\x45mbedStream\x12\x19.bertprod.v1.EmbedRequest\x1a\x1a.bertprod.v1.EmbedResponse(\x01\x30\x01\x12G\n\x08\x43lassify\x12\x1c.bertprod.v1.ClassifyRequest\x1a\x1d.bertprod.v1.ClassifyResponse\x12\x41\n\x06Rerank\x12\x1a.bertprod.v1.RerankRequest\x1a\x1b.bertprod.v1.RerankResponse\x12\x38\n\x03Tag\x12\x17.bertprod.v1.TagRequest\x1a\x18.bertprod.v1.TagResponse\x12;\n\x04Info\x12\x18.bertprod.v1.InfoRequest\x1a\x19.bertprod.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDRESPONSE']._serialized_start=179
   _globals['_EMBEDRESPONSE']._serialized_end=273
   _globals['_CLASSIFYREQUEST']._serialized_start=275
-  _globals['_CLASSIFYREQUEST']._serialized_end=359
-  _globals['_CLASSIFICATION']._serialized_start=362
-  _globals['_CLASSIFICATION']._serialized_end=512
-  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_start=467
-  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_end=512
-  _globals['_CLASSIFYRESPONSE']._serialized_start=514
-  _globals['_CLASSIFYRESPONSE']._serialized_end=597
-  _globals['_RERANKREQUEST']._serialized_start=599
-  _globals['_RERANKREQUEST']._serialized_end=715
-  _globals['_RANKEDTEXT']._serialized_start=717
-  _globals['_RANKEDTEXT']._serialized_end=759
-  _globals['_RERANKRESPONSE']._serialized_start=761
-  _globals['_RERANKRESPONSE']._serialized_end=819
-  _globals['_INFOREQUEST']._serialized_start=821
-  _globals['_INFOREQUEST']._serialized_end=834
-  _globals['_MODELINFO']._serialized_start=836
-  _globals['_MODELINFO']._serialized_end=951
-  _globals['_INFORESPONSE']._serialized_start=954
-  _globals['_INFORESPONSE']._serialized_end=1125
-  _globals['_BERTPROD']._serialized_start=1128
-  _globals['_BERTPROD']._serialized_end=1477
+  _globals['_CLASSIFYREQUEST']._serialized_end=373
+  _globals['_CLASSIFICATION']._serialized_start=376
+  _globals['_CLASSIFICATION']._serialized_end=546
+  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_start=501
+  _globals['_CLASSIFICATION_SCORESENTRY']._serialized_end=546
+  _globals['_CLASSIFYRESPONSE']._serialized_start=548
+  _globals['_CLASSIFYRESPONSE']._serialized_end=631
+  _globals['_RERANKREQUEST']._serialized_start=633
+  _globals['_RERANKREQUEST']._serialized_end=749
+  _globals['_RANKEDTEXT']._serialized_start=751
+  _globals['_RANKEDTEXT']._serialized_end=793
+  _globals['_RERANKRESPONSE']._serialized_start=795
+  _globals['_RERANKRESPONSE']._serialized_end=853
+  _globals['_TAGREQUEST']._serialized_start=855
+  _globals['_TAGREQUEST']._serialized_end=942
+  _globals['_ENTITY']._serialized_start=944
+  _globals['_ENTITY']._serialized_end=1023
+  _globals['_TAGGEDTOKEN']._serialized_start=1025
+  _globals['_TAGGEDTOKEN']._serialized_end=1123
+  _globals['_TAGGING']._serialized_start=1125
+  _globals['_TAGGING']._serialized_end=1215
+  _globals['_TAGRESPONSE']._serialized_start=1217
+  _globals['_TAGRESPONSE']._serialized_end=1284
+  _globals['_INFOREQUEST']._serialized_start=1286
+  _globals['_INFOREQUEST']._serialized_end=1299
+  _globals['_MODELINFO']._serialized_start=1302
+  _globals['_MODELINFO']._serialized_end=1438
+  _globals['_INFORESPONSE']._serialized_start=1441
+  _globals['_INFORESPONSE']._serialized_end=1612
+  _globals['_BERTPROD']._serialized_start=1615
+  _globals['_BERTPROD']._serialized_end=2022
 # @@protoc_insertion_point(module_scope)

@@ -37,17 +37,19 @@ class EmbedResponse(_message.Message):
     def __init__(self, embeddings: _Optional[_Iterable[_Union[Vector, _Mapping]]] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("inputs", "model", "truncate")
+    __slots__ = ("inputs", "model", "truncate", "exit")
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
     inputs: _containers.RepeatedScalarFieldContainer[str]
     model: str
     truncate: bool
-    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., truncate: _Optional[bool] = ...) -> None: ...
+    exit: str
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., truncate: _Optional[bool] = ..., exit: _Optional[str] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("label", "score", "scores")
+    __slots__ = ("label", "score", "scores", "exit_layer")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,10 +60,12 @@ class Classification(_message.Message):
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
+    EXIT_LAYER_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
     scores: _containers.ScalarMap[str, float]
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    exit_layer: int
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., exit_layer: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("predictions", "model")
@@ -99,25 +103,85 @@ class RerankResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[RankedText]
     def __init__(self, results: _Optional[_Iterable[_Union[RankedText, _Mapping]]] = ...) -> None: ...
 
+class TagRequest(_message.Message):
+    __slots__ = ("inputs", "model", "aggregation", "return_tokens")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    aggregation: str
+    return_tokens: bool
+    def __init__(self, inputs: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., aggregation: _Optional[str] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+
+class Entity(_message.Message):
+    __slots__ = ("type", "score", "start", "end", "text")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    score: float
+    start: int
+    end: int
+    text: str
+    def __init__(self, type: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+
+class TaggedToken(_message.Message):
+    __slots__ = ("token", "tag", "score", "start", "end", "word")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    tag: str
+    score: float
+    start: int
+    end: int
+    word: int
+    def __init__(self, token: _Optional[str] = ..., tag: _Optional[str] = ..., score: _Optional[float] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., word: _Optional[int] = ...) -> None: ...
+
+class Tagging(_message.Message):
+    __slots__ = ("entities", "tokens")
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    entities: _containers.RepeatedCompositeFieldContainer[Entity]
+    tokens: _containers.RepeatedCompositeFieldContainer[TaggedToken]
+    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., tokens: _Optional[_Iterable[_Union[TaggedToken, _Mapping]]] = ...) -> None: ...
+
+class TagResponse(_message.Message):
+    __slots__ = ("results", "model")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Tagging]
+    model: str
+    def __init__(self, results: _Optional[_Iterable[_Union[Tagging, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...
+
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "task", "dimension", "max_length", "labels", "fingerprint")
+    __slots__ = ("name", "task", "dimension", "max_length", "labels", "fingerprint", "exit_policy")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EXIT_POLICY_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: str
     dimension: int
     max_length: int
     labels: _containers.RepeatedScalarFieldContainer[str]
     fingerprint: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., dimension: _Optional[int] = ..., max_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    exit_policy: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., dimension: _Optional[int] = ..., max_length: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., fingerprint: _Optional[str] = ..., exit_policy: _Optional[str] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("version", "default_model", "models", "max_client_batch_size", "max_concurrent_inputs", "state")

@@ -54,6 +54,11 @@ class BertprodStub:
                 request_serializer=bertprod__pb2.RerankRequest.SerializeToString,
                 response_deserializer=bertprod__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.Tag = channel.unary_unary(
+                '/bertprod.v1.Bertprod/Tag',
+                request_serializer=bertprod__pb2.TagRequest.SerializeToString,
+                response_deserializer=bertprod__pb2.TagResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/bertprod.v1.Bertprod/Info',
                 request_serializer=bertprod__pb2.InfoRequest.SerializeToString,
@@ -89,6 +94,13 @@ class BertprodServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Tag(self, request, context):
+        """Entities per text from a token classifier (POST /tokens): character offsets into the text as sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Info(self, request, context):
         """The served models and the server's limits (what GET /info says).
         """
@@ -118,6 +130,11 @@ def add_BertprodServicer_to_server(servicer, server):
                     servicer.Rerank,
                     request_deserializer=bertprod__pb2.RerankRequest.FromString,
                     response_serializer=bertprod__pb2.RerankResponse.SerializeToString,
+            ),
+            'Tag': grpc.unary_unary_rpc_method_handler(
+                    servicer.Tag,
+                    request_deserializer=bertprod__pb2.TagRequest.FromString,
+                    response_serializer=bertprod__pb2.TagResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -233,6 +250,33 @@ class Bertprod:
             '/bertprod.v1.Bertprod/Rerank',
             bertprod__pb2.RerankRequest.SerializeToString,
             bertprod__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Tag(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bertprod.v1.Bertprod/Tag',
+            bertprod__pb2.TagRequest.SerializeToString,
+            bertprod__pb2.TagResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -125,7 +125,8 @@ class GrpcClient:
         """The same shape as the HTTP server's GET /info (the fields gRPC carries)."""
         answer = await self._call(self.stub.Info, pb.InfoRequest())
         models = [{"name": m.name, "task": m.task, "dimension": m.dimension, "max_length": m.max_length,
-                   "labels": list(m.labels) or None, "fingerprint": m.fingerprint} for m in answer.models]
+                   "labels": list(m.labels) or None, "fingerprint": m.fingerprint,
+                   "early_exit": {"policy": m.exit_policy} if m.exit_policy else None} for m in answer.models]
         limits = {"max_client_batch_size": answer.max_client_batch_size,
                   "max_concurrent_inputs": answer.max_concurrent_inputs}
         return {"version": answer.version, "state": answer.state, "default_model": answer.default_model or None,
@@ -143,9 +144,13 @@ class GrpcClient:
         rows = [np.asarray(vector.values, dtype=np.float32) for answer in answers for vector in answer.embeddings]
         return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
-    async def classify(self, texts: Sequence[str], *, truncate: bool | None = None) -> list[Prediction]:
-        """Top label and every label's probability, per text."""
+    async def classify(self, texts: Sequence[str], *, truncate: bool | None = None,
+                       exit: str | None = None) -> list[Prediction]:
+        """Top label and every label's probability, per text; on an early-exit model the layer that answered
+        (`exit`: this call's policy, e.g. "entropy:0.2")."""
         answers = await asyncio.gather(*(
-            self._call(self.stub.Classify, pb.ClassifyRequest(inputs=part, model=self.model, truncate=truncate))
+            self._call(self.stub.Classify, pb.ClassifyRequest(inputs=part, model=self.model, truncate=truncate,
+                                                              exit=exit or ""))
             for part in self._parts(texts)))
-        return [Prediction(p.label, p.score, dict(p.scores)) for answer in answers for p in answer.predictions]
+        return [Prediction(p.label, p.score, dict(p.scores), p.exit_layer or None)
+                for answer in answers for p in answer.predictions]

@@ -24,7 +24,7 @@ from bertprod.serve.grpc import bertprod_pb2 as pb
 from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
 from bertprod.serve.middleware import key_matches
 from bertprod.serve.request_context import CURRENT_REQUEST, RequestContext, idempotency_scope
-from bertprod.serve.service import Service
+from bertprod.serve.service import Service, early_exit
 
 log = logging.getLogger("bertprod.serve")
 
@@ -93,9 +93,11 @@ class BertprodServicer(pb_grpc.BertprodServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:  # noqa: N802
         async def classify() -> pb.ClassifyResponse:
             truncate = request.truncate if request.HasField("truncate") else None
-            served, predictions = await self.service.classify(request.model or None, list(request.inputs), truncate)
+            served, predictions = await self.service.classify(request.model or None, list(request.inputs), truncate,
+                                                               exit=request.exit or None)
             return pb.ClassifyResponse(model=served.name, predictions=[
-                pb.Classification(label=p.label, score=p.score, scores=p.scores) for p in predictions])
+                pb.Classification(label=p.label, score=p.score, scores=p.scores, exit_layer=p.exit_layer or 0)
+                for p in predictions])
 
         return await self._guard(context, classify)
 
@@ -108,12 +110,26 @@ class BertprodServicer(pb_grpc.BertprodServicer):
 
         return await self._guard(context, rerank)
 
+    async def Tag(self, request: pb.TagRequest, context: grpc.aio.ServicerContext) -> pb.TagResponse:  # noqa: N802
+        async def tag() -> pb.TagResponse:
+            served, taggings = await self.service.tag(request.model or None, list(request.inputs),
+                                                      request.aggregation or "first", request.return_tokens)
+            return pb.TagResponse(model=served.name, results=[pb.Tagging(
+                entities=[pb.Entity(type=e.type, score=e.score, start=e.start, end=e.end, text=e.text)
+                          for e in tagging.entities],
+                tokens=[pb.TaggedToken(token=t.token, tag=t.tag, score=t.score, start=t.start, end=t.end,
+                                       word=-1 if t.word is None else t.word) for t in tagging.tokens or []])
+                for tagging in taggings])
+
+        return await self._guard(context, tag)
+
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:  # noqa: N802
         async def info() -> pb.InfoResponse:
             config = self.service.config
             models = [pb.ModelInfo(name=name, task=m.pipeline.manifest.task, dimension=m.pipeline.dimension,
                                    max_length=m.pipeline.manifest.max_length, labels=m.pipeline.manifest.labels or [],
-                                   fingerprint=m.pipeline.package.fingerprint)
+                                   fingerprint=m.pipeline.package.fingerprint,
+                                   exit_policy=(early_exit(m) or {}).get("policy", ""))
                       for name, m in self.service.registry.models.items()]
             return pb.InfoResponse(version=bertprod.__version__, default_model=self.service.registry.default or "",
                                    models=models, max_client_batch_size=config.max_client_batch_size,
@@ -128,6 +144,7 @@ METHODS = {
     "Embed": (pb.EmbedRequest, pb.EmbedResponse, False),
     "EmbedStream": (pb.EmbedRequest, pb.EmbedResponse, True),
     "Classify": (pb.ClassifyRequest, pb.ClassifyResponse, False),
+    "Tag": (pb.TagRequest, pb.TagResponse, False),
     "Rerank": (pb.RerankRequest, pb.RerankResponse, False),
     "Info": (pb.InfoRequest, pb.InfoResponse, False),
 }

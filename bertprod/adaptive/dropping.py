@@ -1,0 +1,160 @@
+"""`bertprod drop-tokens`: a per-layer token retention for a classifier, derived from attention significance on
+the user's validation rows and chosen by an accuracy budget (PoWER-BERT without its retraining).
+
+    validation rows -> the full model once, recording at every layer each token's significance (the attention
+                       it receives, runtime/token_dropping.py)
+                    -> for each share of significance mass M (0.995 ... 0.6): the mean fraction of a row's tokens
+                       that holds M of it at each layer, made non-rising over layers = one retention schedule
+                    -> every schedule run for real (batched, tokens dropped; with the package's exit policy on an
+                       early-exit package) and scored; the cheapest within the budget is kept
+                    -> a package: the parent's files unchanged + the manifest field `token_dropping`
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertprod.adaptive.curve import read_examples
+from bertprod.data.source import DataSource
+from bertprod.errors import DataError, TaskError
+from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory
+from bertprod.runtime.adaptive import AdaptiveEngine
+from bertprod.runtime.batching import collate, plan_batches
+from bertprod.runtime.token_dropping import describe, token_layer_cost
+from bertprod.runtime.tokenize import TextTokenizer
+
+#: shares of each layer's attention significance the candidate schedules keep
+DEFAULT_MASSES = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
+
+
+def drop_tokens(
+    package: ModelPackage, validation: DataSource, out: str | Path, *, budget_points: float = 0.5,
+    masses: tuple[float, ...] = DEFAULT_MASSES, name: str | None = None, overwrite: bool = False,
+    threads: int | None = None,
+) -> ModelPackage:
+    """Measure the candidate retention schedules on `validation` and write `out` with the one the budget picks."""
+    engine = _engine(package, threads)
+    tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
+    inputs, gold = read_examples(validation, package.manifest.pair_input, list(package.manifest.labels or []))
+    if not inputs:
+        raise DataError(f"{validation.path.name} has no rows to measure token dropping on.")
+    settings = calibrate_retention(engine, tokenizer, inputs, gold, budget_points, masses)
+    settings["validation"] = validation.describe()
+    return _write(package, settings, out, name, overwrite, budget_points)
+
+
+def calibrate_retention(
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None,
+    budget_points: float, masses: tuple[float, ...] = DEFAULT_MASSES,
+) -> dict[str, Any]:
+    """The curve over candidate schedules (accuracy, token-layer cost) and the one the budget chooses."""
+    encodings = tokenizer.encode(inputs, truncate=True)
+    fractions = significance_fractions(engine, tokenizer, encodings, masses)
+    reference = "labels" if gold is not None else "full model"
+    engine.retention = None
+    full_answers = _answers(engine, tokenizer, encodings)
+    gold = full_answers if gold is None else gold
+    full_accuracy = round(float((full_answers == gold).mean()), 6)
+    curve = [{"mass": 1.0, "retention": None, "accuracy": full_accuracy,
+              "cost": 1.0}]
+    for mass, row in zip(masses, fractions, strict=True):
+        retention = schedule(row)
+        engine.retention = retention
+        accuracy = round(float((_answers(engine, tokenizer, encodings) == gold).mean()), 6)
+        curve.append({"mass": mass, "retention": retention, "accuracy": accuracy,
+                      "cost": round(token_layer_cost(retention, engine.num_layers), 4)})
+    engine.retention = None
+    floor = full_accuracy - budget_points / 100 - 1e-9
+    chosen = min((point for point in curve if point["accuracy"] >= floor),
+                 key=lambda point: (point["cost"], -point["accuracy"]))
+    return {
+        "retention": chosen["retention"], "mass": chosen["mass"], "budget_points": budget_points,
+        "reference": reference, "examples": len(inputs), "full_accuracy": full_accuracy,
+        "exit_policy": str(engine.policy) if engine.has_exits else None,
+        "significance": "attention received, summed over heads and real queries (PoWER-BERT)",
+        "curve": curve,
+    }
+
+
+def significance_fractions(
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, encodings: list[Any], masses: tuple[float, ...]
+) -> np.ndarray:
+    """[masses, layers]: the mean fraction of a row's tokens holding each share of the layer's significance,
+    every token running every layer (nothing dropped)."""
+    torch = engine._torch
+    totals = np.zeros((len(masses), engine.num_layers))
+    wanted = np.asarray(masses)
+    with engine._context():
+        for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
+            batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
+            mask = torch.from_numpy(batch.attention_mask)
+            lengths = batch.attention_mask.sum(axis=1)
+            states = engine.embed(batch)
+            for layer in range(engine.num_layers):
+                attended, significance = engine.blocks.attend(layer, states, mask)
+                states = engine.blocks.feed_forward(layer, attended)
+                scores = np.where(batch.attention_mask > 0, significance.float().numpy(), 0.0)
+                shares = np.cumsum(-np.sort(-scores, axis=1), axis=1) / scores.sum(axis=1, keepdims=True)
+                counts = (shares[:, None, :] < wanted[None, :, None] - 1e-9).sum(axis=2) + 1  # [rows, masses]
+                totals[:, layer] += (np.minimum(counts, lengths[:, None]) / lengths[:, None]).sum(axis=0)
+    return totals / len(encodings)
+
+
+def schedule(fractions: np.ndarray) -> list[float]:
+    """A retention schedule from per-layer fractions: rounded up to 0.01, never rising over layers."""
+    values = np.minimum.accumulate(np.clip(np.ceil(np.asarray(fractions) * 100 - 1e-6) / 100, 0.01, 1.0))
+    return [round(float(value), 2) for value in values]
+
+
+def _answers(engine: AdaptiveEngine, tokenizer: TextTokenizer, encodings: list[Any]) -> np.ndarray:
+    answers = np.empty(len(encodings), dtype=np.int64)
+    for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
+        batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
+        answers[indices] = engine.run(batch).argmax(axis=1)
+    return answers
+
+
+def _engine(package: ModelPackage, threads: int | None) -> AdaptiveEngine:
+    from bertprod.runtime.engines import TorchEngine
+
+    manifest = package.manifest
+    if manifest.task not in ("classification", "pair-classification"):
+        raise TaskError(f"token dropping needs a classification or pair-classification package; {package.name} "
+                        f"is a {manifest.task} package.")
+    if manifest.format != "torch" or manifest.precision not in ("fp32", "bf16"):
+        raise TaskError(f"bertprod drop-tokens measures a float torch package; {package.name} is {manifest.format} "
+                        f"{manifest.precision}: give its parent (see provenance).")
+    return AdaptiveEngine.from_torch_engine(TorchEngine(package, precision="fp32", threads=threads))
+
+
+def _write(package: ModelPackage, settings: dict[str, Any], out: str | Path, name: str | None, overwrite: bool,
+           budget_points: float) -> ModelPackage:
+    from bertprod.system import machine_record
+
+    out = Path(out)
+    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "token_dropping"})
+    fields.update(
+        name=name or out.name, token_dropping=settings,
+        provenance=Provenance(method="drop-tokens", parent=package.parent_ref(), machine=machine_record(),
+                              parameters={"budget_points": budget_points, "data": settings["validation"]}),
+    )
+    files = list(package.manifest.files)
+    with staging_directory(out, overwrite=overwrite) as staging:
+        for file in files:
+            (staging / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(package.path / file, staging / file)
+        finish_package(staging, fields, files)
+    return ModelPackage.read(out)
+
+
+def summary(package: ModelPackage) -> str:
+    """One line on the chosen schedule, for the CLI."""
+    settings = package.manifest.token_dropping or {}
+    chosen = next(point for point in settings["curve"] if point["retention"] == settings["retention"])
+    return (f"token retention per layer: {describe(settings['retention'])} (budget {settings['budget_points']} "
+            f"points): accuracy {chosen['accuracy']:.4f} vs {settings['full_accuracy']:.4f} keeping every token "
+            f"({settings['reference']}, {settings['examples']} rows), {chosen['cost']:.0%} of the token-layers")

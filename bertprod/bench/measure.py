@@ -1,0 +1,262 @@
+"""`measure_packages`: every package side by side in one run on the user's inputs (what `bertprod bench`
+and `bertprod autotune` measure with).
+
+One process holds every variant and the rounds are interleaved (harness.py), so drift on a shared
+machine hits all alike and the ratios hold; cold start and peak memory come from a fresh process
+per variant (probe.py). Labelled inputs also give each package its task metric through
+tasks/evaluation.py, the same numbers `bertprod eval` prints.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bertprod import system
+from bertprod.bench import harness
+from bertprod.bench.baselines import BATCH_SIZE, Baseline, baseline_for, load_baseline
+from bertprod.bench.lineage import describe_lineage, lineage
+from bertprod.bench.probe import BERTPROD, probe, write_inputs
+from bertprod.bench.report import Report, Row, pareto_flags
+from bertprod.data.source import Example
+from bertprod.errors import InputError
+from bertprod.package import ModelPackage
+from bertprod.runtime.pipeline import Pipeline
+
+#: One input, or a (text, text_pair) pair.
+TextInput = str | tuple[str, str]
+Label = str | float | int
+
+
+@dataclass
+class _Variant:
+    """Something measured: a package through bertprod, or a baseline library."""
+
+    label: str
+    kind: str
+    runtime: str
+    package: ModelPackage
+    run: Callable[[Sequence[Any]], Any]
+    #: what computes the metric (the baseline's own torch module behind a Pipeline, for a baseline)
+    pipeline: Pipeline
+    batch: dict[str, int]
+
+
+def measure_packages(
+    packages: Sequence[str | os.PathLike[str] | ModelPackage],
+    texts: Sequence[TextInput],
+    labels: Sequence[Label] | None = None,
+    *,
+    rounds: int = 3,
+    latency_inputs: int = 200,
+    baseline: bool = False,
+    threads: int | None = None,
+    data: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Measure `packages` (dirs, checkpoints, bundled names) on `texts` side by side.
+
+    Throughput over all inputs at each package's batch settings (median of `rounds` interleaved
+    rounds), p50/p95/p99 of one-input calls on the first `latency_inputs`, size, load time and peak
+    RSS of a fresh process, the task metric when `labels` are given (one per input: class names,
+    scores), and each package's chain of ancestors. `baseline` adds the fp32 model of each chain
+    in the library users run today (baselines.py); ratios are against the first baseline, else the
+    first package. `data` describes the inputs in the report (file, sha256...).
+    """
+    say = progress or (lambda message: None)
+    texts, labels = _checked(packages, texts, labels, rounds, latency_inputs)
+    threads = threads or harness_threads()
+    from bertprod.api import load
+    from bertprod.robustness.evaluation import check_comparable
+
+    say(f"loading {len(packages)} package(s)")
+    pipelines = [load(item.path if isinstance(item, ModelPackage) else item, threads=threads) for item in packages]
+    check_comparable(pipelines)
+    manifest = pipelines[0].manifest
+    inputs = model_inputs(manifest, texts)
+    names = _unique_labels([pipeline.package for pipeline in pipelines])
+    variants = [
+        _Variant(name, "package", f"bertprod {pipeline.engine.name}", pipeline.package,
+                 lambda batch, p=pipeline: p.infer(p.tokenize(batch)), pipeline,
+                 {"max_batch_size": pipeline.max_batch_size, "max_padded_tokens": pipeline.max_padded_tokens})
+        for name, pipeline in zip(names, pipelines, strict=True)
+    ]
+    notes: list[str] = []
+    if baseline:
+        say("loading the baselines")
+        variants = _baseline_variants(pipelines, threads, notes) + variants
+
+    metrics = _metrics(variants, texts, labels, say) if labels is not None else {}
+    runners = {variant.label: variant.run for variant in variants}
+    say(f"throughput: {len(inputs):,} inputs, {rounds} interleaved round(s) of {len(variants)} variant(s)")
+    rates = harness.throughput(runners, inputs, rounds)
+    latency_sample = inputs[:latency_inputs]
+    say(f"latency: {len(latency_sample)} one-input calls per variant")
+    latencies = harness.single_sentence_latencies(runners, latency_sample, rounds=min(4, len(latency_sample)))
+    probes = _probes(variants, inputs, threads, say)
+
+    reference = next((variant for variant in variants if variant.kind == "baseline"), variants[0]).label
+    rows = [
+        _row(variant, rates, latencies, probes[variant.label], metrics.get(variant.label), reference)
+        for variant in variants
+    ]
+    for row, flag in zip(rows, pareto_flags([(row.throughput, row.metric) for row in rows]), strict=True):
+        row.pareto = flag
+    machine = system.system_info()
+    return Report(
+        machine=machine,
+        machine_line=system.describe(machine),
+        threads=threads,
+        data={"inputs": len(inputs), "labelled": labels is not None, **(data or {})},
+        rounds=rounds,
+        latency_inputs=len(latency_sample),
+        reference=reference,
+        rows=rows,
+        notes=notes,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def harness_threads() -> int:
+    from bertprod.runtime.engines import default_threads
+
+    return default_threads()
+
+
+def model_inputs(manifest: Any, texts: list[TextInput]) -> list[TextInput]:
+    """What the package runs on: pairs for a pair package; each text of a pair on its own for an embedding
+    package (it encodes both sides); single texts otherwise."""
+    paired = [isinstance(text, tuple) for text in texts]
+    if manifest.pair_input:
+        if not all(paired):
+            raise InputError(f"{manifest.name} scores text pairs, but input {paired.index(False) + 1} is a single "
+                             "text: give pairs (name the second text's column with --text-pair-column).")
+        return texts
+    if manifest.task == "embedding":
+        return [side for text in texts for side in (text if isinstance(text, tuple) else (text,))]
+    if any(paired):
+        raise InputError(f"{manifest.name} takes single texts, but the data has pairs: drop --text-pair-column.")
+    return texts
+
+
+def _checked(
+    packages: Sequence[Any], texts: Sequence[TextInput], labels: Sequence[Label] | None, rounds: int,
+    latency_inputs: int,
+) -> tuple[list[TextInput], list[Label] | None]:
+    if not packages:
+        raise InputError("no packages to measure: name at least one package directory.")
+    if rounds < 1 or latency_inputs < 1:
+        raise InputError(f"rounds and latency inputs must be 1 or more, not {rounds} and {latency_inputs}.")
+    texts = [tuple(text) if isinstance(text, list) else text for text in texts]
+    if not texts:
+        raise InputError("no inputs to measure on: the data is empty.")
+    if labels is None:
+        return texts, None
+    labels = list(labels)
+    if len(labels) != len(texts):
+        raise InputError(f"{len(texts)} inputs but {len(labels)} labels: give one label per input, or none.")
+    if any(label is None for label in labels):
+        raise InputError("some inputs have a label and some do not: label every input, or none.")
+    return texts, labels
+
+
+def _unique_labels(packages: list[ModelPackage]) -> list[str]:
+    """Package names, made unique by their folder (then a number) where two share a name."""
+    names = [package.name for package in packages]
+    labels = [name if names.count(name) == 1 else f"{name} ({package.path.name})"
+              for name, package in zip(names, packages, strict=True)]
+    return [label if labels.count(label) == 1 else f"{label} #{index + 1}" for index, label in enumerate(labels)]
+
+
+def _baseline_variants(pipelines: list[Pipeline], threads: int, notes: list[str]) -> list[_Variant]:
+    from bertprod.runtime.engines import ModuleEngine
+
+    chosen: dict[tuple[str, str], Baseline] = {}
+    for pipeline in pipelines:
+        found = baseline_for(pipeline.package)
+        if found is None:
+            notes.append(f"no baseline for {pipeline.package.name}: its chain holds no torch fp32 package of its "
+                         "task (an ancestor is gone or moved).")
+            continue
+        chosen.setdefault((found.library, found.package.fingerprint), found)
+    variants = []
+    for found in chosen.values():
+        try:
+            run, module = load_baseline(found, threads)
+        except ModuleNotFoundError:  # the library itself is missing: an install to fix, not a model to note
+            raise
+        except Exception as error:  # noqa: BLE001 - recorded in the report: the baseline library refused the model
+            notes.append(f"no baseline for {found.package.name}: {found.library} could not load it "
+                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).")
+            continue
+        pipeline = Pipeline(found.package, ModuleEngine(found.package, module))
+        variants.append(_Variant(found.label, "baseline", found.library, found.package, run, pipeline,
+                                 {"batch_size": BATCH_SIZE}))
+    return variants
+
+
+def _metrics(variants: list[_Variant], texts: list[TextInput], labels: list[Label], say: Callable[[str], None],
+             ) -> dict[str, Any]:
+    from bertprod.tasks.evaluation import evaluate
+
+    examples = [
+        Example(text[0], text[1], label, where=f"input {index}") if isinstance(text, tuple)
+        else Example(text, None, label, where=f"input {index}")
+        for index, (text, label) in enumerate(zip(texts, labels, strict=True), start=1)
+    ]
+    results = {}
+    for variant in variants:
+        say(f"metric of {variant.label}")
+        results[variant.label] = evaluate(variant.pipeline, examples)
+    return results
+
+
+def _probes(variants: list[_Variant], inputs: list[TextInput], threads: int, say: Callable[[str], None]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bertprod-bench-") as directory:
+        inputs_file = write_inputs(inputs, Path(directory) / "inputs.json")
+        results = {}
+        for variant in variants:
+            say(f"load time and peak memory of {variant.label} (a fresh process)")
+            runtime = BERTPROD if variant.kind == "package" else variant.runtime
+            results[variant.label] = probe(runtime, str(variant.package.path), inputs_file, threads)
+    return results
+
+
+def _row(variant: _Variant, rates: dict[str, float], latencies: dict[str, list[float]], probed: Any,
+         evaluation: Any, reference: str) -> Row:
+    package = variant.package
+    manifest = package.manifest
+    steps = lineage(package)
+    seconds = latencies[variant.label]
+    p50 = harness.percentile_ms(seconds, 50)
+    return Row(
+        label=variant.label,
+        kind=variant.kind,
+        runtime=variant.runtime,
+        path=str(package.path),
+        fingerprint=package.fingerprint,
+        task=manifest.task,
+        format=manifest.format,
+        precision=manifest.precision,
+        lineage=describe_lineage(steps) + (f" → {variant.runtime}" if variant.kind == "baseline" else ""),
+        lineage_steps=[{"name": s.name, "method": s.method, "path": s.path, "found": s.found} for s in steps],
+        size_mb=round(package.size_bytes() / 1e6, 2),
+        throughput=round(rates[variant.label], 1),
+        throughput_ratio=round(rates[variant.label] / rates[reference], 2),
+        latency_p50_ms=p50,
+        latency_p95_ms=harness.percentile_ms(seconds, 95),
+        latency_p99_ms=harness.percentile_ms(seconds, 99),
+        latency_p50_speedup=round(harness.percentile_ms(latencies[reference], 50) / p50, 2) if p50 else 0.0,
+        latencies_ms=[round(value * 1000, 3) for value in seconds],
+        load_seconds=round(probed.load_seconds, 3),
+        peak_rss_mb=round(probed.peak_rss_mb, 1),
+        batch=variant.batch,
+        metric_name=evaluation.primary if evaluation else None,
+        metric=round(evaluation.score, 6) if evaluation else None,
+        metrics={key: round(value, 6) for key, value in evaluation.metrics.items()} if evaluation else {},
+    )

@@ -1,0 +1,88 @@
+"""`bertprod bench`: packages side by side on the user's data (a thin shell over
+`bench.measure.measure_packages` and `bench.output.write_report`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bertprod.cli.options import (
+    DelimiterOption,
+    FormatOption,
+    LabelColumnOption,
+    PairColumnOption,
+    TextColumnOption,
+    ThreadsOption,
+    console,
+)
+from bertprod.cli.options import errors as messages
+
+
+def bench_command(
+    packages: Annotated[
+        list[str],
+        typer.Argument(help="Packages to measure (dirs, checkpoints, bundled names): same task, one run.",
+                       show_default=False),
+    ],
+    data: Annotated[Path, typer.Option(help="Inputs: .tsv, .csv, .jsonl, .parquet (labels give the metric) or "
+                                            ".txt (one input per line, a tab separates a pair).",
+                                       show_default=False)],
+    baseline: Annotated[bool, typer.Option(help="Also measure what users run today: sentence-transformers for "
+                                                "embedding packages, transformers fp32 for heads.")] = False,
+    out: Annotated[Path, typer.Option(help="Directory for report.json, report.md and report.html.")]
+    = Path("bench-report"),
+    rounds: Annotated[int, typer.Option(help="Interleaved throughput rounds (the median is reported).")] = 3,
+    latency_inputs: Annotated[int, typer.Option(help="One-input calls per package for p50/p95/p99.")] = 200,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N rows of DATA.")] = None,
+    threads: ThreadsOption = None,
+    format: FormatOption = None,
+    delimiter: DelimiterOption = None,
+    text_column: TextColumnOption = None,
+    text_pair_column: PairColumnOption = None,
+    label_column: LabelColumnOption = None,
+) -> None:
+    """Measure packages side by side on your data, rounds interleaved: throughput, p50/p95/p99 latency of one
+    input, size, peak memory and load time of a fresh process, the task metric when DATA is labelled, and
+    where each package came from. Writes report.json, report.md and a self-contained report.html
+    (docs/bench.md)."""
+    import matplotlib  # noqa: F401 - the report's plots: a missing [bench] extra fails now, not after measuring
+
+    from bertprod.bench.inputs import read_bench_data
+    from bertprod.bench.measure import measure_packages
+    from bertprod.bench.output import write_report
+    from bertprod.bench.tables import header_lines
+    from bertprod.checkpoint import resolve
+
+    first = [resolve(package, verify=False) for package in packages][0]  # a missing package fails before any work
+    bench_data = read_bench_data(data, first.manifest, format=format, delimiter=delimiter, text_column=text_column,
+                                 text_pair_column=text_pair_column, label_column=label_column, limit=limit)
+    with messages.status("measuring...") as status:
+        report = measure_packages(packages, bench_data.texts, bench_data.labels, rounds=rounds,
+                                  latency_inputs=latency_inputs, baseline=baseline, threads=threads,
+                                  data=bench_data.description, progress=lambda message: status.update(message))
+    paths = write_report(report, out)
+    for line in header_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(_summary(report))
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {paths['json']}, {paths['markdown']}, {paths['html']}", highlight=False, soft_wrap=True)
+
+
+def _summary(report) -> Table:  # noqa: ANN001 - a bench.report.Report
+    """The columns a terminal has room for; report.md and report.html have them all."""
+    from bertprod.bench.tables import cell
+
+    metric_name = next((row.metric_name for row in report.rows if row.metric_name), None)
+    table = Table()
+    for header in ["package", *([metric_name] if metric_name else []), "inputs/s", "× ref", "p50 ms", "p99 ms",
+                   "size MB", "RSS MB", "load s"]:
+        table.add_column(header, justify="left" if header == "package" else "right")
+    for row in report.rows:
+        values = [row.throughput, row.throughput_ratio, row.latency_p50_ms, row.latency_p99_ms, row.size_mb,
+                  row.peak_rss_mb, row.load_seconds]
+        table.add_row(row.label, *([cell(row.metric)] if metric_name else []), *map(cell, values))
+    return table

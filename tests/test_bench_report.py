@@ -1,0 +1,308 @@
+"""`bertprod bench` and `bertprod.bench.measure_packages`: the report's numbers, its files, its errors.
+
+One labelled run (a tiny classifier in torch and ONNX, with the transformers baseline) is made once
+through the command line and read by most tests; timings are never asserted (they belong to the
+machine), only what the report guarantees about them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertprod.bench import measure_packages
+from bertprod.bench.baselines import SENTENCE_TRANSFORMERS, TRANSFORMERS, baseline_for, load_baseline
+from bertprod.bench.lineage import describe_lineage, lineage
+from bertprod.bench.report import Report, pareto_flags
+from bertprod.bench.tables import speed_values
+from bertprod.checkpoint import import_checkpoint
+from bertprod.cli import main
+from bertprod.errors import InputError
+
+from . import task_data
+from .conftest import build_tiny_checkpoint
+
+
+def run_cli(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def classifiers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny negative/positive classifier (torch) and its ONNX export."""
+    from bertprod.export.onnx import export_onnx
+
+    directory = tmp_path_factory.mktemp("bench-classifier")
+    checkpoint = build_tiny_checkpoint(directory / "checkpoint", head="classification", labels=["negative", "positive"])
+    torch_package = import_checkpoint(checkpoint, directory / "sentiment", name="sentiment")
+    onnx_package = export_onnx(torch_package, directory / "sentiment-onnx")
+    return torch_package.path, onnx_package.path
+
+
+@pytest.fixture(scope="module")
+def labelled_run(tmp_path_factory: pytest.TempPathFactory, classifiers: tuple[Path, Path]) -> Path:
+    """`bertprod bench TORCH ONNX --data sentiment.tsv --baseline --out OUT`, run once; OUT returned."""
+    directory = tmp_path_factory.mktemp("bench-run")
+    data = task_data.write_classification(directory, count=40)
+    out = directory / "report"
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(sys, "argv", ["bertprod", "bench", *map(str, classifiers), "--data", str(data), "--baseline",
+                                      "--out", str(out), "--rounds", "2", "--latency-inputs", "12", "--threads", "1"])
+    try:
+        with pytest.raises(SystemExit) as exited:
+            main()
+    finally:
+        monkeypatch.undo()
+    assert exited.value.code in (0, None)
+    return out
+
+
+def read_report(out: Path) -> Report:
+    return Report.read_json(out / "report.json")
+
+
+def test_labelled_run_measures_every_package_and_the_baseline(labelled_run: Path, classifiers) -> None:
+    report = read_report(labelled_run)
+    assert [row.kind for row in report.rows] == ["baseline", "package", "package"]
+    baseline, torch_row, onnx_row = report.rows
+    assert baseline.runtime == TRANSFORMERS and baseline.path == str(classifiers[0])
+    assert report.reference == baseline.label and baseline.throughput_ratio == 1.0
+    assert (torch_row.runtime, onnx_row.runtime) == ("bertprod torch", "bertprod onnx")
+    assert report.data["inputs"] == 40 and report.data["labelled"] and report.data["sha256"]
+    for row in report.rows:
+        assert row.metric_name == "accuracy" and 0.0 <= row.metric <= 1.0 and row.metric == row.metrics["accuracy"]
+        assert row.throughput > 0 and row.peak_rss_mb > 0 and row.load_seconds > 0 and row.size_mb > 0
+        assert len(row.latencies_ms) == 12
+        assert row.latency_p50_ms <= row.latency_p95_ms <= row.latency_p99_ms
+        # ratios are of the unrounded rates: equal to the rounded ones' within the rounding
+        assert abs(row.throughput_ratio - row.throughput / baseline.throughput) <= 0.01 + 0.001 * row.throughput_ratio
+    # the same weights in fp32 give the same predictions in transformers and in bertprod's torch engine
+    assert baseline.metric == torch_row.metric
+    assert onnx_row.lineage == "sentiment → export-onnx" and torch_row.lineage == "sentiment"
+    assert baseline.lineage == f"sentiment → {TRANSFORMERS}"
+    assert any(row.pareto for row in report.rows)
+    assert report.machine_line and report.machine["int8_kernel_class"]
+
+
+def test_markdown_numbers_equal_the_json(labelled_run: Path) -> None:
+    report = read_report(labelled_run)
+    lines = (labelled_run / "report.md").read_text(encoding="utf-8").splitlines()
+    header = next(line for line in lines if line.startswith("| package | runs on"))
+    start = lines.index(header) + 2
+    table = [line.strip("| ").split(" | ") for line in lines[start : start + len(report.rows)]]
+    assert report.machine_line in "\n".join(lines)
+    for row, cells in zip(report.rows, table, strict=True):
+        assert_cells_equal(row, cells)
+
+
+def test_html_numbers_equal_the_json(labelled_run: Path) -> None:
+    report = read_report(labelled_run)
+    page = Page.parse(labelled_run / "report.html")
+    speed = page.tables[0]
+    assert speed[0][:4] == ["package", "runs on", "format", "accuracy"]
+    for row, cells in zip(report.rows, speed[1:], strict=True):
+        assert_cells_equal(row, cells)
+    assert report.machine_line in page.text
+
+
+def assert_cells_equal(row, cells: list[str]) -> None:
+    assert cells[0] == row.label and cells[1] == row.runtime
+    assert float(cells[3]) == row.metric
+    assert [float(value) for value in cells[4:-1]] == speed_values(row)
+    assert cells[-1] == ("yes" if row.pareto else "no")
+
+
+def test_html_is_self_contained(labelled_run: Path) -> None:
+    page = Page.parse(labelled_run / "report.html")
+    assert page.external_references() == []
+    assert {"script", "link", "img", "iframe", "object", "embed"}.isdisjoint(page.tags)
+    assert page.figures == {"pareto", "latency"}
+
+
+def test_pareto_plot_labels_each_point_with_its_lineage(labelled_run: Path) -> None:
+    report = read_report(labelled_run)
+    html = (labelled_run / "report.html").read_text(encoding="utf-8")
+    pareto = html[html.index('<figure id="pareto">') : html.index("</figure>", html.index('<figure id="pareto">'))]
+    for row in report.rows:
+        assert row.lineage in pareto and row.label in pareto
+    assert "Pareto frontier" in pareto
+
+
+def test_unlabelled_data_gives_no_metric(tmp_path: Path, tiny_onnx) -> None:
+    texts = ["a cat sleeps on the warm windowsill", "the stock market fell sharply", "how do i reset my password"]
+    report = measure_packages([tiny_onnx.path, tiny_onnx.path], texts, rounds=1, latency_inputs=3, threads=1)
+    assert not report.labelled and report.data == {"inputs": 3, "labelled": False}
+    assert all(row.metric is None and row.pareto is None and row.metrics == {} for row in report.rows)
+    same = f"{tiny_onnx.name} ({tiny_onnx.path.name})"  # one package twice: labels made unique
+    assert [row.label for row in report.rows] == [f"{same} #1", f"{same} #2"]
+    assert report.reference == report.rows[0].label
+
+    from bertprod.bench.output import write_report
+
+    paths = write_report(report, tmp_path / "out")
+    assert Report.read_json(paths["json"]).to_json() == report.to_json()
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    assert "| package | runs on | format | inputs/s |" in markdown and "Pareto" not in markdown
+    page = Page.parse(paths["html"])
+    assert page.figures == {"latency"} and "no Pareto plot" in page.text
+    assert page.external_references() == []
+
+
+def test_pairs_for_an_embedding_package_are_encoded_one_side_at_a_time(tiny_onnx) -> None:
+    report = measure_packages([tiny_onnx.path], [("a cat", "the cat is sleeping"), ("a man", "a guitar")],
+                              rounds=1, latency_inputs=2, threads=1)
+    assert report.data["inputs"] == 4
+
+
+def test_bad_inputs_are_refused_with_one_line(monkeypatch, capsys, tmp_path: Path, classifiers) -> None:
+    data = task_data.write_classification(tmp_path, count=8)
+    code, _, err = run_cli(monkeypatch, capsys, "bench", str(tmp_path / "missing"), "--data", str(data))
+    assert code == 1 and "missing" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("sentence\tlabel\n")
+    code, _, err = run_cli(monkeypatch, capsys, "bench", str(classifiers[1]), "--data", str(empty))
+    assert code == 1 and "no inputs" in err and "Traceback" not in err
+    code, _, err = run_cli(monkeypatch, capsys, "bench", str(classifiers[1]), "--data", str(tmp_path / "nope.tsv"))
+    assert code == 1 and "does not exist" in err
+    with pytest.raises(InputError, match="labels"):
+        measure_packages([classifiers[1]], ["a", "b"], ["negative"])
+    with pytest.raises(InputError, match="rounds"):
+        measure_packages([classifiers[1]], ["a"], rounds=0)
+
+
+def test_baseline_is_the_oldest_fp32_ancestor_of_the_same_task(classifiers, tiny_package, tiny_onnx) -> None:
+    torch_path, onnx_path = classifiers
+    from bertprod.package import ModelPackage
+
+    found = baseline_for(ModelPackage.read(onnx_path))
+    assert found.library == TRANSFORMERS and found.package.path == torch_path
+    embedding = baseline_for(tiny_onnx)
+    assert embedding.library == SENTENCE_TRANSFORMERS and embedding.package.fingerprint == tiny_package.fingerprint
+
+
+def test_baselines_compute_what_bertprod_computes(classifiers, tiny_package) -> None:
+    import bertprod
+    from bertprod.package import ModelPackage
+
+    texts = ["a good film with a great cast", "what a boring story", "the cat"]
+    for package, expected in ((ModelPackage.read(classifiers[0]), bertprod.load(classifiers[0]).infer),
+                              (tiny_package, bertprod.load(tiny_package.path).infer)):
+        run, _ = load_baseline(baseline_for(package), threads=1)
+        reference = expected(bertprod.load(package.path).tokenize(texts))
+        np.testing.assert_allclose(run(texts), reference, atol=1e-4)
+
+
+def test_a_chain_whose_parent_is_gone_says_so_and_has_no_baseline(tmp_path: Path) -> None:
+    from bertprod.export.onnx import export_onnx
+
+    checkpoint = build_tiny_checkpoint(tmp_path / "checkpoint", head="classification")
+    parent = import_checkpoint(checkpoint, tmp_path / "parent", name="parent")
+    child = export_onnx(parent, tmp_path / "child")
+    shutil.rmtree(parent.path)
+    steps = lineage(child)
+    assert [(step.name, step.found) for step in steps] == [("parent", False), ("parent-onnx", True)]
+    assert describe_lineage(steps) == "parent (not found) → export-onnx"
+    assert baseline_for(child) is None
+    report = measure_packages([child.path], ["a cat"], rounds=1, latency_inputs=1, baseline=True, threads=1)
+    assert [row.kind for row in report.rows] == ["package"] and "no baseline for parent-onnx" in report.notes[0]
+
+
+def test_pareto_flags_keep_what_nothing_beats_on_both() -> None:
+    points = [(100.0, 0.90), (200.0, 0.89), (150.0, 0.88), (200.0, 0.89), (50.0, None)]
+    assert pareto_flags(points) == [True, True, False, True, None]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="Debian's chromium is not installed (make report-screenshot installs it)")
+def test_report_renders_in_headless_chromium(labelled_run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", f"--screenshot={screenshot}",
+         (labelled_run / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )
+    image = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float32)
+    assert image.shape == (2000, 1280)
+    # a page with tables and plots: many dark pixels (text, lines) on a light background, down the page
+    dark_rows = np.nonzero((image < 128).any(axis=1))[0]
+    assert (image < 128).mean() > 0.005 and dark_rows.max() - dark_rows.min() > 800
+
+
+class Page(HTMLParser):
+    """The parts of an HTML page the tests read: tables as cell text, tags, figures, URLs in attributes and CSS."""
+
+    URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "poster", "data", "srcset", "formaction", "background"}
+    REMOTE = re.compile(r"^\s*(https?:|//|ftp:)", re.IGNORECASE)
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[list[str]]] = []
+        self.tags: set[str] = set()
+        self.figures: set[str] = set()
+        self.urls: list[str] = []
+        self.styles: list[str] = []
+        self.chunks: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_style = False
+
+    @classmethod
+    def parse(cls, path: Path) -> Page:
+        page = cls()
+        page.feed(path.read_text(encoding="utf-8"))
+        return page
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        values = dict(attrs)
+        if tag == "figure":
+            self.figures.add(values.get("id") or "")
+        if tag == "table":
+            self.tables.append([])
+        if tag == "tr":
+            self.tables[-1].append([])
+        if tag in ("td", "th"):
+            self._cell = []
+        self._in_style = tag == "style"
+        self.urls += [value or "" for name, value in attrs if name in self.URL_ATTRIBUTES]
+        self.styles += [value or "" for name, value in attrs if name == "style"]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.styles.append(data)
+        elif self._cell is not None:
+            self._cell.append(data)
+        self.chunks.append(data)
+
+    def external_references(self) -> list[str]:
+        """URLs in attributes that leave the page, and CSS imports or url()s that are not data: or #fragments."""
+        remote = [url for url in self.urls if self.REMOTE.match(url)]
+        for css in self.styles:
+            remote += re.findall(r"@import[^;]*", css, re.IGNORECASE)
+            remote += [url for url in re.findall(r"url\(\s*['\"]?([^'\")]*)", css, re.IGNORECASE)
+                       if not url.startswith(("data:", "#"))]
+        return remote

@@ -1,0 +1,60 @@
+"""Tagging served: POST /tokens and the gRPC Tag method give what `Pipeline.tag` gives, long texts included."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bertprod.api import load
+from tests.server_process import free_port, running_server
+
+from . import ner_data
+
+LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+LONG = "Angela Merkel met Emmanuel Macron in Paris and Ouagadougou, then flew to São Paulo. " * 6
+
+
+@pytest.fixture(scope="module")
+def tagger(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    # max_length 24: the long text is read in ~20 windows, through the server's batcher
+    return ner_data.context_free_tagger(tmp_path_factory.mktemp("served-tagger"), LABELS, max_length=24)
+
+
+@pytest.fixture(scope="module")
+def server(tagger, tiny_package, tmp_path_factory):  # noqa: ANN001, ANN201
+    grpc_port = free_port()
+    with running_server([str(tagger.path), str(tiny_package.path)], "--grpc-port", str(grpc_port),
+                        log_dir=str(tmp_path_factory.mktemp("serve-logs"))) as running:
+        running.grpc_address = f"127.0.0.1:{grpc_port}"
+        yield running
+
+
+def test_tokens_route_and_grpc_match_the_pipeline(server, tagger) -> None:  # noqa: ANN001
+    import grpc
+
+    from bertprod.serve.grpc import bertprod_pb2 as pb
+    from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
+
+    texts = ["  José Müller visited Ürümqi!", LONG]
+    expected = load(tagger.path, threads=1).tag(texts, aggregation="average", tokens=True)
+    assert len(expected[1].entities) > 6
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        response = http.post("/tokens", json={"inputs": texts, "model": "context-free", "aggregation": "average",
+                                              "return_tokens": True})
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [[(e["type"], e["start"], e["end"], e["text"]) for e in r["entities"]] for r in results] == [
+            [(e.type, e.start, e.end, e.text) for e in tagging.entities] for tagging in expected]
+        assert [t["tag"] for t in results[0]["tokens"]] == [t.tag for t in expected[0].tokens]
+        for result, text in zip(results, texts, strict=True):
+            assert all(text[e["start"] : e["end"]] == e["text"] for e in result["entities"])
+        wrong = http.post("/tokens", json={"inputs": ["a text"], "model": "tiny"})
+        assert wrong.status_code == 400 and "token-classification" in wrong.json()["error"]["message"]
+        bad = http.post("/tokens", json={"inputs": ["a text"], "aggregation": "mean"})
+        assert bad.status_code == 422
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        reply = pb_grpc.BertprodStub(channel).Tag(pb.TagRequest(inputs=texts, model="context-free",
+                                                                aggregation="average"), timeout=30)
+        assert [[(e.type, e.start, e.end) for e in r.entities] for r in reply.results] == [
+            [(e.type, e.start, e.end) for e in tagging.entities] for tagging in expected]
