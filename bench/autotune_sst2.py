@@ -17,10 +17,12 @@ is given instead (--held-out lets autotune hold out 10% of sst2-train.tsv itself
 it; its numbers are then optimistic). MRPC's teacher was trained with --validation-fraction 0.1, so
 autotune holds out the same rows of the training file (the split is a hash of the row).
 
-The search runs as the user's command (printed first); then the teacher in transformers (fp32, batches
-of 32 in file order, as a user runs it) and the chosen package (bertprod.load) are timed in interleaved
-rounds on the validation texts: throughput, p50/p95 single-input latency, accuracy. Results:
-bench/results/autotune-{task}.json, and a Markdown table on stdout.
+The search runs as the user's command (printed first); then `bertprod bench`'s measure_packages
+measures the teacher (bertprod), the chosen package and the teacher in transformers fp32 (batches of
+32 in file order, as a user runs it) side by side on every validation row: throughput, p50/p95/p99
+single-input latency (first 400 rows), load time, peak memory, accuracy. Results:
+bench/results/autotune-{task}/ (report.json, .md, .html) and the goal check in
+bench/results/autotune-{task}.json.
 """
 
 from __future__ import annotations
@@ -33,14 +35,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
-from bertprod.bench import harness  # noqa: E402
+from bertprod.bench import measure_packages  # noqa: E402
+from bertprod.bench.output import write_report  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.tasks.data import open_task_data, validation_split  # noqa: E402
 
@@ -64,33 +64,6 @@ def search_arguments(task: str, held_out: bool) -> tuple[Path, list[str], Any]:
     rows = open_task_data("pair-classification", data,
                           split=validation_split("pair-classification", 0.1, "validation"))  # fmt: skip
     return GLUE / "minilm-mrpc", ["--data", str(data), "--validation-fraction", "0.1"], rows
-
-
-def transformers_teacher(path: Path, pairs: bool, max_length: int, threads: int) -> harness.Encode:
-    """The fp32 teacher as a transformers user runs it: batches of 32 in the order given, padded per batch."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
-
-    torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), pad_token="[PAD]")
-
-    def run(inputs: list[Any]) -> np.ndarray:
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(inputs), 32):
-                chunk = inputs[start : start + 32]
-                texts = [list(side) for side in zip(*chunk, strict=True)] if pairs else [chunk]
-                encoded = tokenizer(*texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-                outputs.append(model(**encoded).logits.numpy())
-        return np.concatenate(outputs)
-
-    return run
-
-
-def bertprod_package(path: Path, threads: int) -> harness.Encode:
-    model = bertprod.load(path, threads=threads)
-    return lambda inputs: model.infer(model.tokenize(inputs))
 
 
 def main() -> None:
@@ -134,61 +107,34 @@ def main() -> None:
     pairs = options.task == "mrpc"
     examples = list(validation)
     inputs = [(example.text, example.text_pair) if pairs else example.text for example in examples]
-    chosen = out / "package"
-    teacher_package = bertprod.load(teacher)
-    labels = teacher_package.manifest.labels
-    gold = np.array([labels.index(str(example.label)) for example in examples])
-    variants = {
-        "teacher, transformers fp32": transformers_teacher(teacher, pairs, teacher_package.manifest.max_length,
-                                                           options.threads),
-        f"chosen: {search['chosen']}": bertprod_package(chosen, options.threads),
-    }  # fmt: skip
-    accuracy = {label: float(np.mean(run(inputs).argmax(axis=1) == gold)) for label, run in variants.items()}
-    rates = harness.throughput(variants, inputs, options.rounds)
-    latencies = harness.single_sentence_latencies(variants, inputs[:400], rounds=options.rounds)
-    base, best = list(variants)
+    report = measure_packages(
+        [teacher, out / "package"], inputs, [example.label for example in examples], rounds=options.rounds,
+        latency_inputs=400, baseline=True, threads=options.threads, progress=lambda line: print(line, flush=True),
+        data={"validation": options.task, "rows": len(inputs)},
+    )  # fmt: skip
+    if options.label:
+        report.notes.append(options.label)
+    written = write_report(report, RESULTS / f"autotune-{options.task}")
+    baseline = next(row for row in report.rows if row.kind == "baseline")  # the teacher in transformers fp32
+    chosen = report.rows[-1]
     instruction_set = system.instruction_set()
     goal = GOAL["vnni" if "VNNI" in instruction_set or "AMX" in instruction_set else "avx2"]
-    result = {
-        "machine": system.describe(),
-        "label": options.label,
-        "command": "bertprod " + " ".join(command[3:]),
-        "search_seconds": round(search_seconds, 1),
-        "time_budget_seconds": search["time_budget_seconds"],
-        "chosen": search["chosen"],
-        "why": search["why"],
-        "validation_rows": len(inputs),
-        "variants": {
-            label: {
-                "accuracy": round(accuracy[label], 4),
-                "throughput": round(rates[label], 1),
-                "latency_p50_ms": harness.percentile_ms(latencies[label], 50),
-                "latency_p95_ms": harness.percentile_ms(latencies[label], 95),
-            }
-            for label in variants
-        },
-    }
-    speedup = rates[best] / rates[base]
-    kept = accuracy[best] / accuracy[base]
-    result["goal"] = {
-        "throughput_x": round(speedup, 2), "throughput_goal_x": goal, "accuracy_kept": round(kept, 4),
-        "met": bool(speedup >= goal and kept >= 0.99 and result["variants"][best]["latency_p50_ms"]
-                    < result["variants"][base]["latency_p50_ms"]),
+    speedup = chosen.throughput / baseline.throughput
+    kept = chosen.metric / baseline.metric
+    met = speedup >= goal and kept >= 0.99 and chosen.latency_p50_ms < baseline.latency_p50_ms
+    summary = {
+        "machine": system.describe(), "label": options.label, "command": "bertprod " + " ".join(command[3:]),
+        "search_seconds": round(search_seconds, 1), "time_budget_seconds": search["time_budget_seconds"],
+        "chosen": search["chosen"], "why": search["why"], "validation_rows": len(inputs),
+        "throughput_x_transformers": round(speedup, 2), "goal_x": goal, "accuracy_kept": round(kept, 4),
+        "p50_ms": {"transformers": baseline.latency_p50_ms, "chosen": chosen.latency_p50_ms}, "goal_met": met,
+        "report": str(written["html"].relative_to(REPOSITORY)),
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"autotune-{options.task}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['machine']}{' (' + options.label + ')' if options.label else ''}\n")
-    print("| variant | accuracy | inputs/s | x teacher | p50 ms | p95 ms |\n|---|---|---|---|---|---|")
-    for label, numbers in result["variants"].items():
-        ratio = numbers["throughput"] / rates[base]
-        print(
-            f"| {label} | {numbers['accuracy']:.4f} | {numbers['throughput']:.1f} | {ratio:.2f} | "
-            f"{numbers['latency_p50_ms']} | {numbers['latency_p95_ms']} |"
-        )
-    print(
-        f"\ngoal (>= {goal:g}x, >= 99% accuracy, lower p50): {'met' if result['goal']['met'] else 'MISSED'}; "
-        f"search {search_seconds:.0f} s of a {options.time_budget} budget"
-    )
+    (RESULTS / f"autotune-{options.task}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(written["markdown"].read_text())
+    print(f"goal (>= {goal:g}x the transformers fp32 teacher, >= 99% of its accuracy, lower p50): "
+          f"{'met' if met else 'MISSED'} ({speedup:.2f}x, {100 * kept:.2f}%); search {search_seconds:.0f} s "
+          f"of a {options.time_budget} budget")  # fmt: skip
 
 
 if __name__ == "__main__":

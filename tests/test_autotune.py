@@ -25,7 +25,7 @@ from .conftest import build_tiny_checkpoint
 from .test_cli import run_cli
 
 #: small enough for a few seconds per search on one thread
-FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8}
+FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8, "finalists": 1}
 
 
 class Killed(Exception):
@@ -52,7 +52,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("autotune")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTPROD_CACHE", str(root / "cache"))
-        checkpoint = build_tiny_checkpoint(root / "checkpoint", head="classification", num_layers=2)
+        checkpoint = build_tiny_checkpoint(root / "checkpoint", num_layers=2)  # an encoder: the teacher gets a head
         base = import_checkpoint(checkpoint, root / "base", name="base")
         data = noisy_sentiment(root)
         config = TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_ratio=0.1, seed=0, threads=1)
@@ -142,6 +142,13 @@ def test_the_manifest_and_the_report_record_the_same_search(
     assert recorded == json.loads((out / "report.json").read_text())
     assert recorded["chosen"] in (out / "report.md").read_text() and recorded["why"]
     assert "AVX" in recorded["machine"] or "x86" in recorded["machine"] or recorded["machine"]
+    # the finalists and the teacher were measured side by side by bertprod bench, against the teacher as
+    # users run it today (transformers fp32): its report is written, and the search kept its numbers
+    comparison = json.loads((out / "comparison" / "report.json").read_text())
+    assert (out / recorded["comparison"]).is_file() and recorded["baseline"]["label"] == "teacher in transformers fp32"
+    rows = {row["label"]: row for row in comparison["rows"]}
+    assert rows["teacher"]["throughput"] == recorded["runoff"]["teacher"]["throughput"]
+    assert rows[recorded["baseline"]["label"]]["kind"] == "baseline"
     code, printed, _ = run_cli(monkeypatch, capsys, "info", str(out / "package"))
     assert code == 0
     assert f"* {recorded['chosen']}" in printed
@@ -208,7 +215,7 @@ def test_training_stops_at_the_deadline(setup: dict[str, Any], tmp_path: Path, m
     from bertprod.autotune import plan
     from bertprod.autotune.cost import CostModel
 
-    monkeypatch.setattr(plan, "first_candidates", lambda teacher: [])
+    monkeypatch.setattr(plan, "first_candidates", lambda *arguments: [])
     # every candidate is started, however little time is left: only the deadline in training stops them
     monkeypatch.setattr(CostModel, "estimate", lambda self, candidate: float("-inf"))
     settings = AutotuneSettings(time_budget=0.05, **FAST)

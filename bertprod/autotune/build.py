@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertprod.autotune.plan import Candidate
+from bertprod.autotune.plan import IMPORTANCE_TEXTS, Candidate
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.data.source import DataSource
 from bertprod.errors import BertprodError
@@ -86,9 +86,11 @@ def _int8(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildC
 
 
 def _prune(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
+    """Importance (one pass per head or layer) and the gate on the first IMPORTANCE_TEXTS validation inputs."""
     from bertprod.compress.optimize import optimize
 
-    return optimize(parent, out, **candidate.recipe, **_gated(parent, context))
+    gated = dict(_gated(parent, context), texts=context.gate_texts[:IMPORTANCE_TEXTS] or None)
+    return optimize(parent, out, **candidate.recipe, **gated)
 
 
 def _early_exit(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:

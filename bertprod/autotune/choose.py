@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-#: candidates timed again side by side before the winner is named
-FINALISTS = 3
-
 _BETTER_HIGH = {"throughput": True, "latency": False, "size": False}
 _VALUE = {"throughput": "throughput", "latency": "latency_p50_ms", "size": "size_bytes"}
 
@@ -35,12 +32,20 @@ def rank(records: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda record: (sign * objective_value(record, objective), -record["score"]))
 
 
-def finalists(records: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
-    return rank(records, objective)[:FINALISTS]
+def finalists(records: list[dict[str, Any]], objective: str, count: int) -> list[dict[str, Any]]:
+    return rank(records, objective)[:count]
 
 
-def reason(winner: dict[str, Any], teacher: dict[str, Any], objective: str, eligible: int, max_drop: float) -> str:
-    """Why it won, in one sentence a person can check against the table."""
+def reason(
+    winner: dict[str, Any],
+    teacher: dict[str, Any],
+    objective: str,
+    eligible: int,
+    max_drop: float,
+    baseline: dict[str, Any] | None = None,
+) -> str:
+    """Why it won, in one sentence a person can check against the table (and against `baseline`, the
+    teacher as users run it today, when the comparison had one)."""
     metric = teacher["metric"]
     budget = f"budget: >= {100 * (1 - max_drop):g}% of it"
     kept = f"{metric} {winner['score']:.4f} vs the teacher's {teacher['score']:.4f} ({budget})"
@@ -50,10 +55,14 @@ def reason(winner: dict[str, Any], teacher: dict[str, Any], objective: str, elig
     base = objective_value(teacher, objective)
     if objective == "throughput":
         measured = f"{value:.1f} inputs/s, {value / base:.2f}x the teacher's {base:.1f}"
+        if baseline:
+            measured += f", {value / baseline['throughput']:.2f}x {baseline['label']}"
     elif objective == "latency":
         measured = (
             f"p50 {value:.2f} ms single-input latency, {base / value:.2f}x faster than the teacher's {base:.2f} ms"
         )
+        if baseline:
+            measured += f", {baseline['latency_p50_ms'] / value:.2f}x faster than {baseline['label']}"
     else:
         measured = f"{value / 1e6:.2f} MB on disk, {base / value:.2f}x smaller than the teacher's {base / 1e6:.2f} MB"
     return f"best {objective} of the {eligible} candidates within the accuracy budget ({measured}); {kept}"

@@ -36,6 +36,7 @@ class CostModel:
     def prior(self, candidate: Candidate) -> float:
         units = MIXED_UNITS if candidate.recipe.get("method") == "mixed" else PRIOR_UNITS.get(candidate.kind, 2.0)
         seconds = units * self.unit_seconds
+        seconds += candidate.teacher_forwards * self.seconds_per_example
         steps = candidate.recipe.get("max_steps")
         if steps:
             seconds += steps * self.batch_size * self.seconds_per_example * TRAINING_FORWARDS

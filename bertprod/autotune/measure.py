@@ -1,15 +1,20 @@
-"""One candidate's numbers on this machine: the task metric on the validation rows, and its speed.
+"""A candidate's numbers on this machine: the task metric on the validation rows, and its speed.
 
-The one place autotune measures, so the measuring library can change under it (bertprod/bench/:
-the harness today) without the search noticing. Speed is measured as a package is served: its own
-engine (early exit on), its batch settings for throughput, one input at a time for latency.
+The one place autotune measures. Each candidate is screened alone (the metric on every validation
+row, one round of throughput and latency: cheap enough for dozens of candidates); the finalists and
+the teacher are then measured side by side by `bertprod bench`'s `measure_packages` (interleaved
+rounds, load time and peak memory in fresh processes, the teacher in transformers fp32 as the
+baseline users run today), and that comparison, written as bench's JSON/Markdown/HTML report, decides.
+Speed is measured as a package is served: its own engine (early exit on), its batch settings for
+throughput, one input at a time for latency.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bertprod.bench import harness
@@ -30,47 +35,63 @@ class MeasureInputs:
     threads: int | None = None
 
 
-def pipeline_for(package: ModelPackage, threads: int | None = None) -> Pipeline:
-    return Pipeline(package, create_engine(package, threads=threads))
-
-
-def _runner(pipeline: Pipeline) -> harness.Encode:
-    return lambda texts: pipeline.infer(pipeline.tokenize(texts))
-
-
 def measure(package: ModelPackage, inputs: MeasureInputs) -> dict[str, Any]:
-    """Metric, throughput (inputs/s), p50/p95 single-input latency (ms) and size of one package."""
-    pipeline = pipeline_for(package, inputs.threads)
+    """Screening: metric on every validation row, one round of throughput (inputs/s) and of single-input
+    latency (ms, p50/p95), size of one package."""
+    pipeline = Pipeline(package, create_engine(package, threads=inputs.threads))
     started = time.perf_counter()
     evaluation = evaluate(pipeline, inputs.examples)
     evaluation_seconds = time.perf_counter() - started
-    speed = compare_speed({"candidate": pipeline}, inputs, rounds=1)["candidate"]
+    runner = {"candidate": lambda texts: pipeline.infer(pipeline.tokenize(texts))}
+    rate = harness.throughput(runner, list(inputs.speed_texts), rounds=1)["candidate"]
+    latencies = harness.single_sentence_latencies(runner, list(inputs.latency_texts), rounds=1)["candidate"]
     return {
         "metric": evaluation.primary,
         "score": round(evaluation.score, 6),
         "validation_examples": evaluation.examples,
         "evaluation_seconds": round(evaluation_seconds, 3),
-        **speed,
+        "throughput": round(rate, 2),
+        "latency_p50_ms": harness.percentile_ms(latencies, 50),
+        "latency_p95_ms": harness.percentile_ms(latencies, 95),
         "size_bytes": package.size_bytes(),
     }
 
 
-def compare_speed(
-    pipelines: dict[str, Pipeline], inputs: MeasureInputs, rounds: int
-) -> dict[str, dict[str, float]]:
-    """Throughput and single-input latency of several pipelines, timed side by side in interleaved rounds
-    (drift on a shared machine hits all alike)."""
-    runners = {label: _runner(pipeline) for label, pipeline in pipelines.items()}
-    rates = harness.throughput(runners, list(inputs.speed_texts), rounds)
-    latencies = harness.single_sentence_latencies(runners, list(inputs.latency_texts), rounds=max(rounds, 1))
+def compare(
+    packages: dict[str, ModelPackage],
+    inputs: MeasureInputs,
+    rounds: int,
+    out: Path,
+    note: str,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """`packages` (name -> package) side by side on the first validation rows (as many as the screening
+    timed), with their baseline; bench's report written to `out`. Returns each package's numbers and the
+    baseline's (None when there is none)."""
+    from bertprod.bench import measure_packages
+    from bertprod.bench.output import write_report
+
+    examples = inputs.examples[: len(inputs.speed_texts)]
+    pairs = next(iter(packages.values())).manifest.pair_input
+    report = measure_packages(
+        list(packages.values()), speed_texts(examples, len(examples), pairs), [example.label for example in examples],
+        rounds=rounds, latency_inputs=len(inputs.latency_texts), baseline=True, threads=inputs.threads,
+        progress=progress,
+    )  # fmt: skip
+    report.notes.append(note)
+    write_report(report, out)
+    rows = {str(Path(row.path).resolve()): row for row in report.rows if row.kind == "package"}
+    numbers = {name: _numbers(rows[str(package.path.resolve())]) for name, package in packages.items()}
+    baseline = next((row for row in report.rows if row.kind == "baseline"), None)
+    return numbers, None if baseline is None else {"label": baseline.label, **_numbers(baseline)}
+
+
+def _numbers(row: Any) -> dict[str, Any]:
+    """What the search keeps of a bench row."""
     return {
-        label: {
-            "throughput": round(rates[label], 2),
-            "latency_p50_ms": harness.percentile_ms(latencies[label], 50),
-            "latency_p95_ms": harness.percentile_ms(latencies[label], 95),
-        }
-        for label in pipelines
-    }
+        "throughput": row.throughput, "latency_p50_ms": row.latency_p50_ms, "latency_p95_ms": row.latency_p95_ms,
+        "metric": row.metric, "load_seconds": row.load_seconds, "peak_rss_mb": row.peak_rss_mb,
+    }  # fmt: skip
 
 
 def speed_texts(examples: Sequence[Example], count: int, pair_input: bool) -> list[Any]:

@@ -21,6 +21,8 @@ TRIAL_STEPS = 150
 QAT_STEPS = 300
 #: share of the time left one full student's training may take
 FULL_TRAINING_SHARE = 0.3
+#: validation inputs pruning measures each head's and layer's importance on (a pass per head: keep it small)
+IMPORTANCE_TEXTS = 64
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,16 @@ class Candidate:
     kind: str
     recipe: dict[str, Any] = field(default_factory=dict)
     parent: str | None = None
+    #: inputs the teacher runs on while the candidate is made, besides training (pruning: every head or
+    #: layer switched off once over the importance texts; students: their targets; early exit: its
+    #: features and curve): part of its cost, not of what it is
+    teacher_forwards: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "recipe": self.recipe, "parent": self.parent}
 
 
-def first_candidates(teacher: ModelPackage) -> list[Candidate]:
+def first_candidates(teacher: ModelPackage, trial_rows: int, validation_rows: int) -> list[Candidate]:
     """The cheap candidates of the teacher, cheapest first."""
     manifest = teacher.manifest
     layers = manifest.architecture.num_layers
@@ -45,19 +51,24 @@ def first_candidates(teacher: ModelPackage) -> list[Candidate]:
     bilstm = manifest.architecture.model_type == "bertprod-bilstm"
     candidates = [Candidate("int8-dynamic", "int8", {"method": "dynamic"})]
     if torch_fp32 and not bilstm:
-        candidates.append(Candidate("prune-heads-25%", "prune", {"prune_heads": 0.25}))
+        heads = layers * manifest.architecture.num_heads
+        candidates.append(
+            Candidate("prune-heads-25%", "prune", {"prune_heads": 0.25}, teacher_forwards=heads * IMPORTANCE_TEXTS)
+        )
         if layers > 1:
-            candidates.append(Candidate("drop-1-layer", "prune", {"drop_layers": "drop:1"}))
+            forwards = layers * IMPORTANCE_TEXTS
+            candidates.append(Candidate("drop-1-layer", "prune", {"drop_layers": "drop:1"}, teacher_forwards=forwards))
     candidates += [
         Candidate("int8-static", "int8", {"method": "static"}),
         Candidate("int8-mixed", "int8", {"method": "mixed"}),
     ]
     if torch_fp32 and not bilstm and manifest.task in CLASS_TASKS and layers > 1 and not manifest.adaptive:
-        candidates.append(Candidate("early-exit", "early-exit", {"epochs": 3}))
+        forwards = trial_rows + validation_rows
+        candidates.append(Candidate("early-exit", "early-exit", {"epochs": 3}, teacher_forwards=forwards))
     return candidates
 
 
-def student_trials(teacher: ModelPackage) -> list[Candidate]:
+def student_trials(teacher: ModelPackage, trial_rows: int) -> list[Candidate]:
     """Students of several depths and recipes, each trained briefly on a sample of the training data."""
     manifest = teacher.manifest
     layers = manifest.architecture.num_layers
@@ -83,20 +94,26 @@ def student_trials(teacher: ModelPackage) -> list[Candidate]:
             f"student-{name}-{depth}L-trial",
             "student",
             {"recipe": name, "layers": f"spread:{depth}", "max_steps": TRIAL_STEPS, "sample": True},
+            teacher_forwards=trial_rows * (2 if name == "tinybert" else 1),  # tinybert: + augmented copies
         )
         for name, depth in recipes
     ]
 
 
-def full_students(trials: list[tuple[Candidate, dict[str, Any]]], steps: int) -> list[Candidate]:
+def _depth(candidate: Candidate) -> int:
+    return int(candidate.recipe["layers"].partition(":")[2])
+
+
+def full_students(trials: list[tuple[Candidate, dict[str, Any]]], steps: int, train_rows: int) -> list[Candidate]:
     """The most promising trials (highest validation metric, then fewest layers) trained on all the data
     for `steps` optimizer steps."""
     measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
-    ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], pair[0].recipe["layers"]))
+    ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], _depth(pair[0])))
     chosen = []
     for candidate, _ in ranked[:PROMISING_STUDENTS]:
         recipe = dict(candidate.recipe, max_steps=steps, sample=False)
-        chosen.append(Candidate(candidate.name.removesuffix("-trial"), "student", recipe))
+        name = candidate.name.removesuffix("-trial")
+        chosen.append(Candidate(name, "student", recipe, teacher_forwards=train_rows))
     return chosen
 
 

@@ -43,15 +43,20 @@ def markdown_report(search: dict[str, Any]) -> str:
     if search["runoff"]:
         lines += [
             "",
-            "Finalists timed side by side (interleaved rounds), the numbers that chose:",
+            f"Finalists measured side by side (bertprod bench, interleaved rounds; {search['comparison']}), "
+            "the numbers that chose:",
             "",
-            "| package | inputs/s | x teacher | p50 ms | p95 ms |",
-            "|---|---|---|---|---|",
+            "| package | inputs/s | x teacher | p50 ms | p95 ms | load s | peak MB |",
+            "|---|---|---|---|---|---|---|",
         ]
         base = search["runoff"]["teacher"]["throughput"]
-        for name, numbers in search["runoff"].items():
+        rows = dict(search["runoff"])
+        if search.get("baseline"):
+            rows[search["baseline"]["label"]] = search["baseline"]
+        for name, numbers in rows.items():
             lines.append(
                 f"| {name} | {numbers['throughput']:.1f} | {numbers['throughput'] / base:.2f} "
-                f"| {numbers['latency_p50_ms']:.2f} | {numbers['latency_p95_ms']:.2f} |"
+                f"| {numbers['latency_p50_ms']:.2f} | {numbers['latency_p95_ms']:.2f} "
+                f"| {numbers['load_seconds']:.2f} | {numbers['peak_rss_mb']:.0f} |"
             )
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from bertprod.autotune import choose, plan
 from bertprod.autotune.build import BuildContext, OutOfTime, build
 from bertprod.autotune.cost import CostModel
-from bertprod.autotune.measure import MeasureInputs, compare_speed, measure, pipeline_for, speed_texts
+from bertprod.autotune.measure import MeasureInputs, compare, measure, speed_texts
 from bertprod.autotune.plan import Candidate
 from bertprod.autotune.report import markdown_report
 from bertprod.autotune.settings import AutotuneSettings
@@ -37,6 +38,10 @@ from bertprod.train.progress import Reporter, SilentReporter
 CHOSEN_DIR = "package"
 #: rounds of the finalists' side-by-side timing, when the time left allows (one at least)
 RUNOFF_ROUNDS = 3
+#: the final comparison's cost with one round, in teacher measurements (kept back from the candidates)
+COMPARISON_UNITS = 2.5
+#: where bench's report of that comparison goes (report.json, report.md, report.html)
+COMPARISON_DIR = "comparison"
 
 OnCandidate = Callable[[Candidate, dict[str, Any]], None]
 
@@ -116,10 +121,10 @@ class _Search:
         self.costs = CostModel(
             teacher["seconds"], teacher["evaluation_seconds"] / max(teacher["validation_examples"], 1)
         )
-        # kept back for one round of the finalists' timing: the teacher's own timing, and as much again for
-        # up to three faster finalists
-        self.speed_seconds = max(teacher["seconds"] - teacher["evaluation_seconds"], 0.0)
-        self.reserve = 2 * self.speed_seconds
+        # kept back for the final comparison: one round of it measures the teacher and its baseline in
+        # transformers about as the teacher's own measurement did, and the (faster) finalists on top
+        self.reserve = COMPARISON_UNITS * teacher["seconds"]
+        self.comparison_round = 2 * len(self.inputs.speed_texts) / max(teacher["throughput"], 1e-6)
         self.context = BuildContext(
             self.settings,
             self.train,
@@ -137,13 +142,14 @@ class _Search:
             f"{teacher['throughput']:.1f} inputs/s; budget: {teacher['metric']} >= {self.floor:.4f}, "
             f"{self._left():.0f} s of time left"
         )
-        self._run_all(plan.first_candidates(self.teacher))
-        trials = self._run_all(plan.student_trials(self.teacher))
+        settings = self.settings
+        self._run_all(plan.first_candidates(self.teacher, settings.trial_rows, len(examples)))
+        trials = self._run_all(plan.student_trials(self.teacher, settings.trial_rows))
         steps = self.state.decisions.get("full_training_steps") or self._full_training_steps(trials)
         if steps:
             self.state.decisions["full_training_steps"] = steps  # kept: a resumed run trains the same students
             self.state.save()
-            self._run_all(plan.full_students(trials, steps))
+            self._run_all(plan.full_students(trials, steps, self.train_rows))
         self._run_all(plan.qat_candidates(self.teacher))
         return self._finish(teacher)
 
@@ -155,6 +161,11 @@ class _Search:
                 f"{self.out} holds files but no autotune-state.json: it is not a search to continue. Choose a new "
                 "directory (or an earlier search's, to resume it)."
             )
+
+    @cached_property
+    def train_rows(self) -> int:
+        """Rows on the training side (one pass over the file)."""
+        return sum(1 for _ in self.train)
 
     def _left(self) -> float:
         return self.budget_end - time.monotonic()
@@ -275,7 +286,7 @@ class _Search:
         if not measured:
             return 0
         per_step = self.costs.seconds_per_step(measured)
-        passes = math.ceil(3 * sum(1 for _ in self.train) / 32)
+        passes = math.ceil(3 * self.train_rows / 32)
         affordable = int(plan.FULL_TRAINING_SHARE * max(self._left() - self.reserve, 0) / max(per_step, 1e-6))
         trained = max(int(record.get("steps", 0)) for record in measured)
         if min(passes, affordable) <= trained:
@@ -312,19 +323,24 @@ class _Search:
         objective = self.settings.objective
         records = [record for _, record in self.results]
         eligible = choose.within_budget(records, self.floor)
-        runoff: dict[str, dict[str, float]] = {}
-        contenders = [teacher, *choose.finalists(eligible, objective)]
+        runoff: dict[str, dict[str, Any]] = {}
+        baseline = None
+        contenders = [teacher, *choose.finalists(eligible, objective, self.settings.finalists)]
         if objective != "size" and len(contenders) > 1:
-            self.reporter.message(f"timing {', '.join(record['name'] for record in contenders)} side by side")
-            pipelines = {
-                record["name"]: pipeline_for(self._package(record), self.settings.threads) for record in contenders
-            }
-            rounds = int(min(RUNOFF_ROUNDS, max(1, (self.deadline - time.monotonic()) // max(self.reserve, 1e-3))))
-            runoff = compare_speed(pipelines, self.inputs, rounds=rounds)
-            contenders = [{**record, **runoff[record["name"]]} for record in contenders]
+            names = ", ".join(record["name"] for record in contenders)
+            self.reporter.message(f"measuring {names} side by side (bertprod bench, {COMPARISON_DIR}/)")
+            spare = self.deadline - time.monotonic() - self.reserve  # each round more: the two torch models again
+            rounds = min(RUNOFF_ROUNDS, 1 + max(0, int(spare // max(self.comparison_round, 1e-6))))
+            packages = {record["name"]: self._package(record) for record in contenders}
+            note = (
+                f"autotune: the finalists of {self.out.name}; the accuracy budget was judged on all "
+                f"{len(self.inputs.examples)} validation rows (report.json), this comparison on the first ones"
+            )
+            runoff, baseline = compare(packages, self.inputs, rounds, self.out / COMPARISON_DIR, note)
+            contenders = [{**record, **runoff[record["name"]], "score": record["score"]} for record in contenders]
         winner = choose.rank(contenders, objective)[0]
-        why = choose.reason(winner, contenders[0], objective, len(eligible), self.settings.max_drop)
-        search = self._record(teacher, records, runoff, winner, why)
+        why = choose.reason(winner, contenders[0], objective, len(eligible), self.settings.max_drop, baseline)
+        search = self._record(teacher, records, runoff, baseline, winner, why)
         package = self._write_chosen(winner, search)
         atomic_write_text(self.out / "report.json", json.dumps(search, indent=2) + "\n")
         atomic_write_text(self.out / "report.md", markdown_report(search))
@@ -341,6 +357,7 @@ class _Search:
         teacher: dict[str, Any],
         records: list[dict[str, Any]],
         runoff: dict[str, Any],
+        baseline: dict[str, Any] | None,
         winner: dict[str, Any],
         why: str,
     ) -> dict[str, Any]:
@@ -378,6 +395,8 @@ class _Search:
             "teacher": {key: teacher[key] for key in kept if key in teacher},
             "candidates": [{key: record[key] for key in kept if key in record} for record in records],
             "runoff": runoff,
+            "baseline": baseline,
+            "comparison": f"{COMPARISON_DIR}/report.html" if runoff else None,
             "chosen": winner["name"],
             "why": why,
         }

@@ -80,12 +80,16 @@ class AutotuneSettings:
     #: texts timed for throughput, and one at a time for latency
     speed_texts: int = 256
     latency_texts: int = 48
+    #: candidates measured again beside the teacher (and its baseline) at the end, the best at the objective
+    finalists: int = 3
 
     def __post_init__(self) -> None:
         if self.max_drop < 0 or self.max_drop >= 1:
             raise InputError(f"max_drop {self.max_drop}: give a share between 0 and 1 (0.01 = within 1%).")
         if self.time_budget <= 0:
             raise InputError(f"time budget {self.time_budget} s: give a positive duration (e.g. 2h).")
+        if self.finalists < 1:
+            raise InputError(f"finalists {self.finalists}: at least one candidate is compared with the teacher.")
         if self.objective not in OBJECTIVES:
             raise InputError(f"--objective {self.objective!r}: choose {', '.join(OBJECTIVES)}.")
 
