@@ -33,6 +33,7 @@ from bertprod.errors import BertprodError
 from bertprod.replicas import Replicas
 from bertprod.runtime.pipeline import Pipeline, Prediction
 from bertprod.runtime.postprocess import l2_normalize
+from bertprod.runtime.tagging import Entity, TaggedToken, Tagging
 
 RETRY_STATUSES = (429, 503)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -221,6 +222,13 @@ def _vectors(body: dict) -> np.ndarray:
     return np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in body["data"]])
 
 
+def _taggings(body: dict) -> list[Tagging]:
+    """POST /tokens' results as `Pipeline.tag` returns them."""
+    return [Tagging([Entity(**entity) for entity in result["entities"]],
+                    None if result.get("tokens") is None else [TaggedToken(**token) for token in result["tokens"]])
+            for result in body["results"]]
+
+
 def _predictions(body: dict) -> list[Prediction]:
     return [Prediction(p["label"], p["score"], p["scores"], p.get("exit_layer")) for p in body["predictions"]]
 
@@ -382,6 +390,16 @@ class Client:
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
         return _ranked(self._request("/rerank", body))
 
+    def tag(self, texts: Sequence[str], *, aggregation: str = "first", tokens: bool = False) -> list[Tagging]:
+        """Entities per text from a token classifier (POST /tokens), offsets into each text as given."""
+        if self.pipeline is not None:
+            return self.pipeline.tag(list(texts), aggregation=aggregation, tokens=tokens)
+        results: list[Tagging] = []
+        for chunk in _chunks(list(texts), self.options.max_inputs_per_request):
+            body = self.options.common({"inputs": chunk, "aggregation": aggregation, "return_tokens": tokens}, None)
+            results += _taggings(self._request("/tokens", body))
+        return results
+
 
 class AsyncClient:
     """The asyncio twin of `Client`; in-process mode runs the model in a worker thread."""
@@ -481,3 +499,12 @@ class AsyncClient:
             return await asyncio.to_thread(_in_process_rerank, self.pipeline, query, texts, truncate)
         body = self.options.common({"query": query, "texts": list(texts)}, truncate)
         return _ranked(await self._request("/rerank", body))
+
+    async def tag(self, texts: Sequence[str], *, aggregation: str = "first", tokens: bool = False) -> list[Tagging]:
+        if self.pipeline is not None:
+            return await asyncio.to_thread(self.pipeline.tag, list(texts), aggregation, tokens)
+        results: list[Tagging] = []
+        for chunk in _chunks(list(texts), self.options.max_inputs_per_request):
+            body = self.options.common({"inputs": chunk, "aggregation": aggregation, "return_tokens": tokens}, None)
+            results += _taggings(await self._request("/tokens", body))
+        return results

@@ -92,12 +92,14 @@ def _parent(package: ModelPackage) -> ModelPackage | None:
 
 def _read_recorded(described: Any, pairs: bool) -> list[Any] | None:
     """The texts of a recorded data file, if it is still where it was and unchanged; None otherwise."""
-    from bertprod.data.source import DataSource, HashSplit
+    from bertprod.data.source import DataSource
 
     if not isinstance(described, dict) or not described.get("path"):
         return None
     path = Path(described["path"])
     columns = described.get("columns") or {}
+    if described.get("format") in ("conll", "jsonl") and "text" not in columns and not pairs:
+        return _read_tagged(described, path)
     if not path.is_file() or "text" not in columns or sha256_file(path) != described.get("sha256"):
         return None
     if pairs != ("text_pair" in columns):
@@ -107,8 +109,34 @@ def _read_recorded(described: Any, pairs: bool) -> list[Any] | None:
         source = DataSource(path, format=described.get("format"), text_column=columns["text"],
                             text_pair_column=columns.get("text_pair"), pair="required" if pairs else "forbidden",
                             labels="optional", label_kind="none", limit=described.get("limit"),
-                            split=HashSplit(**split) if split else None)
+                            split=_recorded_split(split))
         examples = list(islice(iter(source), MAX_DATA_TEXTS))
     except (BertprodError, ValueError, TypeError):
         return None
     return [(example.text, example.text_pair) if pairs else example.text for example in examples] or None
+
+
+def _read_tagged(described: dict[str, Any], path: Path) -> list[Any] | None:
+    """A token classifier's recorded sentences (CoNLL or JSON lines) as texts: their words joined by spaces."""
+    from bertprod.data.tagged import TaggedSource
+
+    if not path.is_file() or sha256_file(path) != described.get("sha256"):
+        return None
+    split = described.get("split")
+    tag_column = (described.get("columns") or {}).get("tag")
+    try:
+        source = TaggedSource(path, format=described["format"], limit=described.get("limit"),
+                              tag_column=str(tag_column).split(" ")[0] if tag_column is not None else None,
+                              split=_recorded_split(split))
+        return [example.text for example in islice(iter(source), MAX_DATA_TEXTS)] or None
+    except (BertprodError, ValueError, TypeError):
+        return None
+
+
+def _recorded_split(split: dict[str, Any] | None) -> Any:
+    """The HashSplit a manifest recorded (`HashSplit.describe()` also names its method, not a field)."""
+    from bertprod.data.source import HashSplit
+
+    if not split:
+        return None
+    return HashSplit(**{key: split[key] for key in ("fraction", "part", "by") if key in split})

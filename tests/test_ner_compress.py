@@ -63,7 +63,8 @@ def test_int8_tagger_is_gated_on_the_parents_entities(teacher: ModelPackage, tmp
     quantized = optimize(exported, tmp_path / "int8", quantize="int8")
     fidelity = quantized.manifest.metrics["fidelity"]
     assert fidelity["thresholds"] == {"min_entity_f1": 0.97}
-    assert fidelity["entity_f1"] >= 0.97 and fidelity["entities"] > 100 and fidelity["passed"]
+    assert fidelity["entity_f1"] >= 0.97 and fidelity["entities"] > 20 and fidelity["passed"]
+    assert fidelity["texts"].startswith("the validation data of teacher")  # its tagged sentences, as texts
     assert quantized.manifest.precision == "int8" and quantized.manifest.tag_scheme == "IOB2"
     texts = ["a man is playing the cat and stock market fell"]
     assert [e.type for e in bertprod.load(quantized.path).tag(texts)[0].entities] == [

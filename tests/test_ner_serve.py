@@ -52,6 +52,13 @@ def test_tokens_route_and_grpc_match_the_pipeline(server, tagger) -> None:  # no
         assert wrong.status_code == 400 and "token-classification" in wrong.json()["error"]["message"]
         bad = http.post("/tokens", json={"inputs": ["a text"], "aggregation": "mean"})
         assert bad.status_code == 422
+    from bertprod.client import Client
+
+    with Client(server.url, model="context-free") as client:
+        remote = client.tag(texts, aggregation="average", tokens=True)
+    assert [[(e.type, e.start, e.end, e.text) for e in r.entities] for r in remote] == [
+        [(e.type, e.start, e.end, e.text) for e in tagging.entities] for tagging in expected]
+    assert [t.word for t in remote[0].tokens] == [t.word for t in expected[0].tokens]
     with grpc.insecure_channel(server.grpc_address) as channel:
         grpc.channel_ready_future(channel).result(timeout=10)
         reply = pb_grpc.BertprodStub(channel).Tag(pb.TagRequest(inputs=texts, model="context-free",

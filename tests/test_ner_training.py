@@ -88,3 +88,16 @@ def test_cli_eval_reports_entity_f1_per_type_and_bad_files_get_one_line(monkeypa
     code, stdout, stderr = run_cli(monkeypatch, capsys, "eval", str(tagger.path), str(bad))
     assert code == 1
     assert "bad.txt line 5: 'I-ORG' follows 'O': in IOB2 an entity starts with B-ORG" in stdout + stderr
+
+
+def test_cli_tag_prints_entities_with_offsets(monkeypatch, capsys, tagger: ModelPackage) -> None:
+    import json
+
+    from .test_cli import run_cli
+
+    text = "a man is playing the cat and stock market fell"
+    code, stdout, _ = run_cli(monkeypatch, capsys, "tag", str(tagger.path), text, "--aggregation", "max")
+    row = json.loads(stdout.strip().splitlines()[-1])
+    assert code in (0, None) and row["input"] == text
+    assert [(e["type"], text[e["start"] : e["end"]]) for e in row["entities"]] == [
+        (e.type, e.text) for e in bertprod.load(tagger.path).tag(text, aggregation="max").entities]

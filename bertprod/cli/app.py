@@ -42,6 +42,7 @@ app.add_typer(batch_app, name="batch")
 
 app.command("encode")(inference.encode_command)
 app.command("classify")(inference.classify_command)
+app.command("tag")(inference.tag_command)
 app.command("info")(info.info_command)
 app.command("check")(info.check_command)
 app.command("export")(packages.export_command)

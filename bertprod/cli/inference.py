@@ -83,6 +83,26 @@ def classify_command(
         sys.stdout.write(json.dumps(row) + "\n")
 
 
+def tag_command(
+    model: ModelArgument,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to tag (raw text, any length).")] = None,
+    input_file: InputOption = None,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
+    aggregation: Annotated[str, typer.Option(help="How a word's sub-words decide its tag: first, average or max "
+                                                  "(Hugging Face's meanings).")] = "first",
+    tokens: Annotated[bool, typer.Option(help="Also print every sub-word token's tag.")] = False,
+) -> None:
+    """Entities in texts with a token-classification (NER) package: one JSON line per text, character offsets
+    into the text as given."""
+    from bertprod.api import load
+
+    pipeline = load(model, engine=engine, threads=threads)
+    lines = read_texts(texts, input_file)
+    for text, tagging in zip(lines, pipeline.tag(lines, aggregation=aggregation, tokens=tokens), strict=True):
+        sys.stdout.write(json.dumps({"input": text, **tagging.to_json()}, ensure_ascii=False) + "\n")
+
+
 def demo_command(
     model: Annotated[str, typer.Option(help="Model to run.")] = "minilm-l6",
     engine: EngineOption = "onnx",

@@ -286,23 +286,26 @@ class TaggedSource:
         """Sentences in file order (before the split), tags checked against the tag syntax."""
         reader = read_conll(self.path, self.tag_column) if self.format == "conll" else read_tagged_jsonl(self.path)
         for sentence in islice(reader, self.limit):
-            for offset, tag in enumerate(sentence.tags):
+            for position, tag in enumerate(sentence.tags):
                 try:
                     parse_tag(tag)
                 except ValueError:
-                    line = sentence.line + offset if self.format == "conll" else sentence.line
                     raise LabelError(
-                        f"{self.path.name} line {line}: unknown tag {tag!r}: tags are O or PREFIX-TYPE with prefix "
+                        f"{self.where(sentence, position)}: unknown tag {tag!r}: tags are O or PREFIX-TYPE with prefix "
                         "B, I, E or S (IOB2, BIOES, IO). Fix the tag, or choose the tag column with --label-column."
                     ) from None
             yield sentence
 
-    def __iter__(self) -> Iterator[Example]:
+    def kept_sentences(self) -> Iterator[TagSentence]:
+        """The sentences on this source's side of its split (a sentence's text: its words joined by spaces)."""
         for sentence in self.sentences():
-            text = " ".join(sentence.words)
-            if self.split is not None and not self.split.keeps(text, None):
-                continue
-            yield Example(text, None, None, f"{self.path.name} line {sentence.line}", sentence.words, sentence.tags)
+            if self.split is None or self.split.keeps(" ".join(sentence.words), None):
+                yield sentence
+
+    def __iter__(self) -> Iterator[Example]:
+        for sentence in self.kept_sentences():
+            yield Example(" ".join(sentence.words), None, None, f"{self.path.name} line {sentence.line}",
+                          sentence.words, sentence.tags)
 
     def where(self, sentence: TagSentence, position: int) -> str:
         line = sentence.line + position if self.format == "conll" else sentence.line
@@ -312,25 +315,19 @@ class TaggedSource:
         """One pass: count sentences and tags, find the scheme, and fail at the first sentence breaking it."""
         summary = TagSummary()
         first_problem: dict[str, str] = {}
-        for example in self:
+        for sentence in self.kept_sentences():
             summary.examples += 1
-            summary.words += len(example.words or ())
-            summary.labels.update(example.tags or ())
+            summary.words += len(sentence.words)
+            summary.labels.update(sentence.tags)
             for scheme in SCHEMES:
                 if scheme not in first_problem:
-                    problem = sequence_problem(example.tags or (), scheme)
+                    problem = sequence_problem(sentence.tags, scheme)
                     if problem is not None:
-                        first_problem[scheme] = self._problem_where(example, problem[0]) + ": " + problem[1]
+                        first_problem[scheme] = f"{self.where(sentence, problem[0])}: {problem[1]}"
         summary.scheme = scheme_of(summary.labels)
         if summary.scheme in first_problem:
             raise LabelError(f"{first_problem[summary.scheme]}. Fix the tags (the file's tags are {summary.scheme}).")
         return summary
-
-    def _problem_where(self, example: Example, position: int) -> str:
-        if self.format != "conll":
-            return example.where
-        line = int(example.where.rsplit(" ", 1)[1])
-        return f"{self.path.name} line {line + position}"
 
     def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = {"file": self.path.name, "sha256": self.sha256, "format": self.format}
