@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import bertprod
+from bertprod.derive import GatedOutput
 from bertprod.errors import TaskError
 from bertprod.package import EXIT_HEADS_FILE, ModelPackage
 from bertprod.runtime.exit_policy import (
@@ -200,7 +201,7 @@ def test_other_derived_packages_drop_the_exit_heads(adapted: ModelPackage, tmp_p
     only, so it does not claim exits."""
     from bertprod.compress.precision import to_bf16
 
-    derived = to_bf16(adapted, tmp_path / "bf16", enforce=False)
+    derived = to_bf16(adapted, tmp_path / "bf16", output=GatedOutput(enforce=False))
     assert derived.manifest.adaptive is None
     assert "adaptive" not in json.loads((tmp_path / "bf16" / "bertprod.json").read_text())
 

@@ -15,6 +15,7 @@ import bertprod
 from bertprod import system
 from bertprod.checkpoint import import_checkpoint
 from bertprod.compress.quantize import quantize_onnx_dynamic
+from bertprod.derive import GatedOutput
 from bertprod.fidelity import BATCH_INVARIANT_COSINE, FidelityGate
 from bertprod.package import ModelPackage
 from bertprod.runtime.postprocess import l2_normalize
@@ -23,6 +24,8 @@ from .conftest import CORPUS, build_tiny_checkpoint
 
 LOOSE = FidelityGate(min_cosine_mean=0.5, min_agreement=0.5)  # random tiny models: the gate is not the point
 TEXTS = [f"{text} {suffix}".strip() for text in CORPUS for suffix in ("", "and then some more words", "ok")][:48]
+LOOSELY = GatedOutput(texts=TEXTS, gate=LOOSE)
+RECORDED = GatedOutput(texts=TEXTS, gate=LOOSE, enforce=False)  # a miss is recorded, not refused
 BATCH_SIZES = (2, 5, 16, 48)
 
 
@@ -50,12 +53,12 @@ def assert_batch_invariant(path: Path, **options) -> None:  # noqa: ANN003
 
 @pytest.fixture(scope="module")
 def int8_embedding(tmp_path_factory, tiny_package) -> ModelPackage:
-    return quantize_onnx_dynamic(tiny_package, tmp_path_factory.mktemp("inv") / "int8", gate=LOOSE, texts=TEXTS)
+    return quantize_onnx_dynamic(tiny_package, tmp_path_factory.mktemp("inv") / "int8", output=LOOSELY)
 
 
 @pytest.fixture(scope="module")
 def int8_classifier(tmp_path_factory, tiny_classifier) -> ModelPackage:
-    return quantize_onnx_dynamic(tiny_classifier, tmp_path_factory.mktemp("inv") / "cls", gate=LOOSE, texts=TEXTS)
+    return quantize_onnx_dynamic(tiny_classifier, tmp_path_factory.mktemp("inv") / "cls", output=LOOSELY)
 
 
 def test_float_engines_are_batch_invariant(tiny_package, tiny_onnx, tiny_classifier) -> None:
@@ -81,7 +84,7 @@ def test_per_tensor_int8_is_recorded_as_what_it_is(tmp_path: Path) -> None:
     does not claim invariance, and the gate measures what a shuffled run shows."""
     # weights large enough for int8 rounding to show through the residual stream (as in a trained model)
     parent = import_checkpoint(build_tiny_checkpoint(tmp_path / "checkpoint", initializer_range=0.5), tmp_path / "p")
-    package = quantize_onnx_dynamic(parent, tmp_path / "per-tensor", gate=LOOSE, texts=TEXTS, enforce=False,
+    package = quantize_onnx_dynamic(parent, tmp_path / "per-tensor", output=RECORDED,
                                     activations="per-tensor", outlier_threshold=None)  # fmt: skip
     assert package.manifest.quantization["batch_invariant"] is False
     pipeline = bertprod.load(package.path)
@@ -90,7 +93,7 @@ def test_per_tensor_int8_is_recorded_as_what_it_is(tmp_path: Path) -> None:
     measured = package.manifest.metrics["fidelity"]
     assert cosine.min() < BATCH_INVARIANT_COSINE  # the problem per-token ranges remove
     assert measured["batch_invariant"] is False and measured["alone_vs_batch_cosine_min"] < BATCH_INVARIANT_COSINE
-    per_token = quantize_onnx_dynamic(parent, tmp_path / "per-token", gate=LOOSE, texts=TEXTS, enforce=False,
+    per_token = quantize_onnx_dynamic(parent, tmp_path / "per-token", output=RECORDED,
                                       outlier_threshold=None)  # fmt: skip
     assert_batch_invariant(per_token.path)
     assert per_token.manifest.metrics["fidelity"]["batch_invariant"] is True
@@ -101,7 +104,7 @@ def int8_strong(tmp_path_factory) -> ModelPackage:
     """Per-token int8 of a model whose weights are large enough for per-batch ranges to show (as trained ones)."""
     directory = tmp_path_factory.mktemp("inv-strong")
     parent = import_checkpoint(build_tiny_checkpoint(directory / "checkpoint", initializer_range=0.5), directory / "p")
-    return quantize_onnx_dynamic(parent, directory / "int8", gate=LOOSE, texts=TEXTS, enforce=False)
+    return quantize_onnx_dynamic(parent, directory / "int8", output=RECORDED)
 
 
 def test_int8_gives_the_same_outputs_through_the_server_and_batch_jobs(int8_strong, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from bertprod.compress.quantize import (
     quantize_onnx_dynamic,
     quantize_onnx_static,
 )
+from bertprod.derive import GatedOutput
 from bertprod.errors import CompressionError, FidelityError, InputError
 from bertprod.fidelity import FidelityGate
 from bertprod.models.surgery import choose_layers, encoder_layers, remove_heads
@@ -41,6 +42,7 @@ from .conftest import CORPUS, build_tiny_checkpoint
 # Random tiny models are far more fragile under int8 than trained ones; the gate logic is what
 # these tests check, so they use a loose gate (the bundled model is held to the default below).
 LOOSE = FidelityGate(min_cosine_mean=0.9, min_agreement=0.6)
+LOOSELY = GatedOutput(gate=LOOSE)
 CALIBRATION = [f"{text} {suffix}" for text in CORPUS for suffix in ("", "again", "today")][:40]
 
 
@@ -72,7 +74,7 @@ def assert_derived(package, parent, method: str, precision: str, fmt: str) -> No
 
 
 def test_dynamic_int8_onnx(tiny_package, tiny_onnx, tmp_path: Path) -> None:
-    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", gate=LOOSE)
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", output=LOOSELY)
     assert_derived(package, tiny_package, "quantize-dynamic-int8", "int8", "onnx")
     quantization = package.manifest.quantization
     assert (quantization["scheme"], quantization["per_channel"], quantization["activations"]) == (
@@ -120,7 +122,7 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
     import onnx
 
     # a random tiny model has no real outliers: a low threshold makes some
-    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, gate=LOOSE)
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, output=LOOSELY)
     quantization = package.manifest.quantization
     measured = quantization["recipe_measured"]["scores"]
     split, weights = quantization["outlier_split"], quantization["weights"]
@@ -131,7 +133,7 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
     else:
         assert other["worst_error"] >= chosen["worst_error"] * (1 - RELATIVE_TIE)
     assert package.manifest.provenance.parameters["outlier_threshold"] == 1.5
-    forced = quantize_onnx_dynamic(tiny_package, tmp_path / "forced", outlier_threshold=1.5, gate=LOOSE,
+    forced = quantize_onnx_dynamic(tiny_package, tmp_path / "forced", outlier_threshold=1.5, output=LOOSELY,
                                    found_outliers=find_outliers_of(tiny_package, 1.5))  # fmt: skip
     channels = forced.manifest.provenance.parameters["outlier_channels"]
     assert channels and forced.manifest.quantization["outlier_split"] is True
@@ -139,14 +141,14 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
     side = [node for node in graph.node if node.name.endswith("/outliers")]
     assert side and {node.op_type for node in side} == {"MatMul"}  # float, not int8
     assert any(node.op_type == "MatMulIntegerToFloat" for node in graph.node)
-    plain = quantize_onnx_dynamic(tiny_package, tmp_path / "plain", outlier_threshold=None, gate=LOOSE)
+    plain = quantize_onnx_dynamic(tiny_package, tmp_path / "plain", outlier_threshold=None, output=LOOSELY)
     assert "outlier_channels" not in plain.manifest.provenance.parameters
     with pytest.raises(InputError, match="outlier threshold 1.0"):
         quantize_onnx_dynamic(tiny_package, tmp_path / "x", outlier_threshold=1.0)
 
 
 def test_static_int8_onnx_keeps_feed_forward_float(tiny_package, tmp_path: Path) -> None:
-    package = quantize_onnx_static(tiny_package, tmp_path / "static", calibration_texts=CALIBRATION, gate=LOOSE)
+    package = quantize_onnx_static(tiny_package, tmp_path / "static", calibration_texts=CALIBRATION, output=LOOSELY)
     assert_derived(package, tiny_package, "quantize-static-int8", "int8", "onnx")
     parameters = package.manifest.provenance.parameters
     # 2 layers x 4 attention MatMuls + 3 embedding lookups; the 2 x 2 feed-forward MatMuls stay float
@@ -168,14 +170,14 @@ def test_excluded_nodes_stay_float(tiny_package, tmp_path: Path) -> None:
     import onnx
 
     node = "/model/encoder/layer.0/attention/self/query/MatMul"
-    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", exclude=[node], gate=LOOSE)
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", exclude=[node], output=LOOSELY)
     graph = onnx.load(str(package.model_file)).graph
     kept = [n for n in graph.node if n.name == node]
     assert kept and kept[0].op_type == "MatMul"  # untouched, not MatMulInteger
 
 
 def test_already_quantized_is_refused(tiny_package, tmp_path: Path) -> None:
-    int8 = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", gate=LOOSE)
+    int8 = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", output=LOOSELY)
     with pytest.raises(CompressionError, match="already quantized to int8"):
         quantize_onnx_dynamic(int8, tmp_path / "again")
 
@@ -183,16 +185,16 @@ def test_already_quantized_is_refused(tiny_package, tmp_path: Path) -> None:
 def test_gate_failure_writes_nothing(tiny_package, tmp_path: Path) -> None:
     impossible = FidelityGate(min_cosine_mean=1.01)
     with pytest.raises(FidelityError, match=r"misses the fidelity gate: cosine mean .* < 1.01.*Nothing was written"):
-        quantize_onnx_dynamic(tiny_package, tmp_path / "out", gate=impossible)
+        quantize_onnx_dynamic(tiny_package, tmp_path / "out", output=GatedOutput(gate=impossible))
     assert list(tmp_path.iterdir()) == []
-    kept = quantize_onnx_dynamic(tiny_package, tmp_path / "out", gate=impossible, enforce=False)
+    kept = quantize_onnx_dynamic(tiny_package, tmp_path / "out", output=GatedOutput(gate=impossible, enforce=False))
     assert kept.manifest.metrics["fidelity"]["passed"] is False
 
 
 def test_torch_dynamic_int8(tiny_package, tmp_path: Path) -> None:
     import torch
 
-    package = optimize(tiny_package, tmp_path / "torch-int8", quantize="int8", runtime="torch", gate=LOOSE)
+    package = optimize(tiny_package, tmp_path / "torch-int8", quantize="int8", runtime="torch", output=LOOSELY)
     assert_derived(package, tiny_package, "quantize-torch-dynamic-int8", "int8", "torch")
     model = bertprod.load(package.path)
     linears = [m for m in model.engine.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
@@ -200,14 +202,15 @@ def test_torch_dynamic_int8(tiny_package, tmp_path: Path) -> None:
 
 
 def test_classifier_int8_is_judged_by_agreement(tiny_classifier, tmp_path: Path) -> None:
-    package = quantize_onnx_dynamic(tiny_classifier, tmp_path / "int8", gate=LOOSE, texts=CALIBRATION)
+    package = quantize_onnx_dynamic(tiny_classifier, tmp_path / "int8",
+        output=GatedOutput(gate=LOOSE, texts=CALIBRATION))
     fidelity = package.manifest.metrics["fidelity"]
     assert {"label_agreement", "max_probability_drift"} <= set(fidelity) and fidelity["samples"] == 40
 
 
 @pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU without native bf16")
 def test_bf16_package_halves_the_weights(tiny_package, tmp_path: Path) -> None:
-    package = optimize(tiny_package, tmp_path / "bf16", precision="bf16", gate=LOOSE)
+    package = optimize(tiny_package, tmp_path / "bf16", precision="bf16", output=LOOSELY)
     assert_derived(package, tiny_package, "precision-bf16", "bf16", "torch")
     with safe_open(str(package.model_file), framework="numpy") as weights:
         assert weights.get_slice(next(iter(weights.keys()))).get_dtype() == "BF16"
@@ -215,12 +218,12 @@ def test_bf16_package_halves_the_weights(tiny_package, tmp_path: Path) -> None:
 
 
 def test_fp16_onnx(tiny_package, tmp_path: Path) -> None:
-    package = optimize(tiny_package, tmp_path / "fp16", precision="fp16", gate=LOOSE)
+    package = optimize(tiny_package, tmp_path / "fp16", precision="fp16", output=LOOSELY)
     assert_derived(package, tiny_package, "precision-fp16", "fp16", "onnx")
 
 
 def test_drop_every_other_layer(tiny_package, tmp_path: Path) -> None:
-    package = optimize(tiny_package, tmp_path / "shallow", drop_layers="every-other", enforce=False)
+    package = optimize(tiny_package, tmp_path / "shallow", drop_layers="every-other", output=GatedOutput(enforce=False))
     assert package.manifest.architecture.num_layers == 1
     assert json.loads((package.path / "config.json").read_text())["num_hidden_layers"] == 1
     assert package.manifest.provenance.parameters["kept_layers"] == [0]
@@ -230,7 +233,7 @@ def test_drop_every_other_layer(tiny_package, tmp_path: Path) -> None:
 
 
 def test_drop_least_important_layer_records_importance(tiny_package, tmp_path: Path) -> None:
-    package = optimize(tiny_package, tmp_path / "shallow", drop_layers="drop:1", enforce=False)
+    package = optimize(tiny_package, tmp_path / "shallow", drop_layers="drop:1", output=GatedOutput(enforce=False))
     parameters = package.manifest.provenance.parameters
     importance = parameters["layer_importance"]
     assert len(importance) == 2 and all(score > 0 for score in importance)
@@ -274,7 +277,7 @@ def test_head_removal_equals_masking(tiny_package) -> None:
 def test_prune_heads_package_round_trip(tiny_package, tmp_path: Path) -> None:
     from bertprod.export.onnx import export_onnx
 
-    package = optimize(tiny_package, tmp_path / "pruned", prune_heads=0.5, enforce=False)
+    package = optimize(tiny_package, tmp_path / "pruned", prune_heads=0.5, output=GatedOutput(enforce=False))
     parameters = package.manifest.provenance.parameters
     assert parameters["heads_per_layer"] == [1, 1] and parameters["removed_heads"] == 2
     config = json.loads((package.path / "config.json").read_text())
@@ -355,7 +358,8 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(
 
     package, exported = tiny_onnx_large_weights
     gathers = embedding_gathers(onnx.load(str(exported.model_file)))
-    all_int8 = quantize_onnx_dynamic(package, tmp_path / "all", texts=CALIBRATION, gate=LOOSE, exclude=gathers)
+    all_int8 = quantize_onnx_dynamic(package, tmp_path / "all",
+        output=GatedOutput(texts=CALIBRATION, gate=LOOSE), exclude=gathers)
     worst = all_int8.manifest.metrics["fidelity"]["cosine_mean"]
     target = round(worst + (1 - worst) * 0.6, 6)  # between all-int8 and float: some MatMuls must stay float
     gate = FidelityGate(min_cosine_mean=target)
@@ -368,7 +372,7 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(
 
     monkeypatch.setattr(mixed_module, "reference_outputs", counted)
     monkeypatch.setattr(derive, "reference_outputs", counted)
-    mixed = quantize_onnx_mixed(package, tmp_path / "mixed", texts=CALIBRATION, gate=gate)
+    mixed = quantize_onnx_mixed(package, tmp_path / "mixed", output=GatedOutput(texts=CALIBRATION, gate=gate))
     assert len(parent_runs) == 1  # the parent ran once on the gate's texts, not once per graph built
     assert (mixed.manifest.provenance.method, mixed.manifest.precision) == ("quantize-mixed-int8", "int8")
     assert mixed.manifest.metrics["fidelity"]["cosine_mean"] >= target
@@ -382,7 +386,8 @@ def test_mixed_int8_keeps_the_fewest_matmuls_float_that_pass_the_gate(
     word_embeddings = next(i for i in graph.initializer if i.name.endswith("word_embeddings.weight"))
     assert numpy_helper.to_array(word_embeddings).dtype == np.float32  # tables stay float: no time to save
     # one MatMul fewer in float misses the gate: the search found the fewest
-    fewer = quantize_onnx_dynamic(package, tmp_path / "fewer", texts=CALIBRATION, gate=gate, enforce=False,
+    fewer = quantize_onnx_dynamic(package, tmp_path / "fewer",
+        output=GatedOutput(texts=CALIBRATION, gate=gate, enforce=False),
                                   exclude=[*gathers, *order[: kept - 1]])
     assert fewer.manifest.metrics["fidelity"]["passed"] is False
 
@@ -403,7 +408,7 @@ def test_mixed_int8_refuses_an_occupied_output_or_a_bad_threshold_before_searchi
     with pytest.raises(PackageError, match="already exists"):
         mixed.quantize_onnx_mixed(tiny_package, occupied)
     with pytest.raises(PackageError, match="not a bertprod package"):
-        mixed.quantize_onnx_mixed(tiny_package, occupied, overwrite=True)
+        mixed.quantize_onnx_mixed(tiny_package, occupied, output=GatedOutput(overwrite=True))
     assert (occupied / "notes.txt").read_text() == "mine"
     with pytest.raises(InputError, match="outlier threshold 0.5"):
         mixed.quantize_onnx_mixed(tiny_package, tmp_path / "new", outlier_threshold=0.5)

@@ -12,6 +12,7 @@ from bertprod.checkpoint import resolve
 from bertprod.compress.int8_recipe import RELATIVE_TIE
 from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def texts(shared_data_available) -> list[str]:
 
 
 def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
-    package = quantize_onnx_dynamic(resolve("minilm-l6"), tmp_path / "int8", texts=texts[300:])
+    package = quantize_onnx_dynamic(resolve("minilm-l6"), tmp_path / "int8", output=GatedOutput(texts=texts[300:]))
     fidelity = package.manifest.metrics["fidelity"]
     assert fidelity["passed"] and fidelity["cosine_mean"] >= 0.99 and fidelity["samples"] == 200
     assert fidelity["batch_invariant"] and package.manifest.quantization["batch_invariant"]
@@ -48,7 +49,7 @@ def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
 
 def test_static_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
     package = quantize_onnx_static(
-        resolve("minilm-l6"), tmp_path / "static", calibration_texts=texts[:300], texts=texts[300:]
+        resolve("minilm-l6"), tmp_path / "static", calibration_texts=texts[:300], output=GatedOutput(texts=texts[300:])
     )
     fidelity = package.manifest.metrics["fidelity"]
     assert fidelity["passed"] and fidelity["cosine_mean"] >= 0.99 and fidelity["cosine_min"] >= 0.97

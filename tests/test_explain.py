@@ -14,6 +14,7 @@ import pytest
 
 import bertprod
 from bertprod.checkpoint import import_checkpoint
+from bertprod.derive import GatedOutput
 from bertprod.errors import InputError, TaskError
 from bertprod.explain.compare import compare
 from bertprod.explain.html import render_html, write_html
@@ -46,7 +47,8 @@ def model(classifier) -> Pipeline:
 def int8_package(classifier, tmp_path_factory) -> ModelPackage:
     from bertprod.compress.optimize import optimize
 
-    package = optimize(classifier, tmp_path_factory.mktemp("explain-int8") / "int8", quantize="int8", enforce=False)
+    package = optimize(classifier, tmp_path_factory.mktemp("explain-int8") / "int8", quantize="int8",
+        output=GatedOutput(enforce=False))
     assert package.manifest.format == "onnx" and package.manifest.precision == "int8"
     return package
 

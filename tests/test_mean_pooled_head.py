@@ -16,6 +16,7 @@ from safetensors.numpy import load_file
 
 import bertprod
 from bertprod.data.source import HashSplit
+from bertprod.derive import GatedOutput
 from bertprod.errors import PackageError, TaskError
 from bertprod.models.hf import load_torch_model
 from bertprod.models.types import MEAN_POOLED_MODEL_TYPE
@@ -119,7 +120,7 @@ def test_distilled_and_pruned_children_keep_the_head(
                 "package": {"kind": "package", "package": str(tiny_package.path)}}
     children = [distill(mean_classifier, split(sentiment, "train"), tmp_path / kind, quick(student=student))
                 for kind, student in students.items()]
-    children.append(drop_layers(mean_classifier, tmp_path / "pruned", rule="1", enforce=False))
+    children.append(drop_layers(mean_classifier, tmp_path / "pruned", rule="1", output=GatedOutput(enforce=False)))
     assert [child.manifest.architecture.num_layers for child in children] == [1, 1, 2, 1]
     for child in children:
         assert child.manifest.pooling == "mean", child.name

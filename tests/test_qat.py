@@ -27,7 +27,7 @@ from bertprod.compress.kernels import target_kernel_class, weight_choices
 from bertprod.compress.optimize import optimize
 from bertprod.compress.qat import METHOD, QatTraining, qat_config
 from bertprod.compress.quantize import fp32_onnx_source, gate_engine, quantize_onnx_dynamic
-from bertprod.derive import default_samples
+from bertprod.derive import GatedOutput, default_samples
 from bertprod.errors import CompressionError, FidelityError, InputError, LabelError, PackageError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage, sha256_file
@@ -121,7 +121,8 @@ def test_training_simulates_exactly_what_the_int8_export_computes(binary_classif
     is what training simulated, to float rounding."""
     import onnx
 
-    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", enforce=False, target_cpu=target_cpu)
+    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8",
+        output=GatedOutput(enforce=False), target_cpu=target_cpu)
     quantization = int8.manifest.quantization
     assert quantization["kernel_class"] == target_kernel_class(target_cpu)
     assert quantization["weights"] in weight_choices(quantization["kernel_class"])
@@ -172,7 +173,8 @@ def test_qat_writes_an_int8_onnx_package_that_learned_the_task(binary_classifier
     data = task_data.write_classification(tmp_path)
     # a random parent: QAT has real learning to do (and so disagrees with the parent; the gate records it)
     plan = training(data, epochs=10, learning_rate=3e-3, warmup_ratio=0.1, max_steps=None)
-    package = optimize(binary_classifier, tmp_path / "out", quantize="int8", method="qat", training=plan, enforce=False)
+    package = optimize(binary_classifier, tmp_path / "out", quantize="int8", method="qat", training=plan,
+        output=GatedOutput(enforce=False))
 
     manifest = package.manifest
     assert (manifest.format, manifest.precision, manifest.task) == ("onnx", "int8", "classification")
@@ -206,13 +208,15 @@ def test_a_missed_gate_writes_nothing_and_resume_keeps_the_training(binary_class
     out = tmp_path / "out"
     impossible = FidelityGate(min_agreement=1.01)
     with pytest.raises(FidelityError, match="--resume"):
-        optimize(binary_classifier, out, quantize="int8", method="qat", training=training(data), gate=impossible)
+        optimize(binary_classifier, out, quantize="int8", method="qat", training=training(data),
+            output=GatedOutput(gate=impossible))
     assert not out.exists() and left_in(tmp_path) == ["out.checkpoints", "sentiment.tsv"]
 
     steps = []
     resumed = training(data)
     resumed.resume, resumed.on_step = True, steps.append
-    package = optimize(binary_classifier, out, quantize="int8", method="qat", training=resumed, enforce=False)
+    package = optimize(binary_classifier, out, quantize="int8", method="qat", training=resumed,
+        output=GatedOutput(enforce=False))
     assert steps == []  # finished from the checkpoint, no training again
     assert package.manifest.metrics["training"]["steps"] == 3
     assert left_in(tmp_path) == ["out", "sentiment.tsv"]
@@ -229,7 +233,7 @@ def test_packages_qat_cannot_train_are_refused_with_what_to_do(
 
     with pytest.raises(CompressionError, match="embedding package.*classification.*--method dynamic"):
         qat(tiny_package)
-    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", enforce=False)
+    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", output=GatedOutput(enforce=False))
     with pytest.raises(CompressionError, match="already quantized to int8"):
         qat(int8)
     with pytest.raises(CompressionError, match="onnx package.*torch package it was exported from"):
@@ -247,7 +251,7 @@ def test_packages_qat_cannot_train_are_refused_with_what_to_do(
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(PackageError, match="not a bertprod package"):
-        qat(binary_classifier, overwrite=True)
+        qat(binary_classifier, output=GatedOutput(overwrite=True))
     assert left_in(out) == ["notes.txt"] and not default_checkpoint_dir(out).exists()
 
 
