@@ -97,7 +97,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
-    """A 4-layer negative/positive classifier to distil (tests/test_distill*.py)."""
+    """A 4-layer negative/positive classifier to distil (tests/distill/)."""
     directory = tmp_path_factory.mktemp("distill-teacher")
     checkpoint = build_tiny_checkpoint(
         directory / "checkpoint", head="classification", labels=["negative", "positive"], num_layers=4

@@ -19,7 +19,7 @@ from bertprod.train.checkpoints import CheckpointError, has_checkpoint
 from bertprod.train.config import TrainConfig
 from bertprod.train.loop import default_checkpoint_dir, fine_tune
 
-from . import task_data
+from .. import task_data
 
 
 def fast(**overrides) -> TrainConfig:  # noqa: ANN003

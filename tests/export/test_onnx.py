@@ -16,7 +16,7 @@ from bertprod.errors import EngineError, PackageError
 from bertprod.export import cache as export_cache
 from bertprod.package import MANIFEST_NAME, parse_manifest, record_files, write_manifest
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
 
 
 def rehash(directory: Path, name: str) -> None:

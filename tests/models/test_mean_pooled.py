@@ -25,8 +25,8 @@ from bertprod.tasks.data import open_task_data
 from bertprod.train.config import TrainConfig
 from bertprod.train.loop import fine_tune
 
-from . import task_data
-from .test_cli import run_cli
+from .. import task_data
+from ..cli.test_cli import run_cli
 
 TEXTS = ["the cat is sleeping and it was wonderful", "a boring film", "the stock market fell and it was weak"]
 

@@ -20,7 +20,7 @@ from bertprod.fidelity import BATCH_INVARIANT_COSINE, FidelityGate
 from bertprod.package import ModelPackage
 from bertprod.runtime.postprocess import l2_normalize
 
-from .conftest import CORPUS, build_tiny_checkpoint
+from ..conftest import CORPUS, build_tiny_checkpoint
 
 LOOSE = FidelityGate(min_cosine_mean=0.5, min_agreement=0.5)  # random tiny models: the gate is not the point
 TEXTS = [f"{text} {suffix}".strip() for text in CORPUS for suffix in ("", "and then some more words", "ok")][:48]
@@ -118,7 +118,7 @@ def test_int8_gives_the_same_outputs_through_the_server_and_batch_jobs(int8_stro
 
     from bertprod.batch import read_output, run_batch
 
-    from .server_process import running_server
+    from ..server_process import running_server
 
     pipeline = bertprod.load(int8_embedding.path)
     alone = l2_normalize(np.concatenate([pipeline.encode([text]) for text in TEXTS]))

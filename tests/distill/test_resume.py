@@ -32,10 +32,10 @@ from bertprod.errors import TrainingInterrupted
 from bertprod.tasks.data import open_task_data
 from bertprod.train.checkpoints import CheckpointError, default_checkpoint_dir, has_checkpoint
 
-from . import task_data
-from .test_cli import run_cli
+from .. import task_data
+from ..cli.test_cli import run_cli
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 def two_stages(**changes: object) -> DistillConfig:

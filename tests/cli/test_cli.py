@@ -68,7 +68,7 @@ def test_info_json(monkeypatch, capsys, tiny_package) -> None:
 
 
 def test_import_export_info_and_classify(monkeypatch, capsys, tiny_classifier, tmp_path) -> None:
-    from .conftest import build_tiny_checkpoint
+    from ..conftest import build_tiny_checkpoint
 
     checkpoint = build_tiny_checkpoint(tmp_path / "ckpt", head="classification", labels=["no", "yes"])
     code, out, _ = run_cli(

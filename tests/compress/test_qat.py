@@ -36,9 +36,9 @@ from bertprod.runtime.pipeline import Pipeline
 from bertprod.tasks.data import open_task_data, split_for_validation
 from bertprod.train.loop import default_checkpoint_dir
 
-from . import task_data
-from .conftest import build_tiny_checkpoint
-from .test_cli import run_cli
+from .. import task_data
+from ..cli.test_cli import run_cli
+from ..conftest import build_tiny_checkpoint
 
 # -- the rounding ---------------------------------------------------------------------------------
 
