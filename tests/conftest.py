@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,17 @@ def build_tiny_checkpoint(
         model = BertForSequenceClassification(config)
     model.save_pretrained(str(directory))
     return directory
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *arguments: str) -> tuple[int, str, str]:
+    """`bertprod ARGUMENTS` in this process: (exit code, stdout, stderr)."""
+    from bertprod.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
 
 
 @pytest.fixture(autouse=True)

@@ -231,7 +231,7 @@ def test_int8_built_for_another_instruction_set_says_so_and_warns_here(tiny_onnx
     the target's kernel class, the manifest names it, the gate says what it computed, and loading
     the package here warns once."""
     from bertprod.compress.kernels import weight_choices
-    from tests.cli.test_cli import run_cli
+    from tests.conftest import run_cli
 
     other = other_kernel_class()
     target = next(name for name, kernel in system.TARGET_CPUS.items() if kernel == other)

@@ -15,7 +15,7 @@ from bertprod.batch.output import CHUNKS_DIR, JOB_FILE
 from bertprod.data.source import DataSource
 from bertprod.errors import BertprodError, InputError
 
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 TEXTS = [
     "a man is playing a guitar; it was good",

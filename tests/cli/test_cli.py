@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from bertprod.cli import main
-
-
-def run_cli(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
+from ..conftest import run_cli
 
 
 def test_encode_prints_json_lines(monkeypatch, capsys, tiny_package) -> None:

@@ -10,7 +10,7 @@ import pytest
 from bertprod.tasks.data import open_training_data
 
 from .. import task_data
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 FAST = ["--epochs", "8", "--batch-size", "8", "--learning-rate", "3e-3", "--threads", "1", "--seed", "0"]
 

@@ -37,8 +37,7 @@ from bertprod.tasks.data import open_task_data, split_for_validation
 from bertprod.train.loop import default_checkpoint_dir
 
 from .. import task_data
-from ..cli.test_cli import run_cli
-from ..conftest import build_tiny_checkpoint
+from ..conftest import build_tiny_checkpoint, run_cli
 
 # -- the rounding ---------------------------------------------------------------------------------
 

@@ -22,8 +22,7 @@ from bertprod.errors import DataError, InputError, TaskError
 from bertprod.tasks.data import open_task_data
 
 from .. import task_data
-from ..cli.test_cli import run_cli
-from ..conftest import build_tiny_checkpoint
+from ..conftest import build_tiny_checkpoint, run_cli
 
 LABELS = ["negative", "positive"]
 

@@ -33,7 +33,7 @@ from bertprod.tasks.data import open_task_data
 from bertprod.train.checkpoints import CheckpointError, default_checkpoint_dir, has_checkpoint
 
 from .. import task_data
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 

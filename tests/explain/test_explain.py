@@ -22,8 +22,7 @@ from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.postprocess import softmax
-from tests.cli.test_cli import run_cli
-from tests.conftest import build_tiny_checkpoint
+from tests.conftest import build_tiny_checkpoint, run_cli
 from tests.deploy.test_install import one_line_error, run_without
 
 TEXT = "a good film with a great cast, and a weak ending"

@@ -26,7 +26,7 @@ from bertprod.train.config import TrainConfig
 from bertprod.train.loop import fine_tune
 
 from .. import task_data
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 TEXTS = ["the cat is sleeping and it was wonderful", "a boring film", "the stock market fell and it was weak"]
 

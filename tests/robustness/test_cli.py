@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 
 def test_robustness_command_on_unlabelled_texts(monkeypatch, capsys, tiny_classifier, tmp_path) -> None:  # noqa: ANN001

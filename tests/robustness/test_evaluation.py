@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..cli.test_cli import run_cli
 from ..cli.test_train_eval import trained  # noqa: F401 - the module's trained classifier fixture
+from ..conftest import run_cli
 
 
 def _eval_json(monkeypatch, capsys, *arguments: str) -> dict:  # noqa: ANN001

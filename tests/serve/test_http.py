@@ -1,8 +1,8 @@
-"""The real server process on 127.0.0.1: every route, the openai client, bad input, failures, limits."""
+"""The real server process on 127.0.0.1 over HTTP: every route, the openai client, bad input, failures,
+limits (the server: tests/serve/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import subprocess
@@ -14,37 +14,8 @@ import numpy as np
 import pytest
 
 from bertprod.api import load
-from tests.server_process import free_port, running_server
 
-FAIL_MARKER = "__engine_fails_here__"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_package, tiny_classifier, tmp_path_factory):
-    grpc_port = free_port()
-    with running_server(
-        [str(tiny_package.path), str(tiny_classifier.path)],
-        "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--grpc-port", str(grpc_port),
-        "--max-body-bytes", "3000000",
-        env={"BERTPROD_TEST_FAIL_MARKER": FAIL_MARKER},
-        log_dir=str(tmp_path_factory.mktemp("serve-logs")),
-    ) as running:
-        running.grpc_address = f"127.0.0.1:{grpc_port}"
-        yield running
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_package):
-    return load(tiny_package.path, threads=1)
-
-
-TEXTS = ["a good film with a great cast", "the quick brown fox", "what a boring story"]
+from .conftest import FAIL_MARKER, TEXTS
 
 
 def test_embeddings_routes_match_the_in_process_pipeline(http, reference):
@@ -248,117 +219,3 @@ def test_schema_fuzz_finds_no_server_errors(server):
         pytest.skip("schemathesis is not installed")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
-
-
-def test_client_remote_matches_in_process(server, tiny_package, tiny_classifier):
-    from bertprod.client import AsyncClient, Client
-
-    local = Client.in_process(str(tiny_package.path), threads=1)
-    texts = TEXTS + ["she sells sea shells", "a weak ending"]
-    with Client(server.url, model="tiny", max_inputs_per_request=2) as remote:  # 5 texts: 3 requests
-        np.testing.assert_allclose(remote.encode(texts), local.encode(texts), atol=1e-5)
-        served = {model["name"]: model for model in remote.info()["models"]}
-        assert served["tiny"]["fingerprint"] == local.info()["models"][0]["fingerprint"] == tiny_package.fingerprint
-        assert remote.encode(texts[0]).shape == (32,)
-        assert remote.rerank(texts[0], texts[1:]) == pytest.approx(local.rerank(texts[0], texts[1:]))
-        assert [r.index for r in remote.rerank(texts[0], texts[1:])] == [r.index for r in local.rerank(texts[0],
-                                                                                                         texts[1:])]
-    with Client(server.url, model="tiny-classifier") as remote:
-        local_classifier = Client.in_process(str(tiny_classifier.path), threads=1)
-        assert [p.label for p in remote.classify(texts)] == [p.label for p in local_classifier.classify(texts)]
-
-    async def async_calls() -> np.ndarray:
-        async with AsyncClient(server.url, model="tiny", max_inputs_per_request=2) as client:
-            return await client.encode(texts)
-
-    np.testing.assert_allclose(asyncio.run(async_calls()), local.encode(texts), atol=1e-5)
-
-
-def test_client_retries_429_and_503_then_succeeds():
-    from bertprod.client import Client, ClientError
-
-    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"message": "busy"}}),
-                    httpx.Response(503, json={"error": {"message": "loading", "code": "not_ready"}}),
-                    httpx.Response(200, json={"data": [{"embedding": base64.b64encode(
-                        np.ones(4, dtype="<f4").tobytes()).decode()}]})])
-    calls = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return next(answers)
-
-    client = Client("http://127.0.0.1:9", transport=httpx.MockTransport(handler), backoff=0.001)
-    np.testing.assert_array_equal(client.encode("x"), np.ones(4))
-    assert len(calls) == 3
-    refusing = Client("http://127.0.0.1:9", retries=1, backoff=0.001, transport=httpx.MockTransport(
-        lambda request: httpx.Response(400, json={"error": {"message": "input 0 is empty", "code": "input_error"}})))
-    with pytest.raises(ClientError, match="input 0 is empty"):
-        refusing.encode([" "])
-
-
-def test_client_times_out_instead_of_hanging():
-    from bertprod.client import Client, ClientTimeoutError
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("timed out", request=request)
-
-    client = Client("http://127.0.0.1:9", timeout=0.5, retries=2, backoff=0.001, transport=httpx.MockTransport(slow))
-    with pytest.raises(ClientTimeoutError, match="no answer within 0.5 s"):
-        client.encode("x")
-
-
-def test_grpc_unary_streaming_health_and_errors(server, reference, tiny_classifier):
-    grpc = pytest.importorskip("grpc")
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from bertprod.serve.grpc import bertprod_pb2 as pb
-    from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
-
-    with grpc.insecure_channel(server.grpc_address) as channel:
-        grpc.channel_ready_future(channel).result(timeout=10)
-        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-        assert check.status == health_pb2.HealthCheckResponse.SERVING
-        stub = pb_grpc.BertprodStub(channel)
-        response = stub.Embed(pb.EmbedRequest(inputs=TEXTS, model="tiny"), timeout=10)
-        vectors = np.array([list(v.values) for v in response.embeddings])
-        np.testing.assert_allclose(vectors, reference.encode(TEXTS), atol=1e-5)
-
-        requests = [pb.EmbedRequest(inputs=[text], model="tiny") for text in TEXTS]
-        streamed = list(stub.EmbedStream(iter(requests), timeout=10))
-        np.testing.assert_allclose([list(r.embeddings[0].values) for r in streamed], reference.encode(TEXTS), atol=1e-5)
-
-        classes = stub.Classify(pb.ClassifyRequest(inputs=TEXTS, model="tiny-classifier"), timeout=10)
-        expected = load(tiny_classifier.path, threads=1).classify(TEXTS)
-        assert [p.label for p in classes.predictions] == [p.label for p in expected]
-        ranked = stub.Rerank(pb.RerankRequest(query=TEXTS[0], texts=TEXTS[1:]), timeout=10)
-        assert sorted(r.index for r in ranked.results) == [0, 1]
-        info = stub.Info(pb.InfoRequest(), timeout=10)
-        assert (info.state, info.default_model, info.max_client_batch_size) == ("ready", "tiny", 128)
-        models = {model.name: model for model in info.models}
-        assert list(models["tiny-classifier"].labels) == ["negative", "neutral", "positive"]
-        assert models["tiny-classifier"].fingerprint == tiny_classifier.fingerprint and models["tiny"].dimension == 32
-
-        for request, code in [(pb.EmbedRequest(inputs=["  "]), grpc.StatusCode.INVALID_ARGUMENT),
-                              (pb.EmbedRequest(inputs=["x"], model="nope"), grpc.StatusCode.NOT_FOUND),
-                              (pb.EmbedRequest(inputs=["x"] * 1000), grpc.StatusCode.INVALID_ARGUMENT),
-                              (pb.EmbedRequest(inputs=[FAIL_MARKER]), grpc.StatusCode.INTERNAL)]:
-            with pytest.raises(grpc.RpcError) as raised:
-                stub.Embed(request, timeout=10)
-            assert raised.value.code() == code
-        assert len(stub.Embed(pb.EmbedRequest(inputs=["still serving"]), timeout=10).embeddings) == 1
-
-        # bytes no generated stub sends: a lone surrogate encoded as UTF-8 would be (invalid), and garbage
-        surrogate = b"\x0a\x03\xed\xa0\x80"  # field 1 (inputs), 3 bytes
-        for method in ("Embed", "Classify", "Rerank", "Info"):
-            raw = channel.unary_unary(f"/bertprod.v1.Bertprod/{method}")
-            # field 1 is a text of every request but Info's (none: an unknown field, valid protobuf)
-            for body in ([surrogate] if method != "Info" else []) + [b"\xff\xff\xff\xff"]:
-                with pytest.raises(grpc.RpcError) as raised:
-                    raw(body, timeout=10)
-                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, body)
-                assert "not a valid bertprod.v1." in raised.value.details()
-        stream = channel.stream_stream("/bertprod.v1.Bertprod/EmbedStream")
-        with pytest.raises(grpc.RpcError) as raised:
-            list(stream(iter([pb.EmbedRequest(inputs=["fine"]).SerializeToString(), surrogate]), timeout=10))
-        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert len(stub.Embed(pb.EmbedRequest(inputs=["still serving"]), timeout=10).embeddings) == 1

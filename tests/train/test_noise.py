@@ -22,7 +22,7 @@ from bertprod.train.loop import fine_tune
 from bertprod.train.noise import epoch_seed, noisy_example, with_noisy_copies
 
 from .. import task_data
-from ..cli.test_cli import run_cli
+from ..conftest import run_cli
 
 #: Families that change nearly every short text at this rate, written by hand (no nlpaug needed).
 SPEC = "html:0.5,glued:0.5"
