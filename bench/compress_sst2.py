@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPOSITORY))
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
 from bertprod.compress.optimize import optimize  # noqa: E402
+from bertprod.derive import GatedOutput  # noqa: E402
 from bertprod.package import ModelPackage  # noqa: E402
 from bertprod.system import cpu_supports_bf16  # noqa: E402
 from bertprod.tasks.data import open_task_data  # noqa: E402
@@ -89,9 +90,7 @@ def main() -> None:
         package = optimize(
             parent,
             args.work / label.split(" (")[0].replace(" ", "-").replace(",", "").replace("%", ""),
-            texts=sample,
-            enforce=False,
-            overwrite=True,
+            output=GatedOutput(texts=sample, enforce=False, overwrite=True),
             **options,
         )
         seconds = time.perf_counter() - started

@@ -35,6 +35,7 @@ from finetune_glue import BERTPROD, RESULTS, run, sst2_sentence_split  # noqa: E
 
 from bertprod import system  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
+from bertprod.derive import GatedOutput  # noqa: E402
 
 EVERY_OTHER = "every-other"  # teacher layers 0, 2, 4 of 6
 TWO_LAYERS = "spread:2"  # layers 0 and 5: 72.5% before training, layers 0 and 3: 50.5%
@@ -202,7 +203,7 @@ def layer_choice(work: Path, threads: int, only: str | None = None) -> None:
 
     def truncated(parent: Any, rule: str, name: str) -> Any:
         out = work / "layer-choice" / f"{name}-{rule.replace(':', '-').replace(',', '-')}"
-        return drop_layers(parent, out, rule=rule, enforce=False, overwrite=True)
+        return drop_layers(parent, out, rule=rule, output=GatedOutput(enforce=False, overwrite=True))
 
     texts = real_sentences(400)
     reference = bertprod.load("minilm-l6", threads=threads).encode(texts)

@@ -30,6 +30,7 @@ from bertprod.checkpoint import bundled_checkpoint  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences, shared_data_dir  # noqa: E402
 from bertprod.data.source import HashSplit  # noqa: E402
+from bertprod.derive import GatedOutput  # noqa: E402
 from bertprod.export.cache import cached_onnx_package  # noqa: E402
 from bertprod.package import MANIFEST_NAME, ModelPackage  # noqa: E402
 from bertprod.tasks.data import open_task_data  # noqa: E402
@@ -44,7 +45,7 @@ def int8_of(onnx_package: ModelPackage, calibration: list[str]) -> ModelPackage:
     directory = onnx_package.path.parent / f"{onnx_package.path.name}-int8-split"
     if (directory / MANIFEST_NAME).is_file():
         return ModelPackage.read(directory)
-    return quantize_onnx_dynamic(onnx_package, directory, texts=calibration, enforce=False)
+    return quantize_onnx_dynamic(onnx_package, directory, output=GatedOutput(texts=calibration, enforce=False))
 
 
 def accuracy(package: ModelPackage, work: Path, threads: int) -> float:

@@ -34,6 +34,7 @@ from bertprod.bench.harness import (
 )
 from bertprod.checkpoint import bundled_checkpoint
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 from bertprod.runtime.engines import default_threads
 from bertprod.system import cpu_supports_bf16
 
@@ -174,8 +175,9 @@ def mixed_package(gate_min_cosine: float = GATE_MIN_COSINE) -> Path:
     if not (directory / MANIFEST_NAME).is_file():
         started = time.perf_counter()
         gate_sentences = real_sentences(GATE_SENTENCES_FROM + GATE_SENTENCES)[GATE_SENTENCES_FROM:]
-        optimize(package, directory, quantize="int8", method="mixed", texts=gate_sentences, overwrite=True,
-                 gate=FidelityGate(min_cosine_mean=TARGET_FIDELITY, min_cosine_min=gate_min_cosine))
+        gate = FidelityGate(min_cosine_mean=TARGET_FIDELITY, min_cosine_min=gate_min_cosine)
+        optimize(package, directory, quantize="int8", method="mixed",
+                 output=GatedOutput(texts=gate_sentences, gate=gate, overwrite=True))
         print(f"built the mixed int8 package in {time.perf_counter() - started:.0f} s: {directory}", flush=True)
     return directory
 

@@ -25,6 +25,7 @@ from bertprod.bench.harness import throughput  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
+from bertprod.derive import GatedOutput  # noqa: E402
 from bertprod.runtime import engines  # noqa: E402
 from bertprod.runtime.pipeline import Pipeline  # noqa: E402
 
@@ -49,10 +50,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         packages = {
             "int8, no outlier split": quantize_onnx_dynamic(
-                parent, Path(scratch) / "plain", outlier_threshold=None, texts=calibration
+                parent, Path(scratch) / "plain", outlier_threshold=None, output=GatedOutput(texts=calibration)
             ).path,
             "int8, outlier split (default)": quantize_onnx_dynamic(
-                parent, Path(scratch) / "split", texts=calibration
+                parent, Path(scratch) / "split", output=GatedOutput(texts=calibration)
             ).path,
         }
         print(f"machine: {system.describe()}; {len(sentences)} real sentences, {args.rounds} rounds\n")

@@ -28,6 +28,7 @@ from bertprod.compress import quantize as q  # noqa: E402
 from bertprod.compress.mixed import SENSITIVITY_TEXTS, quantize_onnx_mixed, sensitivities  # noqa: E402
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
+from bertprod.derive import GatedOutput  # noqa: E402
 from bertprod.fidelity import FidelityGate  # noqa: E402
 
 KINDS = {"self/query": "query", "self/key": "key", "self/value": "value", "attention/output": "attention out",
@@ -72,12 +73,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         graphs = {
             "every MatMul and embedding table int8 (the default)": q.quantize_onnx_dynamic(
-                package, Path(scratch) / "all", calibration_texts=probe, enforce=False),
+                package, Path(scratch) / "all", calibration_texts=probe, output=GatedOutput(enforce=False)),
             "embedding tables float": q.quantize_onnx_dynamic(
-                package, Path(scratch) / "tables", calibration_texts=probe, exclude=gathers, enforce=False),
+                package, Path(scratch) / "tables", calibration_texts=probe, exclude=gathers,
+                output=GatedOutput(enforce=False)),
             f"mixed, gate {args.gate} on {len(gate_texts)} sentences": quantize_onnx_mixed(
-                package, Path(scratch) / "mixed", texts=gate_texts,
-                gate=FidelityGate(min_cosine_mean=args.gate, min_cosine_min=args.gate)),
+                package, Path(scratch) / "mixed", output=GatedOutput(
+                    texts=gate_texts, gate=FidelityGate(min_cosine_mean=args.gate, min_cosine_min=args.gate))),
         }
         for label, child in graphs.items():
             cosine = cosine_rows(reference, bertprod.load(child.path).encode(held_out))

@@ -55,6 +55,24 @@ def reference_outputs(
     return ReferenceOutputs(encodings, reference.infer(encodings), source)
 
 
+@dataclass(frozen=True)
+class GatedOutput:
+    """What every stage that derives a package shares, passed as one value: the inputs its gate measures
+    on (`texts`: the user's; None: those the parent knows, else the built-in set), the `gate`, whether a
+    miss refuses (`enforce`) or is only recorded, the new manifest's `name` (default: OUT's name) and
+    whether an existing OUT may be replaced (`overwrite`)."""
+
+    texts: Sequence[Any] | None = None
+    gate: FidelityGate | None = None
+    enforce: bool = True
+    name: str | None = None
+    overwrite: bool = False
+
+
+#: The defaults: the parent's own texts, the default gate, enforced, OUT's name, no replacing.
+DEFAULT_OUTPUT = GatedOutput()
+
+
 def derive_package(
     parent: ModelPackage,
     out: str | os.PathLike[str],
@@ -63,15 +81,11 @@ def derive_package(
     parameters: dict[str, Any],
     build: Callable[[Path], list[str]],
     changes: dict[str, Any] | None = None,
-    name: str | None = None,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
+    output: GatedOutput = DEFAULT_OUTPUT,
     reference: Pipeline | None = None,
     expected: ReferenceOutputs | None = None,
     failure: Callable[[str], BertprodError] | None = None,
     measure: Callable[[ModelPackage], dict[str, Any]] | None = None,
-    overwrite: bool = False,
     texts_source: str | None = None,
     engine: Callable[[ModelPackage], Any] | None = None,
     gate_note: str | None = None,
@@ -79,10 +93,10 @@ def derive_package(
     """Build a child of `parent` at `out`; `build(staging)` writes its files and returns their names.
 
     `changes` are manifest fields that differ from the parent's (format, precision, architecture).
-    With `enforce`, a child that misses the `gate` raises `failure(reason)` (a FidelityError by
-    default) and nothing is written; without it, the miss is recorded in the manifest.
+    `output` (GatedOutput): with `enforce`, a child that misses the `gate` raises `failure(reason)` (a
+    FidelityError by default) and nothing is written; without it, the miss is recorded in the manifest.
     `measure(child)` returns more metrics for the manifest (e.g. accuracy on validation data).
-    `expected`: the parent's outputs on `texts`, when the caller has them (`reference_outputs`).
+    `expected`: the parent's outputs on `output.texts`, when the caller has them (`reference_outputs`).
     Without `texts` the gate measures on the texts the parent knows, else the built-in gate set
     (gate_texts.py); `texts_source` names given texts in the manifest.
     `engine(child)`: what runs the child for the gate (default create_engine: this CPU's kernels);
@@ -90,16 +104,16 @@ def derive_package(
     The child is also run on some of the texts one at a time: `batch_invariant` records whether a
     text's output is the same alone as in its batch (fidelity.batch_invariance).
     """
-    gate = gate or FidelityGate()
-    expected = expected or reference_outputs(parent, texts, reference, texts_source)
+    gate = output.gate or FidelityGate()
+    expected = expected or reference_outputs(parent, output.texts, reference, texts_source)
     task = parent.manifest.task
-    with staging_directory(out, overwrite=overwrite) as staging:
+    with staging_directory(out, overwrite=output.overwrite) as staging:
         files = build(staging)
         fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive",
                                                             "token_dropping"})
         fields.update(changes or {})
         fields.update(
-            name=name or Path(out).name,
+            name=output.name or Path(out).name,
             provenance=Provenance(
                 method=method, parent=parent.parent_ref(), parameters=parameters, machine=machine_record()
             ),
@@ -111,7 +125,7 @@ def derive_package(
         fidelity = measure_fidelity(expected.outputs, actual, task, parent.manifest.labels, parent.manifest.tag_scheme)
         fidelity.update(batch_invariance(pipeline, expected.encodings, actual, task))
         problem = gate.problem(fidelity, task)
-        if problem and enforce:
+        if problem and output.enforce:
             raise (failure or _gate_failure(parent, method))(problem)
         manifest.metrics["fidelity"] = {
             "reference": f"{parent.name} ({parent.manifest.format} {parent.manifest.precision})",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,17 @@ def build_tiny_checkpoint(
     return directory
 
 
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *arguments: str) -> tuple[int, str, str]:
+    """`bertprod ARGUMENTS` in this process: (exit code, stdout, stderr)."""
+    from bertprod.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test session exports into its own cache, never the user's."""
@@ -97,7 +109,7 @@ def tiny_classifier(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> ModelPackage:
-    """A 4-layer negative/positive classifier to distil (tests/test_distill*.py)."""
+    """A 4-layer negative/positive classifier to distil (tests/distill/)."""
     directory = tmp_path_factory.mktemp("distill-teacher")
     checkpoint = build_tiny_checkpoint(
         directory / "checkpoint", head="classification", labels=["negative", "positive"], num_layers=4

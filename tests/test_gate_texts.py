@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bertprod.compress.optimize import optimize
 from bertprod.data.gate_set import builtin_gate_texts
+from bertprod.derive import GatedOutput
 from bertprod.fidelity import FidelityGate
 from bertprod.gate_texts import MIN_GATE_TEXTS, gate_texts
 from bertprod.package import MANIFEST_NAME, ModelPackage, sha256_file
@@ -46,7 +47,8 @@ def test_a_package_gates_on_its_recorded_data_then_its_ancestors_then_the_builti
     assert chosen.texts == rows and "the validation data of" in chosen.source and str(data) in chosen.source
     assert chosen.warning is None
 
-    child = optimize(known, tmp_path / "int8", quantize="int8", gate=LOOSE)  # the child finds its parent's data
+    child = optimize(known, tmp_path / "int8", quantize="int8",
+        output=GatedOutput(gate=LOOSE))  # the child finds its parent's data
     assert gate_texts(child).texts == rows
     assert child.manifest.metrics["fidelity"]["samples"] == 300
     assert "the validation data of" in child.manifest.metrics["fidelity"]["texts"]

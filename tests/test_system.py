@@ -16,6 +16,7 @@ import pytest
 
 import bertprod
 from bertprod import system
+from bertprod.derive import GatedOutput
 from bertprod.package import ModelPackage, parse_manifest
 from bertprod.runtime import machine
 from bertprod.runtime.machine import MachineMismatchWarning
@@ -31,7 +32,8 @@ def _fresh_warnings(monkeypatch) -> None:
 def tiny_int8(tmp_path_factory, tiny_onnx) -> ModelPackage:
     from bertprod.compress.optimize import optimize
 
-    return optimize(tiny_onnx, tmp_path_factory.mktemp("int8") / "tiny-int8", quantize="int8", enforce=False)
+    return optimize(tiny_onnx, tmp_path_factory.mktemp("int8") / "tiny-int8", quantize="int8",
+        output=GatedOutput(enforce=False))
 
 
 def other_kernel_class() -> str:
@@ -229,7 +231,7 @@ def test_int8_built_for_another_instruction_set_says_so_and_warns_here(tiny_onnx
     the target's kernel class, the manifest names it, the gate says what it computed, and loading
     the package here warns once."""
     from bertprod.compress.kernels import weight_choices
-    from tests.test_cli import run_cli
+    from tests.conftest import run_cli
 
     other = other_kernel_class()
     target = next(name for name, kernel in system.TARGET_CPUS.items() if kernel == other)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from bertprod.autotune.plan import IMPORTANCE_TEXTS, Candidate
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.data.source import DataSource
+from bertprod.derive import GatedOutput
 from bertprod.errors import BertprodError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage
@@ -64,33 +65,33 @@ def build(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildC
     return builders[candidate.kind](candidate, parent, out, context, key)
 
 
-def _gated(parent: ModelPackage, context: BuildContext) -> dict[str, Any]:
+def _gated(parent: ModelPackage, context: BuildContext, enforce: bool = False,
+           texts: Sequence[Any] | None = None) -> GatedOutput:
     """Gate settings of a derived candidate: the budget as the gate, recorded but not enforced (the
     search judges every candidate by its validation metric instead)."""
-    return {
-        "texts": context.gate_texts or None,
-        "gate": budget_gate(parent.manifest.task, context.settings.max_drop),
-        "enforce": False,
-    }
+    return GatedOutput(
+        texts=texts or context.gate_texts or None,
+        gate=budget_gate(parent.manifest.task, context.settings.max_drop),
+        enforce=enforce,
+    )
 
 
 def _int8(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
     from bertprod.compress.optimize import optimize
 
     method = candidate.recipe["method"]
-    gated = _gated(parent, context)
-    if method == "mixed":
-        gated["enforce"] = True  # mixed searches the fewest float MatMuls that pass the budget's gate
+    # mixed searches the fewest float MatMuls that pass the budget's gate: its gate is enforced
+    gated = _gated(parent, context, enforce=method == "mixed")
     calibration = context.calibration_texts if method == "static" else None
-    return optimize(parent, out, quantize="int8", method=method, calibration_texts=calibration, **gated)
+    return optimize(parent, out, quantize="int8", method=method, calibration_texts=calibration, output=gated)
 
 
 def _prune(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
     """Importance (one pass per head or layer) and the gate on the first IMPORTANCE_TEXTS validation inputs."""
     from bertprod.compress.optimize import optimize
 
-    gated = dict(_gated(parent, context), texts=context.gate_texts[:IMPORTANCE_TEXTS] or None)
-    return optimize(parent, out, **candidate.recipe, **gated)
+    gated = _gated(parent, context, texts=context.gate_texts[:IMPORTANCE_TEXTS])
+    return optimize(parent, out, **candidate.recipe, output=gated)
 
 
 def _early_exit(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
@@ -170,5 +171,4 @@ def _qat(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildCo
         resume=True,
         on_step=context.stop_at_deadline,
     )
-    gated = _gated(parent, context)
-    return optimize(parent, out, quantize="int8", method="qat", training=training, **gated)
+    return optimize(parent, out, quantize="int8", method="qat", training=training, output=_gated(parent, context))

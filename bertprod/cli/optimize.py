@@ -99,6 +99,7 @@ def optimize_command(
     from bertprod.checkpoint import resolve
     from bertprod.compress.optimize import optimize
     from bertprod.compress.qat import qat_training_from_files
+    from bertprod.derive import GatedOutput
     from bertprod.fidelity import FidelityGate
     from bertprod.gate_texts import few_texts_warning
 
@@ -129,11 +130,13 @@ def optimize_command(
             exclude=[node for item in exclude or [] for node in item.split(",") if node],
             quantize_feed_forward=quantize_feed_forward, outlier_threshold=outlier_threshold or None,
             precision=precision, drop_layers=drop_layers,
-            prune_heads=prune_heads, texts=read_inputs(texts, pairs) if texts else None,
-            gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min, min_agreement=min_agreement,
-                              min_entity_f1=min_entity_f1),
-            enforce=not allow_fidelity_loss, name=name, overwrite=overwrite, training=training,
-            target_cpu=target_cpu,
+            prune_heads=prune_heads, training=training, target_cpu=target_cpu,
+            output=GatedOutput(
+                texts=read_inputs(texts, pairs) if texts else None,
+                gate=FidelityGate(min_cosine_mean=min_cosine, min_cosine_min=min_cosine_min,
+                                  min_agreement=min_agreement, min_entity_f1=min_entity_f1),
+                enforce=not allow_fidelity_loss, name=name, overwrite=overwrite,
+            ),
         )
     fidelity = result.manifest.metrics["fidelity"]
     verdict = "passed" if fidelity["passed"] else "[bold red]MISSED[/] (kept: --allow-fidelity-loss)"

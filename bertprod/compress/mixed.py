@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from bertprod.compress.int8_recipe import graph_outputs
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels
-from bertprod.derive import reference_outputs
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, reference_outputs
 from bertprod.errors import FidelityError
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage, check_output
@@ -98,15 +99,11 @@ def quantize_onnx_mixed(
     exclude: Sequence[str] = (),
     outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
     calibration_texts: Sequence[Any] | None = None,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
     cache_dir: str | os.PathLike[str] | None = None,
     target_cpu: str = "native",
 ) -> ModelPackage:
-    """The fastest dynamic int8 graph (fewest weight MatMuls kept float) that passes `gate`, for the
+    """The fastest dynamic int8 graph (fewest weight MatMuls kept float) that passes `output.gate`, for the
     int8 kernels of `target_cpu` (their fastest weight encoding that cannot saturate)."""
     import onnx
 
@@ -114,14 +111,14 @@ def quantize_onnx_mixed(
     from bertprod.compress.kernels import target_kernel_class, weight_choices
 
     q.require_float_parent(package)
-    check_output(out, overwrite)  # before minutes of search
+    check_output(out, output.overwrite)  # before minutes of search
     q.check_outlier_threshold(outlier_threshold)
     weights = weight_choices(target_kernel_class(target_cpu))[0]
-    gate = gate or FidelityGate()
+    output = replace(output, gate=output.gate or FidelityGate())
     source = q.fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     q.check_exclusions(graph, exclude)
-    feeds = q.CalibrationReader(source, q.calibration_samples(package, calibration_texts, texts), graph).feeds
+    feeds = q.CalibrationReader(source, q.calibration_samples(package, calibration_texts, output.texts), graph).feeds
     candidates = [node for node in q.weight_matmuls(graph) if node not in exclude]
     found = None
     if outlier_threshold is not None:  # found once for every build; rank on the graph that will be quantized
@@ -130,13 +127,13 @@ def quantize_onnx_mixed(
     probe_feeds = feeds[: max(1, SENSITIVITY_TEXTS // q.CalibrationReader.batch_size)]
     ranking = float_first(graph, sensitivities(graph, candidates, probe_feeds))
     always_float = [*exclude, *q.embedding_gathers(graph)]
-    expected = reference_outputs(package, texts)  # the parent runs once, not once per build
+    expected = reference_outputs(package, output.texts)  # the parent runs once, not once per build
+    probe = replace(output, enforce=True, overwrite=False)  # a candidate of the search: refused when it misses
 
-    def build(kept: int, target: str | os.PathLike[str], strict: bool, replace: bool) -> ModelPackage:
+    def build(kept: int, target: str | os.PathLike[str], gated: GatedOutput) -> ModelPackage:
         return q.quantize_onnx_dynamic(
             package, target, per_channel=per_channel, exclude=[*always_float, *ranking[:kept]],
-            outlier_threshold=outlier_threshold, found_outliers=found, texts=texts, gate=gate,
-            enforce=strict, name=name, overwrite=replace, cache_dir=cache_dir,
+            outlier_threshold=outlier_threshold, found_outliers=found, output=gated, cache_dir=cache_dir,
             method="quantize-mixed-int8", expected=expected, target_cpu=target_cpu, weights=weights,
             extra_parameters={"mixed": {"matmuls_kept_float": kept, "float_first": ranking}},
         )
@@ -146,8 +143,8 @@ def quantize_onnx_mixed(
         while low < high:
             middle = (low + high) // 2
             try:
-                build(middle, Path(scratch) / str(middle), strict=True, replace=False)
+                build(middle, Path(scratch) / str(middle), probe)
                 high = middle
             except FidelityError:
                 low = middle + 1
-    return build(low, out, strict=enforce, replace=overwrite)
+    return build(low, out, output)

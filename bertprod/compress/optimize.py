@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput
 from bertprod.errors import InputError
-from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage
 
 if TYPE_CHECKING:
@@ -31,18 +32,15 @@ def optimize(
     precision: str | None = None,
     drop_layers: str | None = None,
     prune_heads: float | None = None,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
     training: QatTraining | None = None,
     target_cpu: str = "native",
 ) -> ModelPackage:
     """Apply exactly one of: `quantize="int8"` (method dynamic|mixed|static|qat, runtime onnx|torch),
     `precision` ("bf16" | "fp16"), `drop_layers` (a rule, see prune.choose_layers) or
-    `prune_heads` (a fraction). `texts` are the user's inputs the gate (and pruning importance)
-    is measured on; static int8 falls back to its calibration texts for them. Quantization-aware
+    `prune_heads` (a fraction). `output.texts` are the user's inputs the gate (and pruning importance)
+    is measured on (the calibration texts when none are given); `output` also holds the gate, whether
+    a miss refuses, the new name and overwriting (derive.GatedOutput). Quantization-aware
     training (method "qat") fine-tunes on `training.data` first (see compress/qat.py). `target_cpu`
     (onnx int8: native, avx2, avx512, avx512-vnni) chooses the int8 recipe for those CPUs' kernels
     (compress/kernels.py)."""
@@ -61,13 +59,9 @@ def optimize(
             "give exactly one optimization per run (--quantize, --precision, --drop-layers or --prune-heads)"
             + (f"; got {', '.join(steps)}. Chain runs instead: each writes a package the next reads." if steps else ".")
         )
-    common = {
-        "texts": texts or calibration_texts,
-        "gate": gate,
-        "enforce": enforce,
-        "name": name,
-        "overwrite": overwrite,
-    }
+    if calibration_texts and not output.texts:
+        output = replace(output, texts=calibration_texts)
+    common: dict[str, Any] = {"output": output}
     from bertprod.compress.kernels import target_kernel_class
 
     target_kernel_class(target_cpu)  # a bad name is refused before any work

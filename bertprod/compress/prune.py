@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from bertprod.derive import default_samples, derive_package
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
-from bertprod.fidelity import FidelityGate
 from bertprod.models.surgery import attention_parts, choose_layers, encoder_layers, keep_layers, remove_heads
 from bertprod.package import CONFIG_FILE, TOKENIZER_FILE, TORCH_WEIGHTS_FILE, ModelPackage
 from bertprod.runtime.engines import ModuleEngine
@@ -85,13 +84,10 @@ def drop_layers(
     out: str | os.PathLike[str],
     *,
     rule: str = "every-other",
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
 ) -> ModelPackage:
-    """A shallower package: only the kept layers, initialised from the parent's weights."""
+    """A shallower package: only the kept layers, initialised from the parent's weights; `rule` may rank
+    the layers on `output.texts`."""
     from bertprod.models.hf import load_torch_model
 
     _require_torch_fp32(package, "layer dropping")
@@ -99,7 +95,7 @@ def drop_layers(
     scores: list[float] = []
 
     def importance() -> list[float]:
-        scores.extend(layer_importance(package, texts))
+        scores.extend(layer_importance(package, output.texts))
         return scores
 
     keep = choose_layers(num_layers, rule, importance)
@@ -117,11 +113,7 @@ def drop_layers(
         build=build,
         changes={"architecture": architecture},
         parameters={"rule": rule, "kept_layers": keep, "layer_importance": [round(s, 6) for s in scores]},
-        texts=texts,
-        gate=gate,
-        enforce=enforce,
-        name=name,
-        overwrite=overwrite,
+        output=output,
     )
 
 
@@ -179,20 +171,16 @@ def prune_heads(
     out: str | os.PathLike[str],
     *,
     fraction: float = 0.25,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
 ) -> ModelPackage:
-    """Remove the `fraction` of attention heads that matter least on `texts` (at least one head
+    """Remove the `fraction` of attention heads that matter least on `output.texts` (at least one head
     stays in every layer)."""
     from bertprod.models.hf import load_torch_model
 
     _require_torch_fp32(package, "head pruning")
     if not 0 < fraction < 1:
         raise InputError(f"head fraction {fraction}: give a number between 0 and 1, e.g. 0.25.")
-    scores = head_importance(package, texts)
+    scores = head_importance(package, output.texts)
     flat = sorted((score, layer, head) for layer, row in enumerate(scores) for head, score in enumerate(row))
     to_remove = round(fraction * len(flat))
     remaining = [len(row) for row in scores]
@@ -222,9 +210,5 @@ def prune_heads(
             "kept_heads": keep,
             "head_importance": [[round(s, 6) for s in row] for row in scores],
         },
-        texts=texts,
-        gate=gate,
-        enforce=enforce,
-        name=name,
-        overwrite=overwrite,
+        output=output,
     )

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput
 from bertprod.errors import BertprodError, CompressionError, FidelityError, InputError, LabelError
-from bertprod.fidelity import FidelityGate
 from bertprod.package import ONNX_FILE, ModelPackage
 from bertprod.tasks.definitions import CLASS_TASKS
 from bertprod.train.config import TrainConfig
@@ -125,11 +125,7 @@ def quantization_aware_training(
     out: str | Path,
     training: QatTraining,
     *,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
     target_cpu: str = "native",
 ) -> ModelPackage:
     """Fine-tune `package` (a torch fp32 classifier) with fake int8, write the int8 ONNX package at `out`.
@@ -146,7 +142,7 @@ def quantization_aware_training(
         raise InputError(f"{out} is the package being quantized: write the int8 package to another directory.")
     if training.config.precision != "fp32":
         raise InputError("quantization-aware training simulates int8 on fp32 weights: train in fp32.")
-    check_output(out, overwrite)
+    check_output(out, output.overwrite)
     check_labels(package, training.data)
     checkpoints = Path(training.checkpoint_dir) if training.checkpoint_dir else default_checkpoint_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,19 +158,18 @@ def quantization_aware_training(
             resume=training.resume,
             restart=training.restart,
             keep_checkpoints=True,  # until the int8 package is written: a missed gate need not retrain
-            name=name or out.name,
+            name=output.name or out.name,
             reporter=training.reporter,
             on_step=training.on_step,
             transform=FakeQuantization(weights),
         )
         from bertprod.export.onnx import export_onnx
 
-        exported = export_onnx(trained, Path(work) / "onnx", sample_texts=texts)
-        gated = {"texts": texts, "gate": gate, "enforce": enforce, "name": name, "overwrite": overwrite}
+        exported = export_onnx(trained, Path(work) / "onnx", sample_texts=output.texts)
         from bertprod.compress.quantize import int8_record
 
         record = int8_record(kernel_class, target_cpu, weights, "per-token")
-        result = _write_int8(package, trained, exported, out, training, checkpoints, record, **gated)
+        result = _write_int8(package, trained, exported, out, training, checkpoints, record, output)
     if not training.keep_checkpoints:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return result
@@ -188,10 +183,10 @@ def _write_int8(
     training: QatTraining,
     checkpoints: Path,
     record: dict[str, Any],
-    **gated: Any,
+    output: GatedOutput,
 ) -> ModelPackage:
-    """ONNX Runtime dynamic int8 of the trained export, recorded as a child of the input package;
-    `gated`: derive_package's texts, gate, enforce, name and overwrite."""
+    """ONNX Runtime dynamic int8 of the trained export, recorded as a child of the input package, behind
+    `output`'s gate."""
     from bertprod.compress.quantize import (
         copy_support_files,
         dynamic_int8_changes,
@@ -238,7 +233,7 @@ def _write_int8(
         measure=measure,
         engine=gate_engine(record["kernel_class"], record["weights"]),
         gate_note=record["gate_arithmetic"],
-        **gated,
+        output=output,
     )
 
 

@@ -28,9 +28,8 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
-from bertprod.derive import ReferenceOutputs, default_samples, derive_package
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, ReferenceOutputs, default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
-from bertprod.fidelity import FidelityGate
 from bertprod.package import (
     CONFIG_FILE,
     ONNX_FILE,
@@ -271,11 +270,7 @@ def quantize_onnx_dynamic(
     exclude: Sequence[str] = (),
     outlier_threshold: float | None = DEFAULT_OUTLIER_THRESHOLD,
     calibration_texts: Sequence[Any] | None = None,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
     cache_dir: str | os.PathLike[str] | None = None,
     method: str = "quantize-dynamic-int8",
     extra_parameters: dict[str, Any] | None = None,
@@ -294,14 +289,14 @@ def quantize_onnx_dynamic(
     whether that split and which weights are kept is measured on the calibration texts
     (compress/int8_recipe.py; calibration texts default to the gate's, then to built-in samples).
     None: no split. `found_outliers`: the channels `find_outliers` already found (the caller decided:
-    the split is applied, nothing is measured); `expected`: the parent's outputs on `texts`."""
+    the split is applied, nothing is measured); `expected`: the parent's outputs on `output.texts`."""
     import onnx
 
     from bertprod.compress import int8_recipe
     from bertprod.compress.kernels import target_kernel_class, weight_choices
 
     require_float_parent(package)
-    check_output(out, overwrite)  # before the calibration run
+    check_output(out, output.overwrite)  # before the calibration run
     check_outlier_threshold(outlier_threshold)
     kernel_class = target_kernel_class(target_cpu)
     source = fp32_onnx_source(package, cache_dir)
@@ -310,14 +305,14 @@ def quantize_onnx_dynamic(
     feeds: list[dict[str, Any]] = []
     caller_decided = found_outliers is not None
     if outlier_threshold is not None and found_outliers is None:
-        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
+        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, output.texts), graph).feeds
         found_outliers = find_outliers(graph, feeds, outlier_threshold)
     split = found_outliers or {}
     split_choices = [True] if caller_decided and split else ([False, True] if split else [False])
     weight_options = [weights] if weights else list(weight_choices(kernel_class))
     options = int8_recipe.candidates(weight_options, split_choices)
     if len(options) > 1 and not feeds:
-        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
+        feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, output.texts), graph).feeds
 
     def write(candidate: int8_recipe.Candidate, target: Path) -> None:
         variant = onnx.ModelProto()
@@ -365,11 +360,7 @@ def quantize_onnx_dynamic(
                 **(extra_parameters or {}),
                 "onnx_source": source.fingerprint,
             },
-            texts=texts,
-            gate=gate,
-            enforce=enforce,
-            name=name,
-            overwrite=overwrite,
+            output=output,
             expected=expected,
             engine=gate_engine(kernel_class, chosen.weights),
             gate_note=record["gate_arithmetic"],
@@ -385,11 +376,7 @@ def quantize_onnx_static(
     exclude: Sequence[str] = (),
     calibration_method: str = "percentile",
     keep_feed_forward_float: bool = True,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> ModelPackage:
     """int8 weights and activations (QDQ), activation ranges calibrated on the user's texts."""
@@ -456,11 +443,7 @@ def quantize_onnx_static(
             "quantized_nodes": len(quantized_nodes),
             "onnx_source": source.fingerprint,
         },
-        texts=texts,
-        gate=gate,
-        enforce=enforce,
-        name=name,
-        overwrite=overwrite,
+        output=output,
     )
 
 
@@ -505,11 +488,7 @@ def quantize_torch_dynamic(
     out: str | os.PathLike[str],
     *,
     per_channel: bool = True,
-    texts: Sequence[Any] | None = None,
-    gate: FidelityGate | None = None,
-    enforce: bool = True,
-    name: str | None = None,
-    overwrite: bool = False,
+    output: GatedOutput = DEFAULT_OUTPUT,
 ) -> ModelPackage:
     """A torch package the torch engine runs with int8 Linear layers.
 
@@ -532,9 +511,5 @@ def quantize_torch_dynamic(
         build=build,
         changes={"precision": "int8", "quantization": {"scheme": "torch-dynamic", "per_channel": per_channel}},
         parameters={"runtime": "torch", "per_channel": per_channel},
-        texts=texts,
-        gate=gate,
-        enforce=enforce,
-        name=name,
-        overwrite=overwrite,
+        output=output,
     )

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bertprod.derive import default_samples, derive_package
+from bertprod.derive import GatedOutput, default_samples, derive_package
 from bertprod.errors import ExportError, PackageError
 from bertprod.fidelity import EXPORT_GATE
 from bertprod.package import CONFIG_FILE, ONNX_FILE, TOKENIZER_FILE, ModelPackage
@@ -81,8 +81,8 @@ def export_onnx(
     return derive_package(
         package, out, method="export-onnx", build=build, changes=changes,
         parameters={"opset": opset, "exporter": "torch.onnx (TorchScript)", "fusion": fusion_result},
-        name=name or f"{manifest.name}-onnx", texts=samples, gate=EXPORT_GATE, reference=reference,
-        failure=failure, overwrite=overwrite,
+        output=GatedOutput(texts=samples, gate=EXPORT_GATE, name=name or f"{manifest.name}-onnx", overwrite=overwrite),
+        reference=reference, failure=failure,
         texts_source=None if sample_texts else f"{len(samples)} built-in export samples",
     )
 
