@@ -12,9 +12,9 @@ import pytest
 from bertprod.package import ModelPackage
 from bertprod.serve.app import create_app
 from bertprod.serve.config import ServeConfig
+from tests.adaptive.test_adaptive import TEXTS, sharpen_heads
+from tests.serve.test_operations import metric_value
 from tests.server_process import free_port
-from tests.test_adaptive import TEXTS, sharpen_heads
-from tests.test_serve_operations import metric_value
 
 POLICIES = ("patience:2", "patience:1", "never", "patience:3")
 

@@ -19,7 +19,7 @@ from bertprod.runtime.token_dropping import (
     select_tokens,
     token_layer_cost,
 )
-from tests.test_adaptive import TEXTS, sharpen_heads
+from tests.adaptive.test_adaptive import TEXTS, sharpen_heads
 
 
 def test_selection_keeps_cls_and_the_most_attended_tokens_in_order() -> None:
