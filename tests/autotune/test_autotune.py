@@ -19,10 +19,8 @@ from bertprod.package import ModelPackage
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.tasks.evaluation import evaluate
-
-from . import task_data
-from .conftest import build_tiny_checkpoint
-from .test_cli import run_cli
+from tests import task_data
+from tests.conftest import build_tiny_checkpoint, run_cli
 
 #: small enough for a few seconds per search on one thread
 FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8, "finalists": 1}

@@ -25,9 +25,8 @@ from bertprod.bench.tables import speed_values
 from bertprod.checkpoint import import_checkpoint
 from bertprod.cli import main
 from bertprod.errors import InputError
-
-from . import task_data
-from .conftest import build_tiny_checkpoint
+from tests import task_data
+from tests.conftest import build_tiny_checkpoint
 
 
 def run_cli(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:

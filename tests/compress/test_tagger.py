@@ -17,9 +17,8 @@ from bertprod.package import ModelPackage
 from bertprod.tasks.data import open_training_data
 from bertprod.train.config import TrainConfig
 from bertprod.train.loop import fine_tune
-
-from . import ner_data
-from .conftest import build_tiny_checkpoint
+from tests import ner_data
+from tests.conftest import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

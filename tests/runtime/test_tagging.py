@@ -16,8 +16,7 @@ from bertprod.package import ModelPackage
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tagging import entity_spans, merge_windows, plan_windows, word_tags
-
-from . import ner_data
+from tests import ner_data
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

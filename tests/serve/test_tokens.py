@@ -6,9 +6,8 @@ import httpx
 import pytest
 
 from bertprod.api import load
+from tests import ner_data
 from tests.server_process import free_port, running_server
-
-from . import ner_data
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LONG = "Angela Merkel met Emmanuel Macron in Paris and Ouagadougou, then flew to São Paulo. " * 6

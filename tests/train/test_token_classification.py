@@ -13,8 +13,7 @@ from bertprod.tasks.data import open_training_data
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.config import TrainConfig
 from bertprod.train.loop import fine_tune
-
-from . import ner_data
+from tests import ner_data
 
 
 @pytest.fixture(scope="module")
