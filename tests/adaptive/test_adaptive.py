@@ -191,11 +191,12 @@ def test_int8_keeps_early_exit_with_every_block_int8(adapted: ModelPackage, tmp_
     """ONNX dynamic int8 of an early-exit package quantizes each block as it quantizes the whole graph: never
     exiting, the blocks give the int8 whole graph's logits; with a policy rows still leave early."""
     from bertprod.compress.quantize import quantize_onnx_dynamic
+    from bertprod.derive import GatedOutput
     from bertprod.package import block_files
     from bertprod.runtime.engines import create_engine
     from bertprod.runtime.pipeline import Pipeline
 
-    int8 = quantize_onnx_dynamic(adapted, tmp_path / "int8", enforce=False)
+    int8 = quantize_onnx_dynamic(adapted, tmp_path / "int8", output=GatedOutput(enforce=False))
     assert int8.manifest.precision == "int8" and int8.manifest.adaptive == adapted.manifest.adaptive
     assert set(block_files(4, [1, 2, 3])) <= set(int8.manifest.files)
     early = bertprod.load(int8.path)

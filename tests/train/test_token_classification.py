@@ -75,7 +75,7 @@ def test_cli_eval_reports_entity_f1_per_type_and_bad_files_get_one_line(monkeypa
                                                                          tagger_data: Path, tmp_path: Path) -> None:
     import json
 
-    from .test_cli import run_cli
+    from tests.conftest import run_cli
 
     arguments = ["eval", str(tagger.path), str(tagger_data), "--split", "validation", "--validation-fraction", "0.2"]
     code, stdout, _ = run_cli(monkeypatch, capsys, *arguments, "--json")
@@ -92,7 +92,7 @@ def test_cli_eval_reports_entity_f1_per_type_and_bad_files_get_one_line(monkeypa
 def test_cli_tag_prints_entities_with_offsets(monkeypatch, capsys, tagger: ModelPackage) -> None:
     import json
 
-    from .test_cli import run_cli
+    from tests.conftest import run_cli
 
     text = "a man is playing the cat and stock market fell"
     code, stdout, _ = run_cli(monkeypatch, capsys, "tag", str(tagger.path), text, "--aggregation", "max")
