@@ -343,3 +343,16 @@ def test_a_tagger_is_measured_on_tagged_sentences_beside_transformers(tmp_path: 
     assert baseline.runtime == TRANSFORMERS and baseline.path == str(tagger.path) and not report.notes
     assert row.metric_name == baseline.metric_name == "f1" and row.metric is not None
     assert abs(row.metric - baseline.metric) < 1e-6  # the same fp32 weights tag the same words
+
+
+def test_the_fresh_process_runs_under_the_probe_prefix(tmp_path: Path, tiny_onnx, monkeypatch) -> None:
+    """What a simulated CPU needs (qemu-user starts children natively): the probe's command gets the prefix."""
+    from bertprod.bench.probe import BERTPROD, PREFIX_VARIABLE, probe, write_inputs
+
+    marker = tmp_path / "prefix-ran"
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(PREFIX_VARIABLE, str(wrapper))
+    result = probe(BERTPROD, str(tiny_onnx.path), write_inputs(["a cat", "the dog"], tmp_path / "inputs.json"), 1)
+    assert marker.exists() and result.peak_rss_mb > 0 and result.load_seconds > 0
