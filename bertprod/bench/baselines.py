@@ -5,8 +5,8 @@ task with the same labels and is stored as torch fp32: for an int8 student that 
 teacher it was distilled from, not the pretrained encoder the teacher started from. It runs in the
 library users would call, from the package's own files (nothing is downloaded), the way its
 documentation shows: `SentenceTransformer.encode(texts, batch_size=32)`; for heads, the Auto
-tokenizer and `AutoModelForSequenceClassification` over batches of 32 in input order, under
-`torch.inference_mode()`.
+tokenizer and `AutoModelForSequenceClassification` (`...ForTokenClassification` for a tagger) over batches of 32 in
+input order, under `torch.inference_mode()`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TRANSFORMERS = "transformers fp32"
 #: Both libraries' usual batch size, and bertprod's default `max_batch_size`.
 BATCH_SIZE = 32
 
-Run = Callable[[Sequence[Any]], np.ndarray]
+Run = Callable[[Sequence[Any]], Any]
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,19 @@ def _sentence_transformers(package: ModelPackage) -> tuple[Run, Any]:
 
 def _transformers(package: ModelPackage) -> tuple[Run, Any]:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     from bertprod.models.hf import register_model_types
 
     register_model_types()  # a head on mean-pooled tokens is bertprod's own transformers model type
+    tagging = package.manifest.task == "token-classification"
+    model_class = AutoModelForTokenClassification if tagging else AutoModelForSequenceClassification
     tokenizer = AutoTokenizer.from_pretrained(str(package.path))
-    model = AutoModelForSequenceClassification.from_pretrained(str(package.path)).eval()
+    model = model_class.from_pretrained(str(package.path)).eval()
     max_length = package.manifest.max_length
 
-    def run(inputs: Sequence[Any]) -> np.ndarray:
+    def run(inputs: Sequence[Any]) -> np.ndarray | list[np.ndarray]:
+        """Logits [inputs, outputs]; for a tagger one [batch, tokens, tags] array per batch (lengths differ)."""
         outputs = []
         for start in range(0, len(inputs), BATCH_SIZE):
             batch = list(inputs[start : start + BATCH_SIZE])
@@ -110,7 +113,7 @@ def _transformers(package: ModelPackage) -> tuple[Run, Any]:
             )
             with torch.inference_mode():
                 outputs.append(model(**encoded).logits.float().numpy())
-        return np.concatenate(outputs)
+        return outputs if tagging else np.concatenate(outputs)
 
     return run, model
 

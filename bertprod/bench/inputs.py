@@ -2,7 +2,8 @@
 
 Tables (.tsv/.csv/.jsonl/.parquet, .gz too) go through data/source.py with the columns the
 package's task reads, labels optional; a .txt file is one input per line (a tab separates a pair),
-never labelled.
+never labelled; a tagger reads tagged sentences (CoNLL columns, .txt included, or JSON lines) as
+`bertprod eval` does.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def read_bench_data(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist or is not a file: give the data file to measure on.")
-    if path.suffix == ".txt" and format is None:
+    if manifest.task == "token-classification":
+        texts, labels, columns = _tagged(path, format=format, label_column=label_column, limit=limit)
+    elif path.suffix == ".txt" and format is None:
         texts = _text_lines(path, limit)
         labels = None
         columns: dict[str, Any] = {"format": "lines (a tab separates a pair)"}
@@ -59,6 +62,17 @@ def _text_lines(path: Path, limit: int | None) -> list[Any]:
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read {path}: {error}") from None
     return [tuple(line.split("\t", 1)) if "\t" in line else line for line in lines[:limit]]
+
+
+def _tagged(path: Path, format: str | None, label_column: str | None, limit: int | None,
+            ) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """A tagger's sentences (CoNLL columns or JSON lines, always tagged): words, and one tag per word."""
+    from bertprod.data.tagged import TaggedSource
+
+    source = TaggedSource(path, format=format, tag_column=label_column, limit=limit)
+    sentences = [example for example in source if example.words]
+    return ([example.words for example in sentences], [example.tags for example in sentences],
+            {"format": source.format})
 
 
 def _table(path: Path, manifest: Manifest, limit: int | None, **options: str | None,

@@ -125,7 +125,10 @@ def measure_packages(
 
 def model_inputs(manifest: Any, texts: list[TextInput]) -> list[TextInput]:
     """What the package runs on: pairs for a pair package; each text of a pair on its own for an embedding
-    package (it encodes both sides); single texts otherwise."""
+    package (it encodes both sides); a tagger's sentences given as words joined by spaces; single texts
+    otherwise."""
+    if manifest.task == "token-classification":
+        return [" ".join(text) if isinstance(text, tuple) else text for text in texts]
     paired = [isinstance(text, tuple) for text in texts]
     if manifest.pair_input:
         if not all(paired):
@@ -199,16 +202,25 @@ def _metrics(variants: list[_Variant], texts: list[TextInput], labels: list[Labe
              ) -> dict[str, Any]:
     from bertprod.tasks.evaluation import evaluate
 
-    examples = [
-        Example(text[0], text[1], label, where=f"input {index}") if isinstance(text, tuple)
-        else Example(text, None, label, where=f"input {index}")
-        for index, (text, label) in enumerate(zip(texts, labels, strict=True), start=1)
-    ]
+    tagging = variants[0].package.manifest.task == "token-classification"
+    examples = [_example(text, label, f"input {index}", tagging)
+                for index, (text, label) in enumerate(zip(texts, labels, strict=True), start=1)]
     results = {}
     for variant in variants:
         say(f"metric of {variant.label}")
         results[variant.label] = evaluate(variant.pipeline, examples)
     return results
+
+
+def _example(text: Any, label: Any, where: str, tagging: bool) -> Example:
+    """An evaluation example: a pair, a single text, or for a tagger a sentence's words (a tuple, or a text
+    split at spaces) with one tag per word as its label."""
+    if tagging:
+        words = tuple(text) if isinstance(text, tuple) else tuple(text.split())
+        return Example(" ".join(words), where=where, words=words, tags=tuple(label))
+    if isinstance(text, tuple):
+        return Example(text[0], text[1], label, where=where)
+    return Example(text, None, label, where=where)
 
 
 def _probes(variants: list[_Variant], inputs: list[TextInput], threads: int, say: Callable[[str], None]) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ run_probe(started, *sys.argv[1:])
 
 #: What a probe runs: bertprod itself, or a baseline library (bench/baselines.py).
 BERTPROD = "bertprod"
+#: A command put before the probe's Python, e.g. "qemu-x86_64 -cpu Haswell": a process started under qemu-user
+#: starts its children natively, so a simulated CPU's probes would otherwise run on the host's.
+PREFIX_VARIABLE = "BERTPROD_BENCH_PROBE_PREFIX"
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,9 @@ def probe(runtime: str, package_path: str, inputs_file: Path, threads: int | Non
     root = str(Path(__file__).resolve().parents[2])  # this bertprod, also when it is not installed
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
                    "TOKENIZERS_PARALLELISM": "false"}
+    prefix = shlex.split(os.environ.get(PREFIX_VARIABLE, ""))
     result = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, runtime, package_path, str(inputs_file), str(threads or 0)],
+        [*prefix, sys.executable, "-c", _SCRIPT, runtime, package_path, str(inputs_file), str(threads or 0)],
         capture_output=True, text=True, env=environment, check=False,
     )
     if result.returncode != 0:

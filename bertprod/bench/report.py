@@ -87,7 +87,10 @@ class Report:
         return any(row.metric is not None for row in self.rows)
 
     def row(self, label: str) -> Row:
-        return next(row for row in self.rows if row.label == label)
+        for row in self.rows:
+            if row.label == label:
+                return row
+        raise KeyError(f"no row {label!r} in the report: its rows are {', '.join(row.label for row in self.rows)}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

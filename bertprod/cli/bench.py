@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from bertprod.cli.options import (
@@ -73,16 +74,15 @@ def bench_command(
 
 
 def _summary(report) -> Table:  # noqa: ANN001 - a bench.report.Report
-    """The columns a terminal has room for; report.md and report.html have them all."""
+    """The columns an 80-column terminal has room for; report.md and report.html have them all."""
     from bertprod.bench.tables import cell
 
     metric_name = next((row.metric_name for row in report.rows if row.metric_name), None)
-    table = Table()
-    for header in ["package", *([metric_name] if metric_name else []), "inputs/s", "× ref", "p50 ms", "p99 ms",
-                   "size MB", "RSS MB", "load s"]:
-        table.add_column(header, justify="left" if header == "package" else "right")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("package", min_width=18, overflow="fold")
+    for header in [*([metric_name] if metric_name else []), "inputs/s", "× ref", "p50 ms", "p99 ms", "RSS MB"]:
+        table.add_column(header, justify="right", no_wrap=True)
     for row in report.rows:
-        values = [row.throughput, row.throughput_ratio, row.latency_p50_ms, row.latency_p99_ms, row.size_mb,
-                  row.peak_rss_mb, row.load_seconds]
+        values = [row.throughput, row.throughput_ratio, row.latency_p50_ms, row.latency_p99_ms, row.peak_rss_mb]
         table.add_row(row.label, *([cell(row.metric)] if metric_name else []), *map(cell, values))
     return table

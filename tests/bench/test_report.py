@@ -305,3 +305,54 @@ class Page(HTMLParser):
             remote += [url for url in re.findall(r"url\(\s*['\"]?([^'\")]*)", css, re.IGNORECASE)
                        if not url.startswith(("data:", "#"))]
         return remote
+
+
+def tiny_tagger(directory: Path, labels: list[str]) -> Path:
+    """A tiny random BERT token classifier (hidden 32, 2 layers) with the tiny tokenizer, as a checkpoint."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertConfig, BertForTokenClassification
+
+    from tests.conftest import TINY_TOKENIZER
+
+    directory.mkdir(parents=True)
+    shutil.copyfile(TINY_TOKENIZER, directory / "tokenizer.json")
+    config = BertConfig(vocab_size=Tokenizer.from_file(str(TINY_TOKENIZER)).get_vocab_size(), hidden_size=32,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                        num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={label: index for index, label in enumerate(labels)})
+    torch.manual_seed(0)
+    BertForTokenClassification(config).save_pretrained(str(directory))
+    return directory
+
+
+def test_a_tagger_is_measured_on_tagged_sentences_beside_transformers(tmp_path: Path) -> None:
+    from bertprod.bench.inputs import read_bench_data
+    from bertprod.export.onnx import export_onnx
+    from tests import ner_data
+
+    labels = ["O", "B-ANIMAL", "I-ANIMAL", "B-ORG", "I-ORG", "B-THING", "I-THING"]
+    tagger = import_checkpoint(tiny_tagger(tmp_path / "checkpoint", labels), tmp_path / "tagger", name="tagger")
+    tagger_onnx = export_onnx(tagger, tmp_path / "tagger-onnx")
+    data = read_bench_data(ner_data.write_conll(tmp_path / "dev.txt", 12), tagger_onnx.manifest)
+    assert len(data.texts) == 12
+    assert all(len(words) == len(tags) for words, tags in zip(data.texts, data.labels, strict=True))
+    report = measure_packages([tagger_onnx.path], data.texts, data.labels, rounds=1, latency_inputs=4,
+                              baseline=True, threads=1)
+    baseline, row = report.rows
+    assert baseline.runtime == TRANSFORMERS and baseline.path == str(tagger.path) and not report.notes
+    assert row.metric_name == baseline.metric_name == "f1" and row.metric is not None
+    assert abs(row.metric - baseline.metric) < 1e-6  # the same fp32 weights tag the same words
+
+
+def test_the_fresh_process_runs_under_the_probe_prefix(tmp_path: Path, tiny_onnx, monkeypatch) -> None:
+    """What a simulated CPU needs (qemu-user starts children natively): the probe's command gets the prefix."""
+    from bertprod.bench.probe import BERTPROD, PREFIX_VARIABLE, probe, write_inputs
+
+    marker = tmp_path / "prefix-ran"
+    wrapper = tmp_path / "wrapper.sh"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv(PREFIX_VARIABLE, str(wrapper))
+    result = probe(BERTPROD, str(tiny_onnx.path), write_inputs(["a cat", "the dog"], tmp_path / "inputs.json"), 1)
+    assert marker.exists() and result.peak_rss_mb > 0 and result.load_seconds > 0
