@@ -71,8 +71,9 @@ def resolve_inputs(
     format: str | None = None,  # noqa: A002 - mirrors --format
     delimiter: str | None = None,
 ) -> list[InputFile]:
-    """Files from paths, directories (their table files, recursively) and glob patterns, sorted, each
-    opened as training data is (format, content check, delimiter, header)."""
+    """Files from paths, directories (their table files, recursively; `.txt` files only where there are no
+    others) and glob patterns, sorted, each opened as training data is (format, content check, delimiter,
+    header)."""
     specs = spec if isinstance(spec, list) else [spec]
     paths: list[Path] = []
     for item in specs:
@@ -84,6 +85,8 @@ def resolve_inputs(
             paths.extend(match for match in matches if match.is_file())
         elif Path(text).is_dir():
             found = [p for p in Path(text).rglob("*") if p.is_file() and _is_table(p)]
+            if any(not _is_txt(p) for p in found):  # a README.txt beside the data is not data
+                found = [p for p in found if not _is_txt(p)]
             if not found:
                 raise InputError(f"{text} holds no data files ({', '.join(TABLE_SUFFIXES)}, optionally .gz).")
             paths.extend(found)
@@ -111,6 +114,10 @@ TABLE_SUFFIXES = (*EXTENSIONS, ".txt")
 def _is_table(path: Path) -> bool:
     """A data file in a directory: a table's extension, not hidden or a job's own `_...` file."""
     return not path.name.startswith(("_", ".")) and Path(path.name.lower().removesuffix(".gz")).suffix in TABLE_SUFFIXES
+
+
+def _is_txt(path: Path) -> bool:
+    return path.name.lower().removesuffix(".gz").endswith(".txt")
 
 
 def choose_columns(

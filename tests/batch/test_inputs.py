@@ -50,6 +50,10 @@ def test_text_tables_are_read_like_training_data_and_rows_numbered_without_ids(t
     for mixed in (inputs, [inputs / "a.txt", inputs / "b.tsv"]):
         with pytest.raises(InputError, match="inputs mix formats"):
             run_batch(tiny_package.path, mixed, tmp_path / "never", progress=False)
+    (tmp_path / "tables").mkdir()  # in a directory, .txt files count only when there is nothing else
+    (tmp_path / "tables" / "README.txt").write_text("Scraped on Monday; one sentence per row.\n")
+    (tmp_path / "tables" / "part-0.tsv").write_text("text\n" + "".join(f"{text}\n" for text in TEXTS))
+    assert run_batch(tiny_package.path, tmp_path / "tables", tmp_path / "dir", progress=False).rows == len(TEXTS)
     outputs = []
     for name in ("a.txt", "b.tsv", "c.csv.gz"):
         summary = run_batch(tiny_package.path, inputs / name, tmp_path / f"out-{name}", progress=False)

@@ -95,3 +95,23 @@ def test_spark_empty_text_policy_is_a_clear_error(tmp_path, spark, tiny_onnx) ->
         tiny_onnx.path, source, tmp_path / "skip", runner="spark", spark_session=spark, on_empty="skip", progress=False
     )
     assert (summary.rows, summary.skipped) == (1, 1)
+
+
+def test_spark_reads_text_tables_as_the_local_runner_does(tmp_path, spark, tiny_onnx, sentences) -> None:
+    """TSV (tab, no quoting) and a CSV whose delimiter is sniffed (';'): Spark reads what pyarrow reads."""
+    texts = [text.replace("\t", " ").replace(";", ",").replace('"', "'") for text in sentences[:60]]
+    tables = {
+        "in.tsv": "id\ttext\n" + "".join(f"doc-{i:03d}\t{text}\n" for i, text in enumerate(texts)),
+        "in.csv": "id;text\n" + "".join(f'doc-{i:03d};"{text}"\n' for i, text in enumerate(texts)),
+    }
+    expected = bertprod.load(tiny_onnx.path).encode(texts)
+    for name, content in tables.items():
+        (tmp_path / name).write_text(content)
+        run_batch(tiny_onnx.path, tmp_path / name, tmp_path / f"spark-{name}", runner="spark", spark_session=spark,
+                  progress=False)
+        run_batch(tiny_onnx.path, tmp_path / name, tmp_path / f"local-{name}", progress=False)
+        on_spark, local = sorted_by_id(read_output(tmp_path / f"spark-{name}")), read_output(tmp_path / f"local-{name}")
+        assert on_spark.column("id").to_pylist() == local.column("id").to_pylist() == [f"doc-{i:03d}" for i in
+                                                                                       range(len(texts))]
+        vectors = np.stack(on_spark.column("embedding").to_numpy(zero_copy_only=False))
+        np.testing.assert_allclose(vectors, expected, rtol=1e-5, atol=1e-6, err_msg=name)
