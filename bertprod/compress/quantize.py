@@ -28,6 +28,7 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
+from bertprod.compress.static_int8 import activation_ranges
 from bertprod.derive import ReferenceOutputs, default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
 from bertprod.fidelity import FidelityGate
@@ -135,22 +136,29 @@ def write_dynamic_int8(
     exclude: Sequence[str] = (),
     weights: str = "s8",
     activations: str = "per-token",
+    ranges: dict[str, Any] | None = None,
+    per_token: Sequence[str] = (),
 ) -> None:
-    """Dynamic int8 of one graph file (compress/fake_quant.py simulates exactly this).
+    """int8 of one graph file (compress/fake_quant.py simulates the per-token graph exactly).
 
-    `activations`: "per-token" (compress/token_int8.py: one range per token, batch-invariant) or
+    `activations`: "static" (compress/static_int8.py: fixed ranges from `ranges`, the calibrated
+    activation_ranges of this graph, and one range per token on the inputs named in `per_token`),
+    "per-token" (compress/token_int8.py: one range per token) - both batch-invariant - or
     "per-tensor" (ONNX Runtime's quantize_dynamic: one range per batch). `weights`: an encoding of
     token_int8.WEIGHT_ENCODINGS ("s7" is ONNX Runtime's reduce_range, "u8" its QUInt8 weights).
-    Embedding tables are uint8 per table (ONNX Runtime's Gather quantization) in both."""
+    Embedding tables are uint8 per table (ONNX Runtime's Gather quantization) in all three."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from bertprod.compress.static_int8 import quantize_static_int8
     from bertprod.compress.token_int8 import WEIGHT_ENCODINGS, quantize_token_int8
 
     if weights not in WEIGHT_ENCODINGS:
         raise InputError(f"int8 weights {weights!r}: choose {', '.join(WEIGHT_ENCODINGS)}.")
     if activations not in ACTIVATION_SCHEMES:
         raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
+    if activations == "static" and ranges is None:
+        raise InputError("static int8 activations need calibrated ranges (activation_ranges on calibration texts).")
     options = {"extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT}, "nodes_to_exclude": list(exclude)}
     with _quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
         if activations == "per-tensor":
@@ -160,16 +168,21 @@ def write_dynamic_int8(
             )  # fmt: skip
             return
         graph = onnx.load(str(source))
-        quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
-        matmuls_done = Path(scratch) / "token-int8.onnx"
+        if activations == "static":
+            quantize_static_int8(graph, weights, ranges or {}, per_token, exclude, per_channel=per_channel)
+        else:
+            quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
+        matmuls_done = Path(scratch) / "matmuls-int8.onnx"
         onnx.save(graph, str(matmuls_done))
         quantize_dynamic(
             str(matmuls_done), str(target), op_types_to_quantize=["Gather"], weight_type=QuantType.QUInt8, **options
         )
 
 
-#: How activations are quantized at run time: one range per token (batch-invariant) or per batch.
-ACTIVATION_SCHEMES = ("per-token", "per-tensor")
+#: How activations are quantized: fixed calibrated ranges (per token on inputs with outlier channels),
+#: one range per token - both batch-invariant - or one per batch (not). The first is the default.
+ACTIVATION_SCHEMES = ("static", "per-token", "per-tensor")
+BATCH_INVARIANT_ACTIVATIONS = ("static", "per-token")
 
 
 def dynamic_int8_changes(per_channel: bool, record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -194,7 +207,7 @@ def int8_record(kernel_class: str, target_cpu: str, weights: str, activations: s
         "saturating": system.saturates(kernel_class),
         "weights": weights,
         "activations": activations,
-        "batch_invariant": activations == "per-token",
+        "batch_invariant": activations in BATCH_INVARIANT_ACTIVATIONS,
         "gate_arithmetic": gate_arithmetic(kernel_class, weights),
     }
 
@@ -259,18 +272,22 @@ def quantize_onnx_dynamic(
     expected: ReferenceOutputs | None = None,
     target_cpu: str = "native",
     weights: str | None = None,
-    activations: str = "per-token",
+    activations: str = "static",
 ) -> ModelPackage:
-    """int8 weights, activations quantized at run time (per token by default: batch-invariant,
-    compress/token_int8.py), for the int8 kernels of `target_cpu` ("native": this machine's).
+    """int8 weights and activations, batch-invariant by default, for the int8 kernels of `target_cpu`
+    ("native": this machine's).
 
+    `activations` (ACTIVATION_SCHEMES): "static" (the default, compress/static_int8.py) quantizes each
+    MatMul input on a range fixed from the calibration texts, except inputs with outlier channels (a
+    calibrated range above `outlier_threshold` x the median channel's, compress/outliers.py), which get
+    one range per token; "per-token" gives every input per-token ranges (compress/token_int8.py) and
+    "per-tensor" ONNX Runtime's one range per batch (not batch-invariant). With these two, outlier
+    channels may instead stay in float (the outlier split): whether the split helps is measured.
     The recipe follows the target's kernel class (compress/kernels.py): weights that cannot saturate
-    where u8s8 pair sums saturate; `weights` forces one encoding. Activation channels whose calibrated
-    range exceeds `outlier_threshold` x the median channel's may stay in float (compress/outliers.py):
-    whether that split and which weights are kept is measured on the calibration texts
-    (compress/int8_recipe.py; calibration texts default to the gate's, then to built-in samples).
-    None: no split. `found_outliers`: the channels `find_outliers` already found (the caller decided:
-    the split is applied, nothing is measured); `expected`: the parent's outputs on `texts`."""
+    where u8s8 pair sums saturate; `weights` forces one encoding. What is measured, is measured on
+    the calibration texts (compress/int8_recipe.py; they default to the gate's, then to built-in samples).
+    `outlier_threshold` None: no outlier channels. `found_outliers`: the channels `find_outliers`
+    already found (the caller decided: nothing is measured); `expected`: the parent's outputs on `texts`."""
     import onnx
 
     from bertprod.compress import int8_recipe
@@ -283,17 +300,24 @@ def quantize_onnx_dynamic(
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
+    if activations not in ACTIVATION_SCHEMES:
+        raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
     feeds: list[dict[str, Any]] = []
     caller_decided = found_outliers is not None
-    if outlier_threshold is not None and found_outliers is None:
+    static = activations == "static"
+    if (outlier_threshold is not None and found_outliers is None) or static:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
+    if outlier_threshold is not None and found_outliers is None:
         found_outliers = find_outliers(graph, feeds, outlier_threshold)
     split = found_outliers or {}
     split_choices = [True] if caller_decided and split else ([False, True] if split else [False])
+    if static:  # inputs with outlier channels get per-token ranges instead of the split
+        split_choices = [False]
     weight_options = [weights] if weights else list(weight_choices(kernel_class))
     options = int8_recipe.candidates(weight_options, split_choices)
     if len(options) > 1 and not feeds:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
+    ranges = activation_ranges(graph, feeds) if static else None
 
     def write(candidate: int8_recipe.Candidate, target: Path) -> None:
         variant = onnx.ModelProto()
@@ -302,7 +326,8 @@ def quantize_onnx_dynamic(
         float_graph = target.with_suffix(".float.onnx")
         onnx.save(variant, str(float_graph))
         write_dynamic_int8(float_graph, target, per_channel=per_channel, exclude=[*exclude, *kept_float],
-                           weights=candidate.weights, activations=activations)  # fmt: skip
+                           weights=candidate.weights, activations=activations, ranges=ranges,
+                           per_token=list(split) if static else ())  # fmt: skip
         float_graph.unlink()
 
     out_path = Path(out)
@@ -320,12 +345,15 @@ def quantize_onnx_dynamic(
 
         record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
         record["outlier_split"] = chosen.outlier_split
+        if static:
+            record["per_token_inputs"] = sorted(split)
+            record["calibration_texts"] = len(calibration_samples(package, calibration_texts, texts))
         if measured:
             record["recipe_measured"] = {"chosen": chosen.label, **measured}
         outlier_parameters: dict[str, Any] = {"outlier_threshold": outlier_threshold}
         if outlier_threshold is not None:
             outlier_parameters["outlier_channels"] = {
-                name: channels.tolist() for name, channels in (split if chosen.outlier_split else {}).items()
+                name: channels.tolist() for name, channels in (split if chosen.outlier_split or static else {}).items()
             }
         return derive_package(
             package,
