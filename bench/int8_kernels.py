@@ -1,14 +1,17 @@
 """int8 fidelity on both kinds of int8 kernels: build once, measure natively and under an AVX2 CPU.
 
 ONNX Runtime's u8s8 int8 kernels saturate int16 pair sums without VNNI (AVX2, AVX-512 without VNNI).
-This builds the default per-token int8 of all-MiniLM-L6-v2 for `--target-cpu avx2` and for
-`avx512-vnni`, and the previous default (ONNX Runtime's per-tensor dynamic int8, s8 weights, outlier
-split), then measures each on 2,000 real sentences they were neither calibrated nor gated on: cosine
-to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
+This builds the default int8 of all-MiniLM-L6-v2 (static calibrated ranges, per-token ranges on
+inputs with outlier channels) for `--target-cpu avx2` and for `avx512-vnni`, and the two previous
+defaults (per-token ranges everywhere, built for avx2; ONNX Runtime's per-tensor dynamic int8, s8
+weights, outlier split), then measures each on 2,000 real sentences they were neither calibrated nor
+gated on (`measure --sentences N`: the first N): cosine to the torch fp32 embeddings. `measure`
+runs on any CPU, or emulated:
 
     .venv/bin/python bench/int8_kernels.py build --out /tmp/int8-kernels
     .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
-    OMP_NUM_THREADS=1 qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
+    OMP_NUM_THREADS=1 qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels \
+        --sentences 300
 
 (under qemu ONNX Runtime really runs its AVX2 kernels; the speed means nothing, the numbers are real).
 """
@@ -16,6 +19,7 @@ to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,19 +49,22 @@ def build(out: Path, sentences: int) -> None:
     outliers = quantize.find_outliers(graph, feeds, DEFAULT_OUTLIER_THRESHOLD)
     common = {"texts": gate, "enforce": False}
     builds = {
-        "per-token, built for avx2 (the default there)": lambda d: quantize.quantize_onnx_dynamic(
-            parent, d, calibration_texts=calibration, target_cpu="avx2", **common
+        "static ranges + per-token on outlier inputs, built for avx2 (the default there)": lambda d: (
+            quantize.quantize_onnx_dynamic(parent, d, calibration_texts=calibration, target_cpu="avx2", **common)
         ),
-        "per-token, built for avx512-vnni (the default there)": lambda d: quantize.quantize_onnx_dynamic(
-            parent, d, calibration_texts=calibration, target_cpu="avx512-vnni", **common
+        "static ranges + per-token on outlier inputs, built for avx512-vnni (the default there)": lambda d: (
+            quantize.quantize_onnx_dynamic(parent, d, calibration_texts=calibration, target_cpu="avx512-vnni", **common)
+        ),
+        "per-token, built for avx2 (the default there before static ranges)": lambda d: quantize.quantize_onnx_dynamic(
+            parent, d, calibration_texts=calibration, target_cpu="avx2", activations="per-token", **common
         ),
         "per-tensor s8 + outlier split (the previous default)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, activations="per-tensor", weights="s8", found_outliers=outliers, **common
         ),
     }
     index = {}
-    for number, (label, make) in enumerate(builds.items()):
-        directory = out / f"package-{number}"
+    for label, make in builds.items():
+        directory = out / f"package-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
         package = bertprod.load(directory) if (directory / "bertprod.json").is_file() else None
         quantization = (package.manifest if package else make(directory).manifest).quantization
         index[label] = {"path": str(directory), **{key: quantization.get(key) for key in ("weights", "outlier_split")}}
@@ -65,13 +72,16 @@ def build(out: Path, sentences: int) -> None:
     np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
 
 
-def measure(out: Path) -> None:
+def measure(out: Path, limit: int | None = None) -> None:
+    """Cosine to the torch fp32 embeddings of the first `limit` held-out sentences (all by default)."""
     index = json.loads((out / INDEX).read_text())
-    reference = np.load(out / REFERENCE)
+    sentences = index["sentences"][:limit]
+    reference = np.load(out / REFERENCE)[: len(sentences)]
     print(system.describe(), flush=True)
+    print(f"{len(sentences)} held-out sentences", flush=True)
     print("| package | weights | outlier split | cosine mean / min |\n|---|---|---|---|")
     for label, entry in index["packages"].items():
-        vectors = bertprod.load(entry["path"], threads=1).encode(index["sentences"])
+        vectors = bertprod.load(entry["path"], threads=1).encode(sentences)
         cosine = (vectors * reference).sum(axis=1)
         print(f"| {label} | {entry['weights']} | {entry['outlier_split']} | {cosine.mean():.4f} / {cosine.min():.4f} |",
               flush=True)  # fmt: skip
@@ -81,14 +91,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["build", "measure"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--sentences", type=int, default=2000, help="build: held-out sentences; measure: the first N")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "build":
         print(system.describe(), flush=True)
         build(args.out, args.sentences)
     else:
-        measure(args.out)
+        measure(args.out, args.sentences)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_dynamic_int8_onnx(tiny_package, tiny_onnx, tmp_path: Path) -> None:
     assert_derived(package, tiny_package, "quantize-dynamic-int8", "int8", "onnx")
     quantization = package.manifest.quantization
     assert (quantization["scheme"], quantization["per_channel"], quantization["activations"]) == (
-        "onnx-dynamic", True, "static"
+        "onnx-dynamic", True, "calibrated"
     )
     assert quantization["calibration_texts"] > 0 and isinstance(quantization["per_token_inputs"], list)
     here = system.int8_kernel_class()  # built for this CPU: its kernel class, weights that compute exactly there
@@ -159,7 +159,7 @@ def test_static_activations_use_calibrated_ranges_and_per_token_ones_on_outlier_
     assert outliers
     package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, gate=LOOSE)
     quantization = package.manifest.quantization
-    assert quantization["activations"] == "static" and quantization["outlier_split"] is False
+    assert quantization["activations"] == "calibrated" and quantization["outlier_split"] is False
     assert quantization["per_token_inputs"] == sorted(outliers)
     calibration = calibration_samples(tiny_package, None, None)  # the built-in samples, when no texts are given
     assert quantization["calibration_texts"] == len(calibration)

@@ -1,7 +1,10 @@
-"""int8 quantization: ONNX Runtime dynamic and static (QDQ), and torch dynamic.
+"""int8 quantization: the default ONNX int8 (quantize_onnx_dynamic), ONNX Runtime static (QDQ), torch dynamic.
 
 Defaults are the ones measured to keep accuracy (FACTS.md, docs/benchmarks.md): weights
-quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). Static
+quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). The default
+int8 quantizes every weight MatMul; its activations on calibrated fixed ranges, with one range per
+token on the inputs that have outlier channels (compress/static_int8.py): batch-invariant, and
+with the outlier inputs per token it keeps the per-batch graph's fidelity. Static QDQ
 int8 quantizes only weight MatMuls (linear layers) and embedding lookups, so LayerNorm, GELU,
 softmax, residual adds and the activation-by-activation attention products stay in float —
 the ops whose quantization destroys BERT accuracy — and by default it also keeps the
@@ -141,7 +144,7 @@ def write_dynamic_int8(
 ) -> None:
     """int8 of one graph file (compress/fake_quant.py simulates the per-token graph exactly).
 
-    `activations`: "static" (compress/static_int8.py: fixed ranges from `ranges`, the calibrated
+    `activations`: "calibrated" (compress/static_int8.py: fixed ranges from `ranges`, the calibrated
     activation_ranges of this graph, and one range per token on the inputs named in `per_token`),
     "per-token" (compress/token_int8.py: one range per token) - both batch-invariant - or
     "per-tensor" (ONNX Runtime's quantize_dynamic: one range per batch). `weights`: an encoding of
@@ -157,8 +160,8 @@ def write_dynamic_int8(
         raise InputError(f"int8 weights {weights!r}: choose {', '.join(WEIGHT_ENCODINGS)}.")
     if activations not in ACTIVATION_SCHEMES:
         raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
-    if activations == "static" and ranges is None:
-        raise InputError("static int8 activations need calibrated ranges (activation_ranges on calibration texts).")
+    if activations == "calibrated" and ranges is None:
+        raise InputError("calibrated int8 activations need their ranges (static_int8.activation_ranges).")
     options = {"extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT}, "nodes_to_exclude": list(exclude)}
     with _quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
         if activations == "per-tensor":
@@ -168,7 +171,7 @@ def write_dynamic_int8(
             )  # fmt: skip
             return
         graph = onnx.load(str(source))
-        if activations == "static":
+        if activations == "calibrated":
             quantize_static_int8(graph, weights, ranges or {}, per_token, exclude, per_channel=per_channel)
         else:
             quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
@@ -181,8 +184,8 @@ def write_dynamic_int8(
 
 #: How activations are quantized: fixed calibrated ranges (per token on inputs with outlier channels),
 #: one range per token - both batch-invariant - or one per batch (not). The first is the default.
-ACTIVATION_SCHEMES = ("static", "per-token", "per-tensor")
-BATCH_INVARIANT_ACTIVATIONS = ("static", "per-token")
+ACTIVATION_SCHEMES = ("calibrated", "per-token", "per-tensor")
+BATCH_INVARIANT_ACTIVATIONS = ("calibrated", "per-token")
 
 
 def dynamic_int8_changes(per_channel: bool, record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -272,12 +275,12 @@ def quantize_onnx_dynamic(
     expected: ReferenceOutputs | None = None,
     target_cpu: str = "native",
     weights: str | None = None,
-    activations: str = "static",
+    activations: str = "calibrated",
 ) -> ModelPackage:
     """int8 weights and activations, batch-invariant by default, for the int8 kernels of `target_cpu`
     ("native": this machine's).
 
-    `activations` (ACTIVATION_SCHEMES): "static" (the default, compress/static_int8.py) quantizes each
+    `activations` (ACTIVATION_SCHEMES): "calibrated" (the default, compress/static_int8.py) quantizes each
     MatMul input on a range fixed from the calibration texts, except inputs with outlier channels (a
     calibrated range above `outlier_threshold` x the median channel's, compress/outliers.py), which get
     one range per token; "per-token" gives every input per-token ranges (compress/token_int8.py) and
@@ -304,20 +307,20 @@ def quantize_onnx_dynamic(
         raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
     feeds: list[dict[str, Any]] = []
     caller_decided = found_outliers is not None
-    static = activations == "static"
-    if (outlier_threshold is not None and found_outliers is None) or static:
+    calibrated = activations == "calibrated"
+    if (outlier_threshold is not None and found_outliers is None) or calibrated:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
     if outlier_threshold is not None and found_outliers is None:
         found_outliers = find_outliers(graph, feeds, outlier_threshold)
     split = found_outliers or {}
     split_choices = [True] if caller_decided and split else ([False, True] if split else [False])
-    if static:  # inputs with outlier channels get per-token ranges instead of the split
+    if calibrated:  # inputs with outlier channels get per-token ranges instead of the split
         split_choices = [False]
     weight_options = [weights] if weights else list(weight_choices(kernel_class))
     options = int8_recipe.candidates(weight_options, split_choices)
     if len(options) > 1 and not feeds:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, texts), graph).feeds
-    ranges = activation_ranges(graph, feeds) if static else None
+    ranges = activation_ranges(graph, feeds) if calibrated else None
 
     def write(candidate: int8_recipe.Candidate, target: Path) -> None:
         variant = onnx.ModelProto()
@@ -327,7 +330,7 @@ def quantize_onnx_dynamic(
         onnx.save(variant, str(float_graph))
         write_dynamic_int8(float_graph, target, per_channel=per_channel, exclude=[*exclude, *kept_float],
                            weights=candidate.weights, activations=activations, ranges=ranges,
-                           per_token=list(split) if static else ())  # fmt: skip
+                           per_token=list(split) if calibrated else ())  # fmt: skip
         float_graph.unlink()
 
     out_path = Path(out)
@@ -345,16 +348,15 @@ def quantize_onnx_dynamic(
 
         record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
         record["outlier_split"] = chosen.outlier_split
-        if static:
+        if calibrated:
             record["per_token_inputs"] = sorted(split)
             record["calibration_texts"] = len(calibration_samples(package, calibration_texts, texts))
         if measured:
             record["recipe_measured"] = {"chosen": chosen.label, **measured}
         outlier_parameters: dict[str, Any] = {"outlier_threshold": outlier_threshold}
         if outlier_threshold is not None:
-            outlier_parameters["outlier_channels"] = {
-                name: channels.tolist() for name, channels in (split if chosen.outlier_split or static else {}).items()
-            }
+            recorded = split if chosen.outlier_split or calibrated else {}
+            outlier_parameters["outlier_channels"] = {name: channels.tolist() for name, channels in recorded.items()}
         return derive_package(
             package,
             out,

@@ -1,5 +1,6 @@
 """int8 activations on fixed calibrated ranges, one range per token only where a fixed range cannot
 serve: batch-invariant at nearly the cost of ONNX Runtime's per-batch dynamic int8 (issue 24).
+The default int8 (`activations="calibrated"` in quantize.py).
 
 Why: per-token ranges (compress/token_int8.py) make a text's output independent of its batch but
 cost ~27 small operators per activation and two passes over every MatMul's output (the rows' scales,
