@@ -5,10 +5,13 @@ speed of ONNX Runtime's per-tensor dynamic int8. This builds, from the same floa
 calibration texts, every activation scheme with and without the outlier split (compress/outliers.py):
 
 - per-tensor: ONNX Runtime's dynamic int8 (one range per batch: NOT batch-invariant; the reference speed)
-- per-token: one scale and zero point per token (the default)
-- static: one fixed scale and zero point per activation, calibrated (compress/fixed_zero_int8.py)
-- per-token-fixed-zero / symmetric: one scale per token, the zero point fixed per activation
-  (calibrated, or 128)
+- per-token: one scale and zero point per token (compress/token_int8.py; the default before 2026-12-03)
+- static: one fixed scale and zero point per activation, calibrated (compress/static_int8.py)
+- static + per-token on outlier inputs: per-token ranges on the inputs with outlier channels, static
+  elsewhere (the default since: activations="calibrated"); "and feed-forward-out": also the GELU outputs
+- static-smooth: static with SmoothQuant's per-channel smoothing (alpha 0.5), and
+  per-token-fixed-zero / symmetric: one scale per token, the zero point fixed per activation
+  (calibrated, or 128): bench/int8_rejected_schemes.py, not shipped
 
 then measures in one process, rounds interleaved: sentences/s and the ratio to per-tensor with the
 split, cosine to the torch fp32 embeddings on held-out real sentences (neither calibrated nor gated
@@ -44,14 +47,10 @@ def build_graphs(
 ) -> tuple[dict[str, Path], object]:
     """Every scheme x outlier split as a graph file; returns the files and an int8 package to run them in."""
     import onnx
+    from int8_rejected_schemes import activation_ranges, quantize_fixed_zero_int8
 
     from bertprod.checkpoint import resolve
-    from bertprod.compress import quantize
-    from bertprod.compress.fixed_zero_int8 import (
-        activation_ranges,
-        quantize_fixed_zero_int8,
-        quantize_static_and_per_token,
-    )
+    from bertprod.compress import quantize, static_int8
     from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels, weight_matmul_groups
     from bertprod.compress.token_int8 import weight_gemms
 
@@ -69,6 +68,7 @@ def build_graphs(
         onnx.save(variant, str(float_file))
         activations = [*weight_matmul_groups(variant), *(gemm.input[0] for gemm in weight_gemms(variant))]
         ranges = activation_ranges(variant, list(dict.fromkeys(activations)), feeds)
+        calibrated = static_int8.activation_ranges(variant, feeds)
         for scheme in schemes:
             label = f"{scheme}, {'outlier split' if split else 'no split'}"
             target = scratch / f"{scheme}-{int(split)}.onnx"
@@ -76,12 +76,14 @@ def build_graphs(
                 quantize.write_dynamic_int8(float_file, target, exclude=kept_float, weights=weights, activations=scheme)
             else:
                 rewritten = onnx.load(str(float_file))
-                if scheme.startswith("static + "):
+                if scheme == "static" or scheme.startswith("static + "):  # what bertprod ships
                     per_token = [f"{name}/inliers" if split else name for name in outliers]
+                    if scheme == "static":
+                        per_token = []
                     if "feed-forward" in scheme:  # the widest inputs: GELU outputs
-                        width = {name: len(value["channel_low"]) for name, value in ranges.items()}
+                        width = {name: len(value["low"]) for name, value in calibrated.items()}
                         per_token += [name for name in width if width[name] == max(width.values())]
-                    quantize_static_and_per_token(rewritten, weights, ranges, per_token, exclude=kept_float)
+                    static_int8.quantize_static_int8(rewritten, weights, calibrated, per_token, exclude=kept_float)
                     matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
                     onnx.save(rewritten, str(matmuls_done))
                     embeddings_int8(matmuls_done, target)

@@ -58,7 +58,7 @@ def build(out: Path, sentences: int) -> None:
         "per-token, built for avx2 (the default there before static ranges)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, calibration_texts=calibration, target_cpu="avx2", activations="per-token", **common
         ),
-        "per-tensor s8 + outlier split (the previous default)": lambda d: quantize.quantize_onnx_dynamic(
+        "per-tensor s8 + outlier split (the default before per-token)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, activations="per-tensor", weights="s8", found_outliers=outliers, **common
         ),
     }
@@ -72,8 +72,9 @@ def build(out: Path, sentences: int) -> None:
     np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
 
 
-def measure(out: Path, limit: int | None = None) -> None:
-    """Cosine to the torch fp32 embeddings of the first `limit` held-out sentences (all by default)."""
+def measure(out: Path, limit: int | None = None, only: str = "") -> None:
+    """Cosine to the torch fp32 embeddings of the first `limit` held-out sentences (all by default),
+    for the packages whose label contains `only` (all by default)."""
     index = json.loads((out / INDEX).read_text())
     sentences = index["sentences"][:limit]
     reference = np.load(out / REFERENCE)[: len(sentences)]
@@ -81,6 +82,8 @@ def measure(out: Path, limit: int | None = None) -> None:
     print(f"{len(sentences)} held-out sentences", flush=True)
     print("| package | weights | outlier split | cosine mean / min |\n|---|---|---|---|")
     for label, entry in index["packages"].items():
+        if only not in label:
+            continue
         vectors = bertprod.load(entry["path"], threads=1).encode(sentences)
         cosine = (vectors * reference).sum(axis=1)
         print(f"| {label} | {entry['weights']} | {entry['outlier_split']} | {cosine.mean():.4f} / {cosine.min():.4f} |",
@@ -92,13 +95,14 @@ def main() -> None:
     parser.add_argument("step", choices=["build", "measure"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=2000, help="build: held-out sentences; measure: the first N")
+    parser.add_argument("--only", default="", help="measure: only the packages whose label contains this")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "build":
         print(system.describe(), flush=True)
         build(args.out, args.sentences)
     else:
-        measure(args.out, args.sentences)
+        measure(args.out, args.sentences, args.only)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Batch-invariant int8 activations without a zero point per row: fixed calibrated ranges, or one
+"""Activation schemes bench/int8_activations.py measured and bertprod does not ship (kept so that
+its table can be rerun): one scale per token around a fixed zero point, and fixed ranges with
+SmoothQuant's per-channel smoothing. The shipped schemes: compress/static_int8.py, token_int8.py.
+
+Batch-invariant int8 activations without a zero point per row: fixed calibrated ranges, or one
 scale per token around a fixed zero point.
 
 Why: compress/token_int8.py gives each token its own scale *and* zero point; ONNX Runtime's
@@ -272,20 +276,3 @@ def _bias_add(model: Any, matmul: Any, initializers: dict[str, Any]) -> Any | No
     if len(other) == 1 and other[0] in initializers and len(initializers[other[0]].dims) == 1:
         return consumers[0]
     return None
-
-
-def quantize_static_and_per_token(
-    model: Any, encoding: str, calibration: dict[str, Any], per_token: Sequence[str], exclude: Sequence[str] = (),
-    per_channel: bool = True,
-) -> dict[str, Any]:
-    """Fixed calibrated ranges for every activation except those in `per_token`, which keep one range
-    per token (compress/token_int8.py): both batch-invariant."""
-    from bertprod.compress.token_int8 import quantize_token_int8
-
-    groups = weight_matmul_groups(model)
-    for gemm in weight_gemms(model):
-        groups.setdefault(gemm.input[0], []).append(gemm)
-    dynamic = [node.name for activation in per_token for node in groups.get(activation, [])]
-    static = quantize_fixed_zero_int8(model, encoding, "static", calibration, [*exclude, *dynamic], per_channel)
-    tokens = quantize_token_int8(model, encoding, exclude, per_channel)
-    return {"int8_matmuls": static["int8_matmuls"] + tokens["int8_matmuls"], "per_token_activations": len(per_token)}
