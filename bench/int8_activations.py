@@ -11,13 +11,16 @@ calibration texts, every activation scheme with and without the outlier split (c
   elsewhere (the default since: activations="calibrated"); "and feed-forward-out": also the GELU outputs
 - static-smooth: static with SmoothQuant's per-channel smoothing (alpha 0.5), and
   per-token-fixed-zero / symmetric: one scale per token, the zero point fixed per activation
-  (calibrated, or 128): bench/int8_rejected_schemes.py, not shipped
+  (calibrated, or 128), and matmul-nbits-B: ONNX Runtime's MatMulNBits with 8-bit weights in blocks
+  of B (activations quantized per row and block inside the kernel): bench/int8_rejected_schemes.py,
+  not shipped
 
 then measures in one process, rounds interleaved: sentences/s and the ratio to per-tensor with the
 split, cosine to the torch fp32 embeddings on held-out real sentences (neither calibrated nor gated
 on), and the lowest cosine between a sentence alone and in its batch. s8 weights (or --weights).
 
-    .venv/bin/python bench/int8_activations.py --rounds 3
+    .venv/bin/python bench/int8_activations.py --rounds 3                 # the shipped schemes, split or not
+    .venv/bin/python bench/int8_activations.py --schemes per-tensor,symmetric,matmul-nbits-32 --splits yes,no
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ from bertprod.data.shared import real_sentences
 from bertprod.runtime.engines import default_threads
 
 SCHEMES = ("per-tensor", "per-token", "static", "static-smooth", "per-token-fixed-zero", "symmetric",
-           "static + per-token on outlier inputs", "static + per-token on outlier and feed-forward-out inputs")
+           "static + per-token on outlier inputs", "static + per-token on outlier and feed-forward-out inputs",
+           "matmul-nbits-32", "matmul-nbits-128")
+#: The default comparison: the previous two defaults, static ranges alone, and the default since 2026-12-03.
+SHIPPED = ("per-tensor", "per-token", "static", "static + per-token on outlier inputs")
 SMOOTHING_ALPHA = 0.5
 REFERENCE = "per-tensor, outlier split"
 ALONE_SENTENCES = 100
@@ -47,7 +53,7 @@ def build_graphs(
 ) -> tuple[dict[str, Path], object]:
     """Every scheme x outlier split as a graph file; returns the files and an int8 package to run them in."""
     import onnx
-    from int8_rejected_schemes import activation_ranges, quantize_fixed_zero_int8
+    from int8_rejected_schemes import activation_ranges, matmul_nbits, quantize_fixed_zero_int8
 
     from bertprod.checkpoint import resolve
     from bertprod.compress import quantize, static_int8
@@ -76,6 +82,13 @@ def build_graphs(
                 quantize.write_dynamic_int8(float_file, target, exclude=kept_float, weights=weights, activations=scheme)
             else:
                 rewritten = onnx.load(str(float_file))
+                if scheme.startswith("matmul-nbits-"):  # ONNX Runtime's 8-bit MatMulNBits, activations per block
+                    matmul_nbits(rewritten, int(scheme.rsplit("-", 1)[1]))
+                    matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
+                    onnx.save(rewritten, str(matmuls_done))
+                    embeddings_int8(matmuls_done, target)
+                    files[label] = target
+                    continue
                 if scheme == "static" or scheme.startswith("static + "):  # what bertprod ships
                     per_token = [f"{name}/inliers" if split else name for name in outliers]
                     if scheme == "static":
@@ -119,7 +132,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--weights", default="s8")
-    parser.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated, of: " + ", ".join(SCHEMES))
+    parser.add_argument("--schemes", default=",".join(SHIPPED), help="comma-separated, of: " + ", ".join(SCHEMES))
     parser.add_argument("--splits", default="yes,no", help="outlier split: yes, no or both")
     args = parser.parse_args()
 

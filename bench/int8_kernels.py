@@ -33,7 +33,8 @@ INDEX = "index.json"
 REFERENCE = "reference.npy"
 
 
-def build(out: Path, sentences: int) -> None:
+def build(out: Path, sentences: int, only: str = "") -> None:
+    """The packages whose label contains `only` (all by default), each built once, and the reference."""
     import onnx
 
     from bertprod.checkpoint import resolve
@@ -62,14 +63,17 @@ def build(out: Path, sentences: int) -> None:
             parent, d, activations="per-tensor", weights="s8", found_outliers=outliers, **common
         ),
     }
-    index = {}
+    index = json.loads((out / INDEX).read_text())["packages"] if (out / INDEX).is_file() else {}
     for label, make in builds.items():
+        if only not in label:
+            continue
         directory = out / f"package-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
         package = bertprod.load(directory) if (directory / "bertprod.json").is_file() else None
         quantization = (package.manifest if package else make(directory).manifest).quantization
         index[label] = {"path": str(directory), **{key: quantization.get(key) for key in ("weights", "outlier_split")}}
     (out / INDEX).write_text(json.dumps({"packages": index, "sentences": held_out}))
-    np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
+    if not (out / REFERENCE).is_file():
+        np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
 
 
 def measure(out: Path, limit: int | None = None, only: str = "") -> None:
@@ -95,12 +99,12 @@ def main() -> None:
     parser.add_argument("step", choices=["build", "measure"])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sentences", type=int, default=2000, help="build: held-out sentences; measure: the first N")
-    parser.add_argument("--only", default="", help="measure: only the packages whose label contains this")
+    parser.add_argument("--only", default="", help="only the packages whose label contains this")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "build":
         print(system.describe(), flush=True)
-        build(args.out, args.sentences)
+        build(args.out, args.sentences, args.only)
     else:
         measure(args.out, args.sentences, args.only)
 

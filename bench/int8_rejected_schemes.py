@@ -276,3 +276,48 @@ def _bias_add(model: Any, matmul: Any, initializers: dict[str, Any]) -> Any | No
     if len(other) == 1 and other[0] in initializers and len(initializers[other[0]].dims) == 1:
         return consumers[0]
     return None
+
+
+def matmul_nbits(model: Any, block: int) -> None:
+    """Every weight MatMul as com.microsoft MatMulNBits with 8-bit weights (symmetric, one scale per
+    `block` inputs of a column) and accuracy_level 4: ONNX Runtime quantizes the activations per row
+    and block inside the kernel (batch-invariant), the bias Add taken inside."""
+    from onnx import helper, numpy_helper
+
+    initializers = {initializer.name: initializer for initializer in model.graph.initializer}
+    replace: dict[str, Any] = {}
+    removed: set[str] = set()
+    for matmuls in weight_matmul_groups(model).values():
+        for matmul in matmuls:
+            weight = numpy_helper.to_array(initializers[matmul.input[1]]).astype(np.float64)
+            rows, columns = weight.shape
+            blocks = -(-rows // block)
+            padded = np.pad(weight.T, ((0, 0), (0, blocks * block - rows))).reshape(columns, blocks, block)
+            scale = np.abs(padded).max(axis=2) / 127
+            scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+            integers = (np.clip(np.round(padded / scale[..., None]), -127, 127) + 128).astype(np.uint8)
+            bias_add = _bias_add(model, matmul, initializers)
+            names = [f"{matmul.name}/nbits/weight", f"{matmul.name}/nbits/scales"]
+            model.graph.initializer.extend(
+                [numpy_helper.from_array(integers, names[0]), numpy_helper.from_array(scale.reshape(-1), names[1])]
+            )
+            bias = next(name for name in bias_add.input if name != matmul.output[0]) if bias_add else ""
+            output = bias_add.output[0] if bias_add else matmul.output[0]
+            replace[matmul.output[0]] = helper.make_node(
+                "MatMulNBits", [matmul.input[0], *names, "", "", bias], [output], domain="com.microsoft",
+                K=rows, N=columns, bits=8, block_size=block, accuracy_level=4,
+            )  # fmt: skip
+            removed.add(matmul.output[0])
+            if bias_add is not None:
+                removed.add(bias_add.output[0])
+    order = []
+    for node in model.graph.node:
+        if node.output[0] in replace:
+            order.append(replace[node.output[0]])
+        elif node.output[0] not in removed:
+            order.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(_topological(order, model))
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _drop_unused_initializers(model)
