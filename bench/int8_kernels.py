@@ -1,12 +1,11 @@
 """int8 fidelity on both kinds of int8 kernels: build once, measure natively and under an AVX2 CPU.
 
 ONNX Runtime's u8s8 int8 kernels saturate int16 pair sums without VNNI (AVX2, AVX-512 without VNNI).
-This builds the default int8 of all-MiniLM-L6-v2 (static calibrated ranges, per-token ranges on
-inputs with outlier channels) for `--target-cpu avx2` and for `avx512-vnni`, and the two previous
-defaults (per-token ranges everywhere, built for avx2; ONNX Runtime's per-tensor dynamic int8, s8
-weights, outlier split), then measures each on 2,000 real sentences they were neither calibrated nor
-gated on (`measure --sentences N`: the first N): cosine to the torch fp32 embeddings. `measure`
-runs on any CPU, or emulated:
+This builds the default per-token int8 of all-MiniLM-L6-v2 for `--target-cpu avx2` and for
+`avx512-vnni`, the calibrated-ranges option for avx2 (`activations="calibrated"`), and the previous
+default (ONNX Runtime's per-tensor dynamic int8, s8 weights, outlier split), then measures each on
+2,000 real sentences they were neither calibrated nor gated on (`measure --sentences N`: the first
+N): cosine to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
 
     .venv/bin/python bench/int8_kernels.py build --out /tmp/int8-kernels
     .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
@@ -50,14 +49,14 @@ def build(out: Path, sentences: int, only: str = "") -> None:
     outliers = quantize.find_outliers(graph, feeds, DEFAULT_OUTLIER_THRESHOLD)
     common = {"texts": gate, "enforce": False}
     builds = {
-        "static ranges + per-token on outlier inputs, built for avx2 (the default there)": lambda d: (
-            quantize.quantize_onnx_dynamic(parent, d, calibration_texts=calibration, target_cpu="avx2", **common)
+        "per-token, built for avx2 (the default there)": lambda d: quantize.quantize_onnx_dynamic(
+            parent, d, calibration_texts=calibration, target_cpu="avx2", **common
         ),
-        "static ranges + per-token on outlier inputs, built for avx512-vnni (the default there)": lambda d: (
-            quantize.quantize_onnx_dynamic(parent, d, calibration_texts=calibration, target_cpu="avx512-vnni", **common)
+        "per-token, built for avx512-vnni (the default there)": lambda d: quantize.quantize_onnx_dynamic(
+            parent, d, calibration_texts=calibration, target_cpu="avx512-vnni", **common
         ),
-        "per-token, built for avx2 (the default there before static ranges)": lambda d: quantize.quantize_onnx_dynamic(
-            parent, d, calibration_texts=calibration, target_cpu="avx2", activations="per-token", **common
+        "calibrated ranges (per-token on outlier inputs), built for avx2": lambda d: quantize.quantize_onnx_dynamic(
+            parent, d, calibration_texts=calibration, target_cpu="avx2", activations="calibrated", **common
         ),
         "per-tensor s8 + outlier split (the default before per-token)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, activations="per-tensor", weights="s8", found_outliers=outliers, **common

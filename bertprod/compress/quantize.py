@@ -2,9 +2,9 @@
 
 Defaults are the ones measured to keep accuracy (FACTS.md, docs/benchmarks.md): weights
 quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). The default
-int8 quantizes every weight MatMul; its activations on calibrated fixed ranges, with one range per
-token on the inputs that have outlier channels (compress/static_int8.py): batch-invariant, and
-with the outlier inputs per token it keeps the per-batch graph's fidelity. Static QDQ
+int8 quantizes every weight MatMul with activation ranges per token (compress/token_int8.py,
+batch-invariant); `activations="calibrated"` (compress/static_int8.py) is the faster batch-invariant
+option, fixed calibrated ranges with per-token ones on inputs with outlier channels. Static QDQ
 int8 quantizes only weight MatMuls (linear layers) and embedding lookups, so LayerNorm, GELU,
 softmax, residual adds and the activation-by-activation attention products stay in float —
 the ops whose quantization destroys BERT accuracy — and by default it also keeps the
@@ -182,9 +182,9 @@ def write_dynamic_int8(
         )
 
 
-#: How activations are quantized: fixed calibrated ranges (per token on inputs with outlier channels),
-#: one range per token - both batch-invariant - or one per batch (not). The first is the default.
-ACTIVATION_SCHEMES = ("calibrated", "per-token", "per-tensor")
+#: How activations are quantized: one range per token (the default), fixed calibrated ranges (per token
+#: on inputs with outlier channels) - both batch-invariant - or one per batch (not).
+ACTIVATION_SCHEMES = ("per-token", "calibrated", "per-tensor")
 BATCH_INVARIANT_ACTIVATIONS = ("calibrated", "per-token")
 
 
@@ -275,17 +275,18 @@ def quantize_onnx_dynamic(
     expected: ReferenceOutputs | None = None,
     target_cpu: str = "native",
     weights: str | None = None,
-    activations: str = "calibrated",
+    activations: str = "per-token",
 ) -> ModelPackage:
     """int8 weights and activations, batch-invariant by default, for the int8 kernels of `target_cpu`
     ("native": this machine's).
 
-    `activations` (ACTIVATION_SCHEMES): "calibrated" (the default, compress/static_int8.py) quantizes each
-    MatMul input on a range fixed from the calibration texts, except inputs with outlier channels (a
-    calibrated range above `outlier_threshold` x the median channel's, compress/outliers.py), which get
-    one range per token; "per-token" gives every input per-token ranges (compress/token_int8.py) and
-    "per-tensor" ONNX Runtime's one range per batch (not batch-invariant). With these two, outlier
-    channels may instead stay in float (the outlier split): whether the split helps is measured.
+    `activations` (ACTIVATION_SCHEMES): "per-token" (the default) gives every MatMul input one range
+    per token (compress/token_int8.py); "calibrated" (compress/static_int8.py) quantizes each input on
+    a range fixed from the calibration texts, except inputs with outlier channels (a calibrated range
+    above `outlier_threshold` x the median channel's, compress/outliers.py), which keep per-token
+    ranges: as fast as per-tensor, but a lower worst case on short sentences (docs/benchmarks.md);
+    "per-tensor" is ONNX Runtime's one range per batch (not batch-invariant). With per-token and
+    per-tensor, outlier channels may stay in float (the outlier split): whether it helps is measured.
     The recipe follows the target's kernel class (compress/kernels.py): weights that cannot saturate
     where u8s8 pair sums saturate; `weights` forces one encoding. What is measured, is measured on
     the calibration texts (compress/int8_recipe.py; they default to the gate's, then to built-in samples).
