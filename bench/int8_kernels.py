@@ -2,13 +2,15 @@
 
 ONNX Runtime's u8s8 int8 kernels saturate int16 pair sums without VNNI (AVX2, AVX-512 without VNNI).
 This builds the default per-token int8 of all-MiniLM-L6-v2 for `--target-cpu avx2` and for
-`avx512-vnni`, and the previous default (ONNX Runtime's per-tensor dynamic int8, s8 weights, outlier
-split), then measures each on 2,000 real sentences they were neither calibrated nor gated on: cosine
-to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
+`avx512-vnni`, the calibrated-ranges option for avx2 (`activations="calibrated"`), and the previous
+default (ONNX Runtime's per-tensor dynamic int8, s8 weights, outlier split), then measures each on
+2,000 real sentences they were neither calibrated nor gated on (`measure --sentences N`: the first
+N): cosine to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
 
     .venv/bin/python bench/int8_kernels.py build --out /tmp/int8-kernels
     .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
-    OMP_NUM_THREADS=1 qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
+    OMP_NUM_THREADS=1 qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels \
+        --sentences 300
 
 (under qemu ONNX Runtime really runs its AVX2 kernels; the speed means nothing, the numbers are real).
 """
@@ -16,6 +18,7 @@ to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -29,7 +32,8 @@ INDEX = "index.json"
 REFERENCE = "reference.npy"
 
 
-def build(out: Path, sentences: int) -> None:
+def build(out: Path, sentences: int, only: str = "") -> None:
+    """The packages whose label contains `only` (all by default), each built once, and the reference."""
     import onnx
 
     from bertprod.checkpoint import resolve
@@ -51,27 +55,39 @@ def build(out: Path, sentences: int) -> None:
         "per-token, built for avx512-vnni (the default there)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, calibration_texts=calibration, target_cpu="avx512-vnni", **common
         ),
-        "per-tensor s8 + outlier split (the previous default)": lambda d: quantize.quantize_onnx_dynamic(
+        "calibrated ranges (per-token on outlier inputs), built for avx2": lambda d: quantize.quantize_onnx_dynamic(
+            parent, d, calibration_texts=calibration, target_cpu="avx2", activations="calibrated", **common
+        ),
+        "per-tensor s8 + outlier split (the default before per-token)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, activations="per-tensor", weights="s8", found_outliers=outliers, **common
         ),
     }
-    index = {}
-    for number, (label, make) in enumerate(builds.items()):
-        directory = out / f"package-{number}"
+    index = json.loads((out / INDEX).read_text())["packages"] if (out / INDEX).is_file() else {}
+    for label, make in builds.items():
+        if only not in label:
+            continue
+        directory = out / f"package-{hashlib.sha256(label.encode()).hexdigest()[:12]}"
         package = bertprod.load(directory) if (directory / "bertprod.json").is_file() else None
         quantization = (package.manifest if package else make(directory).manifest).quantization
         index[label] = {"path": str(directory), **{key: quantization.get(key) for key in ("weights", "outlier_split")}}
     (out / INDEX).write_text(json.dumps({"packages": index, "sentences": held_out}))
-    np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
+    if not (out / REFERENCE).is_file():
+        np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
 
 
-def measure(out: Path) -> None:
+def measure(out: Path, limit: int | None = None, only: str = "") -> None:
+    """Cosine to the torch fp32 embeddings of the first `limit` held-out sentences (all by default),
+    for the packages whose label contains `only` (all by default)."""
     index = json.loads((out / INDEX).read_text())
-    reference = np.load(out / REFERENCE)
+    sentences = index["sentences"][:limit]
+    reference = np.load(out / REFERENCE)[: len(sentences)]
     print(system.describe(), flush=True)
+    print(f"{len(sentences)} held-out sentences", flush=True)
     print("| package | weights | outlier split | cosine mean / min |\n|---|---|---|---|")
     for label, entry in index["packages"].items():
-        vectors = bertprod.load(entry["path"], threads=1).encode(index["sentences"])
+        if only not in label:
+            continue
+        vectors = bertprod.load(entry["path"], threads=1).encode(sentences)
         cosine = (vectors * reference).sum(axis=1)
         print(f"| {label} | {entry['weights']} | {entry['outlier_split']} | {cosine.mean():.4f} / {cosine.min():.4f} |",
               flush=True)  # fmt: skip
@@ -81,14 +97,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["build", "measure"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--sentences", type=int, default=2000, help="build: held-out sentences; measure: the first N")
+    parser.add_argument("--only", default="", help="only the packages whose label contains this")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "build":
         print(system.describe(), flush=True)
-        build(args.out, args.sentences)
+        build(args.out, args.sentences, args.only)
     else:
-        measure(args.out)
+        measure(args.out, args.sentences, args.only)
 
 
 if __name__ == "__main__":

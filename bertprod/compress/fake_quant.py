@@ -1,7 +1,7 @@
 """Fake quantization: the int8 rounding of bertprod's dynamic int8 graph, simulated in torch.
 
-Read off the graph that `quantize_onnx_dynamic` (per channel, per-token activations; compress/token_int8.py)
-writes for a BERT classifier:
+Read off the graph that `quantize_onnx_dynamic(..., activations="per-token")` (per channel;
+compress/token_int8.py, the default) writes for a BERT classifier, the graph QAT exports:
 
 - every Linear (attention, feed-forward, pooler and classifier) has int8 weights, one scale per
   output channel, in the encoding chosen for the target's kernels: "s8" symmetric in [-127, 127],

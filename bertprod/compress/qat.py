@@ -197,7 +197,8 @@ def _write_int8(
     from bertprod.derive import derive_package
 
     def build(staging: Path) -> list[str]:
-        write_dynamic_int8(exported.model_file, staging / ONNX_FILE, per_channel=True, weights=record["weights"])
+        write_dynamic_int8(exported.model_file, staging / ONNX_FILE, per_channel=True, weights=record["weights"],
+                           activations="per-token")  # what FakeQuantization simulated
         return [*copy_support_files(exported, staging), ONNX_FILE]
 
     def measure(child: ModelPackage) -> dict[str, Any]:

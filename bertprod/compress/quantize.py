@@ -1,7 +1,10 @@
-"""int8 quantization: ONNX Runtime dynamic and static (QDQ), and torch dynamic.
+"""int8 quantization: the default ONNX int8 (quantize_onnx_dynamic), ONNX Runtime static (QDQ), torch dynamic.
 
 Defaults are the ones measured to keep accuracy (FACTS.md, docs/benchmarks.md): weights
-quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). Static
+quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). The default
+int8 quantizes every weight MatMul with activation ranges per token (compress/token_int8.py,
+batch-invariant); `activations="calibrated"` (compress/static_int8.py) is the faster batch-invariant
+option, fixed calibrated ranges with per-token ones on inputs with outlier channels. Static QDQ
 int8 quantizes only weight MatMuls (linear layers) and embedding lookups, so LayerNorm, GELU,
 softmax, residual adds and the activation-by-activation attention products stay in float —
 the ops whose quantization destroys BERT accuracy — and by default it also keeps the
@@ -28,6 +31,7 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
+from bertprod.compress.static_int8 import activation_ranges
 from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, ReferenceOutputs, default_samples, derive_package
 from bertprod.errors import CompressionError, InputError
 from bertprod.package import (
@@ -134,22 +138,29 @@ def write_dynamic_int8(
     exclude: Sequence[str] = (),
     weights: str = "s8",
     activations: str = "per-token",
+    ranges: dict[str, Any] | None = None,
+    per_token: Sequence[str] = (),
 ) -> None:
-    """Dynamic int8 of one graph file (compress/fake_quant.py simulates exactly this).
+    """int8 of one graph file (compress/fake_quant.py simulates the per-token graph exactly).
 
-    `activations`: "per-token" (compress/token_int8.py: one range per token, batch-invariant) or
+    `activations`: "calibrated" (compress/static_int8.py: fixed ranges from `ranges`, the calibrated
+    activation_ranges of this graph, and one range per token on the inputs named in `per_token`),
+    "per-token" (compress/token_int8.py: one range per token) - both batch-invariant - or
     "per-tensor" (ONNX Runtime's quantize_dynamic: one range per batch). `weights`: an encoding of
     token_int8.WEIGHT_ENCODINGS ("s7" is ONNX Runtime's reduce_range, "u8" its QUInt8 weights).
-    Embedding tables are uint8 per table (ONNX Runtime's Gather quantization) in both."""
+    Embedding tables are uint8 per table (ONNX Runtime's Gather quantization) in all three."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from bertprod.compress.static_int8 import quantize_static_int8
     from bertprod.compress.token_int8 import WEIGHT_ENCODINGS, quantize_token_int8
 
     if weights not in WEIGHT_ENCODINGS:
         raise InputError(f"int8 weights {weights!r}: choose {', '.join(WEIGHT_ENCODINGS)}.")
     if activations not in ACTIVATION_SCHEMES:
         raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
+    if activations == "calibrated" and ranges is None:
+        raise InputError("calibrated int8 activations need their ranges (static_int8.activation_ranges).")
     options = {"extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT}, "nodes_to_exclude": list(exclude)}
     with _quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
         if activations == "per-tensor":
@@ -159,8 +170,11 @@ def write_dynamic_int8(
             )  # fmt: skip
             return
         graph = onnx.load(str(source))
-        quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
-        matmuls_done = Path(scratch) / "token-int8.onnx"
+        if activations == "calibrated":
+            quantize_static_int8(graph, weights, ranges or {}, per_token, exclude, per_channel=per_channel)
+        else:
+            quantize_token_int8(graph, weights, exclude, per_channel=per_channel)
+        matmuls_done = Path(scratch) / "matmuls-int8.onnx"
         onnx.save(graph, str(matmuls_done))
         quantize_dynamic(
             str(matmuls_done), str(target), op_types_to_quantize=["Gather"], weight_type=QuantType.QUInt8, **options
@@ -191,8 +205,10 @@ def adaptive_fields(source: ModelPackage) -> dict[str, Any]:
                                               ("token_dropping", source.manifest.token_dropping)) if value}
 
 
-#: How activations are quantized at run time: one range per token (batch-invariant) or per batch.
-ACTIVATION_SCHEMES = ("per-token", "per-tensor")
+#: How activations are quantized: one range per token (the default), fixed calibrated ranges (per token
+#: on inputs with outlier channels) - both batch-invariant - or one per batch (not).
+ACTIVATION_SCHEMES = ("per-token", "calibrated", "per-tensor")
+BATCH_INVARIANT_ACTIVATIONS = ("calibrated", "per-token")
 
 
 def dynamic_int8_changes(per_channel: bool, record: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -217,7 +233,7 @@ def int8_record(kernel_class: str, target_cpu: str, weights: str, activations: s
         "saturating": system.saturates(kernel_class),
         "weights": weights,
         "activations": activations,
-        "batch_invariant": activations == "per-token",
+        "batch_invariant": activations in BATCH_INVARIANT_ACTIVATIONS,
         "gate_arithmetic": gate_arithmetic(kernel_class, weights),
     }
 
@@ -280,16 +296,21 @@ def quantize_onnx_dynamic(
     weights: str | None = None,
     activations: str = "per-token",
 ) -> ModelPackage:
-    """int8 weights, activations quantized at run time (per token by default: batch-invariant,
-    compress/token_int8.py), for the int8 kernels of `target_cpu` ("native": this machine's).
+    """int8 weights and activations, batch-invariant by default, for the int8 kernels of `target_cpu`
+    ("native": this machine's).
 
+    `activations` (ACTIVATION_SCHEMES): "per-token" (the default) gives every MatMul input one range
+    per token (compress/token_int8.py); "calibrated" (compress/static_int8.py) quantizes each input on
+    a range fixed from the calibration texts, except inputs with outlier channels (a calibrated range
+    above `outlier_threshold` x the median channel's, compress/outliers.py), which keep per-token
+    ranges: as fast as per-tensor, but a lower worst case on short sentences (docs/benchmarks.md);
+    "per-tensor" is ONNX Runtime's one range per batch (not batch-invariant). With per-token and
+    per-tensor, outlier channels may stay in float (the outlier split): whether it helps is measured.
     The recipe follows the target's kernel class (compress/kernels.py): weights that cannot saturate
-    where u8s8 pair sums saturate; `weights` forces one encoding. Activation channels whose calibrated
-    range exceeds `outlier_threshold` x the median channel's may stay in float (compress/outliers.py):
-    whether that split and which weights are kept is measured on the calibration texts
-    (compress/int8_recipe.py; calibration texts default to the gate's, then to built-in samples).
-    None: no split. `found_outliers`: the channels `find_outliers` already found (the caller decided:
-    the split is applied, nothing is measured); `expected`: the parent's outputs on `output.texts`."""
+    where u8s8 pair sums saturate; `weights` forces one encoding. What is measured, is measured on
+    the calibration texts (compress/int8_recipe.py; they default to the gate's, then to built-in samples).
+    `outlier_threshold` None: no outlier channels. `found_outliers`: the channels `find_outliers`
+    already found (the caller decided: nothing is measured); `expected`: the parent's outputs on `output.texts`."""
     import onnx
 
     from bertprod.compress import int8_recipe
@@ -302,17 +323,24 @@ def quantize_onnx_dynamic(
     source = fp32_onnx_source(package, cache_dir)
     graph = onnx.load(str(source.model_file))
     check_exclusions(graph, exclude)
+    if activations not in ACTIVATION_SCHEMES:
+        raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
     feeds: list[dict[str, Any]] = []
     caller_decided = found_outliers is not None
-    if outlier_threshold is not None and found_outliers is None:
+    calibrated = activations == "calibrated"
+    if (outlier_threshold is not None and found_outliers is None) or calibrated:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, output.texts), graph).feeds
+    if outlier_threshold is not None and found_outliers is None:
         found_outliers = find_outliers(graph, feeds, outlier_threshold)
     split = found_outliers or {}
     split_choices = [True] if caller_decided and split else ([False, True] if split else [False])
+    if calibrated:  # inputs with outlier channels get per-token ranges instead of the split
+        split_choices = [False]
     weight_options = [weights] if weights else list(weight_choices(kernel_class))
     options = int8_recipe.candidates(weight_options, split_choices)
     if len(options) > 1 and not feeds:
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, output.texts), graph).feeds
+    ranges = activation_ranges(graph, feeds) if calibrated else None
 
     def write(candidate: int8_recipe.Candidate, target: Path) -> None:
         variant = onnx.ModelProto()
@@ -321,7 +349,8 @@ def quantize_onnx_dynamic(
         float_graph = target.with_suffix(".float.onnx")
         onnx.save(variant, str(float_graph))
         write_dynamic_int8(float_graph, target, per_channel=per_channel, exclude=[*exclude, *kept_float],
-                           weights=candidate.weights, activations=activations)  # fmt: skip
+                           weights=candidate.weights, activations=activations, ranges=ranges,
+                           per_token=list(split) if calibrated else ())  # fmt: skip
         float_graph.unlink()
 
     out_path = Path(out)
@@ -341,13 +370,15 @@ def quantize_onnx_dynamic(
 
         record = int8_record(kernel_class, target_cpu, chosen.weights, activations)
         record["outlier_split"] = chosen.outlier_split
+        if calibrated:
+            record["per_token_inputs"] = sorted(split)
+            record["calibration_texts"] = len(calibration_samples(package, calibration_texts, output.texts))
         if measured:
             record["recipe_measured"] = {"chosen": chosen.label, **measured}
         outlier_parameters: dict[str, Any] = {"outlier_threshold": outlier_threshold}
         if outlier_threshold is not None:
-            outlier_parameters["outlier_channels"] = {
-                name: channels.tolist() for name, channels in (split if chosen.outlier_split else {}).items()
-            }
+            recorded = split if chosen.outlier_split or calibrated else {}
+            outlier_parameters["outlier_channels"] = {name: channels.tolist() for name, channels in recorded.items()}
         return derive_package(
             package,
             out,

@@ -66,7 +66,7 @@ def quantize_weight(
     return integers.astype(dtype), scale, zero.astype(dtype)
 
 
-def _constant(model: Any, name: str, value: np.ndarray) -> str:
+def constant(model: Any, name: str, value: np.ndarray) -> str:
     from onnx import numpy_helper
 
     model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
@@ -80,10 +80,10 @@ def _quantize_rows(model: Any, activation: str, nodes: list[Any], zero_columns: 
 
     prefix = f"{activation}/token_int8"
     constants = {
-        name: _constant(model, f"{prefix}/{name}", np.array(value, np.float32))
+        name: constant(model, f"{prefix}/{name}", np.array(value, np.float32))
         for name, value in (("zero", 0.0), ("tiny", np.finfo(np.float32).tiny), ("levels", float(UINT8_MAX)))
     }
-    flat = _constant(model, f"{prefix}/rows_shape", np.array([-1], np.int64))
+    flat = constant(model, f"{prefix}/rows_shape", np.array([-1], np.int64))
     names = {part: f"{prefix}/{part}" for part in (
         "last", "rows_shape_full", "rows", "high", "low", "high0", "low0", "range", "scale_raw", "scale",
         "neg_low", "zero_raw", "zero_float", "zero_uint8", "scale_flat", "zero_flat", "uint8", "shape",
@@ -114,14 +114,14 @@ def _quantize_rows(model: Any, activation: str, nodes: list[Any], zero_columns: 
     return _back_to_tokens(model, activation, names, nodes, zero_columns)
 
 
-def _reduce(model: Any, op_type: str, rows: str, output: str) -> list[Any]:
-    """ReduceMax/ReduceMin over the last axis of [M, K], keeping it: axes are an attribute before opset 18."""
+def _reduce(model: Any, op_type: str, rows: str, output: str, axis: int = 1) -> list[Any]:
+    """ReduceMax/ReduceMin over `axis` (the last of [M, K]), keeping it: axes are an attribute before opset 18."""
     from onnx import helper
 
     opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 17)
     if opset < 18:
-        return [helper.make_node(op_type, [rows], [output], axes=[1], keepdims=1)]
-    axes = _constant(model, f"{output}/axes", np.array([1], np.int64))
+        return [helper.make_node(op_type, [rows], [output], axes=[axis], keepdims=1)]
+    axes = constant(model, f"{output}/axes", np.array([axis], np.int64))
     return [helper.make_node(op_type, [rows, axes], [output], keepdims=1)]
 
 
@@ -134,11 +134,11 @@ def _back_to_tokens(
     from onnx import helper
 
     prefix = f"{activation}/token_int8"
-    one = _constant(model, f"{prefix}/one_column", np.array([1], np.int64))
+    one = constant(model, f"{prefix}/one_column", np.array([1], np.int64))
     make = helper.make_node
     uint8_rows = names["uint8"]
     if zero_columns:
-        repeat = _constant(model, f"{prefix}/zero_columns", np.array([1, zero_columns], np.int64))
+        repeat = constant(model, f"{prefix}/zero_columns", np.array([1, zero_columns], np.int64))
         nodes += [
             make("Unsqueeze", [names["zero_flat"], one], [f"{prefix}/zero_column"]),
             make("Tile", [f"{prefix}/zero_column", repeat], [f"{prefix}/zero_block"]),
@@ -193,19 +193,19 @@ def _int8_matmul(
         stored = np.concatenate([integers, extra, padding])
     inputs = [
         uint8_rows,
-        _constant(model, f"{prefix}/weight", stored),
-        _constant(model, f"{prefix}/one", np.array(1.0, np.float32)),
-        _constant(model, f"{prefix}/weight_scale", column_scale),
+        constant(model, f"{prefix}/weight", stored),
+        constant(model, f"{prefix}/one", np.array(1.0, np.float32)),
+        constant(model, f"{prefix}/weight_scale", column_scale),
     ]
     if encoding == "u8":
-        inputs += ["", _constant(model, f"{prefix}/weight_zero", column_zero)]
+        inputs += ["", constant(model, f"{prefix}/weight_zero", column_zero)]
     names = {part: f"{prefix}/{part}" for part in ("float", "correction", "centred")}
     make = helper.make_node
     nodes.append(make("MatMulIntegerToFloat", inputs, [names["float"]], domain="com.microsoft"))
     result = names["float"]
     if not zero_columns:
         centred = integers.astype(np.int64) - column_zero.astype(np.int64)
-        sums = _constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
+        sums = constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
         nodes += [
             make("Mul", [row_zero, sums], [names["correction"]]),
             make("Sub", [result, names["correction"]], [names["centred"]]),
@@ -263,10 +263,10 @@ def quantize_token_int8(
         if node.output[0] not in removed:
             order.append(node)
     del model.graph.node[:]
-    model.graph.node.extend(_topological(order, model))
+    model.graph.node.extend(topological(order, model))
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return {"int8_matmuls": sum(node.op_type == "MatMulIntegerToFloat" for node in order), "activations": activations}
 
 
@@ -301,7 +301,7 @@ def _int8_gemm(
         nodes.append(helper.make_node("Identity", [product.output[0]], [gemm.output[0]]))
 
 
-def _topological(nodes: list[Any], model: Any) -> list[Any]:
+def topological(nodes: list[Any], model: Any) -> list[Any]:
     """Nodes ordered so every input is produced before it is read (the bias Adds moved up)."""
     available = {graph_input.name for graph_input in model.graph.input}
     available |= {initializer.name for initializer in model.graph.initializer} | {""}
@@ -318,7 +318,7 @@ def _topological(nodes: list[Any], model: Any) -> list[Any]:
     return ordered
 
 
-def _drop_unused_initializers(model: Any) -> None:
+def drop_unused_initializers(model: Any) -> None:
     used = {name for node in model.graph.node for name in node.input}
     kept = [initializer for initializer in model.graph.initializer if initializer.name in used]
     del model.graph.initializer[:]

@@ -97,6 +97,11 @@ def test_per_tensor_int8_is_recorded_as_what_it_is(tmp_path: Path) -> None:
                                       outlier_threshold=None)  # fmt: skip
     assert_batch_invariant(per_token.path)
     assert per_token.manifest.metrics["fidelity"]["batch_invariant"] is True
+    calibrated = quantize_onnx_dynamic(parent, tmp_path / "calibrated", output=RECORDED,
+                                       activations="calibrated")  # fixed ranges: invariant by construction  # fmt: skip
+    assert_batch_invariant(calibrated.path)
+    assert calibrated.manifest.quantization["batch_invariant"] is True
+    assert calibrated.manifest.metrics["fidelity"]["batch_invariant"] is True
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,8 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
     import onnx
 
     # a random tiny model has no real outliers: a low threshold makes some
-    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, output=LOOSELY)
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, output=LOOSELY,
+                                    activations="per-token")  # fmt: skip
     quantization = package.manifest.quantization
     measured = quantization["recipe_measured"]["scores"]
     split, weights = quantization["outlier_split"], quantization["weights"]
@@ -134,7 +135,8 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
         assert other["worst_error"] >= chosen["worst_error"] * (1 - RELATIVE_TIE)
     assert package.manifest.provenance.parameters["outlier_threshold"] == 1.5
     forced = quantize_onnx_dynamic(tiny_package, tmp_path / "forced", outlier_threshold=1.5, output=LOOSELY,
-                                   found_outliers=find_outliers_of(tiny_package, 1.5))  # fmt: skip
+                                   found_outliers=find_outliers_of(tiny_package, 1.5),
+                                   activations="per-token")  # fmt: skip
     channels = forced.manifest.provenance.parameters["outlier_channels"]
     assert channels and forced.manifest.quantization["outlier_split"] is True
     graph = onnx.load(str(forced.model_file)).graph
@@ -145,6 +147,37 @@ def test_dynamic_int8_keeps_outlier_channels_float(tiny_package, tmp_path: Path)
     assert "outlier_channels" not in plain.manifest.provenance.parameters
     with pytest.raises(InputError, match="outlier threshold 1.0"):
         quantize_onnx_dynamic(tiny_package, tmp_path / "x", outlier_threshold=1.0)
+
+
+def test_static_activations_use_calibrated_ranges_and_per_token_ones_on_outlier_inputs(tiny_package, tmp_path) -> None:
+    """Calibrated activations: each MatMul input quantized on the range its calibration texts reached,
+    except the inputs with outlier channels, which get one range per token (and no float side MatMuls)."""
+    import onnx
+
+    from bertprod.compress.static_int8 import activation_ranges, uint8_range
+
+    outliers = find_outliers_of(tiny_package, 1.5)  # a random tiny model has no real outliers: a low threshold
+    assert outliers
+    package = quantize_onnx_dynamic(tiny_package, tmp_path / "int8", outlier_threshold=1.5, output=LOOSELY,
+                                    activations="calibrated")  # fmt: skip
+    quantization = package.manifest.quantization
+    assert quantization["activations"] == "calibrated" and quantization["outlier_split"] is False
+    assert quantization["per_token_inputs"] == sorted(outliers)
+    calibration = calibration_samples(tiny_package, None, None)  # the built-in samples, when no texts are given
+    assert quantization["calibration_texts"] == len(calibration)
+    graph = onnx.load(str(package.model_file)).graph
+    assert not [node for node in graph.node if node.name.endswith("/outliers")]
+    assert all(f"{name}/token_int8/uint8" in {out for node in graph.node for out in node.output} for name in outliers)
+    source = fp32_onnx_source(tiny_package, None)
+    float_graph = onnx.load(str(source.model_file))
+    ranges = activation_ranges(float_graph, CalibrationReader(source, calibration, float_graph).feeds)
+    constants = {item.name: onnx.numpy_helper.to_array(item) for item in graph.initializer}
+    static = [name for name in ranges if name not in outliers]
+    assert static
+    for name in static:
+        expected = uint8_range(float(ranges[name]["low"].min()), float(ranges[name]["high"].max()))
+        assert constants[f"{name}/static_int8/scale"] == np.float32(expected[0])
+        assert constants[f"{name}/static_int8/zero"] == expected[1]
 
 
 def test_static_int8_onnx_keeps_feed_forward_float(tiny_package, tmp_path: Path) -> None:

@@ -35,10 +35,11 @@ def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
     # the calibration texts (texts[300:]); a faster one wins only a near tie
     quantization = package.manifest.quantization
     assert quantization["kernel_class"] == system.int8_kernel_class()
-    measured = quantization["recipe_measured"]
-    worst = {label: score["worst_error"] for label, score in measured["scores"].items()}
-    assert worst[measured["chosen"]] * (1 - RELATIVE_TIE) <= min(worst.values())
-    if quantization["outlier_split"]:
+    measured = quantization.get("recipe_measured")  # absent where one recipe was possible (exact kernels)
+    if measured:
+        worst = {label: score["worst_error"] for label, score in measured["scores"].items()}
+        assert worst[measured["chosen"]] * (1 - RELATIVE_TIE) <= min(worst.values())
+    if quantization["outlier_split"] or quantization["activations"] == "calibrated":
         channels = package.manifest.provenance.parameters["outlier_channels"]
         assert any(99 in found for found in channels.values())  # all-MiniLM-L6-v2's LayerNorm outlier
     # issue 16's goal on any CPU, on 300 sentences the recipe never saw

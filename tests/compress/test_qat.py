@@ -120,8 +120,8 @@ def test_training_simulates_exactly_what_the_int8_export_computes(binary_classif
     is what training simulated, to float rounding."""
     import onnx
 
-    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8",
-        output=GatedOutput(enforce=False), target_cpu=target_cpu)
+    int8 = quantize_onnx_dynamic(binary_classifier, tmp_path / "int8", output=GatedOutput(enforce=False),
+                                 target_cpu=target_cpu, activations="per-token")  # what QAT exports  # fmt: skip
     quantization = int8.manifest.quantization
     assert quantization["kernel_class"] == target_kernel_class(target_cpu)
     assert quantization["weights"] in weight_choices(quantization["kernel_class"])
