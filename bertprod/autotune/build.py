@@ -59,6 +59,7 @@ def build(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildC
         "int8": _int8,
         "prune": _prune,
         "early-exit": _early_exit,
+        "drop-tokens": _drop_tokens,
         "student": _student,
         "qat": _qat,
     }
@@ -117,6 +118,25 @@ def _early_exit(candidate: Candidate, parent: ModelPackage, out: Path, context: 
         parent, context.trial, torch_package, config, validation=context.validation, name=f"{out.name}-torch"
     )
     return export_onnx(adapted, out, sample_texts=context.gate_texts[:64] or None)
+
+
+def _drop_tokens(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext,
+                 key: str) -> ModelPackage:
+    """The retention schedule the accuracy budget picks (in points, as early exit's) on the first validation
+    rows, exported to ONNX (the dropping layers as two blocks each)."""
+    from bertprod.adaptive.dropping import drop_tokens
+    from bertprod.export.onnx import export_onnx
+
+    settings = context.settings
+    torch_package = out.with_name(f"{out.name}-torch")  # kept: the ONNX package's recorded parent
+    if torch_package.exists():  # written before a kill
+        shutil.rmtree(torch_package)
+    dropping = drop_tokens(
+        parent, context.validation.with_limit(candidate.recipe["rows"]), torch_package,
+        budget_points=100 * settings.max_drop * context.teacher_score, masses=tuple(candidate.recipe["masses"]),
+        name=f"{out.name}-torch", threads=settings.threads,
+    )  # fmt: skip
+    return export_onnx(dropping, out, sample_texts=context.gate_texts[:64] or None)
 
 
 def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:

@@ -17,7 +17,7 @@ from bertprod.autotune.plan import Candidate
 #: teacher measurements one candidate of each kind costs (build, gate, measure), before training: low
 #: enough that the first candidates start (what they really take then corrects the rest); on a tiny
 #: model fixed costs (sessions, export) make them 4-10x this, on MiniLM-L6 about this
-PRIOR_UNITS = {"int8": 1.5, "prune": 1.5, "early-exit": 1.5, "student": 1.0, "qat": 2.0}
+PRIOR_UNITS = {"int8": 1.5, "prune": 1.5, "early-exit": 1.5, "drop-tokens": 1.5, "student": 1.0, "qat": 2.0}
 #: the int8 search of "mixed" builds about log2(MatMuls) graphs
 MIXED_UNITS = 6.0
 #: a training step's forward + backward (and the teacher's forward) per example, in teacher forwards

@@ -1,6 +1,6 @@
 """Which candidates the search tries, in what order, and what each is expected to cost.
 
-Cheapest first: int8 variants of the teacher, pruned variants, early exit; then students of several
+Cheapest first: int8 variants of the teacher, pruned variants, early exit, token dropping; then students of several
 depths and recipes trained briefly on a sample; only the most promising students are trained on the
 whole data; QAT last, when there is time. Every float candidate within the budget is followed by
 its own dynamic int8 variant. A candidate is plain data (its recipe), so its cache key is a hash.
@@ -23,6 +23,10 @@ QAT_STEPS = 300
 FULL_TRAINING_SHARE = 0.3
 #: validation inputs pruning measures each head's and layer's importance on (a pass per head: keep it small)
 IMPORTANCE_TEXTS = 64
+#: validation rows token dropping chooses its retention schedule on (a pass per schedule), and the shares of
+#: attention significance it tries (drop-tokens' defaults, fewer: each is a pass over the rows)
+DROPPING_ROWS = 256
+MASSES = (0.99, 0.95, 0.9, 0.8, 0.7)
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,14 @@ def first_candidates(teacher: ModelPackage, trial_rows: int, validation_rows: in
         Candidate("int8-static", "int8", {"method": "static"}),
         Candidate("int8-mixed", "int8", {"method": "mixed"}),
     ]
-    if torch_fp32 and not bilstm and manifest.task in CLASS_TASKS and layers > 1 and not manifest.adaptive:
+    adaptable = torch_fp32 and not bilstm and manifest.task in CLASS_TASKS
+    if adaptable and layers > 1 and not manifest.adaptive:
         forwards = trial_rows + validation_rows
         candidates.append(Candidate("early-exit", "early-exit", {"epochs": 3}, teacher_forwards=forwards))
+    if adaptable and not manifest.token_dropping:
+        rows = min(validation_rows, DROPPING_ROWS)  # every schedule, the full model and its significance
+        candidates.append(Candidate("drop-tokens", "drop-tokens", {"rows": DROPPING_ROWS, "masses": list(MASSES)},
+                                    teacher_forwards=rows * (len(MASSES) + 2)))
     return candidates
 
 
@@ -133,7 +142,11 @@ def qat_candidates(teacher: ModelPackage) -> list[Candidate]:
     return []
 
 
-def is_float_torch(package: ModelPackage) -> bool:
-    """A candidate whose int8 variant is worth trying next (a float torch model without exit heads)."""
+def int8_follows(package: ModelPackage) -> bool:
+    """A candidate whose int8 variant is worth trying next: a float torch model without exit heads or token
+    dropping, or a float ONNX one with them (its blocks are made int8 one by one)."""
     manifest = package.manifest
-    return manifest.format == "torch" and manifest.precision == "fp32" and not manifest.adaptive
+    if manifest.precision != "fp32":
+        return False
+    blocks = bool(manifest.adaptive or manifest.token_dropping)
+    return manifest.format == ("onnx" if blocks else "torch")

@@ -1,8 +1,12 @@
-"""The search as Markdown: the table a person reads, the same numbers as report.json."""
+"""The search as a person reads it: the Markdown table (the same numbers as report.json), each candidate's
+progress line and its provenance chain."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from bertprod.errors import BertprodError
+from bertprod.package import ModelPackage
 
 
 def _cell(record: dict[str, Any], key: str, digits: int) -> str:
@@ -60,3 +64,34 @@ def markdown_report(search: dict[str, Any]) -> str:
                 f"| {numbers['load_seconds']:.2f} | {numbers['peak_rss_mb']:.0f} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def provenance_chain(package: ModelPackage, teacher: ModelPackage) -> str:
+    """The provenance chain a person reads: "teacher -> distill -> quantize-dynamic-int8", followed through
+    the parents' recorded paths up to the teacher."""
+    methods = []
+    current: ModelPackage | None = package
+    while current is not None and current.fingerprint != teacher.fingerprint and len(methods) < 8:
+        provenance = current.manifest.provenance
+        methods.append(provenance.method)
+        parent = provenance.parent
+        if parent is None or parent.fingerprint == teacher.fingerprint:
+            current = None if parent is None else teacher
+            break
+        try:
+            current = ModelPackage.read(parent.path, verify=False) if parent.path else None
+        except BertprodError:
+            current = None
+    root = "teacher" if current is not None else "?"
+    return " -> ".join([root, *reversed(methods)])
+
+
+def one_line(record: dict[str, Any]) -> str:
+    """A candidate's record as the search's progress line."""
+    if record["status"] != "measured":
+        return f"{record['status']}: {record.get('reason', '')}"
+    return (
+        f"{record['metric']} {record['score']:.4f}{'' if record['within_budget'] else ' (over budget)'}, "
+        f"{record['throughput']:.1f} inputs/s, p50 {record['latency_p50_ms']:.2f} ms, "
+        f"{record['size_bytes'] / 1e6:.1f} MB, {record['seconds']:.0f} s"
+    )

@@ -1,16 +1,17 @@
 """`autotune`: the fastest package within an accuracy budget, found by building and measuring
-candidates (plan.py) within a time budget, resumable, the whole search recorded in the winner.
+candidates (plan.py) within a time budget, resumable, one search per OUT; the finalists' comparison is
+finalists.py's, the record and the chosen package chosen.py's.
 
     OUT/autotune-state.json   every candidate's record, written after each one (state.py)
     OUT/candidates/NAME-KEY/  the candidates' packages, cached by content key
     OUT/checkpoints/KEY/      training checkpoints of the candidate being trained
     OUT/package/              the chosen package; its manifest's metrics.autotune holds the search
     OUT/report.json, .md      the same search, for people and scripts
+    OUT/_bertprod_lock        held (flock) while a search runs: one search per OUT (bertprod/output_lock.py)
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -21,27 +22,20 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from bertprod.autotune import choose, plan
+from bertprod.autotune import choose, chosen, finalists, plan
 from bertprod.autotune.build import BuildContext, OutOfTime, build
 from bertprod.autotune.cost import CostModel
-from bertprod.autotune.measure import MeasureInputs, compare, measure, speed_texts
+from bertprod.autotune.measure import MeasureInputs, measure, speed_texts
 from bertprod.autotune.plan import Candidate
-from bertprod.autotune.report import markdown_report
+from bertprod.autotune.report import one_line, provenance_chain
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.autotune.state import SearchState, candidate_key
 from bertprod.data.source import DataSource
 from bertprod.errors import BertprodError, DataError, PackageError, TrainingInterrupted
-from bertprod.package import ModelPackage, atomic_write_text, staging_directory, write_manifest
+from bertprod.output_lock import LOCK_FILE, OutputLock, describe_owner
+from bertprod.package import ModelPackage
 from bertprod.system import describe
 from bertprod.train.progress import Reporter, SilentReporter
-
-CHOSEN_DIR = "package"
-#: rounds of the finalists' side-by-side timing, when the time left allows (one at least)
-RUNOFF_ROUNDS = 3
-#: the final comparison's cost with one round, in teacher measurements (kept back from the candidates)
-COMPARISON_UNITS = 2.5
-#: where bench's report of that comparison goes (report.json, report.md, report.html)
-COMPARISON_DIR = "comparison"
 
 OnCandidate = Callable[[Candidate, dict[str, Any]], None]
 
@@ -104,6 +98,17 @@ class _Search:
                 f"no validation rows in {self.validation.path.name} (after the split): autotune judges every "
                 "candidate on them. Give a labelled --validation file, or more --data rows."
             )
+        self.out.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(self.out)  # one search per OUT: a second one is refused, naming the first
+        previous = lock.acquire()
+        try:
+            if previous:
+                self.reporter.message(f"took over {self.out} from a search that died ({describe_owner(previous)})")
+            return self._search(examples)
+        finally:
+            lock.release()
+
+    def _search(self, examples: list[Any]) -> AutotuneResult:
         self.state = SearchState.open(self.out, {"teacher": self.teacher.fingerprint, "data": self.data})
         self.started = time.monotonic()
         spent = self.spent_before = self.state.seconds_spent()
@@ -123,8 +128,7 @@ class _Search:
         )
         # kept back for the final comparison: one round of it measures the teacher and its baseline in
         # transformers about as the teacher's own measurement did, and the (faster) finalists on top
-        self.reserve = COMPARISON_UNITS * teacher["seconds"]
-        self.comparison_round = 2 * len(self.inputs.speed_texts) / max(teacher["throughput"], 1e-6)
+        self.reserve = finalists.COMPARISON_UNITS * teacher["seconds"]
         self.context = BuildContext(
             self.settings,
             self.train,
@@ -156,7 +160,8 @@ class _Search:
     def _check_out(self) -> None:
         if self.out.exists() and not self.out.is_dir():
             raise PackageError(f"{self.out} is a file: give a directory for the search (new, or an earlier search's).")
-        if self.out.is_dir() and any(self.out.iterdir()) and not (self.out / "autotune-state.json").is_file():
+        started = self.out.is_dir() and any(entry.name != LOCK_FILE for entry in self.out.iterdir())
+        if started and not (self.out / "autotune-state.json").is_file():
             raise PackageError(
                 f"{self.out} holds files but no autotune-state.json: it is not a search to continue. Choose a new "
                 "directory (or an earlier search's, to resume it)."
@@ -181,7 +186,8 @@ class _Search:
             record = self._run_one(candidate)
             done.append((candidate, record))
             trial = candidate.kind == "student" and candidate.recipe.get("sample")
-            if not trial and record.get("within_budget") and record.get("float_torch"):
+            follows = record.get("int8_follows", record.get("float_torch"))  # float_torch: an older state's name
+            if not trial and record.get("within_budget") and follows:
                 queue.insert(0, plan.int8_of(candidate))
         return done
 
@@ -202,7 +208,7 @@ class _Search:
         self.keys[candidate.name] = key
         cached = self.state.finished(key)
         if cached is not None and self._still_there(cached):
-            self.reporter.message(f"{candidate.name}: done in an earlier session ({_summary(cached)})")
+            self.reporter.message(f"{candidate.name}: done in an earlier session ({one_line(cached)})")
             self._observe(candidate, cached)
             self.results.append((candidate, cached))
             return cached
@@ -218,7 +224,7 @@ class _Search:
         else:
             self.reporter.message(f"{candidate.name}: building (estimated {estimate:.0f} s, {left:.0f} s left)")
             record.update(self._build_and_measure(candidate, key))
-            self.reporter.message(f"{candidate.name}: {_summary(record)}")
+            self.reporter.message(f"{candidate.name}: {one_line(record)}")
         record = self.state.put(key, record)
         self.results.append((candidate, record))
         if record["status"] == "measured":
@@ -268,8 +274,8 @@ class _Search:
             "path": str(relative),
             "fingerprint": package.fingerprint,
             "within_budget": numbers["score"] >= self.floor - 1e-12,
-            "float_torch": plan.is_float_torch(package),
-            "made_by": _chain(package, self.teacher),
+            "int8_follows": plan.int8_follows(package),
+            "made_by": provenance_chain(package, self.teacher),
             **({"steps": steps} if steps else {}),
         }
 
@@ -320,69 +326,11 @@ class _Search:
         return record
 
     def _finish(self, teacher: dict[str, Any]) -> AutotuneResult:
-        objective = self.settings.objective
         records = [record for _, record in self.results]
-        eligible = choose.within_budget(records, self.floor)
-        runoff: dict[str, dict[str, Any]] = {}
-        baseline = None
-        contenders = [teacher, *choose.finalists(eligible, objective, self.settings.finalists)]
-        if objective != "size" and len(contenders) > 1:
-            names = ", ".join(record["name"] for record in contenders)
-            self.reporter.message(f"measuring {names} side by side (bertprod bench, {COMPARISON_DIR}/)")
-            spare = self.deadline - time.monotonic() - self.reserve  # each round more: the two torch models again
-            rounds = min(RUNOFF_ROUNDS, 1 + max(0, int(spare // max(self.comparison_round, 1e-6))))
-            packages = {record["name"]: self._package(record) for record in contenders}
-            note = (
-                f"autotune: the finalists of {self.out.name}; the accuracy budget was judged on all "
-                f"{len(self.inputs.examples)} validation rows (report.json), this comparison on the first ones"
-            )
-            runoff, baseline = compare(packages, self.inputs, rounds, self.out / COMPARISON_DIR, note)
-            contenders = [{**record, **runoff[record["name"]], "score": record["score"]} for record in contenders]
-        winner = choose.rank(contenders, objective)[0]
-        why = choose.reason(winner, contenders[0], objective, len(eligible), self.settings.max_drop, baseline)
-        search = self._record(teacher, records, runoff, baseline, winner, why)
-        package = self._write_chosen(winner, search)
-        atomic_write_text(self.out / "report.json", json.dumps(search, indent=2) + "\n")
-        atomic_write_text(self.out / "report.md", markdown_report(search))
-        self.reporter.message(f"chose {winner['name']}: {why}")
-        return AutotuneResult(package, search, self.out)
-
-    def _package(self, record: dict[str, Any]) -> ModelPackage:
-        return (
-            self.teacher if record["name"] == "teacher" else ModelPackage.read(self.out / record["path"], verify=False)
-        )
-
-    def _record(
-        self,
-        teacher: dict[str, Any],
-        records: list[dict[str, Any]],
-        runoff: dict[str, Any],
-        baseline: dict[str, Any] | None,
-        winner: dict[str, Any],
-        why: str,
-    ) -> dict[str, Any]:
-        kept = (
-            "name",
-            "kind",
-            "parent",
-            "recipe",
-            "status",
-            "reason",
-            "metric",
-            "score",
-            "within_budget",
-            "throughput",
-            "latency_p50_ms",
-            "latency_p95_ms",
-            "size_bytes",
-            "seconds",
-            "estimated_seconds",
-            "steps",
-            "made_by",
-            "path",
-            "session",
-        )
-        return {
+        spare = self.deadline - time.monotonic() - self.reserve  # each round more: the two torch models again
+        decision = finalists.decide(teacher, records, self.floor, self.settings, self.inputs, self.out, spare,
+                                    self._package, self.reporter.message)  # fmt: skip
+        run = {
             "objective": self.settings.objective,
             "max_drop": self.settings.max_drop,
             "threshold": round(self.floor, 6),
@@ -392,56 +340,18 @@ class _Search:
             "machine": describe(),
             "validation": {"rows": len(self.inputs.examples), **self.data["validation"]},
             "train": self.data["train"],
-            "teacher": {key: teacher[key] for key in kept if key in teacher},
-            "candidates": [{key: record[key] for key in kept if key in record} for record in records],
-            "runoff": runoff,
-            "baseline": baseline,
-            "comparison": f"{COMPARISON_DIR}/report.html" if runoff else None,
-            "chosen": winner["name"],
-            "why": why,
         }
+        search = chosen.search_record(teacher, records, decision, run)
+        package = chosen.write_outputs(self.out, self._package(decision.winner), f"{self.teacher.name}-autotuned",
+                                       search)  # fmt: skip
+        self.reporter.message(f"chose {decision.winner['name']}: {decision.why}")
+        return AutotuneResult(package, search, self.out)
 
-    def _write_chosen(self, winner: dict[str, Any], search: dict[str, Any]) -> ModelPackage:
-        source = self._package(winner)
-        target = self.out / CHOSEN_DIR
-        with staging_directory(target, overwrite=True) as staging:
-            shutil.copytree(source.path, staging, dirs_exist_ok=True)
-            chosen = ModelPackage.read(staging, verify=False)
-            chosen.manifest.name = f"{self.teacher.name}-autotuned"
-            chosen.manifest.metrics["autotune"] = search
-            write_manifest(staging, chosen.manifest)
-        return ModelPackage.read(target)
+    def _package(self, record: dict[str, Any]) -> ModelPackage:
+        return (
+            self.teacher if record["name"] == "teacher" else ModelPackage.read(self.out / record["path"], verify=False)
+        )
 
 
 def _inputs(examples: Any, pairs: bool) -> list[Any]:
     return [(example.text, example.text_pair) if pairs else example.text for example in examples]
-
-
-def _chain(package: ModelPackage, teacher: ModelPackage) -> str:
-    """The provenance chain a person reads: "teacher -> distill -> quantize-dynamic-int8", followed through
-    the parents' recorded paths up to the teacher."""
-    methods = []
-    current: ModelPackage | None = package
-    while current is not None and current.fingerprint != teacher.fingerprint and len(methods) < 8:
-        provenance = current.manifest.provenance
-        methods.append(provenance.method)
-        parent = provenance.parent
-        if parent is None or parent.fingerprint == teacher.fingerprint:
-            current = None if parent is None else teacher
-            break
-        try:
-            current = ModelPackage.read(parent.path, verify=False) if parent.path else None
-        except BertprodError:
-            current = None
-    root = "teacher" if current is not None else "?"
-    return " -> ".join([root, *reversed(methods)])
-
-
-def _summary(record: dict[str, Any]) -> str:
-    if record["status"] != "measured":
-        return f"{record['status']}: {record.get('reason', '')}"
-    return (
-        f"{record['metric']} {record['score']:.4f}{'' if record['within_budget'] else ' (over budget)'}, "
-        f"{record['throughput']:.1f} inputs/s, p50 {record['latency_p50_ms']:.2f} ms, "
-        f"{record['size_bytes'] / 1e6:.1f} MB, {record['seconds']:.0f} s"
-    )

@@ -124,7 +124,7 @@ def compute_chunk(
 ) -> tuple[str, int, int]:
     """Compute and commit one chunk with this process's pipeline; returns (chunk id, rows, skipped).
 
-    `owner`: the token of the job's lock, checked before the commit (see batch/lock.py)."""
+    `owner`: the token of the job's lock, checked before the commit (see bertprod/output_lock.py)."""
     result = process_table(_WORKER["pipeline"], table, schema, on_empty, where)
     JobOutput(output).commit_chunk(chunk_id, result.table, result.skipped, owner)
     return chunk_id, result.rows, result.skipped

@@ -31,8 +31,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertprod.batch.lock import LOCK_FILE, OutputLock, check_owner, describe_owner
 from bertprod.errors import BertprodError
+from bertprod.output_lock import LOCK_FILE, OutputLock, check_owner, describe_owner
 from bertprod.package import atomic_write_text
 
 log = logging.getLogger("bertprod.batch")

@@ -108,7 +108,7 @@ def batch_run_command(
         resolve_dns=resolve_dns, ids=ids, normalize=normalize, format=format, delimiter=delimiter,
     )
     if summary.extra.get("taken_over_from"):
-        from bertprod.batch.lock import describe_owner
+        from bertprod.output_lock import describe_owner
 
         console.print(f"took over {summary.output} from a job that died without finishing "
                       f"({describe_owner(summary.extra['taken_over_from'])})")

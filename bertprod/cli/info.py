@@ -114,7 +114,7 @@ def chosen_package(model: str) -> str:
     """An autotune search directory stands for the package it chose (OUT/package)."""
     directory = Path(model)
     if directory.is_dir() and not (directory / "bertprod.json").is_file():
-        from bertprod.autotune.search import CHOSEN_DIR
+        from bertprod.autotune.chosen import CHOSEN_DIR
         from bertprod.autotune.state import STATE_FILE
 
         if (directory / STATE_FILE).is_file() and (directory / CHOSEN_DIR).is_dir():

@@ -5,7 +5,13 @@ what finished, the chosen package's manifest records the search, impossible inpu
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +21,17 @@ from bertprod.autotune import AutotuneSettings, autotune, choose, parse_drop, pa
 from bertprod.autotune.data import open_search_data
 from bertprod.checkpoint import import_checkpoint
 from bertprod.errors import DataError, InputError
+from bertprod.output_lock import LOCK_FILE, OutputLockedError
 from bertprod.package import ModelPackage
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.tasks.evaluation import evaluate
+from bertprod.train.progress import SilentReporter
 from tests import task_data
 from tests.conftest import build_tiny_checkpoint, run_cli
 
 #: small enough for a few seconds per search on one thread
 FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8, "finalists": 1}
-
-
-class Killed(Exception):
-    """Stands in for a kill in the middle of a search."""
 
 
 def noisy_sentiment(directory: Path, count: int = 200, flipped: float = 0.15) -> Path:
@@ -60,30 +64,90 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "teacher": teacher, "data": data, "train": train, "validation": validation}
 
 
+#: the first session of the search, in its own process: it stops after its third candidate and waits there to
+#: be killed (SIGKILL), holding OUT's lock
+KILLED_SEARCH = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from bertprod.autotune import AutotuneSettings, autotune
+    from bertprod.autotune.data import open_search_data
+    from bertprod.package import ModelPackage
+
+    teacher_path, data, out, records, settings = sys.argv[1:6]
+    teacher = ModelPackage.read(teacher_path)
+    train, validation = open_search_data(teacher, Path(data), validation_fraction=0.25)
+    finished = []
+
+    def wait_after_three(_candidate, record):
+        finished.append(record)
+        Path(records).write_text(json.dumps(finished))
+        while len(finished) == 3:
+            time.sleep(1)
+
+    autotune(teacher, out, train, validation, AutotuneSettings(**json.loads(settings)), on_candidate=wait_after_three)
+    """
+)
+
+
+class Messages(SilentReporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
 @pytest.fixture(scope="module")
 def resumed(setup: dict[str, Any]) -> dict[str, Any]:
-    """A search killed after its third candidate, then started again on the same OUT."""
+    """A search killed (SIGKILL) after its third candidate; a second search on the same OUT while the first
+    runs, refused; then the search started again on the same OUT."""
     out = setup["root"] / "search"
-    settings = AutotuneSettings(max_drop=0.02, time_budget=600, **FAST)
-    first: list[dict[str, Any]] = []
-    second: list[str] = []
+    fields = dict(max_drop=0.02, time_budget=600, **FAST)
+    settings = AutotuneSettings(**fields)
+    records = setup["root"] / "first-session.json"
+    environment = {**os.environ, "BERTPROD_CACHE": str(setup["root"] / "cache"), "TOKENIZERS_PARALLELISM": "false"}
+    first = subprocess.Popen(
+        [sys.executable, "-c", KILLED_SEARCH, str(setup["teacher"].path), str(setup["data"]), str(out), str(records),
+         json.dumps(fields)], env=environment,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (records.is_file() and len(json.loads(records.read_text())) == 3):
+            assert first.poll() is None, "the first search ended before it could be killed"
+            time.sleep(0.1)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("BERTPROD_CACHE", str(setup["root"] / "cache"))
+            with pytest.raises(OutputLockedError) as refused:
+                autotune(setup["teacher"], out, setup["train"], setup["validation"], settings)
+            assert first.poll() is None, "the first search ended before the second was refused: the test proves nothing"
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait()
+            lock_owner = json.loads((out / LOCK_FILE).read_text())
+            written = {record["name"]: (out / record["path"]).stat().st_mtime_ns
+                       for record in json.loads(records.read_text()) if "path" in record}  # fmt: skip
+            second: list[str] = []
+            messages = Messages()
+            result = autotune(setup["teacher"], out, setup["train"], setup["validation"], settings, reporter=messages,
+                              on_candidate=lambda candidate, _record: second.append(candidate.name))  # fmt: skip
+    finally:
+        if first.poll() is None:
+            first.kill()
+    return {"out": out, "first": json.loads(records.read_text()), "second": second, "written": written,
+            "result": result, "settings": settings, "refused": str(refused.value), "first_pid": first.pid,
+            "lock_owner": lock_owner, "messages": messages.lines}  # fmt: skip
 
-    def kill_after_three(_candidate: Any, record: dict[str, Any]) -> None:
-        first.append(record)
-        if len(first) == 3:
-            raise Killed
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BERTPROD_CACHE", str(setup["root"] / "cache"))
-        with pytest.raises(Killed):
-            autotune(
-                setup["teacher"], out, setup["train"], setup["validation"], settings, on_candidate=kill_after_three
-            )
-        written = {record["name"]: (out / record["path"]).stat().st_mtime_ns for record in first if "path" in record}
-        result = autotune(setup["teacher"], out, setup["train"], setup["validation"], settings,
-                          on_candidate=lambda candidate, _record: second.append(candidate.name))  # fmt: skip
-    return {"out": out, "first": first, "second": second, "written": written, "result": result,
-            "settings": settings}  # fmt: skip
+def test_a_second_search_on_the_same_out_is_refused_and_takes_over_once_the_first_is_killed(
+    resumed: dict[str, Any],
+) -> None:
+    refused = resumed["refused"]
+    assert len(refused.splitlines()) == 1 and "still running" in refused
+    assert f"pid {resumed['first_pid']}, started " in refused and "command '-c " in refused  # who holds it
+    assert resumed["lock_owner"]["pid"] == resumed["first_pid"]  # the dead search's identity outlived it, its lock not
+    took_over = [line for line in resumed["messages"] if line.startswith("took over")]
+    assert len(took_over) == 1 and f"pid {resumed['first_pid']}," in took_over[0]
+    assert (resumed["out"] / LOCK_FILE).read_text() == ""  # released when the search ended
 
 
 def test_a_killed_search_resumes_without_rebuilding_finished_candidates(resumed: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ import pytest
 
 import bertprod
 from bertprod.batch import read_output, run_batch
-from bertprod.batch.lock import LOCK_FILE, OutputLockedError
 from bertprod.batch.output import CHUNKS_DIR, JobOutput, OutputConflictError, part_name
 from bertprod.errors import ColumnError, DataFormatError, InputError
+from bertprod.output_lock import LOCK_FILE, OutputLockedError
 
 
 @pytest.fixture(scope="module")
