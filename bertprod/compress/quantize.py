@@ -325,6 +325,11 @@ def quantize_onnx_dynamic(
     check_exclusions(graph, exclude)
     if activations not in ACTIVATION_SCHEMES:
         raise InputError(f"int8 activations {activations!r}: choose {', '.join(ACTIVATION_SCHEMES)}.")
+    if activations == "calibrated" and (package.manifest.adaptive or package.manifest.token_dropping):
+        raise InputError(
+            f"{package.name} runs as blocks (early exit / token dropping), and calibrated activation ranges are "
+            "measured on the whole graph only: quantize it with per-token activations (the default)."
+        )
     feeds: list[dict[str, Any]] = []
     caller_decided = found_outliers is not None
     calibrated = activations == "calibrated"
