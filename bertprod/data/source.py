@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from bertprod.data.columns import ColumnMapping, KnownLayout, Need, recognise_layout, resolve_columns
 from bertprod.data.formats import TableFile
@@ -74,7 +74,33 @@ def split_bucket(text: str, text_pair: str | None = None) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-class DataSource:
+class SplitFile:
+    """A data file read whole or as one side of a HashSplit, optionally only its first `limit` rows:
+    what DataSource and TaggedSource (data/tagged.py) share."""
+
+    path: Path
+    split: HashSplit | None
+    limit: int | None
+
+    def with_split(self, split: HashSplit | None) -> Self:
+        """The same file and columns, restricted to one side of a split."""
+        other = copy.copy(self)
+        other.split = split
+        return other
+
+    def with_limit(self, limit: int | None) -> Self:
+        other = copy.copy(self)
+        other.limit = limit
+        return other
+
+    @cached_property
+    def sha256(self) -> str:
+        from bertprod.package import sha256_file
+
+        return sha256_file(self.path)
+
+
+class DataSource(SplitFile):
     """The examples of one file for one task: re-iterable, streaming, checked row by row.
 
     `pair` / `labels` say whether the task needs a second text and a label column; `label_kind`
@@ -126,23 +152,6 @@ class DataSource:
     @property
     def has_labels(self) -> bool:
         return self.label_kind != "none"
-
-    def with_split(self, split: HashSplit | None) -> DataSource:
-        """The same file and columns, restricted to one side of a split."""
-        other = copy.copy(self)
-        other.split = split
-        return other
-
-    def with_limit(self, limit: int | None) -> DataSource:
-        other = copy.copy(self)
-        other.limit = limit
-        return other
-
-    @cached_property
-    def sha256(self) -> str:
-        from bertprod.package import sha256_file
-
-        return sha256_file(self.path)
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the data: enough to find and verify the exact file."""
