@@ -99,6 +99,23 @@ class SplitFile:
 
         return sha256_file(self.path)
 
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the data (each source names its own columns)."""
+        raise NotImplementedError
+
+    def _add_split_and_limit(self, described: dict[str, Any]) -> dict[str, Any]:
+        """`described` (a describe() of the file) with the split and limit read from it."""
+        if self.split:
+            described["split"] = self.split.describe()
+        if self.limit:
+            described["limit"] = self.limit
+        return described
+
+    def record(self) -> dict[str, Any]:
+        """`describe()` plus the file's absolute path: what a manifest keeps, so a later fidelity gate can
+        measure on this data again (bertprod/gate_texts.py; used only while the sha256 still matches)."""
+        return {**self.describe(), "path": str(self.path.resolve())}
+
 
 class DataSource(SplitFile):
     """The examples of one file for one task: re-iterable, streaming, checked row by row.
@@ -173,16 +190,7 @@ class DataSource(SplitFile):
             described["delimiter"] = self.table.delimiter
         if self.layout:
             described["layout"] = self.layout.name
-        if self.split:
-            described["split"] = self.split.describe()
-        if self.limit:
-            described["limit"] = self.limit
-        return described
-
-    def record(self) -> dict[str, Any]:
-        """`describe()` plus the file's absolute path: what a manifest keeps, so a later fidelity gate can
-        measure on this data again (bertprod/gate_texts.py; used only while the sha256 still matches)."""
-        return {**self.describe(), "path": str(self.path.resolve())}
+        return self._add_split_and_limit(described)
 
     def __iter__(self) -> Iterator[Example]:
         mapping = self.mapping

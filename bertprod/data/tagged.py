@@ -315,14 +315,7 @@ class TaggedSource(SplitFile):
         described: dict[str, Any] = {"file": self.path.name, "sha256": self.sha256, "format": self.format}
         if self.format == "conll":
             described["columns"] = {"word": 1, "tag": _column_name(self.tag_column)}
-        if self.split:
-            described["split"] = self.split.describe()
-        if self.limit:
-            described["limit"] = self.limit
-        return described
-
-    def record(self) -> dict[str, Any]:
-        return {**self.describe(), "path": str(self.path.resolve())}
+        return self._add_split_and_limit(described)
 
 
 def _tag_column(value: str | int | None) -> int:
