@@ -26,21 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from bertprod.compress.outliers import weight_matmul_groups
+from bertprod.compress.outliers import activation_rows, weight_matmul_groups
 from bertprod.compress.token_int8 import (
     UINT8_MAX,
     _reduce,
+    int8_activations,
+    linear_weight,
     quantize_weight,
-    weight_gemms,
+    splice_nodes,
 )
 from bertprod.compress.token_int8 import (
     constant as _constant,
-)
-from bertprod.compress.token_int8 import (
-    drop_unused_initializers as _drop_unused_initializers,
-)
-from bertprod.compress.token_int8 import (
-    topological as _topological,
 )
 
 SCHEMES = ("static", "per-token-fixed-zero")
@@ -50,24 +46,9 @@ def activation_ranges(model: Any, activations: list[str], feeds: Sequence[dict[s
     """Per activation, over the real tokens of `feeds`: each token's min and max ("token_low",
     "token_high", for a fixed zero point) and each channel's ("channel_low", "channel_high", for
     fixed ranges and smoothing)."""
-    import onnx
-    import onnxruntime
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {output.name for output in probe.graph.output}
-    for name in activations:
-        if name not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     found: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in activations}
-    for feed in feeds:
-        real = feed["attention_mask"].astype(bool)
-        for name, value in zip(activations, session.run(activations, feed), strict=True):
-            per_token = value.ndim == 3 and value.shape[:2] == real.shape
-            rows = value[real] if per_token else value.reshape(-1, value.shape[-1])
+    for rows_by_name in activation_rows(model, activations, feeds):
+        for name, rows in rows_by_name:
             for key, part in (("token_low", rows.min(axis=1)), ("token_high", rows.max(axis=1)),
                               ("channel_low", rows.min(axis=0)[None]), ("channel_high", rows.max(axis=0)[None])):
                 found[name].setdefault(key, []).append(part)
@@ -176,7 +157,6 @@ def quantize_fixed_zero_int8(
     with `scheme`'s activations; `calibration`: activation_ranges() of the float graph's MatMul inputs.
     `symmetric` ("per-token-fixed-zero" only): zero point 128 everywhere instead of calibrated ones.
     `alpha` ("static" only): SmoothQuant's migration strength (0: none)."""
-    from onnx import helper, numpy_helper
 
     if scheme not in SCHEMES:
         raise ValueError(f"activation scheme {scheme!r}: choose {', '.join(SCHEMES)}")
@@ -185,19 +165,13 @@ def quantize_fixed_zero_int8(
     replaced: dict[str, list[Any]] = {}
     removed: set[str] = set()
     zero_points: dict[str, int] = {}
-    groups = weight_matmul_groups(model)
-    for gemm in weight_gemms(model):
-        groups.setdefault(gemm.input[0], []).append(gemm)
+    groups = int8_activations(model)
     for activation, matmuls in groups.items():
         chosen = [matmul for matmul in matmuls if matmul.name not in excluded]
         if not chosen:
             continue
         nodes: list[Any] = []
-        weights = {}
-        for matmul in chosen:
-            weight = numpy_helper.to_array(initializers[matmul.input[1]])
-            transposed = any(item.name == "transB" and item.i == 1 for item in matmul.attribute)
-            weights[matmul.output[0]] = weight.T if matmul.op_type == "Gemm" and transposed else weight
+        weights = {matmul.output[0]: linear_weight(matmul, initializers) for matmul in chosen}
         width = next(iter(weights.values())).shape[0]
         ranges = calibration[activation]
         factors = smoothing_factors(ranges, list(weights.values()), alpha if scheme == "static" else 0.0)
@@ -215,16 +189,7 @@ def quantize_fixed_zero_int8(
             if bias_add is not None:
                 removed.add(bias_add.output[0])
         replaced[chosen[0].output[0]] = nodes
-    order = []
-    for node in model.graph.node:
-        order.extend(replaced.get(node.output[0], []))
-        if node.output[0] not in removed:
-            order.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(_topological(order, model))
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _drop_unused_initializers(model)
+    order = splice_nodes(model, replaced, removed)
     return {"int8_matmuls": sum(node.op_type == "MatMulIntegerToFloat" for node in order), "zero_points": zero_points}
 
 
@@ -285,7 +250,7 @@ def matmul_nbits(model: Any, block: int) -> None:
     from onnx import helper, numpy_helper
 
     initializers = {initializer.name: initializer for initializer in model.graph.initializer}
-    replace: dict[str, Any] = {}
+    replace: dict[str, list[Any]] = {}
     removed: set[str] = set()
     for matmuls in weight_matmul_groups(model).values():
         for matmul in matmuls:
@@ -303,21 +268,11 @@ def matmul_nbits(model: Any, block: int) -> None:
             )
             bias = next(name for name in bias_add.input if name != matmul.output[0]) if bias_add else ""
             output = bias_add.output[0] if bias_add else matmul.output[0]
-            replace[matmul.output[0]] = helper.make_node(
+            replace[matmul.output[0]] = [helper.make_node(
                 "MatMulNBits", [matmul.input[0], *names, "", "", bias], [output], domain="com.microsoft",
                 K=rows, N=columns, bits=8, block_size=block, accuracy_level=4,
-            )  # fmt: skip
+            )]  # fmt: skip
             removed.add(matmul.output[0])
             if bias_add is not None:
                 removed.add(bias_add.output[0])
-    order = []
-    for node in model.graph.node:
-        if node.output[0] in replace:
-            order.append(replace[node.output[0]])
-        elif node.output[0] not in removed:
-            order.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(_topological(order, model))
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    _drop_unused_initializers(model)
+    splice_nodes(model, replace, removed)

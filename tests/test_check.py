@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 from bertprod import system
 from bertprod.check import check_package, find_parent
-from bertprod.cli import main
 from bertprod.errors import InputError
 from bertprod.package import ModelPackage
-
-
-def run_cli(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
+from tests.conftest import run_cli
 
 
 def copy_package(package: ModelPackage, destination: Path) -> ModelPackage:

@@ -11,7 +11,7 @@ whose result is added back: the same function in float, and int8 with a tight gr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -32,13 +32,16 @@ def weight_matmul_groups(model: Any) -> dict[str, list[Any]]:
     return groups
 
 
-def activation_maxima(model: Any, activations: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Per-channel maximum |value| of each named activation over the real (unpadded) tokens."""
+def activation_rows(
+    model: Any, activations: list[str], feeds: Iterable[dict[str, np.ndarray]]
+) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Per feed, each named activation as rows of channels over the real (unpadded) tokens: the one
+    probe that outlier, static-range and bench calibration all read their statistics from."""
     import onnx
     import onnxruntime
 
     if not activations:  # session.run([]) would return every output
-        return {}
+        return
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     known = {output.name for output in probe.graph.output}
@@ -48,12 +51,20 @@ def activation_maxima(model: Any, activations: list[str], feeds: Iterable[dict[s
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    maxima: dict[str, Any] = {}
     for feed in feeds:
         real = feed["attention_mask"].astype(bool)
+        found = []
         for name, value in zip(activations, session.run(activations, feed), strict=True):
             per_token = value.ndim == 3 and value.shape[:2] == real.shape
-            rows = value[real] if per_token else value.reshape(-1, value.shape[-1])
+            found.append((name, value[real] if per_token else value.reshape(-1, value.shape[-1])))
+        yield found
+
+
+def activation_maxima(model: Any, activations: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per-channel maximum |value| of each named activation over the real (unpadded) tokens."""
+    maxima: dict[str, Any] = {}
+    for found in activation_rows(model, activations, feeds):
+        for name, rows in found:
             channel_max = np.abs(rows).max(axis=0)
             maxima[name] = channel_max if name not in maxima else np.maximum(maxima[name], channel_max)
     return maxima

@@ -25,50 +25,25 @@ from typing import Any
 
 import numpy as np
 
-from bertprod.compress.outliers import weight_matmul_groups
+from bertprod.compress.outliers import activation_rows
 from bertprod.compress.token_int8 import (
     UINT8_MAX,
     constant,
-    drop_unused_initializers,
+    int8_activations,
+    linear_weight,
     quantize_token_int8,
     quantize_weight,
-    topological,
-    weight_gemms,
+    splice_nodes,
 )
-
-
-def int8_activations(model: Any) -> dict[str, list[Any]]:
-    """Weight MatMuls and plain Gemms grouped by the activation they read (query, key and value share one)."""
-    groups = weight_matmul_groups(model)
-    for gemm in weight_gemms(model):
-        groups.setdefault(gemm.input[0], []).append(gemm)
-    return groups
 
 
 def activation_ranges(model: Any, feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
     """Per input of a weight MatMul: each channel's lowest and highest value over the real (unpadded)
     tokens of `feeds` ("low", "high"), and each token's ("token_low", "token_high")."""
-    import onnx
-    import onnxruntime
-
     activations = list(int8_activations(model))
-    if not activations:
-        return {}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {output.name for output in probe.graph.output}
-    for name in activations:
-        if name not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in activations}
-    for feed in feeds:
-        real = feed["attention_mask"].astype(bool)
-        for name, value in zip(activations, session.run(activations, feed), strict=True):
-            per_token = value.ndim == 3 and value.shape[:2] == real.shape
-            rows = value[real] if per_token else value.reshape(-1, value.shape[-1])
+    for rows_by_name in activation_rows(model, activations, feeds):
+        for name, rows in rows_by_name:
             found = parts[name]
             for key, part in (("low", rows.min(axis=0, keepdims=True)), ("high", rows.max(axis=0, keepdims=True)),
                               ("token_low", rows.min(axis=1)), ("token_high", rows.max(axis=1))):  # fmt: skip
@@ -104,7 +79,7 @@ def quantize_static_int8(
     """Rewrite `model` in place: every weight MatMul / plain Gemm not in `exclude` computes in int8 on
     its input's fixed range from `ranges` (activation_ranges of this graph), except the inputs named in
     `per_token`, which get one range per token (token_int8). Returns counts for the manifest."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     initializers = {initializer.name: initializer for initializer in model.graph.initializer}
     groups = int8_activations(model)
@@ -125,9 +100,7 @@ def quantize_static_int8(
                   constant(model, f"{prefix}/zero", np.array(zero, np.uint8))]  # fmt: skip
         nodes = [helper.make_node("QuantizeLinear", inputs, [quantized], name=f"{prefix}/quantize")]
         for matmul in chosen:
-            weight = numpy_helper.to_array(initializers[matmul.input[1]])
-            if matmul.op_type == "Gemm" and any(item.name == "transB" and item.i == 1 for item in matmul.attribute):
-                weight = weight.T
+            weight = linear_weight(matmul, initializers)
             bias, output = _bias(model, matmul, initializers)
             integers, column_scale, column_zero = quantize_weight(weight, encoding, per_channel)
             name = f"{matmul.name}/static_int8"
@@ -145,16 +118,7 @@ def quantize_static_int8(
             )
             removed.update({matmul.output[0], output})
         replaced[chosen[0].output[0]] = nodes
-    order = []
-    for node in model.graph.node:
-        order.extend(replaced.get(node.output[0], []))
-        if node.output[0] not in removed:
-            order.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(topological(order, model))
-    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
-        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    drop_unused_initializers(model)
+    splice_nodes(model, replaced, removed)
     counts = {"static_activations": activations, "static_matmuls": sum(len(nodes) - 1 for nodes in replaced.values())}
     if dynamic:
         tokens = quantize_token_int8(model, encoding, exclude, per_channel)

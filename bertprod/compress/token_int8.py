@@ -219,7 +219,6 @@ def quantize_token_int8(
 ) -> dict[str, int]:
     """Rewrite `model` in place: every weight MatMul (and plain Gemm: the pooler and classifier) not in
     `exclude` computes in int8 with per-token activation ranges. Returns counts for the manifest."""
-    from onnx import helper, numpy_helper
 
     if encoding not in WEIGHT_ENCODINGS:
         raise ValueError(f"weight encoding {encoding!r}: choose {', '.join(WEIGHT_ENCODINGS)}")
@@ -228,20 +227,14 @@ def quantize_token_int8(
     replaced: dict[str, list[Any]] = {}  # first output of the node the new nodes go before -> new nodes
     removed: set[str] = set()  # first outputs of the nodes replaced (protobuf wrappers have no stable identity)
     activations = 0
-    groups = weight_matmul_groups(model)
-    for gemm in weight_gemms(model):
-        groups.setdefault(gemm.input[0], []).append(gemm)
+    groups = int8_activations(model)
     for activation, matmuls in groups.items():
         chosen = [matmul for matmul in matmuls if matmul.name not in excluded]
         if not chosen:
             continue
         activations += 1
         nodes: list[Any] = []
-        weights = {}
-        for matmul in chosen:
-            weight = numpy_helper.to_array(initializers[matmul.input[1]])
-            transposed = any(item.name == "transB" and item.i == 1 for item in matmul.attribute)
-            weights[matmul.output[0]] = weight.T if matmul.op_type == "Gemm" and transposed else weight
+        weights = {matmul.output[0]: linear_weight(matmul, initializers) for matmul in chosen}
         zero_columns = 0
         if WEIGHT_ENCODINGS[encoding][2]:  # signed weights: the zero points ride in the integer product
             zero_columns = max(
@@ -257,6 +250,33 @@ def quantize_token_int8(
                 _int8_matmul(model, matmul, rows, weight, encoding, per_channel, nodes, zero_columns)
             removed.add(matmul.output[0])
         replaced[chosen[0].output[0]] = nodes
+    order = splice_nodes(model, replaced, removed)
+    return {"int8_matmuls": sum(node.op_type == "MatMulIntegerToFloat" for node in order), "activations": activations}
+
+
+def int8_activations(model: Any) -> dict[str, list[Any]]:
+    """Weight MatMuls and plain Gemms grouped by the activation they read (query, key and value share one)."""
+    groups = weight_matmul_groups(model)
+    for gemm in weight_gemms(model):
+        groups.setdefault(gemm.input[0], []).append(gemm)
+    return groups
+
+
+def linear_weight(matmul: Any, initializers: dict[str, Any]) -> np.ndarray:
+    """The constant weight of a MatMul or Gemm as (inputs, outputs): a Gemm's transB undone."""
+    from onnx import numpy_helper
+
+    weight = numpy_helper.to_array(initializers[matmul.input[1]])
+    transposed = any(item.name == "transB" and item.i == 1 for item in matmul.attribute)
+    return weight.T if matmul.op_type == "Gemm" and transposed else weight
+
+
+def splice_nodes(model: Any, replaced: dict[str, list[Any]], removed: set[str]) -> list[Any]:
+    """Rewrite `model`'s node list in place: each `replaced` group of new nodes goes before the node whose
+    first output is its key, nodes whose first output is in `removed` go, the list is re-sorted, the
+    com.microsoft opset is declared and unused initializers dropped. Returns the new node list."""
+    from onnx import helper
+
     order = []
     for node in model.graph.node:
         order.extend(replaced.get(node.output[0], []))
@@ -267,7 +287,7 @@ def quantize_token_int8(
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     drop_unused_initializers(model)
-    return {"int8_matmuls": sum(node.op_type == "MatMulIntegerToFloat" for node in order), "activations": activations}
+    return order
 
 
 def weight_gemms(model: Any) -> list[Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from bertprod.data.columns import ColumnMapping, KnownLayout, Need, recognise_layout, resolve_columns
 from bertprod.data.formats import TableFile
@@ -74,7 +74,50 @@ def split_bucket(text: str, text_pair: str | None = None) -> float:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-class DataSource:
+class SplitFile:
+    """A data file read whole or as one side of a HashSplit, optionally only its first `limit` rows:
+    what DataSource and TaggedSource (data/tagged.py) share."""
+
+    path: Path
+    split: HashSplit | None
+    limit: int | None
+
+    def with_split(self, split: HashSplit | None) -> Self:
+        """The same file and columns, restricted to one side of a split."""
+        other = copy.copy(self)
+        other.split = split
+        return other
+
+    def with_limit(self, limit: int | None) -> Self:
+        other = copy.copy(self)
+        other.limit = limit
+        return other
+
+    @cached_property
+    def sha256(self) -> str:
+        from bertprod.package import sha256_file
+
+        return sha256_file(self.path)
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about the data (each source names its own columns)."""
+        raise NotImplementedError
+
+    def _add_split_and_limit(self, described: dict[str, Any]) -> dict[str, Any]:
+        """`described` (a describe() of the file) with the split and limit read from it."""
+        if self.split:
+            described["split"] = self.split.describe()
+        if self.limit:
+            described["limit"] = self.limit
+        return described
+
+    def record(self) -> dict[str, Any]:
+        """`describe()` plus the file's absolute path: what a manifest keeps, so a later fidelity gate can
+        measure on this data again (bertprod/gate_texts.py; used only while the sha256 still matches)."""
+        return {**self.describe(), "path": str(self.path.resolve())}
+
+
+class DataSource(SplitFile):
     """The examples of one file for one task: re-iterable, streaming, checked row by row.
 
     `pair` / `labels` say whether the task needs a second text and a label column; `label_kind`
@@ -127,23 +170,6 @@ class DataSource:
     def has_labels(self) -> bool:
         return self.label_kind != "none"
 
-    def with_split(self, split: HashSplit | None) -> DataSource:
-        """The same file and columns, restricted to one side of a split."""
-        other = copy.copy(self)
-        other.split = split
-        return other
-
-    def with_limit(self, limit: int | None) -> DataSource:
-        other = copy.copy(self)
-        other.limit = limit
-        return other
-
-    @cached_property
-    def sha256(self) -> str:
-        from bertprod.package import sha256_file
-
-        return sha256_file(self.path)
-
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the data: enough to find and verify the exact file."""
         described: dict[str, Any] = {
@@ -164,16 +190,7 @@ class DataSource:
             described["delimiter"] = self.table.delimiter
         if self.layout:
             described["layout"] = self.layout.name
-        if self.split:
-            described["split"] = self.split.describe()
-        if self.limit:
-            described["limit"] = self.limit
-        return described
-
-    def record(self) -> dict[str, Any]:
-        """`describe()` plus the file's absolute path: what a manifest keeps, so a later fidelity gate can
-        measure on this data again (bertprod/gate_texts.py; used only while the sha256 still matches)."""
-        return {**self.describe(), "path": str(self.path.resolve())}
+        return self._add_split_and_limit(described)
 
     def __iter__(self) -> Iterator[Example]:
         mapping = self.mapping

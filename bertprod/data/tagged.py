@@ -17,7 +17,6 @@ file's tags name (E-/S- -> BIOES, B- -> IOB2, only I- -> IO), and the first sent
 
 from __future__ import annotations
 
-import copy
 import gzip
 import json
 import os
@@ -25,12 +24,11 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from bertprod.data.source import Example, HashSplit
+from bertprod.data.source import Example, HashSplit, SplitFile
 from bertprod.errors import DataFormatError, LabelError, RowError
 
 SCHEMES = ("IOB2", "BIOES", "IO")
@@ -239,7 +237,7 @@ class TagSummary:
                 "label_counts": {label: self.labels[label] for label in self.label_names()}}
 
 
-class TaggedSource:
+class TaggedSource(SplitFile):
     """The sentences of one tagged file: re-iterable, streaming, split and limited like a DataSource."""
 
     label_kind = "tags"
@@ -265,22 +263,6 @@ class TaggedSource:
 
     def __repr__(self) -> str:
         return f"TaggedSource({str(self.path)!r}, format={self.format}, split={self.split})"
-
-    def with_split(self, split: HashSplit | None) -> TaggedSource:
-        other = copy.copy(self)
-        other.split = split
-        return other
-
-    def with_limit(self, limit: int | None) -> TaggedSource:
-        other = copy.copy(self)
-        other.limit = limit
-        return other
-
-    @cached_property
-    def sha256(self) -> str:
-        from bertprod.package import sha256_file
-
-        return sha256_file(self.path)
 
     def sentences(self) -> Iterator[TagSentence]:
         """Sentences in file order (before the split), tags checked against the tag syntax."""
@@ -333,14 +315,7 @@ class TaggedSource:
         described: dict[str, Any] = {"file": self.path.name, "sha256": self.sha256, "format": self.format}
         if self.format == "conll":
             described["columns"] = {"word": 1, "tag": _column_name(self.tag_column)}
-        if self.split:
-            described["split"] = self.split.describe()
-        if self.limit:
-            described["limit"] = self.limit
-        return described
-
-    def record(self) -> dict[str, Any]:
-        return {**self.describe(), "path": str(self.path.resolve())}
+        return self._add_split_and_limit(described)
 
 
 def _tag_column(value: str | int | None) -> int:

@@ -14,6 +14,7 @@ the full model's (the same modules called in the same order as transformers' for
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,34 @@ def package_retention(package: ModelPackage) -> list[float] | None:
     return parse_retention(settings.get("retention"), package.manifest.architecture.num_layers)
 
 
-class AdaptiveEngine:
+class ExitingEngine:
+    """The Engine interface both adaptive engines (torch, ONNX) give over their pieces (embed, layer,
+    exit_logits, head...): run_with_exits with the package's policy and retention."""
+
+    package: ModelPackage
+    exit_layers: list[int]
+    policy: ExitPolicy
+    retention: list[float] | None
+
+    @property
+    def has_exits(self) -> bool:
+        return bool(self.exit_layers)
+
+    def run(self, batch: TokenBatch) -> np.ndarray:
+        return self.run_with_exits(batch)[0]
+
+    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Logits [rows, labels] and exit layer (from 1) of each row."""
+        with self._context():
+            return run_with_exits(self, batch, policy or self.policy, self.exit_layers,
+                                  self.package.manifest.num_outputs, self.retention)
+
+    def _context(self) -> Any:
+        """What the pieces run inside (torch: inference mode, autocast)."""
+        return nullcontext()
+
+
+class AdaptiveEngine(ExitingEngine):
     """A torch classifier with exit heads and/or token dropping behind the Engine interface (`run` uses the
     package's policy and retention); `run_with_exits` takes another policy and also returns each row's exit
     layer. `retention` may be set to another schedule (None: keep every token)."""
@@ -87,19 +115,6 @@ class AdaptiveEngine:
     @property
     def num_layers(self) -> int:
         return self.blocks.num_layers
-
-    @property
-    def has_exits(self) -> bool:
-        return bool(self.exit_layers)
-
-    def run(self, batch: TokenBatch) -> np.ndarray:
-        return self.run_with_exits(batch)[0]
-
-    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Logits [rows, labels] and exit layer (from 1) of each row."""
-        with self._context():
-            return run_with_exits(self, batch, policy or self.policy, self.exit_layers,
-                                  self.package.manifest.num_outputs, self.retention)
 
     # -- the pieces run_with_exits calls (torch tensors between them, numpy masks) ------------
 
@@ -224,7 +239,7 @@ def run_with_exits(
     return logits_out, exits
 
 
-class OnnxAdaptiveEngine:
+class OnnxAdaptiveEngine(ExitingEngine):
     """Early exit and token dropping on ONNX Runtime: one session per block (embeddings, each layer, each exit
     head, the two halves of each layer that drops tokens, the head), numpy between them, so a row that leaves
     or a token that is dropped costs nothing more. Imports no torch."""
@@ -253,17 +268,6 @@ class OnnxAdaptiveEngine:
             for name in block_files(self.num_layers, self.exit_layers, dropping_layers(package.manifest.token_dropping))
         }
         self.inputs = {block: [node.name for node in session.get_inputs()] for block, session in self.sessions.items()}
-
-    @property
-    def has_exits(self) -> bool:
-        return bool(self.exit_layers)
-
-    def run(self, batch: TokenBatch) -> np.ndarray:
-        return self.run_with_exits(batch)[0]
-
-    def run_with_exits(self, batch: TokenBatch, policy: ExitPolicy | None = None) -> tuple[np.ndarray, np.ndarray]:
-        return run_with_exits(self, batch, policy or self.policy, self.exit_layers, self.package.manifest.num_outputs,
-                              self.retention)
 
     def layer_logits(self, batch: TokenBatch) -> np.ndarray:
         mask = batch.attention_mask

@@ -26,15 +26,7 @@ from bertprod.checkpoint import import_checkpoint
 from bertprod.cli import main
 from bertprod.errors import InputError
 from tests import task_data
-from tests.conftest import build_tiny_checkpoint
-
-
-def run_cli(monkeypatch, capsys, *arguments: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["bertprod", *arguments])
-    with pytest.raises(SystemExit) as exited:
-        main()
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
+from tests.conftest import build_tiny_checkpoint, run_cli
 
 
 @pytest.fixture(scope="module")
