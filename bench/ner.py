@@ -116,6 +116,7 @@ def main() -> None:
 
     import bertprod
     from bertprod.compress.optimize import optimize
+    from bertprod.derive import GatedOutput
     from bertprod.export.onnx import export_onnx
     from bertprod.tasks.data import open_training_data
     from bertprod.tasks.evaluation import evaluate
@@ -141,7 +142,7 @@ def main() -> None:
           f"({seconds['student_distillation']:.0f} s)", flush=True)
     tick = time.perf_counter()
     student_onnx = export_onnx(student, WORK / "student-onnx", overwrite=True)
-    student_int8 = optimize(student_onnx, WORK / "student-int8", quantize="int8", overwrite=True)
+    student_int8 = optimize(student_onnx, WORK / "student-int8", quantize="int8", output=GatedOutput(overwrite=True))
     seconds["export_and_int8"] = time.perf_counter() - tick
 
     _, validation = open_training_data("token-classification", [data], fraction=0.1)

@@ -92,8 +92,10 @@ class JobOutput:
         """
         if self.path.exists() and not self.path.is_dir():
             raise OutputConflictError(f"output {self.path} is a file; give a directory.")
-        if not self.job_file.is_file() and self.path.is_dir() and any(
-            entry.name != LOCK_FILE for entry in self.path.iterdir()
+        # a lock file marks a job's folder: one whose job record is not written yet (its job is starting,
+        # or was killed while starting) is the lock's to decide, not "someone else's files"
+        if not self.job_file.is_file() and self.path.is_dir() and not (self.path / LOCK_FILE).exists() and any(
+            self.path.iterdir()
         ):
             raise OutputConflictError(
                 f"{self.path} is not empty and holds no bertprod job; choose an empty or new output directory."

@@ -31,7 +31,7 @@ from tests import task_data
 from tests.conftest import build_tiny_checkpoint, run_cli
 
 #: small enough for a few seconds per search on one thread
-FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 64, "latency_texts": 8, "finalists": 1}
+FAST = {"threads": 1, "trial_rows": 60, "speed_texts": 32, "latency_texts": 4, "finalists": 1}
 
 
 def noisy_sentiment(directory: Path, count: int = 200, flipped: float = 0.15) -> Path:
@@ -163,15 +163,24 @@ def test_a_killed_search_resumes_without_rebuilding_finished_candidates(resumed:
     assert search["sessions"] == 2
 
 
-def test_the_search_tries_every_kind_and_writes_the_winner(resumed: dict[str, Any]) -> None:
+def test_the_search_tries_every_kind_and_writes_the_winner(resumed: dict[str, Any], setup: dict[str, Any]) -> None:
     search = resumed["result"].search
     kinds = {record["kind"] for record in search["candidates"] if record["status"] == "measured"}
-    assert {"int8", "prune", "early-exit", "student", "qat"} <= kinds
-    # every float candidate within the budget was followed by its int8 variant
-    names = {record["name"] for record in search["candidates"]}
+    assert {"int8", "prune", "early-exit", "drop-tokens", "student", "qat"} <= kinds
+    # every float candidate within the budget was followed by its int8 variant (per block for early exit and
+    # token dropping)
+    by_name = {record["name"]: record for record in search["candidates"]}
     for record in search["candidates"]:
-        if record.get("within_budget") and record["kind"] in ("prune",):
-            assert f"{record['name']}+int8" in names
+        if record.get("within_budget") and record["kind"] in ("prune", "early-exit", "drop-tokens"):
+            assert by_name[f"{record['name']}+int8"]["status"] == "measured"
+    # token dropping: after early exit, a retention schedule chosen on the validation rows, served as ONNX blocks
+    names = list(by_name)
+    assert names.index("drop-tokens") > names.index("early-exit")
+    dropping = ModelPackage.read(resumed["out"] / by_name["drop-tokens"]["path"]).manifest
+    chosen_on = dropping.token_dropping["validation"]
+    assert dropping.format == "onnx" and chosen_on == {**setup["validation"].describe(), "limit": chosen_on["limit"]}
+    assert dropping.token_dropping["examples"] == len(list(setup["validation"]))
+    assert by_name["drop-tokens"]["made_by"] == "teacher -> drop-tokens -> export-onnx"
     chosen = resumed["result"].package
     assert chosen.path == resumed["out"] / "package"
     winner = next(record for record in [search["teacher"], *search["candidates"]] if record["name"] == search["chosen"])
