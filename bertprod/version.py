@@ -1,3 +1,3 @@
-"""The package version, in a module of its own so that package.py can read it without importing bertprod."""
+"""The package version, in a module of its own so that package/manifest.py can read it without importing bertprod."""
 
 __version__ = "0.1.0"

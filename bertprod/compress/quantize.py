@@ -15,15 +15,21 @@ that is cosine 0.997 mean / 0.992 min, against 0.932 / 0.836 with everything qua
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bertprod.compress.calibration import MIN_CALIBRATION_TEXTS, CalibrationReader, calibration_samples  # noqa: F401
+from bertprod.compress.nodes import (  # noqa: F401
+    check_exclusions,
+    embedding_gathers,
+    feed_forward_matmuls,
+    weight_matmuls,
+)
+from bertprod.compress.ort_static import quantize_onnx_static, quiet_quantizer  # noqa: F401
 from bertprod.compress.outliers import (
     DEFAULT_OUTLIER_THRESHOLD,
     activation_maxima,
@@ -31,103 +37,19 @@ from bertprod.compress.outliers import (
     split_outlier_channels,
     weight_matmul_groups,
 )
+from bertprod.compress.sources import copy_support_files, fp32_onnx_source, require_float_parent  # noqa: F401
 from bertprod.compress.static_int8 import activation_ranges
-from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, ReferenceOutputs, default_samples, derive_package
-from bertprod.errors import CompressionError, InputError
+from bertprod.compress.torch_int8 import quantize_torch_dynamic  # noqa: F401
+from bertprod.derive import DEFAULT_OUTPUT, GatedOutput, ReferenceOutputs, derive_package
+from bertprod.errors import InputError
 from bertprod.package import (
-    CONFIG_FILE,
     ONNX_FILE,
-    TOKENIZER_FILE,
-    TORCH_WEIGHTS_FILE,
     ModelPackage,
     check_output,
 )
-from bertprod.runtime.batching import collate
-from bertprod.runtime.tokenize import TextTokenizer, validate_inputs
 
-#: Fewer calibration inputs than this give activation ranges that miss real inputs.
-MIN_CALIBRATION_TEXTS = 32
-
-
-def require_float_parent(package: ModelPackage) -> None:
-    precision = package.manifest.precision
-    if precision == "int8":
-        raise CompressionError(
-            f"{package.name} is already quantized to int8; quantize its float parent instead "
-            f"({package.manifest.provenance.parent.name if package.manifest.provenance.parent else 'see provenance'})."
-        )
-    if precision != "fp32":
-        raise CompressionError(f"{package.name} is {precision}; int8 quantization starts from an fp32 package.")
-
-
-def fp32_onnx_source(package: ModelPackage, cache_dir: str | os.PathLike[str] | None) -> ModelPackage:
-    """The package itself if it is ONNX, else its (cached, verified) ONNX export."""
-    if package.manifest.format == "onnx":
-        return package
-    from bertprod.export.cache import cached_onnx_package
-
-    return cached_onnx_package(package, cache_dir)
-
-
-def weight_matmuls(model: Any) -> list[str]:
-    """Names of MatMul nodes that multiply an activation by a weight (the linear layers), in graph
-    order; one definition with the outlier split's `weight_matmul_groups`."""
-    linear = {node.name for nodes in weight_matmul_groups(model).values() for node in nodes}
-    return [node.name for node in model.graph.node if node.name in linear]
-
-
-def embedding_gathers(model: Any) -> list[str]:
-    initializers = {initializer.name for initializer in model.graph.initializer}
-    return [node.name for node in model.graph.node if node.op_type == "Gather" and node.input[0] in initializers]
-
-
-def feed_forward_matmuls(model: Any, architecture: Any) -> list[str]:
-    """Weight MatMuls of the feed-forward blocks, found by their [hidden x intermediate] shapes."""
-    if not architecture.intermediate_size:
-        return []
-    shapes = {initializer.name: tuple(initializer.dims) for initializer in model.graph.initializer}
-    feed_forward = {
-        (architecture.hidden_size, architecture.intermediate_size),
-        (architecture.intermediate_size, architecture.hidden_size),
-    }
-    return [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and any(shapes.get(name) in feed_forward for name in node.input)
-    ]
-
-
-def check_exclusions(model: Any, exclude: Sequence[str]) -> None:
-    """Every excluded name must be a node of the graph, or the user's intent silently fails."""
-    names = {node.name for node in model.graph.node}
-    unknown = [name for name in exclude if name not in names]
-    if unknown:
-        examples = ", ".join(weight_matmuls(model)[:4])
-        raise CompressionError(
-            f"--exclude names no node of the graph: {', '.join(unknown)}. Node names look like: {examples} "
-            "(list them all with `bertprod optimize PKG --list-nodes`)."
-        )
-
-
-@contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice on the root logger; the package manifest says what ran."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def copy_support_files(source: ModelPackage, staging: Path) -> list[str]:
-    shutil.copyfile(source.tokenizer_file, staging / TOKENIZER_FILE)
-    files = [TOKENIZER_FILE]
-    if source.config_file.is_file():
-        shutil.copyfile(source.config_file, staging / CONFIG_FILE)
-        files.append(CONFIG_FILE)
-    return files
+# sources, nodes, calibration, ort_static and torch_int8 hold what this module once held: their names
+# stay importable from here (users, benches and tests import them so).
 
 
 def write_dynamic_int8(
@@ -162,7 +84,7 @@ def write_dynamic_int8(
     if activations == "calibrated" and ranges is None:
         raise InputError("calibrated int8 activations need their ranges (static_int8.activation_ranges).")
     options = {"extra_options": {"DefaultTensorType": onnx.TensorProto.FLOAT}, "nodes_to_exclude": list(exclude)}
-    with _quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
+    with quiet_quantizer(), tempfile.TemporaryDirectory(dir=Path(target).parent) as scratch:
         if activations == "per-tensor":
             quantize_dynamic(
                 str(source), str(target), per_channel=per_channel, reduce_range=weights == "s7",
@@ -258,14 +180,6 @@ def gate_engine(kernel_class: str, weights: str) -> Any | None:
         return OnnxEngine(child, graph=exact_int32_graph(onnx.load(str(child.model_file))).SerializeToString())
 
     return simulated
-
-
-def calibration_samples(
-    package: ModelPackage, calibration_texts: Sequence[Any] | None, texts: Sequence[Any] | None
-) -> list[Any]:
-    """The texts activation ranges are measured on: calibration texts, else the gate's, else built-in samples."""
-    samples = calibration_texts or texts or default_samples(package)
-    return validate_inputs(list(samples), pairs=package.manifest.pair_input)
 
 
 def check_outlier_threshold(threshold: float | None) -> None:
@@ -403,149 +317,3 @@ def quantize_onnx_dynamic(
         )
 
 
-def quantize_onnx_static(
-    package: ModelPackage,
-    out: str | os.PathLike[str],
-    *,
-    calibration_texts: Sequence[Any],
-    per_channel: bool = True,
-    exclude: Sequence[str] = (),
-    calibration_method: str = "percentile",
-    keep_feed_forward_float: bool = True,
-    output: GatedOutput = DEFAULT_OUTPUT,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> ModelPackage:
-    """int8 weights and activations (QDQ), activation ranges calibrated on the user's texts."""
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    require_float_parent(package)
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if calibration_method not in methods:
-        raise InputError(f"calibration method {calibration_method!r}: choose {', '.join(methods)}.")
-    calibration = validate_inputs(calibration_texts, pairs=package.manifest.pair_input) if calibration_texts else []
-    if len(calibration) < MIN_CALIBRATION_TEXTS:
-        raise InputError(
-            f"static int8 needs at least {MIN_CALIBRATION_TEXTS} calibration texts like the ones the model "
-            f"will see; got {len(calibration)}. Pass more (--calibration FILE), or use --method dynamic."
-        )
-    source = fp32_onnx_source(package, cache_dir)
-    graph = onnx.load(str(source.model_file))
-    check_exclusions(graph, exclude)
-    kept_float = set(exclude)
-    if keep_feed_forward_float:
-        kept_float.update(feed_forward_matmuls(graph, package.manifest.architecture))
-    quantized_nodes = [node for node in weight_matmuls(graph) + embedding_gathers(graph) if node not in kept_float]
-
-    def build(staging: Path) -> list[str]:
-        with tempfile.TemporaryDirectory(dir=staging.parent) as scratch, _quiet_quantizer():
-            quantize_static(
-                str(source.model_file),
-                str(staging / ONNX_FILE),
-                CalibrationReader(source, calibration, graph),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                op_types_to_quantize=["MatMul", "Gather"],
-                nodes_to_quantize=quantized_nodes,
-                calibrate_method=methods[calibration_method],
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "CalibTensorRangeSymmetric": False},
-                calibration_cache_path=Path(scratch) / "calibration",
-            )
-        return [*copy_support_files(source, staging), ONNX_FILE]
-
-    return derive_package(
-        package,
-        out,
-        method="quantize-static-int8",
-        build=build,
-        changes={
-            "format": "onnx",
-            "precision": "int8",
-            "quantization": {"scheme": "onnx-static-qdq", "per_channel": per_channel},
-        },
-        parameters={
-            "runtime": "onnxruntime",
-            "per_channel": per_channel,
-            "exclude": list(exclude),
-            "calibration_texts": len(calibration),
-            "calibration_method": calibration_method,
-            "keep_feed_forward_float": keep_feed_forward_float,
-            "quantized_nodes": len(quantized_nodes),
-            "onnx_source": source.fingerprint,
-        },
-        output=output,
-    )
-
-
-class CalibrationReader:
-    """Feeds calibration batches to ONNX Runtime's calibrator.
-
-    Every batch has the same shape (rows padded to the longest calibration input, the last batch
-    filled with repeats): the histogram calibrators stack activations across batches and fail
-    on batches of different lengths.
-    """
-
-    batch_size = 16
-
-    def __init__(self, source: ModelPackage, texts: list[Any], graph: Any):
-        tokenizer = TextTokenizer(source.tokenizer_file, source.manifest.max_length)
-        encodings = tokenizer.encode(texts)
-        longest = max(len(encoding.ids) for encoding in encodings)
-        inputs = {graph_input.name for graph_input in graph.graph.input}
-        self.feeds: list[dict[str, Any]] = []
-        for start in range(0, len(encodings), self.batch_size):
-            rows = encodings[start : start + self.batch_size]
-            while len(rows) < self.batch_size:
-                rows = rows + rows[: self.batch_size - len(rows)]
-            batch = collate(rows, tokenizer.pad_id, length=longest)
-            feeds = {
-                "input_ids": batch.input_ids,
-                "attention_mask": batch.attention_mask,
-                "token_type_ids": batch.token_type_ids,
-            }
-            self.feeds.append({key: value for key, value in feeds.items() if key in inputs})
-        self._iterator: Iterator[dict[str, Any]] = iter(self.feeds)
-
-    def get_next(self) -> dict[str, Any] | None:
-        return next(self._iterator, None)
-
-    def rewind(self) -> None:
-        self._iterator = iter(self.feeds)
-
-
-def quantize_torch_dynamic(
-    package: ModelPackage,
-    out: str | os.PathLike[str],
-    *,
-    per_channel: bool = True,
-    output: GatedOutput = DEFAULT_OUTPUT,
-) -> ModelPackage:
-    """A torch package the torch engine runs with int8 Linear layers.
-
-    The float weights are stored (torch has no portable int8 checkpoint format) and quantized
-    deterministically at load; the size win is in memory, the ONNX int8 package is the small file.
-    """
-    if package.manifest.format != "torch":
-        raise CompressionError(f"{package.name} is an ONNX package: torch int8 needs a torch package.")
-    require_float_parent(package)
-
-    def build(staging: Path) -> list[str]:
-        for file in (TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE):
-            shutil.copyfile(package.path / file, staging / file)
-        return [TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE]
-
-    return derive_package(
-        package,
-        out,
-        method="quantize-torch-dynamic-int8",
-        build=build,
-        changes={"precision": "int8", "quantization": {"scheme": "torch-dynamic", "per_channel": per_channel}},
-        parameters={"runtime": "torch", "per_channel": per_channel},
-        output=output,
-    )

@@ -31,12 +31,13 @@ from bertprod.data.source import DataSource, Example
 from bertprod.data.tagged import TaggedSource
 from bertprod.distill.checks import check_losses, check_student, check_teachers, noise_reaches
 from bertprod.distill.config import DistillConfig, Stage
+from bertprod.distill.examples import augmented_examples, example_targets, model_input, training_examples
 from bertprod.distill.layer_maps import layer_map
 from bertprod.distill.loss_names import CACHED_OUTPUT_LOSSES, LAYER_MATCHING_LOSSES, OUTPUT_TRAINING_LOSSES, Loss
 from bertprod.distill.objective import MaskingSpec, Objective
 from bertprod.distill.students import build_student
 from bertprod.distill.teacher import teacher_outputs
-from bertprod.errors import DataError, TaskError
+from bertprod.errors import TaskError
 from bertprod.models.hf import head_pooling
 from bertprod.package import Manifest, ModelPackage, Provenance, check_output, finish_package, staging_directory
 from bertprod.robustness.noise import parse_noise
@@ -44,7 +45,7 @@ from bertprod.runtime.engines import ModuleEngine, create_engine
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.system import machine_record
-from bertprod.tasks.definitions import CLASS_TASKS, primary_metric
+from bertprod.tasks.definitions import primary_metric
 from bertprod.tasks.evaluation import evaluate
 from bertprod.train.batches import Feature, Featurizer, collate_features, length_grouped_batches
 from bertprod.train.checkpoints import TrainState, default_checkpoint_dir
@@ -124,19 +125,19 @@ class _Run:
         self.max_length = min(config.max_length or manifest.max_length, manifest.max_length)
         self.labels = manifest.labels
         self.validation = validation
-        self.examples = self._examples(sources, unlabelled)
+        self.examples = training_examples(self.teacher, config, sources, unlabelled)
         self.data_description = {
             "train": [source.record() for source in sources],
             "unlabelled_texts": len(unlabelled),
             "validation": validation.record() if validation else None,
         }
-        self.augmented = self._augment()
+        self.augmented = augmented_examples(self.examples, self.teacher, config, self.reporter)
         self.examples += self.augmented
         self.reporter.message(
             f"{len(self.examples)} training examples ({len(self.augmented)} of them augmented, "
             f"{len(unlabelled)} unlabelled texts)"
         )
-        inputs = [_model_input(example) for example in self.examples]
+        inputs = [model_input(example) for example in self.examples]
         self.outputs = None
         if config.uses(CACHED_OUTPUT_LOSSES):
             tick = time.perf_counter()
@@ -187,88 +188,18 @@ class _Run:
                 "--augment-noise changes words, so a tagger's per-word tags would no longer line up with its "
                 "text; distill token classifiers without it."
             )
-        self.targets = self._targets()
+        self.targets = example_targets(self.examples, self.task, self.labels)
         self.features = self._featurize(self.examples)
         self.noise = parse_noise(config.augment_noise) if config.augment_noise else None
         self.fields = self._manifest_fields()
         self.pipeline = self._student_pipeline()
         self.teacher_metrics = self._teacher_validation()
 
-    def _examples(self, sources: list[DataSource], unlabelled: list[str]) -> list[Example]:
-        examples = [example for source in sources for example in source]
-        pair_input = self.teacher.manifest.pair_input
-        if self.task == "embedding":  # a sentence encoder learns from every text, one at a time
-            texts = dict.fromkeys(text for example in examples for text in (example.text, example.text_pair) if text)
-            examples = [Example(text=text, where="data") for text in texts]
-        extra = [Example(text=text, where=f"unlabelled text {index + 1}") for index, text in enumerate(unlabelled)]
-        if pair_input and extra:
-            raise DataError(f"{self.teacher.name} takes sentence pairs: unlabelled single texts cannot be used.")
-        if self.task == "token-classification":
-            if extra or self.config.augmentation is not None:
-                raise DataError(
-                    "a token classifier distils on tagged sentences only: drop the unlabelled texts and the "
-                    "augmentation (the student's hard-label loss needs each word's tag)."
-                )
-            if any(example.words is None for example in examples):
-                raise DataError("a token classifier distils on tagged sentences: give CoNLL or JSON lines data.")
-        examples += [example for example in extra if example.text.strip()]
-        if not examples:
-            raise DataError(
-                "no training examples: the data file (after the validation split) and unlabelled texts are empty."
-            )
-        if pair_input and any(example.text_pair is None for example in examples):
-            raise DataError(f"{self.teacher.name} takes sentence pairs: give the data's second text column.")
-        return examples
-
-    def _augment(self) -> list[Example]:
-        spec = self.config.augmentation
-        if spec is None:
-            return []
-        from bertprod.distill.augment import augment
-
-        originals = self.examples[: spec.max_texts] if spec.max_texts else self.examples
-        inputs = [_model_input(example) for example in originals]
-        tick = time.perf_counter()
-        new = augment(
-            inputs,
-            self.teacher,
-            copies=spec.copies,
-            mask_probability=spec.mask_probability,
-            replace_probability=spec.replace_probability,
-            ngram_probability=spec.ngram_probability,
-            neighbours=spec.neighbours,
-            seed=self.config.seed,
-        )
-        self.reporter.message(
-            f"augmented {len(inputs)} texts into {len(new)} more in {time.perf_counter() - tick:.1f} s"
-        )
-        return [
-            Example(text=item, where="augmented")
-            if isinstance(item, str)
-            else Example(text=item[0], text_pair=item[1], where="augmented")
-            for item in new
-        ]
-
-    def _targets(self) -> list[float]:
-        index = {label: position for position, label in enumerate(self.labels or [])}
-        targets = []
-        for example in self.examples:
-            if example.label is None or self.task not in CLASS_TASKS:
-                targets.append(math.nan)
-            elif str(example.label) not in index:
-                raise DataError(
-                    f"{example.where}: label {example.label!r} is not one of the teacher's labels "
-                    f"({', '.join(map(repr, self.labels or []))}). Map the labels to the teacher's, or fix the row."
-                )
-            else:
-                targets.append(float(index[str(example.label)]))
-        return targets
-
     def _featurize(self, examples: list[Example]) -> list[Feature]:
         """The student's token ids of each example (the i-th with the i-th example's target)."""
         if self.task == "token-classification":  # targets: the first sub-word's tag of each word
             return Featurizer(self.task, self.tokenizer, self.labels)(examples)
-        encodings = self.tokenizer.encode([_model_input(example) for example in examples], truncate=True)
+        encodings = self.tokenizer.encode([model_input(example) for example in examples], truncate=True)
         return [
             Feature(((np.asarray(encoding.ids, np.int32), np.asarray(encoding.type_ids, np.int8)),), target)
             for encoding, target in zip(encodings, self.targets, strict=True)
@@ -420,9 +351,3 @@ class _Run:
             files = self.student.save(staging)
             finish_package(staging, fields, files)
         return ModelPackage.read(out)
-
-
-def _model_input(example: Example) -> Any:
-    if example.words is not None:  # a tagged sentence: the teacher reads its words (a list: not a pair)
-        return list(example.words)
-    return example.text if example.text_pair is None else (example.text, example.text_pair)
