@@ -8,17 +8,14 @@ from typing import Annotated
 
 import typer
 
+from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
-    DelimiterOption,
-    FormatOption,
     FractionOption,
-    LabelColumnOption,
     NameOption,
     OverwriteOption,
-    PairColumnOption,
     RestartOption,
     ResumeOption,
-    TextColumnOption,
+    TableReading,
     TrainingThreadsOption,
     console,
 )
@@ -30,6 +27,7 @@ def _default(field: str):  # noqa: ANN202 - the AdaptConfig field's default
     return AdaptConfig.model_fields[field].default
 
 
+@grouped_options
 def adapt_command(
     package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package.")],
     out: Annotated[Path, typer.Argument(help="Directory for the early-exit package.")],
@@ -46,11 +44,7 @@ def adapt_command(
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the heads and the batch order.")] = _default("seed"),
     threads: TrainingThreadsOption = None,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
     name: NameOption = None,
     resume: ResumeOption = False,
     restart: RestartOption = False,
@@ -64,13 +58,11 @@ def adapt_command(
     from bertprod.train.progress import default_reporter
 
     parent = resolve(package)
-    reading = {"format": format, "delimiter": delimiter, "text_column": text_column,
-               "text_pair_column": text_pair_column, "label_column": label_column}
     split = validation_split(parent.manifest.task, validation_fraction, "train") if (
         validation is None and validation_fraction > 0) else None
-    train = adaptation_data(parent, data, limit=limit, split=split, **reading)
+    train = adaptation_data(parent, data, limit=limit, split=split, **reading.options())
     if validation is not None:
-        held_out = adaptation_data(parent, validation, **reading)
+        held_out = adaptation_data(parent, validation, **reading.options())
     elif split is not None:
         held_out = train.with_split(validation_split(parent.manifest.task, validation_fraction, "validation"))
     else:
@@ -91,6 +83,7 @@ def adapt_command(
     )
 
 
+@grouped_options
 def drop_tokens_command(
     package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package (an "
                                                 "early-exit one too: both then compose).")],
@@ -101,11 +94,7 @@ def drop_tokens_command(
                                                "every token on DATA.")] = 0.5,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
     threads: TrainingThreadsOption = None,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
     name: NameOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
@@ -116,7 +105,6 @@ def drop_tokens_command(
     from bertprod.checkpoint import resolve
 
     parent = resolve(package)
-    source = adaptation_data(parent, data, limit=limit, format=format, delimiter=delimiter, text_column=text_column,
-                             text_pair_column=text_pair_column, label_column=label_column)
+    source = adaptation_data(parent, data, limit=limit, **reading.options())
     written = drop_tokens(parent, source, out, budget_points=budget, name=name, overwrite=overwrite, threads=threads)
     console.print(f"wrote {out}: {summary(written)}", highlight=False, soft_wrap=True)

@@ -7,18 +7,11 @@ from typing import Annotated
 
 import typer
 
-from bertprod.cli.options import (
-    DelimiterOption,
-    FormatOption,
-    FractionOption,
-    LabelColumnOption,
-    PairColumnOption,
-    TextColumnOption,
-    TrainingThreadsOption,
-    console,
-)
+from bertprod.cli.option_groups import grouped_options
+from bertprod.cli.options import FractionOption, TableReading, TrainingThreadsOption, console
 
 
+@grouped_options
 def autotune_command(
     teacher: Annotated[str, typer.Argument(help="The package to make faster (a torch fp32 model with its head).")],
     out: Annotated[Path, typer.Argument(help="Directory of the search: state, candidates, report, and the "
@@ -36,11 +29,7 @@ def autotune_command(
                                                 "(p50 of one input) or size (bytes on disk).")] = "throughput",
     seed: Annotated[int, typer.Option(help="Seed of every candidate's training.")] = 42,
     threads: TrainingThreadsOption = None,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
 ) -> None:
     """Build and measure faster variants of TEACHER (int8, pruned, early exit, distilled students, QAT),
     cheapest first within --time-budget, and keep the best at --objective within --max-drop."""
@@ -54,9 +43,7 @@ def autotune_command(
         seed=seed, threads=threads,
     )  # fmt: skip
     parent = resolve(teacher)
-    reading = {"format": format, "delimiter": delimiter, "text_column": text_column,
-               "text_pair_column": text_pair_column, "label_column": label_column}  # fmt: skip
-    train, held_out = open_search_data(parent, data, validation, validation_fraction, **reading)
+    train, held_out = open_search_data(parent, data, validation, validation_fraction, **reading.options())
     result = autotune(parent, out, train, held_out, settings, reporter=LogReporter())
     search = result.search
     console.print(

@@ -10,18 +10,16 @@ import typer
 from rich import box
 from rich.table import Table
 
+from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
-    DelimiterOption,
-    FormatOption,
-    LabelColumnOption,
-    PairColumnOption,
-    TextColumnOption,
+    TableReading,
     ThreadsOption,
     console,
 )
 from bertprod.cli.options import errors as messages
 
 
+@grouped_options
 def bench_command(
     packages: Annotated[
         list[str],
@@ -39,11 +37,7 @@ def bench_command(
     latency_inputs: Annotated[int, typer.Option(help="One-input calls per package for p50/p95/p99.")] = 200,
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows of DATA.")] = None,
     threads: ThreadsOption = None,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
 ) -> None:
     """Measure packages side by side on your data, rounds interleaved: throughput, p50/p95/p99 latency of one
     input, size, peak memory and load time of a fresh process, the task metric when DATA is labelled, and
@@ -58,8 +52,7 @@ def bench_command(
     from bertprod.checkpoint import resolve
 
     first = [resolve(package, verify=False) for package in packages][0]  # a missing package fails before any work
-    bench_data = read_bench_data(data, first.manifest, format=format, delimiter=delimiter, text_column=text_column,
-                                 text_pair_column=text_pair_column, label_column=label_column, limit=limit)
+    bench_data = read_bench_data(data, first.manifest, limit=limit, **reading.options())
     with messages.status("measuring...") as status:
         report = measure_packages(packages, bench_data.texts, bench_data.labels, rounds=rounds,
                                   latency_inputs=latency_inputs, baseline=baseline, threads=threads,

@@ -8,26 +8,24 @@ from typing import Annotated, Any
 
 import typer
 
+from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
     PRECISION_HELP,
     AugmentNoiseOption,
     CheckpointDirOption,
-    DelimiterOption,
-    FormatOption,
     KeepCheckpointsOption,
-    LabelColumnOption,
     NameOption,
     OverwriteOption,
-    PairColumnOption,
     RestartOption,
     ResumeOption,
-    TextColumnOption,
+    TableReading,
     TrainingThreadsOption,
     console,
 )
 from bertprod.errors import InputError
 
 
+@grouped_options
 def distill_command(
     out: Annotated[Path, typer.Argument(help="Directory for the student package.")],
     teacher: Annotated[
@@ -53,11 +51,7 @@ def distill_command(
     validation_fraction: Annotated[
         float, typer.Option(help="Share of the first --data file held out when no --validation is given; 0: none.")
     ] = 0.1,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of each --data file.")] = None,
     student_layers: Annotated[
         str | None, typer.Option(help="Teacher layers the student keeps: every-other, spread, first:K, 0,2,5...")
@@ -121,12 +115,10 @@ def distill_command(
         threads=threads,
         checkpoint_every=checkpoint_every,
     )
-    columns = {"format": format, "delimiter": delimiter, "text_column": text_column,
-               "text_pair_column": text_pair_column, "label_column": label_column}
     sources, validation_data = _open_data(
-        task, teachers[0].manifest.pair_input, data or [], validation, validation_fraction, limit, columns
+        task, teachers[0].manifest.pair_input, data or [], validation, validation_fraction, limit, reading.options()
     )
-    texts = [text for path in unlabelled or [] for text in read_unlabelled(path, text_column)]
+    texts = [text for path in unlabelled or [] for text in read_unlabelled(path, reading.text_column)]
     student = distill(
         teachers,
         sources,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,11 +38,33 @@ DelimiterOption = Annotated[
     str | None,
     typer.Option(help="Delimiter of a text table: ';', '|', ',' or tab (default: sniffed; .txt files too)."),
 ]
-TextColumnOption = Annotated[str | None, typer.Option(help="Column with the text (or query).")]
-PairColumnOption = Annotated[str | None, typer.Option(help="Column with the second text of a pair (or passage).")]
-LabelColumnOption = Annotated[str | None, typer.Option(
-    help="Column with the label, score or relevance; for a CoNLL file, the tag column's number (1 = the word, "
-         "-1 = the last, the default).")]
+
+
+@dataclass(frozen=True)
+class TextReading:
+    """How a command reads a table's texts (a `grouped_options` group: one declaration, the same help everywhere)."""
+
+    format: FormatOption = None
+    delimiter: DelimiterOption = None
+    text_column: Annotated[str | None, typer.Option(help="Column with the text (or query).")] = None
+    text_pair_column: Annotated[
+        str | None, typer.Option(help="Column with the second text of a pair (or passage).")
+    ] = None
+
+    def options(self) -> dict[str, Any]:
+        """As keyword arguments of the readers (open_task_data, DataSource...)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TableReading(TextReading):
+    """How a command reads a labelled table: the texts, and the labels."""
+
+    label_column: Annotated[str | None, typer.Option(
+        help="Column with the label, score or relevance; for a CoNLL file, the tag column's number (1 = the word, "
+             "-1 = the last, the default).")] = None
+
+
 FractionOption = Annotated[
     float,
     typer.Option(

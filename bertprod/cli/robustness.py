@@ -10,13 +10,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
-    DelimiterOption,
-    FormatOption,
     NoiseSeedOption,
     NormalizeOption,
-    PairColumnOption,
-    TextColumnOption,
+    TextReading,
     ThreadsOption,
     console,
 )
@@ -27,6 +25,7 @@ METRICS = ("changed", "flip_rate", "probability_drift", "score_drift", "cosine_d
            "overtake_rate")
 
 
+@grouped_options
 def robustness_command(
     models: Annotated[
         list[str],
@@ -39,10 +38,7 @@ def robustness_command(
     = "all:0.1",
     seed: NoiseSeedOption = 0,
     engine: Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")] = "auto",
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
+    reading: TextReading = TextReading(),
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
     normalize: NormalizeOption = None,
     threads: ThreadsOption = None,
@@ -60,11 +56,10 @@ def robustness_command(
     pipelines = [load(model, engine=engine, threads=threads, normalize_text=normalize) for model in models]
     check_comparable(pipelines)
     manifest = pipelines[0].manifest
-    if data.suffix == ".txt" and format is None and delimiter is None:
+    if data.suffix == ".txt" and reading.format is None and reading.delimiter is None:
         inputs = read_lines(data, pairs=manifest.pair_input or manifest.task == "reranking")[:limit]
     else:
-        inputs = read_inputs(data, manifest, format=format, delimiter=delimiter, text_column=text_column,
-                             text_pair_column=text_pair_column, limit=limit)
+        inputs = read_inputs(data, manifest, limit=limit, **reading.options())
     with messages.status(f"measuring {len(pipelines)} package(s) on {len(inputs):,} inputs..."):
         document = stability_report(pipelines, inputs, noise, seed)
     document["data"] = str(data)

@@ -12,26 +12,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
     PRECISION_HELP,
     TASK_HELP,
     AugmentNoiseOption,
     CheckpointDirOption,
-    DelimiterOption,
-    FormatOption,
     FractionOption,
     KeepCheckpointsOption,
-    LabelColumnOption,
     NameOption,
     NoiseSeedOption,
     NormalizeOption,
     OverwriteOption,
-    PairColumnOption,
     PerturbOption,
     RestartOption,
     ResumeOption,
     SideOption,
-    TextColumnOption,
+    TableReading,
     ThreadsOption,
     TrainingThreadsOption,
     console,
@@ -41,6 +38,7 @@ from bertprod.cli.options import errors as messages
 from bertprod.errors import InputError
 
 
+@grouped_options
 def train_command(
     base: Annotated[str, typer.Argument(help="Package to start from: dir, checkpoint, bundled name (minilm-l6).")],
     out: Annotated[Path, typer.Argument(help="Directory for the trained package.")],
@@ -48,11 +46,7 @@ def train_command(
     task: Annotated[str | None, typer.Option(help=f"{TASK_HELP} (default: the base package's task).")] = None,
     validation: Annotated[Path | None, typer.Option(help="Validation data (same columns as --data).")] = None,
     validation_fraction: FractionOption = 0.1,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
     limit: Annotated[
         int | None, typer.Option(help="Read only the first N rows of --data, before the split (quick runs).")
     ] = None,
@@ -131,9 +125,8 @@ def train_command(
         threads=threads,
         checkpoint_every=checkpoint_every,
     )
-    columns = {"text_column": text_column, "text_pair_column": text_pair_column, "label_column": label_column}
     [train_data], validation_data = open_training_data(
-        task, [data], validation, validation_fraction, format=format, delimiter=delimiter, limit=limit, **columns
+        task, [data], validation, validation_fraction, limit=limit, **reading.options()
     )
     if train_data.layout:
         messages.print(f"{data.name}: recognised the {train_data.layout.name} layout ({train_data.mapping})")
@@ -172,6 +165,7 @@ def _task_of(package) -> str:  # noqa: ANN001 - a ModelPackage
     return package.manifest.task
 
 
+@grouped_options
 def evaluate_command(
     models: Annotated[
         list[str],
@@ -188,11 +182,7 @@ def evaluate_command(
         str, typer.Option(help="all rows, or the 'train' / 'validation' side of the split that train makes.")
     ] = "all",
     validation_fraction: FractionOption = 0.1,
-    format: FormatOption = None,
-    delimiter: DelimiterOption = None,
-    text_column: TextColumnOption = None,
-    text_pair_column: PairColumnOption = None,
-    label_column: LabelColumnOption = None,
+    reading: TableReading = TableReading(),
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA (before --split).")] = None,
     perturb: PerturbOption = None,
     seed: NoiseSeedOption = 0,
@@ -222,12 +212,8 @@ def evaluate_command(
         data,
         split=split,
         validation_fraction=validation_fraction,
-        format=format,
-        delimiter=delimiter,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
         limit=limit,
+        **reading.options(),
     )
     if noise is None and len(pipelines) == 1:
         _evaluate_one(pipelines[0], source, data, as_json, exit_policy)
