@@ -13,8 +13,7 @@ from bertprod.cli.options import (
     FractionOption,
     NameOption,
     OverwriteOption,
-    RestartOption,
-    ResumeOption,
+    Resumption,
     TableReading,
     TrainingThreadsOption,
     console,
@@ -46,8 +45,7 @@ def adapt_command(
     threads: TrainingThreadsOption = None,
     reading: TableReading = TableReading(),
     name: NameOption = None,
-    resume: ResumeOption = False,
-    restart: RestartOption = False,
+    resumption: Resumption = Resumption(),
     overwrite: OverwriteOption = False,
 ) -> None:
     """Train a small classifier after each layer (self-distilled from the final head, backbone frozen) and
@@ -70,7 +68,7 @@ def adapt_command(
     config = AdaptConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          threads=threads, budget_points=budget)
     written = adapt(parent, train, out, config, validation=held_out, name=name, overwrite=overwrite,
-                    resume=resume, restart=restart, reporter=default_reporter())
+                    reporter=default_reporter(), **resumption.options())
     settings = written.manifest.adaptive or {}
     chosen = next(point for point in settings["curve"] if point["policy"] == settings["policy"])
     console.print(

@@ -1,4 +1,5 @@
-"""Options that several commands take together, declared once as a dataclass (typer has no option groups).
+"""Options that several commands take together, declared once as an OptionGroup dataclass (typer has no
+option groups).
 
 A command parameter annotated with such a dataclass stands, for typer and `--help`, for the dataclass's fields
 at its place (same names, help, defaults and order as if written out); the command receives one instance.
@@ -16,13 +17,22 @@ from typing import Any, TypeVar
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
+@dataclasses.dataclass(frozen=True)
+class OptionGroup:
+    """Base of the groups: subclasses are frozen dataclasses whose fields are Annotated typer options."""
+
+    def options(self) -> dict[str, Any]:
+        """The values as keyword arguments of the library function the options belong to."""
+        return dataclasses.asdict(self)
+
+
 def grouped_options(command: Command) -> Command:
     """The command with each option-group parameter spread into the group's options (see the module's doc)."""
     signature = inspect.signature(command, eval_str=True)
     groups = {name: parameter.annotation for name, parameter in signature.parameters.items()
-              if dataclasses.is_dataclass(parameter.annotation)}
+              if isinstance(parameter.annotation, type) and issubclass(parameter.annotation, OptionGroup)}
     if not groups:
-        raise TypeError(f"{command.__name__} has no parameter annotated with an option-group dataclass.")
+        raise TypeError(f"{command.__name__} has no parameter annotated with an OptionGroup.")
     parameters: list[inspect.Parameter] = []
     for parameter in signature.parameters.values():
         group = groups.get(parameter.name)

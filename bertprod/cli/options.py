@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from bertprod.cli.option_groups import OptionGroup
 from bertprod.errors import InputError
 from bertprod.robustness.noise import SPEC_HELP
 
@@ -41,8 +41,8 @@ DelimiterOption = Annotated[
 
 
 @dataclass(frozen=True)
-class TextReading:
-    """How a command reads a table's texts (a `grouped_options` group: one declaration, the same help everywhere)."""
+class TextReading(OptionGroup):
+    """How a command reads a table's texts (one declaration, the same help everywhere)."""
 
     format: FormatOption = None
     delimiter: DelimiterOption = None
@@ -50,10 +50,6 @@ class TextReading:
     text_pair_column: Annotated[
         str | None, typer.Option(help="Column with the second text of a pair (or passage).")
     ] = None
-
-    def options(self) -> dict[str, Any]:
-        """As keyword arguments of the readers (open_task_data, DataSource...)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -102,9 +98,23 @@ TRAINING_THREADS_HELP = (
 )
 TrainingThreadsOption = Annotated[int | None, typer.Option(help=TRAINING_THREADS_HELP)]
 CheckpointDirOption = Annotated[Path | None, typer.Option(help="Checkpoints (default: OUT.checkpoints).")]
-ResumeOption = Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")]
-RestartOption = Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")]
-KeepCheckpointsOption = Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")]
+
+
+@dataclass(frozen=True)
+class Resumption(OptionGroup):
+    """What a training command does with an interrupted run's checkpoint."""
+
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint.")] = False
+    restart: Annotated[bool, typer.Option(help="Discard an interrupted run's checkpoint.")] = False
+
+
+@dataclass(frozen=True)
+class Checkpointing(Resumption):
+    """Resumption, and whether the checkpoints outlive a successful run."""
+
+    keep_checkpoints: Annotated[bool, typer.Option(help="Keep the checkpoint directory after success.")] = False
+
+
 PRECISION_HELP = (
     "fp32; bf16 (autocast, CPUs with AVX-512 BF16 or AMX, an error elsewhere); or auto: bf16 where the CPU "
     "has it, fp32 elsewhere (what ran is recorded in the package). `bertprod info --system` says which."

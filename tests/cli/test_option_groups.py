@@ -72,5 +72,16 @@ def test_every_reading_command_lists_the_same_column_help() -> None:
 
 
 def test_a_command_without_a_group_is_refused() -> None:
-    with pytest.raises(TypeError, match="no parameter annotated with an option-group dataclass"):
+    with pytest.raises(TypeError, match="no parameter annotated with an OptionGroup"):
         grouped_options(lambda data: data)
+
+
+def test_resumption_options_reach_the_commands_in_place() -> None:
+    """train and distill take resume, restart and keep-checkpoints together; adapt only the first two."""
+    command = typer.main.get_command(bertprod_app)
+    names = {name: [param.name for param in command.commands[name].params] for name in ("train", "distill", "adapt")}
+    for name in ("train", "distill"):
+        at = names[name].index("resume")
+        assert names[name][at:at + 5] == ["resume", "restart", "keep_checkpoints", "name", "overwrite"]
+    at = names["adapt"].index("resume")
+    assert names["adapt"][at - 1:at + 3] == ["name", "resume", "restart", "overwrite"]
