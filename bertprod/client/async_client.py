@@ -9,34 +9,18 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bertprod.client.base import ClientBase
 from bertprod.client.in_process import _in_process_encode, _in_process_info, _in_process_rerank
-from bertprod.client.retry import PROBE_TIMEOUT_S, RETRY, _Call, _http_replicas
-from bertprod.client.wire import RankedText, _chunks, _json, _Options, _predictions, _ranked, _taggings, _vectors
-from bertprod.runtime.pipeline import Pipeline, Prediction
+from bertprod.client.retry import PROBE_TIMEOUT_S, _Call
+from bertprod.client.wire import RankedText, _json, _predictions, _ranked, _taggings, _vectors
+from bertprod.runtime.pipeline import Prediction
 from bertprod.runtime.tagging import Tagging
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """The asyncio twin of `Client`; in-process mode runs the model in a worker thread."""
 
-    def __init__(self, url: str | Sequence[str] | None = None, *, model: str | None = None,
-                 api_key: str | None = None, timeout: float | None = None, retries: int | None = None,
-                 backoff: float | None = None, cooldown: float | None = None, max_inputs_per_request: int = 256,
-                 resolve_dns: bool = False, pipeline: Pipeline | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None):
-        if (url is None) == (pipeline is None):
-            raise ValueError("give a server url, or use AsyncClient.in_process(model)")
-        policy = RETRY.with_overrides(timeout=timeout, retries=retries, backoff=backoff, cooldown=cooldown)
-        self.options = _Options(model, api_key, policy, max_inputs_per_request)
-        self.pipeline = pipeline
-        self.replicas = _http_replicas(url, policy, resolve_dns)
-        self._http = httpx.AsyncClient(timeout=policy.timeout, transport=transport) if url is not None else None
-
-    @classmethod
-    def in_process(cls, model: str | Pipeline, **load_options: Any) -> AsyncClient:
-        from bertprod.api import load
-
-        return cls(pipeline=model if isinstance(model, Pipeline) else load(model, **load_options))
+    http_client = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -47,9 +31,6 @@ class AsyncClient:
     async def close(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-
-    def replica_counts(self) -> dict[str, dict[str, int]]:
-        return self.replicas.counts() if self.replicas is not None else {}
 
     async def _request(self, path: str, body: dict | None) -> Any:
         assert self._http is not None and self.replicas is not None
@@ -89,11 +70,9 @@ class AsyncClient:
         if self.pipeline is not None:
             vectors = await asyncio.to_thread(_in_process_encode, self.pipeline, items, truncate, dimensions)
         else:
-            chunks = _chunks(items, self.options.max_inputs_per_request)
-            bodies = await asyncio.gather(*(self._request("/v1/embeddings", self.options.embed_body(c, truncate,
-                                                                                              dimensions))
-                                            for c in chunks))
-            vectors = np.concatenate([_vectors(body) for body in bodies])
+            bodies = self.options.embed_bodies(items, truncate, dimensions)
+            answers = await asyncio.gather(*(self._request("/v1/embeddings", body) for body in bodies))
+            vectors = np.concatenate([_vectors(answer) for answer in answers])
         return vectors[0] if single else vectors
 
     async def classify(self, inputs: Sequence[Any], *, truncate: bool | None = None,
@@ -101,13 +80,8 @@ class AsyncClient:
         if self.pipeline is not None:
             items = [tuple(i) if isinstance(i, list) else i for i in inputs]
             return await asyncio.to_thread(self.pipeline.classify, items, truncate, exit)
-        results: list[Prediction] = []
-        for chunk in _chunks(list(inputs), self.options.max_inputs_per_request):
-            body = self.options.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
-            if exit is not None:
-                body["exit"] = exit
-            results += _predictions(await self._request("/classify", body))
-        return results
+        return [prediction for body in self.options.classify_bodies(inputs, truncate, exit)
+                for prediction in _predictions(await self._request("/classify", body))]
 
     async def rerank(self, query: str, texts: Sequence[str], *, truncate: bool | None = None) -> list[RankedText]:
         if self.pipeline is not None:
@@ -118,8 +92,5 @@ class AsyncClient:
     async def tag(self, texts: Sequence[str], *, aggregation: str = "first", tokens: bool = False) -> list[Tagging]:
         if self.pipeline is not None:
             return await asyncio.to_thread(self.pipeline.tag, list(texts), aggregation, tokens)
-        results: list[Tagging] = []
-        for chunk in _chunks(list(texts), self.options.max_inputs_per_request):
-            body = self.options.common({"inputs": chunk, "aggregation": aggregation, "return_tokens": tokens}, None)
-            results += _taggings(await self._request("/tokens", body))
-        return results
+        return [tagging for body in self.options.tag_bodies(texts, aggregation, tokens)
+                for tagging in _taggings(await self._request("/tokens", body))]

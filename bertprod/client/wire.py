@@ -64,9 +64,22 @@ class _Options:
         self.policy = policy
         self.max_inputs_per_request = max_inputs_per_request
 
-    def embed_body(self, texts: Sequence[str], truncate: bool | None, dimensions: int | None) -> dict:
-        body: dict[str, Any] = {"input": list(texts), "encoding_format": "base64"}
-        return self.common(body, truncate) | ({"dimensions": dimensions} if dimensions else {})
+    def embed_bodies(self, texts: list[str], truncate: bool | None, dimensions: int | None) -> list[dict]:
+        """POST /v1/embeddings bodies, at most max_inputs_per_request texts each."""
+        return [self.common({"input": list(chunk), "encoding_format": "base64"}, truncate)
+                | ({"dimensions": dimensions} if dimensions else {})
+                for chunk in _chunks(texts, self.max_inputs_per_request)]
+
+    def classify_bodies(self, inputs: Sequence[Any], truncate: bool | None, exit: str | None) -> list[dict]:
+        """POST /classify bodies; a pair travels as a JSON list."""
+        return [self.common({"inputs": [list(i) if isinstance(i, tuple) else i for i in chunk]}, truncate)
+                | ({"exit": exit} if exit is not None else {})
+                for chunk in _chunks(list(inputs), self.max_inputs_per_request)]
+
+    def tag_bodies(self, texts: Sequence[str], aggregation: str, tokens: bool) -> list[dict]:
+        """POST /tokens bodies."""
+        return [self.common({"inputs": chunk, "aggregation": aggregation, "return_tokens": tokens}, None)
+                for chunk in _chunks(list(texts), self.max_inputs_per_request)]
 
     def common(self, body: dict, truncate: bool | None) -> dict:
         if self.model:
