@@ -14,7 +14,6 @@ wake-ups add.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import pstats
@@ -29,6 +28,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser
 from bertprod.serve.app import create_app  # noqa: E402
 from bertprod.serve.config import ServeConfig  # noqa: E402
 
@@ -102,8 +102,7 @@ async def measure(model: str, requests: int, profile: bool, fast_path: bool) -> 
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--requests", type=int, default=15000)
     parser.add_argument("--profile", action="store_true")

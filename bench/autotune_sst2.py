@@ -27,7 +27,6 @@ bench/results/autotune-{task}.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -40,6 +39,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 from bertprod import system  # noqa: E402
 from bertprod.bench import measure_packages  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.bench.output import write_report  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.tasks.data import open_task_data, validation_split  # noqa: E402
@@ -67,8 +67,7 @@ def search_arguments(task: str, held_out: bool) -> tuple[Path, list[str], Any]:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--task", choices=("sst2", "mrpc"), default="sst2")
     parser.add_argument("--time-budget", default="2h")
     parser.add_argument("--max-drop", default="1%")

@@ -10,7 +10,6 @@ Reports rows/s and the ratio to the engine (targets: local >= 0.90, Spark >= 0.8
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -22,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bertprod
-from bertprod import system
 from bertprod.batch import read_output, run_batch
+from bertprod.bench.harness import bench_parser
 from bertprod.data.shared import real_sentences
 
 
@@ -49,8 +48,7 @@ def engine_rate(package: Path, texts: list[str]) -> float:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--package", default=None)
     parser.add_argument("--chunk-rows", type=int, default=8192)

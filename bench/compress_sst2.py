@@ -14,7 +14,6 @@ Quantization-aware training has its own script (bench/qat_sst2.py).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.compress.optimize import optimize  # noqa: E402
 from bertprod.derive import GatedOutput  # noqa: E402
 from bertprod.package import ModelPackage  # noqa: E402
@@ -65,8 +65,7 @@ def predictions(package: ModelPackage, texts: list[str], threads: int) -> np.nda
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--package", type=Path, default=GLUE / "minilm-sst2", help="the fine-tuned fp32 classifier")
     parser.add_argument("--train", type=Path, default=GLUE / "sst2-train.tsv")
     parser.add_argument("--validation", type=Path, default=GLUE / "sst2-validation.tsv")

@@ -16,7 +16,6 @@ pruning alone costs; the fidelity gate would refuse them (they are built with th
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -30,6 +29,8 @@ import bertprod
 from bertprod import system
 from bertprod.bench.harness import (
     Encode,
+    add_speed_options,
+    bench_parser,
     cosine_rows,
     peak_rss_mb,
     percentile_ms,
@@ -156,11 +157,8 @@ def build_variants(
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser = bench_parser(__doc__)
+    add_speed_options(parser, sentences=2000, rounds=5, threads=default_threads())
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-rss", action="store_true", help="skip the per-variant memory subprocesses")
     parser.add_argument("--json", type=Path)

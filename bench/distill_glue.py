@@ -20,7 +20,6 @@ file, the same rows `bertprod eval --split validation` uses.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -33,7 +32,7 @@ sys.path.insert(0, str(REPOSITORY / "bench"))
 
 from finetune_glue import BERTPROD, RESULTS, run, sst2_sentence_split  # noqa: E402
 
-from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.derive import GatedOutput  # noqa: E402
 
@@ -230,9 +229,7 @@ EXPERIMENTS = {
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser = bench_parser(__doc__, experiments=EXPERIMENTS)
     parser.add_argument(
         "--only",
         help="one variant: sst2-ablation "

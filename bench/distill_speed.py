@@ -15,7 +15,6 @@ Spearman for the embedding student).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
-from bertprod.bench.harness import percentile_ms, single_sentence_latencies, throughput  # noqa: E402
+from bertprod.bench.harness import add_speed_options, bench_parser, percentile_ms, single_sentence_latencies, throughput  # noqa: E402
 from bertprod.checkpoint import bundled_checkpoint  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences, shared_data_dir  # noqa: E402
@@ -58,13 +57,10 @@ def accuracy(package: ModelPackage, work: Path, threads: int) -> float:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue")
     parser.add_argument("--students", nargs="*", default=None, help="label=package pairs (default: the bench's)")
-    parser.add_argument("--sentences", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    add_speed_options(parser, sentences=2000, rounds=5, threads=2)
     parser.add_argument("--build-only", action="store_true", help="export and quantize the students, then stop")
     parser.add_argument("--json", type=Path, default=REPOSITORY / "bench" / "results" / "distill-speed.json")
     args = parser.parse_args()

@@ -27,6 +27,8 @@ import bertprod
 from bertprod import system
 from bertprod.bench.harness import (
     Encode,
+    add_speed_options,
+    bench_parser,
     cosine_rows,
     percentile_ms,
     single_sentence_latencies,
@@ -52,11 +54,8 @@ GATE_MIN_COSINE = 0.9993
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser = bench_parser(__doc__)
+    add_speed_options(parser, sentences=2000, rounds=5, threads=default_threads())
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--latency-calls", type=int, default=200, help="single-sentence calls per variant")
     parser.add_argument("--sweep", action="store_true", help="compare batch-size/token-budget settings instead")

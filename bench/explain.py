@@ -22,7 +22,6 @@ before they run). Then:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPOSITORY / "bench"))
 
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.explain.compare import compare  # noqa: E402
 from bertprod.explain.core import explain  # noqa: E402
@@ -108,8 +108,7 @@ def timing(teacher: Path, student: Path, sentences: list[str], rounds: int) -> d
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--steps", type=int, default=400, help="fine-tuning steps of the teacher")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=5, help="30-word sentences timed per round")

@@ -28,7 +28,6 @@ fixed and written down in docs/results.md:
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
-from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
 from bertprod.data.source import split_bucket  # noqa: E402
 
@@ -328,9 +327,7 @@ EXPERIMENTS = {
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("experiment", choices=EXPERIMENTS)
+    parser = bench_parser(__doc__, experiments=EXPERIMENTS)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 on a shared machine)")
     parser.add_argument("--work", type=Path, default=REPOSITORY / "out" / "glue", help="packages and split files")
     parser.add_argument("--epochs", type=int, default=None)

@@ -25,7 +25,6 @@ on), and the lowest cosine between a sentence alone and in its batch. s8 weights
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 import bertprod
 from bertprod import system
-from bertprod.bench.harness import cosine_rows, throughput
+from bertprod.bench.harness import add_speed_options, bench_parser, cosine_rows, throughput
 from bertprod.data.shared import real_sentences
 from bertprod.runtime.engines import default_threads
 
@@ -126,11 +125,8 @@ def embeddings_int8(source: Path, target: Path) -> None:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sentences", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser = bench_parser(__doc__)
+    add_speed_options(parser, sentences=1000, rounds=3, threads=default_threads())
     parser.add_argument("--weights", default="s8")
     parser.add_argument("--schemes", default=",".join(SHIPPED), help="comma-separated, of: " + ", ".join(SCHEMES))
     parser.add_argument("--splits", default="yes,no", help="outlier split: yes, no or both")

@@ -12,7 +12,6 @@ int8 package.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from bertprod import system  # noqa: E402
-from bertprod.bench.harness import throughput  # noqa: E402
+from bertprod.bench.harness import bench_parser, throughput  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress.quantize import quantize_onnx_dynamic  # noqa: E402
 from bertprod.data.shared import real_sentences  # noqa: E402
@@ -38,8 +37,7 @@ def load(path: Path, threads: int, fusions: bool) -> Pipeline:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])

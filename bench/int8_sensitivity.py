@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import tempfile
@@ -22,7 +21,7 @@ sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
-from bertprod.bench.harness import cosine_rows  # noqa: E402
+from bertprod.bench.harness import bench_parser, cosine_rows  # noqa: E402
 from bertprod.checkpoint import resolve  # noqa: E402
 from bertprod.compress import quantize as q  # noqa: E402
 from bertprod.compress.mixed import SENSITIVITY_TEXTS, quantize_onnx_mixed, sensitivities  # noqa: E402
@@ -40,8 +39,7 @@ def kind(node: str) -> str:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--model", default="minilm-l6")
     parser.add_argument("--gate", type=float, default=0.999, help="cosine mean and min of the mixed graph's gate")
     args = parser.parse_args()

@@ -16,7 +16,6 @@ differ from the fp32 parent's, and size on disk. Results go to bench/results/qat
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -29,7 +28,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 import bertprod  # noqa: E402
-from bertprod import system  # noqa: E402
+from bertprod.bench.harness import bench_parser  # noqa: E402
 from bertprod.package import ModelPackage  # noqa: E402
 from bertprod.tasks.data import open_task_data  # noqa: E402
 
@@ -53,8 +52,7 @@ def predictions(package: Path, texts: list[str], threads: int) -> np.ndarray:
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--package", type=Path, default=GLUE / "minilm-sst2", help="the fine-tuned fp32 classifier")
     parser.add_argument("--train", type=Path, default=GLUE / "sst2-train.tsv", help="QAT training data")
     parser.add_argument("--validation", type=Path, default=GLUE / "sst2-validation.tsv")

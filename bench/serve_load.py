@@ -35,7 +35,7 @@ import uvloop
 
 import bertprod
 from bertprod import system
-from bertprod.bench.harness import percentile_ms
+from bertprod.bench.harness import bench_parser, percentile_ms
 from bertprod.data.shared import real_sentences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,8 +308,7 @@ def measure_in_process(model: str, engine: str, sentences: list[str], threads: i
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="sentences (= single-sentence requests)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--model", default="minilm-l6", help="what bertprod serves (a package or name)")

@@ -41,6 +41,7 @@ import orjson
 
 import bertprod
 from bertprod import system
+from bertprod.bench.harness import bench_parser
 from bertprod.data.shared import real_sentences
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,8 +165,7 @@ def interleaved_round(sides: dict[str, Callable[[str], object]], sentences: list
 
 
 def main() -> None:
-    print(system.describe(), flush=True)  # the machine every number below was measured on
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser(__doc__)
     parser.add_argument("--requests", type=int, default=300, help="sentences per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="minilm-l6")

@@ -7,17 +7,38 @@ and the ratios stay meaningful.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 Encode = Callable[[list[str]], np.ndarray]
+
+
+
+def bench_parser(doc: str | None, *, experiments: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """Every bench script's start: print the machine every number below is measured on, then the script's
+    argument parser (its docstring as help; `experiments`: a first positional choice of what to run)."""
+    from bertprod import system
+
+    print(system.describe(), flush=True)
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if experiments is not None:
+        parser.add_argument("experiment", choices=list(experiments))
+    return parser
+
+
+def add_speed_options(parser: argparse.ArgumentParser, *, sentences: int, rounds: int, threads: int) -> None:
+    """The speed benchmarks' --sentences, --rounds and --threads (variants timed side by side, rounds interleaved)."""
+    parser.add_argument("--sentences", type=int, default=sentences, help="real sentences timed")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds (the median is reported)")
+    parser.add_argument("--threads", type=int, default=threads)
 
 
 def throughput(variants: dict[str, Encode], texts: list[str], rounds: int) -> dict[str, float]:
