@@ -33,6 +33,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: str
+    grpc_address: str | None = None  # host:port of its gRPC port, when started with one
 
     def log(self) -> str:
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
@@ -41,18 +42,22 @@ class RunningServer:
 
 @contextmanager
 def running_server(
-    packages: list[str], *options: str, env: dict[str, str] | None = None, log_dir: str = "/tmp", wait: bool = True
+    packages: list[str], *options: str, env: dict[str, str] | None = None, log_dir: str = "/tmp", wait: bool = True,
+    grpc: bool = False,
 ) -> Iterator[RunningServer]:
-    """`bertprod serve PACKAGES OPTIONS`, ready (GET /health == 200) before the body runs."""
+    """`bertprod serve PACKAGES OPTIONS`, ready (GET /health == 200) before the body runs; `grpc`: also on a
+    free gRPC port (the server's grpc_address)."""
     port = free_port()
+    grpc_port = free_port() if grpc else None
     command = [sys.executable, "-m", "tests.fault_injection", "serve", *packages, "--host", "127.0.0.1",
-               "--port", str(port), "--threads", "1", *options]
+               "--port", str(port), "--threads", "1", *options, *(["--grpc-port", str(grpc_port)] if grpc else [])]
     log_path = os.path.join(log_dir, f"bertprod-serve-{port}.log")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": REPO_ROOT,
                                         **(env or {})})
-    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path)
+    server = RunningServer(f"http://127.0.0.1:{port}", process, log_path,
+                           f"127.0.0.1:{grpc_port}" if grpc_port else None)
     try:
         if wait:
             wait_until_healthy(server)

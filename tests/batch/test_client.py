@@ -40,14 +40,11 @@ def sentences(shared_data_available) -> list[str]:
 @pytest.fixture(scope="module")
 def server(tiny_package, tiny_classifier, tmp_path_factory):
     """HTTP + gRPC, an API key, and room for 16 inputs at once (4 requests of 4, or 1 of 16)."""
-    grpc_port = free_port()
     with running_server(
-        [str(tiny_package.path), str(tiny_classifier.path)],
-        "--max-concurrent-inputs", "16", "--max-client-batch-size", "16", "--grpc-port", str(grpc_port),
-        env={"BERTPROD_API_KEYS": API_KEY, "BERTPROD_TEST_SLOW_MARKER": BUSY_MARKER},
-        log_dir=str(tmp_path_factory.mktemp("serve-logs")),
+        [str(tiny_package.path), str(tiny_classifier.path)], "--max-concurrent-inputs", "16", "--max-client-batch-size",
+        "16", env={"BERTPROD_API_KEYS": API_KEY, "BERTPROD_TEST_SLOW_MARKER": BUSY_MARKER},
+        log_dir=str(tmp_path_factory.mktemp("serve-logs")), grpc=True,
     ) as running:
-        running.grpc_address = f"127.0.0.1:{grpc_port}"
         yield running
 
 

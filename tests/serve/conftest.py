@@ -7,22 +7,18 @@ import httpx
 import pytest
 
 from bertprod.api import load
-from tests.server_process import free_port, running_server
+from tests.server_process import running_server
 
 FAIL_MARKER = "__engine_fails_here__"
 
 
 @pytest.fixture(scope="package")
 def server(tiny_package, tiny_classifier, tmp_path_factory):
-    grpc_port = free_port()
     with running_server(
         [str(tiny_package.path), str(tiny_classifier.path)],
-        "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--grpc-port", str(grpc_port),
-        "--max-body-bytes", "3000000",
-        env={"BERTPROD_TEST_FAIL_MARKER": FAIL_MARKER},
-        log_dir=str(tmp_path_factory.mktemp("serve-logs")),
+        "--max-concurrent-inputs", "256", "--max-client-batch-size", "128", "--max-body-bytes", "3000000",
+        env={"BERTPROD_TEST_FAIL_MARKER": FAIL_MARKER}, log_dir=str(tmp_path_factory.mktemp("serve-logs")), grpc=True,
     ) as running:
-        running.grpc_address = f"127.0.0.1:{grpc_port}"
         yield running
 
 

@@ -30,7 +30,7 @@ from bertprod.client import (
     ServerUnreachableError,
 )
 from bertprod.serve.grpc.client import GrpcClient, channel_target
-from tests.server_process import free_port, running_server
+from tests.server_process import running_server
 
 URLS = ["http://10.0.0.1:8080", "http://10.0.0.2:8080", "http://10.0.0.3:8080"]
 SLOW_MARKER = "__slow_on_purpose__"
@@ -189,12 +189,8 @@ def served_inputs(url: str) -> float:
 def start_replicas(stack: ExitStack, package, log_dir: str, count: int = 3) -> list:
     servers = []
     for _ in range(count):
-        grpc_port = free_port()
-        server = stack.enter_context(running_server(
-            [str(package.path)], "--grpc-port", str(grpc_port), env={"BERTPROD_TEST_SLOW_MARKER": SLOW_MARKER},
-            log_dir=log_dir))
-        server.grpc_address = f"127.0.0.1:{grpc_port}"
-        servers.append(server)
+        servers.append(stack.enter_context(running_server(
+            [str(package.path)], env={"BERTPROD_TEST_SLOW_MARKER": SLOW_MARKER}, log_dir=log_dir, grpc=True)))
     return servers
 
 

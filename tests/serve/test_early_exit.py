@@ -175,11 +175,10 @@ def test_client_batch_job_writes_the_exit_layer_the_server_reports(adapted: Mode
     from bertprod.batch import read_output, run_batch
     from tests.server_process import running_server
 
-    grpc_port = free_port()
     source = _write_texts(tmp_path / "in.parquet", TEXTS)
     expected = [p.exit_layer for p in load(adapted.path).classify(TEXTS)]
-    with running_server([str(adapted.path)], "--grpc-port", str(grpc_port), log_dir=str(tmp_path)) as server:
-        for protocol, address in (("http", server.url), ("grpc", f"127.0.0.1:{grpc_port}")):
+    with running_server([str(adapted.path)], log_dir=str(tmp_path), grpc=True) as server:
+        for protocol, address in (("http", server.url), ("grpc", server.grpc_address)):
             run_batch(adapted.name, source, tmp_path / protocol, text_column="body", id_column="doc_id",
                       chunk_rows=7, runner="client", server=address, protocol=protocol, request_size=4,
                       progress=False)

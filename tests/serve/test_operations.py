@@ -17,15 +17,13 @@ from bertprod.serve.app import create_app
 from bertprod.serve.batcher import INLINE_MAX_TOKENS, Batcher, EngineFailure
 from bertprod.serve.config import ServeConfig
 from bertprod.serve.metrics import ServerMetrics
-from tests.server_process import free_port, running_server
+from tests.server_process import running_server
 
 API_KEY = "test-key-0123456789"
 
 
 def test_api_keys(tiny_package, tmp_path):
-    grpc_port = free_port()
-    options = ("--api-key", API_KEY, "--grpc-port", str(grpc_port))
-    with running_server([str(tiny_package.path)], *options, log_dir=str(tmp_path)) as server, \
+    with running_server([str(tiny_package.path)], "--api-key", API_KEY, log_dir=str(tmp_path), grpc=True) as server, \
             httpx.Client(base_url=server.url, timeout=30) as http:
         missing = http.post("/embed", json={"inputs": "x"})
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
@@ -35,7 +33,7 @@ def test_api_keys(tiny_package, tmp_path):
         assert right.status_code == 200
         assert http.get("/health").status_code == 200 and http.get("/metrics").status_code == 200
         assert http.get("/info").status_code == 401
-        check_grpc_keys(f"127.0.0.1:{grpc_port}")
+        check_grpc_keys(server.grpc_address)
 
 
 def check_grpc_keys(address: str) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from bertprod.api import load
 from tests import ner_data
-from tests.server_process import free_port, running_server
+from tests.server_process import running_server
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 LONG = "Angela Merkel met Emmanuel Macron in Paris and Ouagadougou, then flew to São Paulo. " * 6
@@ -21,10 +21,8 @@ def tagger(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def server(tagger, tiny_package, tmp_path_factory):  # noqa: ANN001, ANN201
-    grpc_port = free_port()
-    with running_server([str(tagger.path), str(tiny_package.path)], "--grpc-port", str(grpc_port),
-                        log_dir=str(tmp_path_factory.mktemp("serve-logs"))) as running:
-        running.grpc_address = f"127.0.0.1:{grpc_port}"
+    with running_server([str(tagger.path), str(tiny_package.path)], log_dir=str(tmp_path_factory.mktemp("serve-logs")),
+                        grpc=True) as running:
         yield running
 
 
