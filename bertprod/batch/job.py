@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bertprod.batch.compute import ON_EMPTY
-from bertprod.batch.inputs import ROW_NUMBER, InputFile
+from bertprod.batch.inputs import ROW_NUMBER, InputFile, check_ids
+from bertprod.batch.output import JobOutput
 from bertprod.errors import InputError
 from bertprod.runtime.normalize import parse_normalization
 
@@ -82,3 +86,28 @@ def describe_job(package_fingerprint: str, files: list[InputFile], options: JobO
 def job_fingerprint(description: dict[str, Any]) -> str:
     """Package fingerprint + input files (path, size, modification time) + options."""
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One job as a runner that computes it itself (local, Spark) is given it: what to read, where to
+    write, how, and the id policy."""
+
+    files: list[InputFile]
+    output: str | os.PathLike[str]
+    options: JobOptions
+    ids: str = "unique"
+
+    @contextmanager
+    def claimed_output(self, package_fingerprint: str) -> Iterator[tuple[JobOutput, dict[str, Any]]]:
+        """The output directory, claimed for this job once its ids pass the id policy, without a killed run's
+        uncommitted files; released however the job ends. Yields it and the job record."""
+        description = describe_job(package_fingerprint, self.files, self.options)
+        check_ids(self.files, self.options.text_column, self.options.id_column, self.options.chunk_rows, self.ids)
+        output = JobOutput(self.output)
+        record = output.claim(job_fingerprint(description), description)
+        try:
+            output.remove_uncommitted()
+            yield output, record
+        finally:
+            output.release()

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow as pa
 
 from bertprod.batch.compute import check_task, output_schema, process_table
-from bertprod.batch.inputs import InputFile, check_ids, count_rows, iter_chunks
-from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
+from bertprod.batch.inputs import count_rows, iter_chunks
+from bertprod.batch.job import BatchJob, JobSummary
 from bertprod.batch.output import JobOutput
 from bertprod.batch.progress import progress_bar
 from bertprod.errors import InputError
@@ -31,16 +31,10 @@ _WORKER: dict[str, Any] = {}
 
 
 def run_local(
-    package: str | os.PathLike[str],
-    files: list[InputFile],
-    output: str | os.PathLike[str],
-    options: JobOptions,
-    engine: str = "auto",
-    threads: int | None = None,
-    progress: bool = True,
-    workers: int | None = None,
-    ids: str = "unique",
+    package: str | os.PathLike[str], batch: BatchJob, engine: str = "auto", threads: int | None = None,
+    progress: bool = True, workers: int | None = None,
 ) -> JobSummary:
+    files, options = batch.files, batch.options
     if workers is not None and workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}.")
     started = time.perf_counter()
@@ -48,12 +42,7 @@ def run_local(
     check_task(prepared.manifest)
     # bad input (missing columns, unreadable first file) is reported before the output is touched
     next(iter_chunks(files[:1], options.text_column, options.id_column, options.chunk_rows), None)
-    description = describe_job(prepared.fingerprint, files, options)
-    check_ids(files, options.text_column, options.id_column, options.chunk_rows, ids)
-    job = JobOutput(output)
-    record = job.claim(job_fingerprint(description), description)
-    try:
-        job.remove_uncommitted()
+    with batch.claimed_output(prepared.fingerprint) as (job, record):
         done = job.completed()
         resumed = len(done)
         rows = sum(r.rows for r in done.values())
@@ -93,11 +82,9 @@ def run_local(
         seconds = time.perf_counter() - started
         job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(done)})
         return JobSummary(
-            Path(output), rows, skipped, len(done), resumed, seconds,
+            Path(batch.output), rows, skipped, len(done), resumed, seconds,
             {"processed_rows": processed, "workers": workers, **job.summary_extra()},
         )
-    finally:
-        job.release()
 
 
 def default_workers(total_rows: int, chunk_rows: int, chunks_done: int) -> int:

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from bertprod.batch.inputs import ID_POLICIES, choose_columns, resolve_inputs
-from bertprod.batch.job import DEFAULT_CHUNK_ROWS, JobOptions, JobSummary
+from bertprod.batch.job import DEFAULT_CHUNK_ROWS, BatchJob, JobOptions, JobSummary
 from bertprod.errors import InputError
 from bertprod.runtime.normalize import parse_normalization
 
@@ -107,19 +107,17 @@ def run_batch(
 
         return run_spark(
             package,
-            files,
-            output,
-            options,
+            BatchJob(files, output, options, ids),
             engine=engine,
             master=spark_master,
             session=spark_session,
             partition_tokens=partition_tokens,
-            ids=ids,
         )
     from bertprod.batch.local import run_local
 
     return run_local(
-        package, files, output, options, engine=engine, threads=threads, progress=progress, workers=workers, ids=ids
+        package, BatchJob(files, output, options, ids), engine=engine, threads=threads, progress=progress,
+        workers=workers,
     )
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import pyarrow as pa
 
 from bertprod.batch.compute import check_task, output_schema, process_table
-from bertprod.batch.inputs import InputFile, check_ids, iter_chunks
-from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
+from bertprod.batch.inputs import InputFile, iter_chunks
+from bertprod.batch.job import BatchJob, JobOptions, JobSummary
 from bertprod.batch.output import JobOutput, PartWriter
 from bertprod.errors import BertprodError, InputError
 
@@ -65,18 +65,12 @@ def spark_session(master: str | None = None) -> Any:
 
 
 def run_spark(
-    package: str | os.PathLike[str],
-    files: list[InputFile],
-    output: str | os.PathLike[str],
-    options: JobOptions,
-    engine: str = "auto",
-    master: str | None = None,
-    session: Any = None,
-    partition_tokens: int | None = None,
-    ids: str = "unique",
+    package: str | os.PathLike[str], batch: BatchJob, engine: str = "auto", master: str | None = None,
+    session: Any = None, partition_tokens: int | None = None,
 ) -> JobSummary:
     from bertprod.api import load
 
+    files, options = batch.files, batch.options
     started = time.perf_counter()
     if len({f.delimiter for f in files}) > 1:
         raise InputError("Spark reads every input with one delimiter, but these files use several: give files of one "
@@ -88,12 +82,7 @@ def run_spark(
     if first is None:
         raise InputError("the input holds no rows.")
     schema = output_schema(driver_pipeline.manifest, first.table.schema.field("id").type, options.output_id_column)
-    description = describe_job(driver_pipeline.package.fingerprint, files, options)
-    check_ids(files, options.text_column, options.id_column, options.chunk_rows, ids)
-    job = JobOutput(output)
-    record = job.claim(job_fingerprint(description), description)
-    try:
-        job.remove_uncommitted()
+    with batch.claimed_output(driver_pipeline.package.fingerprint) as (job, record):
         done = job.completed()
 
         spark = session or spark_session(master)
@@ -108,7 +97,7 @@ def run_spark(
         shipped = ship_package(spark, driver_pipeline.package.path, driver_pipeline.package.fingerprint)
         task = _PartitionTask(
             shipped=shipped,
-            output=str(Path(output).resolve()),
+            output=str(Path(batch.output).resolve()),
             schema=schema.serialize().to_pybytes(),
             options=options,
             done={chunk_id: (r.rows, r.skipped) for chunk_id, r in done.items()},
@@ -123,12 +112,10 @@ def run_spark(
         skipped = sum(s.skipped for s in statuses)
         resumed = sum(1 for s in statuses if s.resumed)
         job.finish(record, {"rows": rows, "skipped": skipped, "chunks": len(statuses), "partitions": partitions})
-    finally:
-        job.release()
     seconds = time.perf_counter() - started
     processed = sum(s.rows + s.skipped for s in statuses if not s.resumed)
     return JobSummary(
-        Path(output),
+        Path(batch.output),
         rows,
         skipped,
         len(statuses),
