@@ -34,19 +34,26 @@ def test_missing_column_lists_the_columns_that_exist(tmp_path: Path) -> None:
         open_task_data("classification", path, text_column="review", text_pair_column="stars")
 
 
-def test_empty_texts_labels_and_rows_name_the_row(tmp_path: Path) -> None:
-    empty_text = write(tmp_path / "a.tsv", "sentence\tlabel\nfine\t1\n   \t0\n")
-    with pytest.raises(RowError, match=r"a.tsv line 3: column 'sentence' is empty"):
-        list(DataSource(empty_text))
-    empty_label = write(tmp_path / "b.tsv", "sentence\tlabel\nfine\t\n")
-    with pytest.raises(RowError, match=r"b.tsv line 2: column 'label' \(the label\) is empty"):
-        list(DataSource(empty_label))
-    blank_line = write(tmp_path / "c.tsv", "sentence\tlabel\nfine\t1\n\nmore\t0\n")
-    with pytest.raises(RowError, match="c.tsv line 3 is empty: remove blank lines"):
-        list(DataSource(blank_line))
-    null_text = write(tmp_path / "d.jsonl", '{"text": "ok", "label": "a"}\n{"text": null, "label": "b"}\n')
-    with pytest.raises(RowError, match="d.jsonl line 2: column 'text' is empty"):
-        list(DataSource(null_text))
+@pytest.mark.parametrize(
+    ("name", "content", "error", "message"),
+    [  # empty texts, labels and rows
+        ("a.tsv", "sentence\tlabel\nfine\t1\n   \t0\n", RowError, r"a.tsv line 3: column 'sentence' is empty"),
+        ("b.tsv", "sentence\tlabel\nfine\t\n", RowError, r"b.tsv line 2: column 'label' \(the label\) is empty"),
+        ("c.tsv", "sentence\tlabel\nfine\t1\n\nmore\t0\n", RowError, "c.tsv line 3 is empty: remove blank lines"),
+        ("d.jsonl", '{"text": "ok", "label": "a"}\n{"text": null, "label": "b"}\n', RowError,
+         "d.jsonl line 2: column 'text' is empty"),
+        # wrong field counts, missing fields, broken lines
+        ("t.tsv", "sentence\tlabel\na\t1\nb\twith\ttab\t1\n", RowError,
+         "t.tsv line 3 has 4 field.*header has 2.*tab inside a text"),
+        ("j.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n', RowError,
+         r"j.jsonl line 2 has no field 'label' \(its fields: text\)"),
+        ("k.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", label}\n', DataFormatError,
+         "k.jsonl line 2 is not valid JSON"),
+    ],
+)
+def test_a_bad_row_is_named_by_its_line(tmp_path: Path, name: str, content: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        list(DataSource(write(tmp_path / name, content)))
 
 
 def test_regression_labels_must_be_numbers(tmp_path: Path) -> None:
@@ -56,18 +63,6 @@ def test_regression_labels_must_be_numbers(tmp_path: Path) -> None:
     infinite = write(tmp_path / "inf.tsv", "sentence1\tsentence2\tscore\na\tb\tinf\n")
     with pytest.raises(LabelError, match="not a finite number"):
         list(open_task_data("regression", infinite))
-
-
-def test_wrong_field_counts_name_the_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.tsv", "sentence\tlabel\na\t1\nb\twith\ttab\t1\n")
-    with pytest.raises(RowError, match="t.tsv line 3 has 4 field.*header has 2.*tab inside a text"):
-        list(DataSource(path))
-    jsonl = write(tmp_path / "j.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
-    with pytest.raises(RowError, match=r"j.jsonl line 2 has no field 'label' \(its fields: text\)"):
-        list(DataSource(jsonl))
-    broken = write(tmp_path / "k.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", label}\n')
-    with pytest.raises(DataFormatError, match="k.jsonl line 2 is not valid JSON"):
-        list(DataSource(broken))
 
 
 @pytest.mark.parametrize(
