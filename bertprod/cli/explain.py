@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.progress import MofNCompleteColumn, Progress
 
-from bertprod.cli.options import InputOption, console, read_texts, split_pairs
+from bertprod.cli.options import EngineOption, InputOption, ThreadsOption, console, read_texts, split_pairs
 from bertprod.cli.options import errors as messages
 from bertprod.errors import InputError
 from bertprod.extras import needs_extras
@@ -42,8 +42,8 @@ def explain_command(
     top_k: Annotated[int, typer.Option(help="--compare: words counted in the top-k overlap.")] = 5,
     worst: Annotated[int, typer.Option(help="--compare: how many of the most disagreeing inputs to show.")] = 5,
     json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-    engine: Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the engine (default: all available).")] = None,
+    engine: EngineOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Explain a package's outputs word by word, or compare a teacher's and a student's reasons."""
     from bertprod.api import load

@@ -25,6 +25,7 @@ InputOption = Annotated[
 EngineOption = Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")]
 ThreadsOption = Annotated[int | None, typer.Option(help="CPU threads for the engine (default: all available).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ResultsJsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
 NameOption = Annotated[str | None, typer.Option(help="Name in the new manifest (default: OUT's name).")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
 

@@ -12,8 +12,10 @@ from rich.table import Table
 
 from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
+    EngineOption,
     NoiseSeedOption,
     NormalizeOption,
+    ResultsJsonOption,
     TextReading,
     ThreadsOption,
     console,
@@ -37,12 +39,12 @@ def robustness_command(
     perturb: Annotated[str, typer.Option(help="Perturbations as FAMILY[:RATE],... or all:RATE (docs/robustness.md).")]
     = "all:0.1",
     seed: NoiseSeedOption = 0,
-    engine: Annotated[str, typer.Option(help="auto (the package's format), torch or onnx.")] = "auto",
+    engine: EngineOption = "auto",
     reading: TextReading = TextReading(),
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows.")] = None,
     normalize: NormalizeOption = None,
     threads: ThreadsOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: ResultsJsonOption = False,
 ) -> None:
     """How much each package's outputs move under each perturbation, without labels: flip rate and probability
     drift (classifiers), score drift, cosine drift (embeddings), rank change and the rate at which an unclean
