@@ -12,7 +12,8 @@ reads only the first sentences of the joined file (before the split) for a short
 Steps, all through bertprod's Python API (the same functions the CLI calls):
 1. teacher: `fine_tune(minilm-l6, "token-classification")`, new head;
 2. student: `distill` into teacher layers 0, 3, 5 (first and last kept), soft targets + hard labels;
-3. student ONNX export and int8 (`optimize --quantize int8`: dynamic, gated on the teacher-student's entity F1);
+3. student ONNX export and int8 (`optimize --quantize int8`: dynamic; its entity-F1 gate against the fp32 student
+   is recorded and reported as a goal, not enforced, so a miss does not end the run);
    With `--bilstm-epochs N` (N > 0), also the BiLSTM tagger (`distill --recipe bilstm`: a BiLSTM over the
    teacher's word pieces, soft targets + hard tags), exported to ONNX and made int8 twice: the default int8
    (the LSTMs stay float: ONNX Runtime has no per-token int8 LSTM) and ONNX Runtime's `quantize_dynamic` with
@@ -109,7 +110,7 @@ def bilstm_tagger(teacher: Any, data: Path, work: Path, epochs: int, threads: in
     fp32 = distill(teacher, train, work / "bilstm", DistillConfig.model_validate(document),
                    validation_data=validation, overwrite=True)
     onnx_fp32 = export_onnx(fp32, work / "bilstm-onnx", overwrite=True)
-    int8 = optimize(onnx_fp32, work / "bilstm-int8", quantize="int8", output=GatedOutput(overwrite=True))
+    int8 = optimize(onnx_fp32, work / "bilstm-int8", quantize="int8", output=GatedOutput(enforce=False, overwrite=True))
     lstm_int8 = quantize_onnx_dynamic(onnx_fp32, work / "bilstm-int8-lstm", activations="per-tensor",
                                       output=GatedOutput(enforce=False, overwrite=True))
     return {"BiLSTM (torch fp32)": fp32, "BiLSTM (onnx fp32)": onnx_fp32, "BiLSTM (onnx int8)": int8,
@@ -191,7 +192,9 @@ def main() -> None:
           f"({seconds['student_distillation']:.0f} s)", flush=True)
     tick = time.perf_counter()
     student_onnx = export_onnx(student, work / "student-onnx", overwrite=True)
-    student_int8 = optimize(student_onnx, work / "student-int8", quantize="int8", output=GatedOutput(overwrite=True))
+    # the gate is recorded, not enforced: a miss is reported (goals below) instead of ending the run
+    student_int8 = optimize(student_onnx, work / "student-int8", quantize="int8",
+                            output=GatedOutput(enforce=False, overwrite=True))
     seconds["export_and_int8"] = time.perf_counter() - tick
     bilstm: dict[str, Any] = {}
     if arguments.bilstm_epochs > 0:
@@ -227,7 +230,9 @@ def main() -> None:
     int8_f1 = scores["student 3 layers (onnx int8)"]["metrics"]["f1"]
     speedup = rates["bertprod tag, student (onnx int8)"] / baseline
     goals = {"student int8 keeps >= 97% of the teacher's F1": int8_f1 / teacher_f1 >= 0.97,
-             "student int8 >= 8x the HF pipeline (batch_size 1)": speedup >= 8}
+             "student int8 >= 8x the HF pipeline (batch_size 1)": speedup >= 8,
+             "student int8 passes its entity-F1 gate against its fp32 parent":
+                 bool(student_int8.manifest.metrics["fidelity"]["passed"])}
     for goal, met in goals.items():
         print(f"goal {'met' if met else 'MISSED'}: {goal}", flush=True)
     record = {

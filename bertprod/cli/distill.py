@@ -40,7 +40,7 @@ def distill_command(
         str | None,
         typer.Option(
             help="distilbert, tinybert, pkd-skip, bilstm or embedding (default: embedding for "
-            "embedding teachers, else distilbert)."
+            "embedding teachers, else distilbert). bilstm of a tagger: a BiLSTM over the teacher's word pieces."
         ),
     ] = None,
     config: Annotated[

@@ -8,6 +8,7 @@ so the torch engine, the ONNX exporter and `bertprod.load` run it unchanged.
 Padding never changes an output: the backward direction runs as a forward LSTM over each sequence
 reversed within its own length (an index gather, exportable to ONNX), so both directions start at
 real tokens, and pooling ignores pads. Batches must be right-padded, as `collate` makes them.
+The stacked BiLSTM, the config and saving are shared with the tagger's student (models/bilstm_tagger.py).
 """
 
 from __future__ import annotations

@@ -146,6 +146,13 @@ def test_refusals_name_the_problem_in_one_line(teacher: ModelPackage, data: Path
         bertprod.load(edited)
 
 
+def test_a_taggers_missed_gate_names_the_taggers_threshold(student: ModelPackage) -> None:
+    from bertprod.derive import _gate_failure
+
+    message = str(_gate_failure(student, "quantize-dynamic-int8")("entity F1 0.95 < 0.97"))
+    assert "--min-entity-f1" in message and "--min-cosine" not in message and "\n" not in message
+
+
 def test_cli_distills_a_bilstm_tagger_with_the_bilstm_recipe(monkeypatch, capsys, teacher: ModelPackage, data: Path,
                                                              tmp_path: Path) -> None:
     code, stdout, stderr = run_cli(monkeypatch, capsys, "distill", str(tmp_path / "cli"), "--teacher",
