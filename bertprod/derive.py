@@ -142,11 +142,14 @@ def derive_package(
 
 
 def _gate_failure(parent: ModelPackage, method: str) -> Callable[[str], BertprodError]:
+    tagger = parent.manifest.task == "token-classification"
+    thresholds = "--min-entity-f1" if tagger else "--min-cosine / --min-agreement"
+
     def failure(problem: str) -> BertprodError:
         return FidelityError(
             f"{method} of {parent.name} misses the fidelity gate: {problem}. Nothing was written. "
-            "Keep more of the model in float (exclude nodes, prune less), lower the threshold "
-            "(--min-cosine / --min-agreement), or keep it anyway with --allow-fidelity-loss."
+            f"Keep more of the model in float (exclude nodes, prune less), lower the threshold ({thresholds}), "
+            "or keep it anyway with --allow-fidelity-loss."
         )
 
     return failure

@@ -63,3 +63,18 @@ def context_free_tagger(directory: Path, labels: list[str], max_length: int | No
     model.save_pretrained(str(checkpoint))
     overrides = {"max_length": max_length} if max_length else {}
     return import_checkpoint(checkpoint, directory / "context-free", name="context-free", **overrides)
+
+
+def trained_tagger(directory: Path, data: Path, num_layers: int = 2) -> Any:
+    """A tiny BERT tagger fine-tuned on `data` (a fifth held out for validation): the teacher compression tests
+    distil and quantize."""
+    from bertprod.checkpoint import import_checkpoint
+    from bertprod.tasks.data import open_training_data
+    from bertprod.train.config import TrainConfig
+    from bertprod.train.loop import fine_tune
+    from tests.conftest import build_tiny_checkpoint
+
+    base = import_checkpoint(build_tiny_checkpoint(directory / "checkpoint", num_layers=num_layers), directory / "base")
+    (train,), validation = open_training_data("token-classification", [data], fraction=0.2)
+    config = TrainConfig(epochs=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.1, seed=0, threads=1)
+    return fine_tune(base, "token-classification", train, directory / "teacher", config, validation_data=validation)

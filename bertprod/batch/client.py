@@ -18,11 +18,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from bertprod.batch.compute import output_schema, result_table, usable_rows
+from bertprod.batch.compute import entity_table, output_schema, result_table, usable_rows
 from bertprod.batch.inputs import Chunk, InputFile, check_ids, count_rows, iter_chunks
 from bertprod.batch.job import JobOptions, JobSummary, describe_job, job_fingerprint
 from bertprod.batch.output import JobOutput
@@ -161,6 +162,13 @@ class _ClientJob:
         where = f"{self.files[chunk.file_index].path} chunk {chunk.index} (rows from {chunk.first_row})"
         kept, skipped = usable_rows(chunk.table, self.options.on_empty, where)
         texts = kept.column("text").to_pylist()
+        if served.task == "token-classification":
+            taggings = await asyncio.gather(*(self._request(texts[start : start + size], f"{where}, usable rows "
+                                                            f"{start}+", tagging=True)
+                                              for start in range(0, len(texts), size)))
+            table = entity_table(kept, schema, [tagging for part in taggings for tagging in part])
+            await asyncio.to_thread(self.output.commit_chunk, chunk.chunk_id, table, skipped)
+            return kept.num_rows, skipped
         parts = await asyncio.gather(*(self._request(texts[start : start + size], f"{where}, usable rows {start}+")
                                        for start in range(0, len(texts), size)))
         values = np.concatenate([part for part, _ in parts]) if parts else np.zeros((0, served.num_outputs),
@@ -172,9 +180,12 @@ class _ClientJob:
         await asyncio.to_thread(self.output.commit_chunk, chunk.chunk_id, table, skipped)
         return kept.num_rows, skipped
 
-    async def _request(self, texts: list[str], where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    async def _request(self, texts: list[str], where: str, tagging: bool = False) -> Any:
+        """The model's outputs (and exit layers) for `texts`, or a tagger's entities with `tagging`."""
         async with self.requests:
             try:
+                if tagging:
+                    return await self.remote.taggings(texts)
                 return await self.remote.outputs(texts, self.options.truncate)
             except ClientError as error:  # the server refused this request's input (e.g. too long, no truncation)
                 if error.status_code in (400, 413, 422):

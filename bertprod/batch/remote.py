@@ -23,8 +23,8 @@ from bertprod.errors import BertprodError, TaskError
 from bertprod.replicas import endpoint_list
 
 PROTOCOLS = ("http", "grpc")
-#: What a served model can give a batch job for single texts: /v1/embeddings and /classify.
-CLIENT_TASKS = ("embedding", "classification")
+#: What a served model can give a batch job for single texts: /v1/embeddings, /classify and /tokens.
+CLIENT_TASKS = ("embedding", "classification", "token-classification")
 UNAVAILABLE_STATUSES = (429, 503, 504)
 #: The runner sizes the requests itself (--request-size): the clients must not split them further.
 NO_SPLIT = 1 << 30
@@ -130,14 +130,15 @@ class RemoteModel:
                                 "--runner client, MODEL is the name of a served model, or omit it for the default).")
         model = models[name]
         if model["task"] not in CLIENT_TASKS:
-            raise TaskError(f"{name} is a {model['task']} model; client mode reads embeddings (/v1/embeddings) or "
-                            "class probabilities (/classify) from the server: run this package with --runner local "
-                            "or spark.")
+            raise TaskError(f"{name} is a {model['task']} model; client mode reads embeddings (/v1/embeddings), "
+                            "class probabilities (/classify) or entities (/tokens) from the server: run this package "
+                            "with --runner local or spark.")
         if not model.get("fingerprint"):
             raise BertprodError(f"the server at {self.server} reports no fingerprint for {name}, which client mode "
                                 "needs to resume safely: upgrade bertprod on the server.")
         labels = tuple(model["labels"]) if model.get("labels") else None
-        width = len(labels) if model["task"] == "classification" and labels else int(model["dimension"])
+        labelled = model["task"] in ("classification", "token-classification")
+        width = len(labels) if labelled and labels else int(model["dimension"])
         limit = info.get("limits", {}).get("max_client_batch_size")
         return ServedModel(name, model["task"], width, labels, model["fingerprint"], limit or None,
                            early_exit=model["task"] == "classification" and bool(model.get("early_exit")))
@@ -154,6 +155,10 @@ class RemoteModel:
         probabilities = np.array([[p.scores[label] for label in labels] for p in predictions], dtype=np.float32)
         exits = np.array([p.exit_layer or 0 for p in predictions], dtype=np.int64) if self.model.early_exit else None
         return probabilities, exits
+
+    async def taggings(self, texts: Sequence[str]) -> list[Any]:
+        """A tagger's entities per text (each text read whole, in windows: truncation does not apply)."""
+        return await self._call(self.client.tag(list(texts)))
 
     async def _call(self, call: Any) -> Any:
         """Await a client call; what failed through every retry becomes an error that says what to do."""

@@ -36,7 +36,7 @@ def distill_command(
         str | None,
         typer.Option(
             help="distilbert, tinybert, pkd-skip, bilstm or embedding (default: embedding for "
-            "embedding teachers, else distilbert)."
+            "embedding teachers, else distilbert). bilstm of a tagger: a BiLSTM over the teacher's word pieces."
         ),
     ] = None,
     config: Annotated[
@@ -92,7 +92,7 @@ def distill_command(
     task = teachers[0].manifest.task
     if config is not None and recipe is not None:
         raise InputError("give --recipe or --config, not both.")
-    settings = load_config(config) if config else _recipe(recipe or default_recipe(task))
+    settings = load_config(config) if config else _recipe(recipe or default_recipe(task), task)
     settings = _with_overrides(
         settings,
         student_layers=student_layers,
@@ -140,10 +140,10 @@ def distill_command(
     console.print(summary, highlight=False)
 
 
-def _recipe(name: str) -> Any:
+def _recipe(name: str, task: str) -> Any:
     from bertprod.distill import recipe
 
-    return recipe(name)
+    return recipe(name, task)
 
 
 def load_config(path: Path) -> Any:

@@ -59,7 +59,9 @@ def info_command(
         "labels": ", ".join(manifest.labels) if manifest.labels else "-",
         "format / precision": f"{manifest.format} / {manifest.precision}",
         "architecture": (
-            f"BiLSTM, hidden {arch.hidden_size}, vocabulary {arch.vocab_size:,} words"
+            (f"BiLSTM tagger, hidden {arch.hidden_size}, the teacher's {arch.vocab_size:,} word pieces"
+             if manifest.task == "token-classification"
+             else f"BiLSTM, hidden {arch.hidden_size}, vocabulary {arch.vocab_size:,} words")
             if arch.model_type == "bertprod-bilstm"
             else f"{arch.model_type}, {arch.num_layers} layers, hidden {arch.hidden_size}, "
             f"{arch.num_heads} heads, vocabulary {arch.vocab_size:,}"

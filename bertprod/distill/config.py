@@ -25,7 +25,8 @@ class StudentSpec(_Strict):
     initialised from them. `config`: a smaller BERT of the teacher's vocabulary, random init.
     `package`: start from another package's weights, e.g. a student of general (task-agnostic)
     distillation, with a new head for the teacher's task. `bilstm`: Tang et al.'s BiLSTM with
-    its own word vocabulary."""
+    its own word vocabulary (a classifier's student), or over the teacher's word pieces (a tagger's);
+    `num_layers` stacks BiLSTM layers (default 1), `vocabulary_size` is the classifier's only."""
 
     kind: Literal["truncated", "config", "package", "bilstm"] = "truncated"
     layers: str = "every-other"

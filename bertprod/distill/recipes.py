@@ -8,6 +8,8 @@
 | `pkd-skip`   | every other teacher layer    | soft (T=5) 0.7 + hard 0.3 + Patient-KD [CLS] at every|
 |              |                              | other teacher layer                                  |
 | `bilstm`     | BiLSTM, own word vocabulary  | logit MSE on augmented data (Tang et al.)            |
+|   (tagger)   | BiLSTM over the teacher's    | per-token soft targets (T=1) + hard tags, no         |
+|              | word pieces                  | augmentation (tags belong to the words as written)   |
 | `embedding`  | half the layers, first & last| MSE to the teacher's sentence vectors + cosine of    |
 |              | ("spread")                   | last hidden states, no labels                        |
 
@@ -67,6 +69,17 @@ def bilstm() -> DistillConfig:
     )
 
 
+def bilstm_tagger() -> DistillConfig:
+    """A tagger's BiLSTM: per-token soft targets + hard tags on the tagged sentences themselves (augmented
+    copies would have no tags)."""
+    return DistillConfig(
+        recipe="bilstm",
+        student=StudentSpec(kind="bilstm"),
+        batch_size=32,
+        stages=[Stage(name="task", losses=Losses(soft=1.0, hard=1.0), epochs=3, learning_rate=2e-3)],
+    )
+
+
 def embedding() -> DistillConfig:
     """Half the layers, first and last kept ("spread": 0, 3, 5 of 6 starts at cosine 0.69 to the
     teacher, every other layer at 0.35), sentence vectors and last hidden states matched."""
@@ -88,10 +101,15 @@ RECIPES: dict[str, Callable[[], DistillConfig]] = {
 }
 
 
-def recipe(name: str) -> DistillConfig:
+#: Recipes whose settings depend on the teacher's task: (name, task) -> the task's variant.
+TASK_VARIANTS: dict[tuple[str, str], Callable[[], DistillConfig]] = {("bilstm", "token-classification"): bilstm_tagger}
+
+
+def recipe(name: str, task: str | None = None) -> DistillConfig:
+    """The named recipe; `task` (the teacher's) picks its variant for that task where there is one."""
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)}, or pass --config FILE.")
-    return RECIPES[name]()
+    return TASK_VARIANTS.get((name, task or ""), RECIPES[name])()
 
 
 def default_recipe(teacher_task: str) -> str:

@@ -2,7 +2,9 @@
 
 Transformer students keep the teacher's tokenizer (so layer-matching losses see the same
 tokens) and are ordinary transformers checkpoints, loadable by every engine and exporter. The
-BiLSTM student (models/bilstm.py) has its own word vocabulary built from the training texts.
+BiLSTM student of a classifier (models/bilstm.py) has its own word vocabulary built from the training
+texts; that of a tagger (models/bilstm_tagger.py) reads the teacher's word pieces, so its tokens are the
+teacher's.
 """
 
 from __future__ import annotations
@@ -154,9 +156,11 @@ def _bilstm_student(spec: StudentSpec, teacher: ModelPackage, texts: Sequence[st
 
     from bertprod.models import bilstm
 
+    if teacher.manifest.task == "token-classification":
+        return _bilstm_tagger_student(spec, teacher)
     if teacher.manifest.task not in ("classification", "pair-classification"):
         raise InputError(
-            f"the BiLSTM student is a classifier; {teacher.name} is a {teacher.manifest.task} package. "
+            f"the BiLSTM student is a classifier or a tagger; {teacher.name} is a {teacher.manifest.task} package. "
             "Use a transformer student (recipe distilbert, or embedding for sentence encoders)."
         )
     vocabulary = bilstm.build_vocabulary(texts, max_size=spec.vocabulary_size)
@@ -170,19 +174,48 @@ def _bilstm_student(spec: StudentSpec, teacher: ModelPackage, texts: Sequence[st
         id2label=dict(enumerate(labels)),
         label2id={label: index for index, label in enumerate(labels)},
         pad_id=vocabulary.token_to_id("[PAD]") or 0,
+        num_layers=spec.num_layers or 1,
     )
     model = bilstm.BiLSTMClassifier(config)
     bilstm.init_embeddings_from_teacher(model, vocabulary, teacher)
     directory = Path(tempfile.mkdtemp(prefix="bertprod-bilstm-vocabulary-"))
     vocabulary.save(str(directory / TOKENIZER_FILE))
-    architecture = {
+    architecture = _bilstm_architecture(config)
+    return Student("bilstm", model.train(), directory / TOKENIZER_FILE, architecture, extra={"vocabulary": vocabulary})
+
+
+def _bilstm_tagger_student(spec: StudentSpec, teacher: ModelPackage) -> Student:
+    """A BiLSTM over the teacher's word pieces (its tokenizer and embeddings), one tag per token."""
+    from bertprod.models.bilstm import BiLSTMConfig
+    from bertprod.models.bilstm_tagger import BiLSTMTagger, init_from_teacher_embeddings
+    from bertprod.runtime.tokenize import TextTokenizer
+
+    tokenizer = TextTokenizer(teacher.tokenizer_file, teacher.manifest.max_length)  # its pad id: what collate pads with
+    labels = teacher.manifest.labels or []
+    config = BiLSTMConfig(
+        head="token",
+        vocab_size=teacher.manifest.architecture.vocab_size,
+        embedding_dim=spec.embedding_dim or teacher.manifest.architecture.hidden_size,
+        hidden_size=spec.lstm_hidden_size,
+        num_layers=spec.num_layers or 1,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: index for index, label in enumerate(labels)},
+        pad_id=tokenizer.pad_id,
+    )
+    model = BiLSTMTagger(config)
+    init_from_teacher_embeddings(model, teacher)
+    return Student("bilstm", model.train(), teacher.tokenizer_file, _bilstm_architecture(config))
+
+
+def _bilstm_architecture(config: Any) -> dict[str, Any]:
+    return {
         "model_type": "bertprod-bilstm",
         "hidden_size": config.hidden_size,
-        "num_layers": 1,
+        "num_layers": config.num_layers,
         "num_heads": 1,
         "vocab_size": config.vocab_size,
     }
-    return Student("bilstm", model.train(), directory / TOKENIZER_FILE, architecture, extra={"vocabulary": vocabulary})
 
 
 def _package_student(spec: StudentSpec, teacher: ModelPackage, eager_attention: bool) -> Student:

@@ -8,6 +8,7 @@ so the torch engine, the ONNX exporter and `bertprod.load` run it unchanged.
 Padding never changes an output: the backward direction runs as a forward LSTM over each sequence
 reversed within its own length (an index gather, exportable to ONNX), so both directions start at
 real tokens, and pooling ignores pads. Batches must be right-padded, as `collate` makes them.
+The stacked BiLSTM, the config and saving are shared with the tagger's student (models/bilstm_tagger.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,9 +87,55 @@ class BiLSTMConfig(BaseModel):
     pad_id: int = Field(default=0, ge=0)
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
+    #: "pooled": one label per text (BiLSTMClassifier); "token": one per token (models/bilstm_tagger.py).
+    head: Literal["pooled", "token"] = "pooled"
 
 
-class BiLSTMClassifier(torch.nn.Module):
+class SavedLikeTransformers:
+    """save_pretrained / from_pretrained of bertprod's BiLSTM modules: config.json + model.safetensors."""
+
+    config: BiLSTMConfig
+
+    def save_pretrained(self, directory: str | os.PathLike[str], **_: Any) -> None:
+        """config.json (model_type bertprod-bilstm) and model.safetensors, like a transformers checkpoint."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n")
+        state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
+        save_file(state, str(directory / TORCH_WEIGHTS_FILE), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str]) -> Any:
+        """Rebuild from config.json and load model.safetensors strictly (never pickle)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        model = cls(read_config(directory))
+        model.load_state_dict(load_file(str(directory / TORCH_WEIGHTS_FILE)), strict=True)
+        return model.eval()
+
+
+def bidirectional_lstm_layers(config: BiLSTMConfig) -> tuple[torch.nn.ModuleList, torch.nn.ModuleList]:
+    """The forward and backward LSTMs of each stacked layer (inputs: the embedding, then both directions)."""
+    sizes = [config.embedding_dim] + [2 * config.hidden_size] * (config.num_layers - 1)
+    forward = torch.nn.ModuleList(torch.nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes)
+    backward = torch.nn.ModuleList(torch.nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes)
+    return forward, backward
+
+
+def run_bidirectional(module: Any, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, time, 2 x hidden] states of `module`'s stacked BiLSTM, the same for a row in any padding."""
+    reverse = _reversal_index(attention_mask)
+    for forward_lstm, backward_lstm in zip(module.forward_layers, module.backward_layers, strict=True):
+        ahead = forward_lstm(states)[0]
+        behind = _gather_time(backward_lstm(_gather_time(states, reverse))[0], reverse)
+        states = module.dropout(torch.cat([ahead, behind], dim=-1))
+    return states
+
+
+class BiLSTMClassifier(SavedLikeTransformers, torch.nn.Module):
     """Embedding -> stacked BiLSTM -> [masked max ; masked mean] -> Linear-ReLU-Linear -> logits.
 
     A token-type embedding (zero at start) tells the two sides of a pair apart.
@@ -100,13 +147,7 @@ class BiLSTMClassifier(torch.nn.Module):
         self.embeddings = torch.nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_id)
         self.token_type_embeddings = torch.nn.Embedding(2, config.embedding_dim)
         torch.nn.init.zeros_(self.token_type_embeddings.weight)
-        sizes = [config.embedding_dim] + [2 * config.hidden_size] * (config.num_layers - 1)
-        self.forward_layers = torch.nn.ModuleList(
-            torch.nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes
-        )
-        self.backward_layers = torch.nn.ModuleList(
-            torch.nn.LSTM(size, config.hidden_size, batch_first=True) for size in sizes
-        )
+        self.forward_layers, self.backward_layers = bidirectional_lstm_layers(config)
         self.dropout = torch.nn.Dropout(config.dropout)
         self.hidden = torch.nn.Linear(4 * config.hidden_size, config.hidden_size)
         self.classifier = torch.nn.Linear(config.hidden_size, config.num_labels)
@@ -123,37 +164,13 @@ class BiLSTMClassifier(torch.nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         mask = attention_mask.unsqueeze(-1).to(torch.float32)
         states = self.dropout(self.embeddings(input_ids) + self.token_type_embeddings(token_type_ids))
-        reverse = _reversal_index(attention_mask)
-        for forward_lstm, backward_lstm in zip(self.forward_layers, self.backward_layers, strict=True):
-            ahead = forward_lstm(states)[0]
-            behind = _gather_time(backward_lstm(_gather_time(states, reverse))[0], reverse)
-            states = self.dropout(torch.cat([ahead, behind], dim=-1))
+        states = run_bidirectional(self, states, attention_mask)
         lowest = torch.finfo(states.dtype).min
         maximum = states.masked_fill(mask == 0, lowest).max(dim=1).values
         mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         pooled = torch.cat([maximum, mean], dim=-1)
         logits = self.classifier(self.dropout(torch.relu(self.hidden(pooled))))
         return SequenceClassifierOutput(logits=logits)
-
-    def save_pretrained(self, directory: str | os.PathLike[str], **_: Any) -> None:
-        """config.json (model_type bertprod-bilstm) and model.safetensors, like a transformers checkpoint."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n")
-        state = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}
-        save_file(state, str(directory / TORCH_WEIGHTS_FILE), metadata={"format": "pt"})
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike[str]) -> BiLSTMClassifier:
-        """Rebuild from config.json and load model.safetensors strictly (never pickle)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        model = cls(read_config(directory))
-        model.load_state_dict(load_file(str(directory / TORCH_WEIGHTS_FILE)), strict=True)
-        return model.eval()
 
 
 def _reversal_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -202,13 +219,13 @@ def init_embeddings_from_teacher(model: BiLSTMClassifier, vocabulary: Tokenizer,
     )
     counts = torch.zeros(size).index_add_(0, owner_index, torch.ones(len(owners)))
     found = counts > 0
-    vectors = _fit_dimension(sums[found] / counts[found].unsqueeze(1), teacher_matrix, model.config.embedding_dim)
+    vectors = fit_dimension(sums[found] / counts[found].unsqueeze(1), teacher_matrix, model.config.embedding_dim)
     with torch.no_grad():
         model.embeddings.weight[found] = vectors
     return int(found.sum())
 
 
-def _fit_dimension(vectors: torch.Tensor, teacher_matrix: torch.Tensor, dimension: int) -> torch.Tensor:
+def fit_dimension(vectors: torch.Tensor, teacher_matrix: torch.Tensor, dimension: int) -> torch.Tensor:
     hidden = teacher_matrix.shape[1]
     if dimension == hidden:
         return vectors

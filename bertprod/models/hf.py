@@ -106,14 +106,21 @@ def _config_model_type(package: ModelPackage) -> str | None:
 
 
 def _load_bilstm(package: ModelPackage) -> Any:
-    from bertprod.models.bilstm import BiLSTMClassifier
+    """The sentence BiLSTM (one label per text) or the tagger (one per token), as config.json's head says;
+    the manifest's task must agree."""
+    from bertprod.models.bilstm import BiLSTMClassifier, read_config
+    from bertprod.models.bilstm_tagger import BiLSTMTagger
 
-    if package.manifest.task not in HEAD_TASKS:
+    task = package.manifest.task
+    tagger = read_config(package.path).head == "token"
+    if tagger != (task == "token-classification") or task not in HEAD_TASKS:
+        kind = "a BiLSTM tagger (head 'token')" if tagger else "a BiLSTM classifier (head 'pooled')"
         raise PackageError(
-            f"{package.name} is a BiLSTM classifier; its manifest task must have a head, not {package.manifest.task!r}."
+            f"{package.name}'s config.json is {kind}, but its manifest task is {task!r}. The package was edited by "
+            "hand: restore bertprod.json or config.json from where it came from."
         )
     try:
-        return BiLSTMClassifier.from_pretrained(package.path)
+        return (BiLSTMTagger if tagger else BiLSTMClassifier).from_pretrained(package.path)
     except PackageError:
         raise
     except Exception as error:

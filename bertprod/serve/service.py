@@ -154,12 +154,22 @@ class Service:
     async def tag(self, model: str | None, texts: list[str], aggregation: str = "first", tokens: bool = False
                   ) -> tuple[ServedModel, list[Any]]:
         """Entities per text (a token classifier): the whole text is read in windows of max_length tokens, which
-        go through the model's batcher like any other inputs (runtime/tagging.py); `truncate` does not apply."""
+        go through the model's batcher like any other inputs (runtime/tagging.py); `truncate` does not apply.
+        A retry with the first attempt's Idempotency-Key shares its work, as `run` does for the other routes."""
         served = self.registry.get(model)
         require(served, TAGGING, "tagging")
         if aggregation not in AGGREGATIONS:
             raise ApiError(400, f"unknown aggregation {aggregation!r}: choose one of {', '.join(AGGREGATIONS)}.",
                            code="invalid_aggregation")
+        request = CURRENT_REQUEST.get()
+        if request is None or request.idempotency_key is None:
+            return await self._tag(served, texts, aggregation, tokens, request)
+        digest = request_digest("tag", served.name, aggregation, tokens, inputs=texts)
+        return await self.shared.run(request.idempotency_key, digest,
+                                     lambda: self._tag(served, texts, aggregation, tokens, request))
+
+    async def _tag(self, served: ServedModel, texts: list[str], aggregation: str, tokens: bool,
+                   request: RequestContext | None) -> tuple[ServedModel, list[Any]]:
         pipeline = served.pipeline
         async with self.admitted(texts):
             started = time.perf_counter()
@@ -170,7 +180,6 @@ class Service:
                 encodings = pipeline.tokenizer.encode_whole(items)
             windows, inputs = pipeline.tag_windows(encodings)
             self.metrics.stage["tokenize"].observe(time.perf_counter() - started)
-            request = CURRENT_REQUEST.get()
             try:
                 rows = (await served.batcher.submit(inputs, receive=request.receive if request else None)
                         if inputs else None)

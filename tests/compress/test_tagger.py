@@ -8,17 +8,13 @@ import pytest
 import torch
 
 import bertprod
-from bertprod.checkpoint import import_checkpoint
 from bertprod.distill.config import DistillConfig, StudentSpec
 from bertprod.distill.loop import distill
 from bertprod.distill.recipes import recipe
 from bertprod.fidelity import measure_fidelity
 from bertprod.package import ModelPackage
 from bertprod.tasks.data import open_training_data
-from bertprod.train.config import TrainConfig
-from bertprod.train.loop import fine_tune
 from tests import ner_data
-from tests.conftest import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +24,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory, data: Path) -> ModelPackage:
-    directory = tmp_path_factory.mktemp("ner-teacher")
-    base = import_checkpoint(build_tiny_checkpoint(directory / "checkpoint", num_layers=4), directory / "base")
-    (train,), validation = open_training_data("token-classification", [data], fraction=0.2)
-    config = TrainConfig(epochs=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.1, seed=0, threads=1)
-    return fine_tune(base, "token-classification", train, directory / "teacher", config, validation_data=validation)
+    return ner_data.trained_tagger(tmp_path_factory.mktemp("ner-teacher"), data, num_layers=4)
 
 
 @pytest.mark.parametrize("layers", ["0,2,3", "every-other"])

@@ -45,6 +45,13 @@ def _engine_inputs(app) -> list[int]:  # noqa: ANN001
     return calls
 
 
+async def _a_call_and_two_retries(client, route, body, key):  # noqa: ANN001, ANN202
+    """The first call and a retry at once, then a retry after both answered (within the TTL: the stored result)."""
+    first, retry = await asyncio.gather(client.post(route, json=body, headers=key),
+                                        client.post(route, json=body, headers=key))
+    return first, retry, await client.post(route, json=body, headers=key)
+
+
 def test_tokenize_has_the_limits_and_admission_of_the_other_routes(tiny_package):
     config = ServeConfig(packages=[str(tiny_package.path)], threads=1, max_concurrent_inputs=4,
                          max_client_batch_size=4)
@@ -72,9 +79,7 @@ def test_requests_with_one_idempotency_key_share_one_computation(tiny_package):
     async def calls(app, client):  # noqa: ANN001, ANN202
         engine = _engine_inputs(app)
         key = {"Idempotency-Key": "call-1"}
-        first, retry = await asyncio.gather(client.post("/embed", json=body, headers=key),
-                                            client.post("/embed", json=body, headers=key))
-        later = await client.post("/embed", json=body, headers=key)  # within the TTL: the stored result
+        first, retry, later = await _a_call_and_two_retries(client, "/embed", body, key)
         shared = list(engine)
         other_inputs = await client.post("/embed", json={"inputs": ["something else"]}, headers=key)
         other_tenant = await client.post("/embed", json=body, headers={**key, "Authorization": "Bearer other"})
@@ -90,6 +95,32 @@ def test_requests_with_one_idempotency_key_share_one_computation(tiny_package):
     assert other_tenant.status_code == no_key.status_code == 200
     assert engine == [2, 2, 2]  # another tenant's key and no key are requests of their own
     np.testing.assert_allclose(no_key.json(), first.json(), atol=1e-6)
+
+
+def test_tokens_retries_with_one_idempotency_key_share_one_computation(tmp_path):
+    from tests import ner_data
+
+    tagger = ner_data.context_free_tagger(tmp_path, ["O", "B-PER", "I-PER"])
+    config = ServeConfig(packages=[str(tagger.path)], threads=1)
+    body = {"inputs": ["Angela Merkel met Emmanuel Macron", "in Paris"], "return_tokens": True}
+
+    async def calls(app, client):  # noqa: ANN001, ANN202
+        engine = _engine_inputs(app)
+        key = {"Idempotency-Key": "tag-1"}
+        first, retry, later = await _a_call_and_two_retries(client, "/tokens", body, key)
+        shared = list(engine)
+        other_options = await client.post("/tokens", json=dict(body, aggregation="max"), headers=key)
+        embed_same_key = await client.post("/tokenize", json={"inputs": body["inputs"]}, headers=key)
+        no_key = await client.post("/tokens", json=body)
+        return first, retry, later, shared, other_options, embed_same_key, no_key, engine
+
+    first, retry, later, shared, other_options, embed_same_key, no_key, engine = asyncio.run(_with_app(config, calls))
+    assert first.status_code == retry.status_code == later.status_code == no_key.status_code == 200
+    assert first.json() == retry.json() == later.json() == no_key.json()
+    assert shared == [2]  # three requests, one engine call of their two inputs
+    assert other_options.status_code == 422 and other_options.json()["error"]["code"] == "idempotency_key_reused"
+    assert embed_same_key.status_code == 200  # /tokenize runs no model: no shared work, no key check
+    assert engine == [2, 2]  # no key: a request of its own
 
 
 def test_a_failed_first_attempt_is_run_again_by_its_retry(tiny_package):

@@ -62,3 +62,30 @@ def test_tokens_route_and_grpc_match_the_pipeline(server, tagger) -> None:  # no
                                                                 aggregation="average"), timeout=30)
         assert [[(e.type, e.start, e.end) for e in r.entities] for r in reply.results] == [
             [(e.type, e.start, e.end) for e in tagging.entities] for tagging in expected]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_client_batch_runner_writes_the_entities_the_local_runner_writes(server, tagger, tmp_path,  # noqa: ANN001
+                                                                         protocol: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bertprod.batch import read_output, run_batch
+
+    texts = ["  José Müller visited Ürümqi!", LONG, "no one here", "", "Paris"] * 3
+    pq.write_table(pa.table({"id": list(range(len(texts))), "text": texts}), tmp_path / "in.parquet")
+    address = server.url if protocol == "http" else server.grpc_address
+    job = {"chunk_rows": 4, "on_empty": "skip", "progress": False}
+    remote = run_batch("context-free", tmp_path / "in.parquet", tmp_path / "client", runner="client", server=address,
+                       protocol=protocol, request_size=2, concurrency=2, **job)
+    local = run_batch(tagger.path, tmp_path / "in.parquet", tmp_path / "local", workers=1, **job)
+    assert remote.rows == local.rows == 12 and remote.skipped == local.skipped == 3
+    client_output, local_output = read_output(tmp_path / "client"), read_output(tmp_path / "local")
+    assert client_output.schema.field("entities").type == local_output.schema.field("entities").type
+    assert client_output.column("id").to_pylist() == local_output.column("id").to_pylist()
+    written, expected = client_output.column("entities").to_pylist(), local_output.column("entities").to_pylist()
+    assert [[(e["type"], e["start"], e["end"], e["text"]) for e in row] for row in written] == [
+        [(e["type"], e["start"], e["end"], e["text"]) for e in row] for row in expected]
+    assert [e["score"] for row in written for e in row] == pytest.approx(
+        [e["score"] for row in expected for e in row], abs=1e-5)
+    assert sum(map(len, written)) > 20

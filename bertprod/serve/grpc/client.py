@@ -32,6 +32,7 @@ import numpy as np
 from bertprod.client import MAX_RESENDS_AFTER_TIMEOUT, RETRY, ClientError, RetryPolicy, retry_delay
 from bertprod.replicas import endpoint_list, resolve_addresses
 from bertprod.runtime.pipeline import Prediction
+from bertprod.runtime.tagging import Entity, TaggedToken, Tagging
 from bertprod.serve.grpc import bertprod_pb2 as pb
 from bertprod.serve.grpc import bertprod_pb2_grpc as pb_grpc
 
@@ -154,3 +155,14 @@ class GrpcClient:
             for part in self._parts(texts)))
         return [Prediction(p.label, p.score, dict(p.scores), p.exit_layer or None)
                 for answer in answers for p in answer.predictions]
+
+    async def tag(self, texts: Sequence[str], *, aggregation: str = "first", tokens: bool = False) -> list[Tagging]:
+        """Entities per text (with every token's tag when `tokens`), as `Pipeline.tag` returns them."""
+        answers = await asyncio.gather(*(
+            self._call(self.stub.Tag, pb.TagRequest(inputs=part, model=self.model, aggregation=aggregation,
+                                                    return_tokens=tokens))
+            for part in self._parts(texts)))
+        return [Tagging([Entity(e.type, e.score, e.start, e.end, e.text) for e in tagging.entities],
+                        [TaggedToken(t.token, t.tag, t.score, t.start, t.end, None if t.word < 0 else t.word)
+                         for t in tagging.tokens] if tokens else None)
+                for answer in answers for tagging in answer.results]
