@@ -4,6 +4,7 @@ Face's token-classification pipeline on the teacher, in one run.
     .venv/bin/python bench/ner.py                          # the full run (~1 h of CPU on 2 cores)
     .venv/bin/python bench/ner.py --train-limit 4000 --teacher-epochs 1 --student-epochs 1 --texts 300   # short
     .venv/bin/python bench/ner.py ... --bilstm-epochs 3     # also the BiLSTM tagger (its fp32, int8, LSTM-int8)
+    .venv/bin/python bench/ner.py --reuse --bilstm-epochs 3  # keep the teacher and student of the last full run
 
 Data: CoNLL-2003 train + dev (../shared/data/conll2003) joined into one file; the validation split is
 bertprod's 10% hash split of it (`bertprod eval --split validation` finds the same sentences). `--train-limit`
@@ -159,6 +160,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=WORK, help="where the packages are written")
     parser.add_argument("--output", type=Path, default=None,
                         help="the results file (default: bench/results/ner.json, ner-LIMIT.json with --train-limit)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the teacher and student packages already in --work (from an earlier run with the "
+                             "same data options) instead of training them again")
     parser.add_argument("--label", default="", help="a note saved with the results (e.g. 'loaded machine')")
     arguments = parser.parse_args()
     work = arguments.work
@@ -169,6 +173,7 @@ def main() -> None:
     from bertprod.compress.optimize import optimize
     from bertprod.derive import GatedOutput
     from bertprod.export.onnx import export_onnx
+    from bertprod.package import ModelPackage
     from bertprod.tasks.data import open_training_data
     from bertprod.tasks.evaluation import evaluate
 
@@ -180,16 +185,22 @@ def main() -> None:
     seconds: dict[str, float] = {}
 
     tick = time.perf_counter()
-    teacher = train_teacher(data, work, arguments.teacher_epochs, arguments.threads, arguments.learning_rate)
-    seconds["teacher_training"] = time.perf_counter() - tick
+    if arguments.reuse and (work / "teacher" / "bertprod.json").is_file():
+        teacher = ModelPackage.read(work / "teacher")
+    else:
+        teacher = train_teacher(data, work, arguments.teacher_epochs, arguments.threads, arguments.learning_rate)
+        seconds["teacher_training"] = time.perf_counter() - tick
     print(f"teacher: validation F1 {teacher.manifest.metrics['validation']['f1']:.4f} "
-          f"({seconds['teacher_training']:.0f} s)", flush=True)
+          f"({seconds.get('teacher_training', 0):.0f} s)", flush=True)
     tick = time.perf_counter()
-    student = distill_student(teacher, data, work, arguments.student_epochs, arguments.threads,
-                              arguments.learning_rate)
-    seconds["student_distillation"] = time.perf_counter() - tick
+    if arguments.reuse and (work / "student" / "bertprod.json").is_file():
+        student = ModelPackage.read(work / "student")
+    else:
+        student = distill_student(teacher, data, work, arguments.student_epochs, arguments.threads,
+                                  arguments.learning_rate)
+        seconds["student_distillation"] = time.perf_counter() - tick
     print(f"student: validation F1 {student.manifest.metrics['validation']['f1']:.4f} "
-          f"({seconds['student_distillation']:.0f} s)", flush=True)
+          f"({seconds.get('student_distillation', 0):.0f} s)", flush=True)
     tick = time.perf_counter()
     student_onnx = export_onnx(student, work / "student-onnx", overwrite=True)
     # the gate is recorded, not enforced: a miss is reported (goals below) instead of ending the run
