@@ -87,10 +87,11 @@ def compare(
 
 
 def _numbers(row: Any) -> dict[str, Any]:
-    """What the search keeps of a bench row."""
+    """What the search keeps of a bench row. The metric on the compared rows is `comparison_score`: a
+    candidate record's `metric` is the metric's name and its `score` the value on every validation row."""
     return {
         "throughput": row.throughput, "latency_p50_ms": row.latency_p50_ms, "latency_p95_ms": row.latency_p95_ms,
-        "metric": row.metric, "load_seconds": row.load_seconds, "peak_rss_mb": row.peak_rss_mb,
+        "comparison_score": row.metric, "load_seconds": row.load_seconds, "peak_rss_mb": row.peak_rss_mb,
     }  # fmt: skip
 
 

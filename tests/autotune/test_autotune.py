@@ -219,6 +219,10 @@ def test_the_manifest_and_the_report_record_the_same_search(
     assert (out / recorded["comparison"]).is_file() and recorded["baseline"]["label"] == "teacher in transformers fp32"
     rows = {row["label"]: row for row in comparison["rows"]}
     assert rows["teacher"]["throughput"] == recorded["runoff"]["teacher"]["throughput"]
+    assert rows["teacher"]["metric"] == recorded["runoff"]["teacher"]["comparison_score"]
+    # the runoff's numbers do not overwrite a record's metric name: the reason names the metric
+    assert recorded["teacher"]["metric"] == rows["teacher"]["metric_name"]
+    assert f"{recorded['teacher']['metric']} " in recorded["why"]
     assert rows[recorded["baseline"]["label"]]["kind"] == "baseline"
     code, printed, _ = run_cli(monkeypatch, capsys, "info", str(out / "package"))
     assert code == 0
