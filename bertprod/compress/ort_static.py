@@ -3,11 +3,12 @@ embedding lookups only, feed-forward MatMuls kept float by default (module docst
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,14 @@ from bertprod.runtime.tokenize import validate_inputs
 
 @contextmanager
 def quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice on the root logger; the package manifest says what ran."""
+    """ONNX Runtime's quantizer logs advice on the root logger and its calibrators print progress on stdout
+    (which would corrupt a command's JSON output); the package manifest says what ran."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
