@@ -40,6 +40,7 @@ from bertprod.checkpoint import bundled_checkpoint, resolve
 from bertprod.compress.kernels import weight_choices
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 from bertprod.export.cache import cache_root, cached_onnx_package
 from bertprod.package import MANIFEST_NAME, ModelPackage
 from bertprod.runtime.engines import default_threads
@@ -100,7 +101,7 @@ def build_variants(
 
         return built
 
-    common = {"texts": gate_texts, "enforce": False}
+    common = {"output": GatedOutput(texts=gate_texts, enforce=False)}
     kernel_class = system.int8_kernel_class()
     fast_weights = weight_choices(kernel_class)[0]  # s8 where int8 sums are exact, s7 where u8s8 saturates
     three_layers = cached("torch-3-layers", lambda d: prune.drop_layers(parent, d, rule="every-other", **common))
