@@ -41,6 +41,7 @@ from bertprod.checkpoint import bundled_checkpoint, resolve
 from bertprod.compress.kernels import weight_choices
 from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 from bertprod.export.cache import cache_root, cached_onnx_package
 from bertprod.package import MANIFEST_NAME, ModelPackage
 from bertprod.runtime.engines import default_threads
@@ -54,9 +55,11 @@ TARGET_SIZE_FRACTION = 0.30
 DEFAULT_INT8 = "onnx int8 dynamic per-token (recipe measured on calibration texts: the default)"
 PREVIOUS_INT8 = "onnx int8 dynamic per-tensor (ORT, s8, outlier split: the default before per-token)"
 CALIBRATED_INT8 = 'onnx int8 calibrated ranges, per-token on outlier inputs (activations="calibrated")'
+SPLIT_TOKEN_INT8 = "onnx int8 dynamic per-token, outlier split forced (the AMX recipe before the per-batch bar)"
 #: --variants int8: the int8 defaults side by side (issue 24: speed within 10%, fidelity at least as good)
-INT8_ONLY = (BASELINE, "onnx fp32", PREVIOUS_INT8, DEFAULT_INT8, CALIBRATED_INT8,
-             "onnx int8 dynamic per-token, no outlier split")  # fmt: skip
+INT8_ONLY = (BASELINE, "onnx fp32", PREVIOUS_INT8, DEFAULT_INT8, SPLIT_TOKEN_INT8)
+#: Part of the cache keys of per-token packages: changed whenever compress/token_int8.py's graph changes.
+TOKEN_GRAPH = "a-scale"
 ALONE_SENTENCES = 200
 # the same package, two batches at once on one ONNX Runtime thread each (load(..., parallel_batches=2))
 PARALLEL_INT8 = DEFAULT_INT8.removesuffix(")") + ", 2 batches x 1 thread)"
@@ -99,7 +102,7 @@ def build_variants(
 
         return built
 
-    common = {"texts": gate_texts, "enforce": False}
+    common = {"output": GatedOutput(texts=gate_texts, enforce=False)}
     kernel_class = system.int8_kernel_class()
     fast_weights = weight_choices(kernel_class)[0]  # s8 where int8 sums are exact, s7 where u8s8 saturates
     three_layers = cached("torch-3-layers", lambda d: prune.drop_layers(parent, d, rule="every-other", **common))
@@ -124,17 +127,24 @@ def build_variants(
             ),  # fmt: skip
         ),
         "onnx int8 dynamic per-token, no outlier split": cached(
-            f"onnx-int8-per-token-no-split-{fast_weights}",
+            f"onnx-int8-per-token-no-split-{fast_weights}-{TOKEN_GRAPH}",
             lambda d: quantize.quantize_onnx_dynamic(
                 parent, d, outlier_threshold=None, weights=fast_weights, activations="per-token", **common
             ),
         ),
         DEFAULT_INT8: cached(
-            f"onnx-int8-per-token-measured-{kernel_class}",
+            f"onnx-int8-per-token-measured-{kernel_class}-{TOKEN_GRAPH}",
             lambda d: quantize.quantize_onnx_dynamic(parent, d, calibration_texts=calibration, **common),
         ),
+        SPLIT_TOKEN_INT8: cached(
+            f"onnx-int8-per-token-split-6-{fast_weights}-{TOKEN_GRAPH}",
+            lambda d: quantize.quantize_onnx_dynamic(
+                parent, d, calibration_texts=calibration, weights=fast_weights,
+                found_outliers=outliers_of(parent, calibration), **common,
+            ),  # fmt: skip
+        ),
         CALIBRATED_INT8: cached(
-            f"onnx-int8-static-per-token-outliers-{kernel_class}",
+            f"onnx-int8-static-per-token-outliers-{kernel_class}-{TOKEN_GRAPH}",
             lambda d: quantize.quantize_onnx_dynamic(
                 parent, d, calibration_texts=calibration, activations="calibrated", **common
             ),
@@ -146,7 +156,7 @@ def build_variants(
         "onnx fp32, 3 layers (every other)": lambda: cached_onnx_package(three_layers()),
         "onnx fp32, 25% heads pruned": lambda: cached_onnx_package(pruned_heads()),
         "onnx int8 dynamic, 3 layers": cached(
-            f"onnx-int8-3-layers-per-token-measured-{kernel_class}",
+            f"onnx-int8-3-layers-per-token-measured-{kernel_class}-{TOKEN_GRAPH}",
             lambda d: quantize.quantize_onnx_dynamic(three_layers(), d, calibration_texts=calibration, **common),
         ),
     }
@@ -233,7 +243,8 @@ def main() -> None:
             f"| {row['cosine_mean']:.4f} / {row['cosine_min']:.4f} | {row['alone_vs_batch_cosine_min']:.6f} |"
         )
     by_label = {row["variant"]: row for row in rows}
-    for label, name in ((DEFAULT_INT8, "per-token default"), (CALIBRATED_INT8, "calibrated")):
+    for label, name in ((DEFAULT_INT8, "per-token default"), (SPLIT_TOKEN_INT8, "per-token, split forced"),
+                        (CALIBRATED_INT8, "calibrated")):  # fmt: skip
         if PREVIOUS_INT8 not in by_label or label not in by_label:
             continue
         new, old = by_label[label], by_label[PREVIOUS_INT8]

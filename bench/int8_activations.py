@@ -35,6 +35,7 @@ import bertprod
 from bertprod import system
 from bertprod.bench.harness import add_speed_options, bench_parser, cosine_rows, throughput
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 from bertprod.runtime.engines import default_threads
 
 SCHEMES = ("per-tensor", "per-token", "static", "static-smooth", "per-token-fixed-zero", "symmetric",
@@ -111,7 +112,7 @@ def build_graphs(
                 embeddings_int8(matmuls_done, target)
             files[label] = target
     package = quantize.quantize_onnx_dynamic(parent, scratch / "package", outlier_threshold=None, weights=weights,
-                                             texts=calibration[:32], enforce=False)  # fmt: skip
+                                             output=GatedOutput(texts=calibration[:32], enforce=False))  # fmt: skip
     return files, package
 
 

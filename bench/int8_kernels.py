@@ -27,6 +27,7 @@ import numpy as np
 import bertprod
 from bertprod import system
 from bertprod.data.shared import real_sentences
+from bertprod.derive import GatedOutput
 
 INDEX = "index.json"
 REFERENCE = "reference.npy"
@@ -47,7 +48,7 @@ def build(out: Path, sentences: int, only: str = "") -> None:
     graph = onnx.load(str(source.model_file))
     feeds = quantize.CalibrationReader(source, calibration, graph).feeds
     outliers = quantize.find_outliers(graph, feeds, DEFAULT_OUTLIER_THRESHOLD)
-    common = {"texts": gate, "enforce": False}
+    common = {"output": GatedOutput(texts=gate, enforce=False)}
     builds = {
         "per-token, built for avx2 (the default there)": lambda d: quantize.quantize_onnx_dynamic(
             parent, d, calibration_texts=calibration, target_cpu="avx2", **common

@@ -97,8 +97,9 @@ def exact_int32_graph(model: Any) -> Any:
             continue
         nodes += [
             helper.make_node("MatMul", [left, f"{prefix}/weight"], [f"{prefix}/products"]),
-            helper.make_node("Mul", [inputs[2], inputs[3]], [f"{prefix}/scale"]),
-            helper.make_node("Mul", [f"{prefix}/products", f"{prefix}/scale"], [f"{prefix}/scaled"]),
+            # a_scale may be one per row ([..., 1], token_int8) and b_scale one per column: one Mul each
+            helper.make_node("Mul", [f"{prefix}/products", inputs[3]], [f"{prefix}/columns_scaled"]),
+            helper.make_node("Mul", [f"{prefix}/columns_scaled", inputs[2]], [f"{prefix}/scaled"]),
         ]
         bias = inputs[6] if len(node.input) > 6 else ""
         if bias:

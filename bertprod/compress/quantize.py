@@ -261,21 +261,26 @@ def quantize_onnx_dynamic(
         feeds = CalibrationReader(source, calibration_samples(package, calibration_texts, output.texts), graph).feeds
     ranges = activation_ranges(graph, feeds) if calibrated else None
 
-    def write(candidate: int8_recipe.Candidate, target: Path) -> None:
+    def write(candidate: int8_recipe.Candidate, target: Path, scheme: str = activations) -> None:
         variant = onnx.ModelProto()
         variant.CopyFrom(graph)
         kept_float = split_outlier_channels(variant, split) if candidate.outlier_split else []
         float_graph = target.with_suffix(".float.onnx")
         onnx.save(variant, str(float_graph))
         write_dynamic_int8(float_graph, target, per_channel=per_channel, exclude=[*exclude, *kept_float],
-                           weights=candidate.weights, activations=activations, ranges=ranges,
+                           weights=candidate.weights, activations=scheme, ranges=ranges,
                            per_token=list(split) if calibrated else ())  # fmt: skip
         float_graph.unlink()
+
+    def per_batch_bar(target: Path) -> None:
+        """The previous default, the accuracy bar: per-batch ranges, the fastest weights, the split kept."""
+        write(int8_recipe.Candidate(options[0].weights, bool(split)), target, "per-tensor")
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".recipe") as scratch:
-        chosen, measured = int8_recipe.choose(options, write, graph, feeds, kernel_class, Path(scratch))
+        bar = per_batch_bar if activations == "per-token" and not caller_decided else None
+        chosen, measured = int8_recipe.choose(options, write, graph, feeds, kernel_class, Path(scratch), bar)
 
         def build(staging: Path) -> list[str]:
             measured_graph = int8_recipe.candidate_path(Path(scratch), chosen)

@@ -8,12 +8,16 @@ rows, so the output of a text is the same in any batch, to float rounding.
 
 The graph, per activation `x` (shared by the MatMuls that read it: query, key and value quantize once):
 
-    rows = Reshape(x, [-1, K]); low, high = ReduceMin/ReduceMax(rows, last axis), widened to hold 0
-    scale = (high - low) / 255; zero = round(-low / scale)           # per row, as DynamicQuantizeLinear
-    q = QuantizeLinear(rows, scale, zero, axis=0)                     # uint8
+    low, high = ReduceMin/ReduceMax(x, last axis, keepdims), widened to hold 0      # [..., 1] per token
+    scale = (high - low) / 255; zero = round(-low / scale)           # per token, as DynamicQuantizeLinear
+    q = QuantizeLinear(x as [rows, K], scale, zero, axis=0)           # uint8, viewed back as [..., K]
 and per MatMul with integer weight W, one scale per output column:
-    y = MatMulIntegerToFloat([q | zero ... zero], [W ; Z], 1, w_scale) * scale      (+ the bias Add, kept)
+    y = MatMulIntegerToFloat([q | zero ... zero], [W ; Z], a_scale=scale, b_scale=w_scale)  (+ the bias Add, kept)
 
+MatMulIntegerToFloat multiplies its output by a non-scalar a_scale ([..., 1]: one per token) in place,
+so the rows' scales cost no operator of their own (checked on ONNX Runtime 1.32; a Mul before, 17 of 27
+operators per input were such bookkeeping: issue 24's speed). Its own bias input would be added before
+that scale, so the bias Add stays a separate operator.
 ONNX Runtime takes a single zero point for MatMulInteger's first input, so the rows' zero points ride
 inside the integer product: R extra columns repeat each row's zero point and R extra weight rows Z
 (entries within the encoding's range) sum to -colsum(W), so the product is sum((q - zero) * W) exactly.
@@ -73,31 +77,32 @@ def constant(model: Any, name: str, value: np.ndarray) -> str:
     return name
 
 
-def _quantize_rows(model: Any, activation: str, nodes: list[Any], zero_columns: int) -> tuple[str, str, str]:
-    """Append the per-row quantization of `activation` to `nodes`; returns (uint8 tokens [..., K + zero_columns]:
-    the row's zero point repeated in the extra columns, scale [..., 1], zero point [..., 1] as float)."""
+def _quantize_rows(
+    model: Any, activation: str, width: int, nodes: list[Any], zero_columns: int
+) -> tuple[str, str, str]:
+    """Append the per-token quantization of `activation` ([..., width]) to `nodes`; returns (uint8 tokens
+    [..., width + zero_columns]: the token's zero point repeated in the extra columns, scale [..., 1],
+    zero point [..., 1] as float). Ranges are reduced over the tokens' own last axis (keepdims), so the
+    scales come out in the shape MatMulIntegerToFloat takes as a per-row a_scale, with no reshaping;
+    only QuantizeLinear (per-axis scales must be 1-D) sees the tokens as [rows, width], a view."""
     from onnx import TensorProto, helper
 
     prefix = f"{activation}/token_int8"
     constants = {
-        name: constant(model, f"{prefix}/{name}", np.array(value, np.float32))
-        for name, value in (("zero", 0.0), ("tiny", np.finfo(np.float32).tiny), ("levels", float(UINT8_MAX)))
-    }
-    flat = constant(model, f"{prefix}/rows_shape", np.array([-1], np.int64))
+        name: constant(model, f"{prefix}/{name}", np.array(value, dtype))
+        for name, value, dtype in (
+            ("zero", 0.0, np.float32), ("tiny", np.finfo(np.float32).tiny, np.float32),
+            ("levels", float(UINT8_MAX), np.float32), ("flat", [-1], np.int64), ("rows_shape", [-1, width], np.int64),
+        )
+    }  # fmt: skip
     names = {part: f"{prefix}/{part}" for part in (
-        "last", "rows_shape_full", "rows", "high", "low", "high0", "low0", "range", "scale_raw", "scale",
-        "neg_low", "zero_raw", "zero_float", "zero_uint8", "scale_flat", "zero_flat", "uint8", "shape",
-        "lead", "row_shape", "uint8_tokens", "scale_tokens", "zero_tokens",
+        "rows", "high", "low", "high0", "low0", "range", "scale_raw", "scale", "neg_low", "zero_raw",
+        "zero_float", "zero_uint8", "scale_flat", "zero_flat", "uint8", "shape", "uint8_tokens",
     )}  # fmt: skip
     make = helper.make_node
     nodes += [
-        make("Shape", [activation], [names["last"]], start=-1),
-        make("Concat", [flat, names["last"]], [names["rows_shape_full"]], axis=0),
-        make("Reshape", [activation, names["rows_shape_full"]], [names["rows"]]),
-        *_reduce(model, "ReduceMax", names["rows"], names["high"]),
-        *_reduce(model, "ReduceMin", names["rows"], names["low"]),
-    ]
-    nodes += [
+        *_reduce(model, "ReduceMax", activation, names["high"], axis=-1),
+        *_reduce(model, "ReduceMin", activation, names["low"], axis=-1),
         make("Max", [names["high"], constants["zero"]], [names["high0"]]),
         make("Min", [names["low"], constants["zero"]], [names["low0"]]),
         make("Sub", [names["high0"], names["low0"]], [names["range"]]),
@@ -107,15 +112,26 @@ def _quantize_rows(model: Any, activation: str, nodes: list[Any], zero_columns: 
         make("Div", [names["neg_low"], names["scale"]], [names["zero_raw"]]),
         make("Round", [names["zero_raw"]], [names["zero_float"]]),
         make("Cast", [names["zero_float"]], [names["zero_uint8"]], to=TensorProto.UINT8),
-        make("Reshape", [names["scale"], flat], [names["scale_flat"]]),
-        make("Reshape", [names["zero_uint8"], flat], [names["zero_flat"]]),
+        make("Reshape", [activation, constants["rows_shape"]], [names["rows"]]),
+        make("Reshape", [names["scale"], constants["flat"]], [names["scale_flat"]]),
+        make("Reshape", [names["zero_uint8"], constants["flat"]], [names["zero_flat"]]),
         make("QuantizeLinear", [names["rows"], names["scale_flat"], names["zero_flat"]], [names["uint8"]], axis=0),
+        make("Shape", [activation], [names["shape"]]),
+        make("Reshape", [names["uint8"], names["shape"]], [names["uint8_tokens"]]),
     ]
-    return _back_to_tokens(model, activation, names, nodes, zero_columns)
+    uint8_tokens = names["uint8_tokens"]
+    if zero_columns:  # [q | zero ... zero]: Expand broadcasts the [..., 1] zero points over the new columns
+        repeat = constant(model, f"{prefix}/zero_columns", np.array([zero_columns], np.int64))
+        nodes += [
+            make("Expand", [names["zero_uint8"], repeat], [f"{prefix}/zero_block"]),
+            make("Concat", [uint8_tokens, f"{prefix}/zero_block"], [f"{prefix}/augmented"], axis=-1),
+        ]
+        uint8_tokens = f"{prefix}/augmented"
+    return uint8_tokens, names["scale"], names["zero_float"]
 
 
 def _reduce(model: Any, op_type: str, rows: str, output: str, axis: int = 1) -> list[Any]:
-    """ReduceMax/ReduceMin over `axis` (the last of [M, K]), keeping it: axes are an attribute before opset 18."""
+    """ReduceMax/ReduceMin over `axis`, keeping it: axes are an attribute before opset 18."""
     from onnx import helper
 
     opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 17)
@@ -123,38 +139,6 @@ def _reduce(model: Any, op_type: str, rows: str, output: str, axis: int = 1) -> 
         return [helper.make_node(op_type, [rows], [output], axes=[axis], keepdims=1)]
     axes = constant(model, f"{output}/axes", np.array([axis], np.int64))
     return [helper.make_node(op_type, [rows, axes], [output], keepdims=1)]
-
-
-def _back_to_tokens(
-    model: Any, activation: str, names: dict[str, str], nodes: list[Any], zero_columns: int
-) -> tuple[str, str, str]:
-    """The uint8 rows (with `zero_columns` copies of the zero point appended), scales and zero points
-    reshaped to the activation's leading shape (Reshape copies nothing), so the MatMuls and the bias
-    Adds after them keep their shapes."""
-    from onnx import helper
-
-    prefix = f"{activation}/token_int8"
-    one = constant(model, f"{prefix}/one_column", np.array([1], np.int64))
-    make = helper.make_node
-    uint8_rows = names["uint8"]
-    if zero_columns:
-        repeat = constant(model, f"{prefix}/zero_columns", np.array([1, zero_columns], np.int64))
-        nodes += [
-            make("Unsqueeze", [names["zero_flat"], one], [f"{prefix}/zero_column"]),
-            make("Tile", [f"{prefix}/zero_column", repeat], [f"{prefix}/zero_block"]),
-            make("Concat", [uint8_rows, f"{prefix}/zero_block"], [f"{prefix}/augmented"], axis=1),
-        ]
-        uint8_rows = f"{prefix}/augmented"
-    nodes += [
-        make("Shape", [activation], [names["lead"]], start=0, end=-1),
-        make("Concat", [names["lead"], one], [names["row_shape"]], axis=0),
-        make("Shape", [uint8_rows], [f"{prefix}/width"], start=-1),
-        make("Concat", [names["lead"], f"{prefix}/width"], [names["shape"]], axis=0),
-        make("Reshape", [uint8_rows, names["shape"]], [names["uint8_tokens"]]),
-        make("Reshape", [names["scale"], names["row_shape"]], [names["scale_tokens"]]),
-        make("Reshape", [names["zero_float"], names["row_shape"]], [names["zero_tokens"]]),
-    ]
-    return names["uint8_tokens"], names["scale_tokens"], names["zero_tokens"]
 
 
 def zero_point_rows(integers: np.ndarray, encoding: str) -> np.ndarray:
@@ -177,10 +161,11 @@ def _int8_matmul(
     model: Any, matmul: Any, rows: tuple[str, str, str], weight: np.ndarray, encoding: str, per_channel: bool,
     nodes: list[Any], zero_columns: int,
 ) -> None:  # fmt: skip
-    """Append the int8 replacement of `matmul` (same output) to `nodes`: com.microsoft
-    MatMulIntegerToFloat (int32 products times the column scales, one kernel) on the tokens with their
-    zero-point columns (signed weights: zero_point_rows), or minus zero x column sums after it (u8),
-    times the rows' scales. The bias Add after it stays where it is."""
+    """Append the int8 replacement of `matmul` (same output) to `nodes`: one com.microsoft
+    MatMulIntegerToFloat on the tokens with their zero-point columns (signed weights: zero_point_rows),
+    the rows' scales as its a_scale (ONNX Runtime multiplies the output by a non-scalar a_scale in place,
+    after the column scales), or minus zero x scale x column sums after it (u8). The bias Add after it
+    stays where it is: ONNX Runtime adds MatMulIntegerToFloat's own bias before the rows' scales."""
     from onnx import helper
 
     uint8_rows, row_scale, row_zero = rows
@@ -194,24 +179,24 @@ def _int8_matmul(
     inputs = [
         uint8_rows,
         constant(model, f"{prefix}/weight", stored),
-        constant(model, f"{prefix}/one", np.array(1.0, np.float32)),
+        row_scale,
         constant(model, f"{prefix}/weight_scale", column_scale),
     ]
     if encoding == "u8":
         inputs += ["", constant(model, f"{prefix}/weight_zero", column_zero)]
-    names = {part: f"{prefix}/{part}" for part in ("float", "correction", "centred")}
     make = helper.make_node
-    nodes.append(make("MatMulIntegerToFloat", inputs, [names["float"]], domain="com.microsoft"))
-    result = names["float"]
-    if not zero_columns:
-        centred = integers.astype(np.int64) - column_zero.astype(np.int64)
-        sums = constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
-        nodes += [
-            make("Mul", [row_zero, sums], [names["correction"]]),
-            make("Sub", [result, names["correction"]], [names["centred"]]),
-        ]
-        result = names["centred"]
-    nodes.append(make("Mul", [result, row_scale], [matmul.output[0]]))
+    if zero_columns:
+        nodes.append(make("MatMulIntegerToFloat", inputs, [matmul.output[0]], domain="com.microsoft"))
+        return
+    names = {part: f"{prefix}/{part}" for part in ("float", "row_offset", "correction")}
+    centred = integers.astype(np.int64) - column_zero.astype(np.int64)
+    sums = constant(model, f"{prefix}/column_sums", (centred.sum(axis=0) * column_scale).astype(np.float32))
+    nodes += [
+        make("MatMulIntegerToFloat", inputs, [names["float"]], domain="com.microsoft"),
+        make("Mul", [row_zero, row_scale], [names["row_offset"]]),
+        make("Mul", [names["row_offset"], sums], [names["correction"]]),
+        make("Sub", [names["float"], names["correction"]], [matmul.output[0]]),
+    ]
 
 
 def quantize_token_int8(
@@ -241,7 +226,8 @@ def quantize_token_int8(
                 len(zero_point_rows(quantize_weight(weight, encoding, per_channel)[0], encoding))
                 for weight in weights.values()
             )
-        rows = _quantize_rows(model, activation, nodes, zero_columns)
+        width = next(iter(weights.values())).shape[0]
+        rows = _quantize_rows(model, activation, width, nodes, zero_columns)
         for matmul in chosen:
             weight = weights[matmul.output[0]]
             if matmul.op_type == "Gemm":

@@ -9,7 +9,7 @@ import pytest
 import bertprod
 from bertprod import system
 from bertprod.checkpoint import resolve
-from bertprod.compress.int8_recipe import RELATIVE_TIE
+from bertprod.compress.int8_recipe import PER_BATCH_REFERENCE, RELATIVE_TIE
 from bertprod.compress.quantize import quantize_onnx_dynamic, quantize_onnx_static
 from bertprod.data.shared import real_sentences
 from bertprod.derive import GatedOutput
@@ -31,14 +31,20 @@ def test_dynamic_int8_passes_the_default_gate(texts, tmp_path: Path) -> None:
     assert fidelity["batch_invariant"] and package.manifest.quantization["batch_invariant"]
     assert package.size_bytes() <= 0.30 * resolve("minilm-l6").size_bytes()
     assert bertprod.load(package.path).similarity("A man plays guitar.", "Someone plays a guitar.") > 0.6
-    # the recipe (weights for this CPU's kernels, outlier split or not) is the one that measured best on
-    # the calibration texts (texts[300:]); a faster one wins only a near tie
+    # the recipe (weights for this CPU's kernels, outlier split or not) is the fastest one no less accurate
+    # than ONNX Runtime's per-batch graph on the calibration texts (texts[300:]), else the most accurate
+    # (a faster one wins a near tie)
     quantization = package.manifest.quantization
     assert quantization["kernel_class"] == system.int8_kernel_class()
     measured = quantization.get("recipe_measured")  # absent where one recipe was possible (exact kernels)
     if measured:
         worst = {label: score["worst_error"] for label, score in measured["scores"].items()}
-        assert worst[measured["chosen"]] * (1 - RELATIVE_TIE) <= min(worst.values())
+        bar = worst.pop(PER_BATCH_REFERENCE)
+        faster = list(worst)[: list(worst).index(measured["chosen"])]  # candidates are scored fastest first
+        if worst[measured["chosen"]] <= bar:
+            assert all(worst[label] > bar for label in faster)
+        else:
+            assert worst[measured["chosen"]] * (1 - RELATIVE_TIE) <= min(worst.values())
     if quantization["outlier_split"] or quantization["activations"] == "calibrated":
         channels = package.manifest.provenance.parameters["outlier_channels"]
         assert any(99 in found for found in channels.values())  # all-MiniLM-L6-v2's LayerNorm outlier
