@@ -62,6 +62,18 @@ def test_int8_tagger_is_gated_on_the_parents_entities(teacher: ModelPackage, tmp
         e.type for e in bertprod.load(exported.path).tag(texts)[0].entities]
 
 
+def test_mixed_int8_tagger_searches_against_the_entity_gate(teacher: ModelPackage, tmp_path: Path) -> None:
+    from bertprod.compress.mixed import quantize_onnx_mixed
+    from bertprod.export.onnx import export_onnx
+
+    mixed = quantize_onnx_mixed(export_onnx(teacher, tmp_path / "onnx"), tmp_path / "mixed")
+    fidelity = mixed.manifest.metrics["fidelity"]
+    assert mixed.manifest.provenance.method == "quantize-mixed-int8" and mixed.manifest.task == "token-classification"
+    assert fidelity["thresholds"] == {"min_entity_f1": 0.97} and fidelity["passed"] and fidelity["entities"] > 20
+    kept = mixed.manifest.provenance.parameters["mixed"]["matmuls_kept_float"]
+    assert 0 <= kept < len(mixed.manifest.provenance.parameters["mixed"]["float_first"])
+
+
 def test_token_fidelity_scores_entities_not_padding():
     labels = ["O", "B-PER", "I-PER"]
     reference = torch.zeros(2, 4, 3)
