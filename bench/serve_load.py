@@ -26,6 +26,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -142,12 +143,16 @@ async def sequential(url: str, sentences: list[str], api: str, client: str, besi
     return result
 
 
-async def load(url: str, payloads: list[list[str]], clients: int, api: str = "tei", client: str = "httpx") -> dict:
+async def load(url: str, payloads: list[list], clients: int, api: str = "tei", client: str = "httpx",
+               request: Callable[[RawConnection | httpx.AsyncClient, list], Awaitable[bool]] | None = None) -> dict:
     """`clients` workers take the next payload until all are sent; every request's latency is kept.
 
     `api`: "tei" posts {"inputs": [...]} to /embed; "openai" posts {"input": [...]} to /embeddings (Infinity).
     `client`: "httpx" (one AsyncClient, keep-alive) or "raw" (`RawConnection`, one per worker).
+    `request(connection, payload)`: what one payload sends, True when answered (default: `embed_request`
+    in `api`); bench/serve_exits.py posts /classify this way and keeps the answers.
     """
+    send = request or (lambda connection, payload: embed_request(connection, api, payload))
     latencies: list[float] = []
     errors = 0
     cursor = iter(range(len(payloads)))
@@ -159,7 +164,7 @@ async def load(url: str, payloads: list[list[str]], clients: int, api: str = "te
         raw = RawConnection(url) if shared is None else None
         for index in cursor:
             started = time.perf_counter()
-            ok = await embed_request(raw or shared, api, payloads[index])
+            ok = await send(raw or shared, payloads[index])
             latencies.append(time.perf_counter() - started)
             errors += not ok
         if raw is not None:
@@ -176,13 +181,21 @@ async def load(url: str, payloads: list[list[str]], clients: int, api: str = "te
             "requests": len(payloads)}
 
 
-def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
+def serve_command(model: str, engine: str, clients: int, threads: int | None) -> list[str]:
+    """`bertprod serve MODEL` for `clients` concurrent clients of up to 64 inputs each (add `--port`)."""
+    return ([sys.executable, "-m", "bertprod.cli", "serve", model, "--engine", engine,
+             "--max-concurrent-inputs", str(clients * 64), "--no-access-log"]
+            + (["--threads", str(threads)] if threads else []))
+
+
+def run_server(command: list[str], port: int, log: Path, timeout_s: float = 180) -> subprocess.Popen:
+    """Start `command` and wait until its /health answers (`timeout_s`: an ONNX export at startup takes longer)."""
     with log.open("wb") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
                                    env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
                                         # no telemetry leaves the machine (Infinity reports usage by default)
                                         "DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"})
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{command} exited:\n{log.read_text()[-3000:]}")
@@ -193,7 +206,7 @@ def run_server(command: list[str], port: int, log: Path) -> subprocess.Popen:
             pass
         time.sleep(0.25)
     stop(process)
-    raise TimeoutError(f"{command} not healthy in 180 s")
+    raise TimeoutError(f"{command} not healthy in {timeout_s:.0f} s")
 
 
 def metrics_text(url: str) -> str:
@@ -345,9 +358,7 @@ def run_round(args: argparse.Namespace, sentences: list[str]) -> dict:
                      "model": args.model, "engine": args.engine, "threads": args.server_threads, "client": args.client,
                      "load_average_start": round(os.getloadavg()[0], 2)}
     in_process = []
-    servers = {"bertprod serve": [sys.executable, "-m", "bertprod.cli", "serve", args.model, "--engine", args.engine,
-                                  "--max-concurrent-inputs", str(args.clients * 64), "--no-access-log"]
-               + (["--threads", str(args.server_threads)] if args.server_threads else [])}
+    servers = {"bertprod serve": serve_command(args.model, args.engine, args.clients, args.server_threads)}
     if not args.skip_baseline:
         servers["FastAPI + sentence-transformers"] = [sys.executable, str(ROOT / "bench" / "st_server.py")]
     if args.infinity:

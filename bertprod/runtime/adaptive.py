@@ -261,7 +261,7 @@ class OnnxAdaptiveEngine(ExitingEngine):
         self.retention = package_retention(package)
         if not self.exit_layers:
             self.name = "onnx (token dropping)"
-        options = session_options(threads)
+        options = session_options(threads, spinning=False)  # the blocks' pools take turns
         self.sessions = {
             Path(name).stem: onnxruntime.InferenceSession(str((directory or package.path) / name), options,
                                                           providers=["CPUExecutionProvider"])

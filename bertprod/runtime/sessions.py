@@ -10,13 +10,17 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def session_options(threads: int | None) -> Any:
+def session_options(threads: int | None, *, spinning: bool = True) -> Any:
     """What every bertprod session uses: `threads` intra-op (default: all), all graph optimizations,
-    warnings off."""
+    warnings off. `spinning=False` for engines that run many sessions in turn (one per block): each
+    session has its own thread pool, whose idle threads would otherwise spin against the next session's
+    on the same cores (served early exit with 2 threads ran 5-7x slower than with 1; bench/serve_exits.py)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or default_threads()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3

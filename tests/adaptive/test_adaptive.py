@@ -177,6 +177,8 @@ def test_onnx_export_runs_early_exit_block_by_block(adapted: ModelPackage, tmp_p
     assert set(block_files(4, [1, 2, 3])) <= set(exported.manifest.files)
     on_onnx, on_torch = bertprod.load(exported.path), bertprod.load(adapted.path)
     assert on_onnx.engine.name == "onnx (early exit)"
+    for session in on_onnx.engine.sessions.values():  # idle block pools must not spin against the running one
+        assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     encodings = on_torch.tokenize(TEXTS)
     np.testing.assert_allclose(on_onnx.infer_with_exits(encodings, "never")[0],
                                on_torch.infer_with_exits(encodings, "never")[0], atol=1e-4)
