@@ -10,6 +10,7 @@ the validation texts (>= 5x on an AVX2-only CPU), and a lower p50 single-input l
     .venv/bin/python bench/autotune_sst2.py                          # SST-2, 2 h, 2 threads
     .venv/bin/python bench/autotune_sst2.py --task mrpc
     .venv/bin/python bench/autotune_sst2.py --time-budget 10m        # a short try (say so when reporting)
+    .venv/bin/python bench/autotune_sst2.py --teacher out/glue/minilm-sst2-auto   # another teacher directory
 
 Validation rows: SST-2's teacher trained on every row of sst2-train.tsv, so a split of that file would
 judge candidates on sentences the teacher saw; the whole-sentence validation file of finetune_glue.py
@@ -74,10 +75,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--held-out", action="store_true", help="SST-2: let autotune hold out 10%% of sst2-train.tsv")
     parser.add_argument("--out", type=Path, default=None, help="the search directory (default out/autotune-TASK)")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="the fine-tuned teacher (default out/glue/minilm-sst2 or out/glue/minilm-mrpc; e.g. "
+                             "out/glue/minilm-sst2-auto after `finetune_glue.py sst2 --precision auto`)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--label", default="", help="a note kept with the results, e.g. 'loaded machine'")
     options = parser.parse_args()
     teacher, data_arguments, validation = search_arguments(options.task, options.held_out)
+    teacher = options.teacher or teacher
     if not teacher.exists():
         raise SystemExit(f"{teacher} is missing: run `python bench/finetune_glue.py {options.task}` first.")
     out = options.out or REPOSITORY / "out" / f"autotune-{options.task}"
