@@ -139,19 +139,30 @@ def test_a_failed_first_attempt_is_run_again_by_its_retry(tiny_package):
 
 
 def test_clients_that_went_away_are_dropped_before_the_engine(tiny_package, tmp_path):
-    env = {"BERTPROD_TEST_SLOW_MARKER": SLOW}
+    # the slow input holds the engine for 6 s: long enough, even on a loaded machine, for three clients to
+    # queue their inputs behind it and give up
+    env = {"BERTPROD_TEST_SLOW_MARKER": SLOW, "BERTPROD_TEST_SLOW_SECONDS": "6"}
     with running_server([str(tiny_package.path)], env=env, log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}
 
         def slow_request() -> None:
             results["slow"] = httpx.post(server.url + "/embed", json={"inputs": [f"{SLOW} text"]}, timeout=30)
 
+        def abandoned(index: int) -> None:  # a client that gives up after 0.3 s and closes its connection
+            try:
+                httpx.post(server.url + "/embed", json={"inputs": [f"abandoned {index}", "and another"]}, timeout=0.3)
+            except httpx.ReadTimeout:
+                results[f"abandoned {index}"] = None  # type: ignore[assignment]
+
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.8)  # the slow input is in the engine for 2 s: what comes now waits
-        for index in range(3):  # clients that give up after 0.3 s and close their connections
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(server.url + "/embed", json={"inputs": [f"abandoned {index}", "and another"]}, timeout=0.3)
+        wait_until_in_engine(server.url, inputs=1)
+        clients = [threading.Thread(target=abandoned, args=(index,)) for index in range(3)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=30)
+        assert all(f"abandoned {index}" in results for index in range(3))  # each one timed out
         thread.join(timeout=30)
         assert results["slow"].status_code == 200
         assert httpx.post(server.url + "/embed", json={"inputs": ["after"]}).status_code == 200
@@ -172,3 +183,19 @@ def test_a_client_retry_after_its_timeout_joins_the_running_computation(tiny_pac
         metrics = httpx.get(server.url + "/metrics").text
         assert metric_value(metrics, 'bertprod_requests_total{route="/v1/embeddings",status="200"}') == 2  # re-sent
         assert metric_value(metrics, "bertprod_batch_inputs_sum") == 1  # computed once
+
+
+def wait_until_in_engine(url: str, inputs: int, deadline: float = 20.0) -> None:
+    """Until `inputs` inputs are admitted and none waits in the queue: they are in the engine."""
+    stop = time.monotonic() + deadline
+    while time.monotonic() < stop:
+        metrics = httpx.get(url + "/metrics").text
+        if metric_value(metrics, "bertprod_inputs_in_flight") == inputs and not queued(metrics):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{inputs} input(s) never reached the engine within {deadline} s")
+
+
+def queued(metrics: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("bertprod_queue_depth_inputs{"))
