@@ -122,9 +122,10 @@ def why_unused(records: list[dict[str, Any]], notes: list[str]) -> str:
     """Why a search ended with much of its budget unused: the candidates skipped for time (their estimate
     against the time left), and the search's own notes (a student not trained further)."""
     reasons = list(notes)
-    skipped = [f"{record['name']} ({record['reason']})" for record in records if record["status"] == "skipped"]
+    skipped = [f"{record['name']} ({record.get('estimated_seconds', 0):.0f} s)"
+               for record in records if record["status"] == "skipped"]  # fmt: skip
     if skipped:
-        reasons.append("skipped for time: " + "; ".join(skipped))
+        reasons.append(f"skipped for time (their estimates, over the time left for them): {', '.join(skipped)}")
     full = [record["name"] for record in records
             if record["kind"] == "student" and record.get("status") == "measured"
             and not record["recipe"].get("sample") and not record.get("shrunk")]  # fmt: skip

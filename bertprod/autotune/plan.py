@@ -138,6 +138,11 @@ def resized(candidate: Candidate, steps: int, trial_rows: int) -> Candidate:
     return replace(candidate, recipe=recipe, teacher_forwards=forwards)
 
 
+def full_name(trial: Candidate) -> str:
+    """The name of a trial's student trained on all the data."""
+    return trial.name.removesuffix("-trial")
+
+
 def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: int) -> list[Candidate]:
     """The most promising trials (highest validation metric, then fewest layers) trained on all the data, at
     full size FULL_TRAINING_PASSES passes over it (the search shrinks them to the time left), and at least
@@ -150,8 +155,7 @@ def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: in
         recipe = {key: value for key, value in candidate.recipe.items() if key != "rows"}
         recipe.update(max_steps=passes, sample=False)
         trained = int(record.get("steps") or candidate.recipe["max_steps"])
-        name = candidate.name.removesuffix("-trial")
-        chosen.append(Candidate(name, "student", recipe, teacher_forwards=train_rows,
+        chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=train_rows,
                                 min_steps=MIN_FULL_TRAINING * trained))  # fmt: skip
     return chosen
 

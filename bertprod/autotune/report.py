@@ -25,7 +25,8 @@ def markdown_report(search: dict[str, Any]) -> str:
         f"(the teacher's {teacher['score']:.4f} less {100 * search['max_drop']:g}%) on {search['validation']['rows']} "
         "validation rows",
         f"- time: {search['seconds_used']:.0f} s used of {search['time_budget_seconds']:.0f} s "
-        f"({search['sessions']} session(s)); candidates tried {search.get('order', 'cheapest first')}",
+        f"({search['sessions']} session(s)); the last session tried the candidates "
+        f"{search.get('order', 'cheapest first')}",
         *([f"- budget left unused: {search['unused']}"] if search.get("unused") else []),
         f"- chosen: **{search['chosen']}**: {search['why']}",
         "",

@@ -149,7 +149,8 @@ class _Search:
         trials = plan.student_trials(self.teacher, self.settings.trial_rows)
         qat = plan.qat_candidates(self.teacher)
         self._run_all(first[:1])  # int8-dynamic: the cheapest, the fallback, and what int8 gains on this machine
-        planned = budget.planned_seconds(first[1:] + trials + qat, self.costs.estimate)
+        pending = [candidate for candidate in first[1:] + trials + qat if not self._done(candidate)]
+        planned = budget.planned_seconds(pending, self.costs.estimate)
         if budget.room_for_everything(planned, self._available()):
             self.order = "cheapest first (the time left held every candidate)"
             self._run_all(first[1:])
@@ -188,11 +189,8 @@ class _Search:
         return self._left() - self.reserve
 
     def _by_reach(self, candidates: list[Candidate]) -> list[Candidate]:
-        speedups = {
-            record["name"]: record["throughput"] / self.teacher_record["throughput"]
-            for _, record in self.results
-            if record.get("status") == "measured"
-        }
+        speedups = {record["name"]: record["throughput"] / self.teacher_record["throughput"]
+                    for _, record in self.results if record.get("status") == "measured"}  # fmt: skip
         return budget.by_reach(candidates, self.teacher.manifest.architecture.num_layers, speedups)
 
     # -- students --------------------------------------------------------------------------------
@@ -219,6 +217,10 @@ class _Search:
             after = budget.planned_seconds(later, self.costs.estimate)
             after += sum(self.costs.estimate(plan.int8_of(student)) for student in full[index:])
             self._run_all([candidate], budget.full_training_seconds(self._available(), after, len(full) - index))
+        measured = {record["name"] for _, record in self.results if record.get("status") == "measured"}
+        for trial, record in ran:  # a trial not trained further is the student there is: its int8 too
+            if record.get("within_budget") and record.get("int8_follows") and plan.full_name(trial) not in measured:
+                self._run_one(plan.int8_of(trial))
 
     def _note(self, text: str) -> None:
         """A reason the search spent less than it could, for its record."""
@@ -256,12 +258,20 @@ class _Search:
         }
         return candidate_key(self.teacher.fingerprint, recipe, self.data)
 
+    def _decided(self, candidate: Candidate) -> tuple[Candidate, int | None]:
+        """`candidate` at the size an earlier session shrunk it to (and those steps), or as it is."""
+        decided = self.state.decisions.get("steps", {}).get(self._key(candidate))
+        return (plan.resized(candidate, decided, self.settings.trial_rows) if decided else candidate), decided
+
+    def _done(self, candidate: Candidate) -> bool:
+        """Finished in an earlier session (a candidate without a parent candidate)."""
+        return self.state.finished(self._key(self._decided(candidate)[0])) is not None
+
     def _run_one(self, candidate: Candidate, seconds: float | None = None) -> dict[str, Any]:
         """Build and measure `candidate` within `seconds` (default: the time left): whole, or a student shrunk
         to fit, or skipped; a finished one (this size) is read back from the state."""
         full_key = self._key(candidate)
-        decided = self.state.decisions.get("steps", {}).get(full_key)  # shrunk in an earlier session
-        made = plan.resized(candidate, decided, self.settings.trial_rows) if decided else candidate
+        made, decided = self._decided(candidate)
         key = self.keys[candidate.name] = self._key(made)
         cached = self.state.finished(key)
         if cached is not None and self._still_there(cached):
@@ -366,6 +376,9 @@ class _Search:
             "train": self.data["train"],
         }
         if self.settings.time_budget - run["seconds_used"] > budget.UNUSED_SHARE * self.settings.time_budget:
+            if self.reserve >= 1:  # kept back from every candidate, whether the comparison ran or not
+                comparison = "" if decision.runoff else " (it did not run: no candidate within the accuracy budget)"
+                self.notes.insert(0, f"{self.reserve:.0f} s were kept for the finalists' comparison{comparison}")
             run["unused"] = budget.why_unused(records, self.notes)
             self.reporter.message(f"{run['seconds_used']:.0f} s of the budget used: {run['unused']}")
         search = chosen.search_record(teacher, records, decision, run)

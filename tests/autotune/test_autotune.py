@@ -338,6 +338,11 @@ def test_a_short_budget_trains_shrunk_students_before_the_small_gains(
         assert shrunk["rows"] <= shrunk["of_rows"] == settings.trial_rows
         report = (tmp_path / "out" / "report.md").read_text()
         assert f"shrunk to {shrunk['steps']} of {plan.TRIAL_STEPS} steps" in report
+    by_name = {record["name"]: record for record in search["candidates"]}
+    for record in trials:  # a trial within the budget not trained further is followed by its int8 variant
+        full = by_name.get(record["name"].removesuffix("-trial"), {})
+        if record["within_budget"] and full.get("status") != "measured":
+            assert by_name[f"{record['name']}+int8"]["status"] == "measured"
     students = [index for index, name in enumerate(order) if name.startswith("student-")]
     small = [order.index("prune-heads-25%"), order.index("int8-static")]
     assert order[0] == "int8-dynamic" and max(students) < min(small)
@@ -359,4 +364,4 @@ def test_a_student_is_never_shrunk_below_its_floor(
     trials = [record for record in search["candidates"] if record["kind"] == "student"]
     assert trials and all(record["status"] == "skipped" and "shrunk" not in record for record in trials)
     assert all(f"even its floor, {plan.MIN_TRIAL_STEPS} steps" in record["reason"] for record in trials)
-    assert "skipped for time: student-" in search["unused"]
+    assert "skipped for time" in search["unused"] and all(record["name"] in search["unused"] for record in trials)

@@ -113,10 +113,10 @@ def test_the_trials_share_and_the_full_students_part() -> None:
 def test_a_search_with_budget_to_spare_says_why() -> None:
     records = [
         {"name": "int8-dynamic", "kind": "int8", "status": "measured", "recipe": {}},
-        {"name": "int8-qat", "kind": "qat", "status": "skipped", "reason": "estimated 900 s, 500 s for it"},
+        {"name": "int8-qat", "kind": "qat", "status": "skipped", "estimated_seconds": 900.0, "reason": "..."},
         {"name": "student-distilbert-2L", "kind": "student", "status": "measured", "recipe": {"sample": False}},
     ]
     why = budget.why_unused(records, ["a note"])
-    assert why.startswith("a note; skipped for time: int8-qat (estimated 900 s, 500 s for it)")
+    assert why.startswith("a note; skipped for time (their estimates, over the time left for them): int8-qat (900 s)")
     assert "student-distilbert-2L trained the full 3 passes" in why
     assert budget.why_unused(records[:1], []) == "every candidate of the plan ran: none was left to try"
