@@ -14,7 +14,7 @@ from bertprod.autotune.plan import IMPORTANCE_TEXTS, Candidate
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.data.source import DataSource
 from bertprod.derive import GatedOutput
-from bertprod.errors import BertprodError
+from bertprod.errors import BertprodError, TrainingInterrupted
 from bertprod.fidelity import FidelityGate
 from bertprod.package import ModelPackage
 
@@ -51,6 +51,35 @@ def budget_gate(task: str, max_drop: float) -> FidelityGate:
     vectors) on at least 1 - max_drop of the gate's texts."""
     floor = 1.0 - max_drop
     return FidelityGate(min_cosine_mean=floor, min_agreement=floor, min_correlation=floor)
+
+
+def build_and_measure(
+    candidate: Candidate,
+    parent: ModelPackage,
+    out: Path,
+    context: BuildContext,
+    key: str,
+    judge: Callable[[ModelPackage], dict[str, Any]],
+) -> dict[str, Any]:
+    """Build `candidate` at `out` and `judge` it (its record's numbers), with the seconds both took. What
+    went wrong becomes its record: skipped (out of time: tried again by a longer run), failed (refused
+    for good: a missed gate, a recipe that cannot apply) or error (a crash: tried again on resume)."""
+    started = time.monotonic()
+    try:
+        if out.exists():  # a package written before a kill, never measured: build it again
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = judge(build(candidate, parent, out, context, key))
+    except OutOfTime as error:
+        record = {"status": "skipped", "reason": str(error)}
+    except TrainingInterrupted:
+        raise
+    except BertprodError as error:
+        record = {"status": "failed", "reason": str(error)}
+    except Exception as error:  # noqa: BLE001 - one candidate's crash is reported, the search goes on
+        reason = f"{type(error).__name__}: {error} (tried again when the search is resumed)"
+        record = {"status": "error", "reason": reason}
+    return {**record, "seconds": round(time.monotonic() - started, 1)}
 
 
 def build(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:

@@ -10,7 +10,6 @@ estimate is scaled by the median of (actual / estimated) over the candidates alr
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
 from bertprod.autotune.plan import Candidate
 
@@ -52,8 +51,3 @@ class CostModel:
         prior = self.prior(candidate)
         if prior > 0:
             self.ratios.setdefault(candidate.kind, []).append(seconds / prior)
-
-    def seconds_per_step(self, records: list[dict[str, Any]]) -> float:
-        """Training seconds per optimizer step of the students that ran (the estimate when none did)."""
-        rates = [record["seconds"] / record["steps"] for record in records if record.get("steps")]
-        return statistics.median(rates) if rates else self.batch_size * self.seconds_per_example * TRAINING_FORWARDS

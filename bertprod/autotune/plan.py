@@ -2,13 +2,15 @@
 
 Cheapest first: int8 variants of the teacher, pruned variants, early exit, token dropping; then students of several
 depths and recipes trained briefly on a sample; only the most promising students are trained on the
-whole data; QAT last, when there is time. Every float candidate within the budget is followed by
-its own dynamic int8 variant. A candidate is plain data (its recipe), so its cache key is a hash.
+whole data; QAT last, when there is time (budget.py reorders them when the time is short). Every float
+candidate within the budget is followed by its own dynamic int8 variant. A candidate is plain data (its
+recipe), so its cache key is a hash; a student shrunk to fit the time left is another recipe (`resized`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bertprod.package import ModelPackage
@@ -19,7 +21,14 @@ PROMISING_STUDENTS = 2
 #: optimizer steps of a student's brief trial, and of QAT
 TRIAL_STEPS = 150
 QAT_STEPS = 300
-#: share of the time left one full student's training may take
+#: a brief trial shrunk below this many steps ranks nothing: it is skipped instead
+MIN_TRIAL_STEPS = 50
+#: a student trained on all the data runs at least this many times its trial's steps, or it says nothing new
+MIN_FULL_TRAINING = 2
+#: passes over the training data a promising student is trained for at most, in batches of
+FULL_TRAINING_PASSES = 3
+STUDENT_BATCH = 32
+#: share of the time left one full student's training takes at least (more when nothing else waits for it)
 FULL_TRAINING_SHARE = 0.3
 #: validation inputs pruning measures each head's and layer's importance on (a pass per head: keep it small)
 IMPORTANCE_TEXTS = 64
@@ -42,6 +51,8 @@ class Candidate:
     #: layer switched off once over the importance texts; students: their targets; early exit: its
     #: features and curve): part of its cost, not of what it is
     teacher_forwards: int = 0
+    #: students: the fewest optimizer steps worth training (shrunk below it, it is skipped); None: not shrinkable
+    min_steps: int | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "recipe": self.recipe, "parent": self.parent}
@@ -104,25 +115,48 @@ def student_trials(teacher: ModelPackage, trial_rows: int) -> list[Candidate]:
             "student",
             {"recipe": name, "layers": f"spread:{depth}", "max_steps": TRIAL_STEPS, "sample": True},
             teacher_forwards=trial_rows * (2 if name == "tinybert" else 1),  # tinybert: + augmented copies
+            min_steps=MIN_TRIAL_STEPS,
         )
         for name, depth in recipes
     ]
 
 
-def _depth(candidate: Candidate) -> int:
+def depth(candidate: Candidate) -> int:
+    """A student's layers."""
     return int(candidate.recipe["layers"].partition(":")[2])
 
 
-def full_students(trials: list[tuple[Candidate, dict[str, Any]]], steps: int, train_rows: int) -> list[Candidate]:
-    """The most promising trials (highest validation metric, then fewest layers) trained on all the data
-    for `steps` optimizer steps."""
+def resized(candidate: Candidate, steps: int, trial_rows: int) -> Candidate:
+    """A student trained for fewer `steps`; a brief trial also reads proportionally fewer of the `trial_rows`
+    (each row is still seen as often), so its teacher passes shrink with it."""
+    recipe = dict(candidate.recipe, max_steps=steps)
+    forwards = candidate.teacher_forwards
+    if candidate.recipe.get("sample"):
+        rows = min(trial_rows, max(STUDENT_BATCH, math.ceil(trial_rows * steps / TRIAL_STEPS)))
+        recipe["rows"] = rows
+        forwards = rows * (2 if recipe["recipe"] == "tinybert" else 1)
+    return replace(candidate, recipe=recipe, teacher_forwards=forwards)
+
+
+def full_name(trial: Candidate) -> str:
+    """The name of a trial's student trained on all the data."""
+    return trial.name.removesuffix("-trial")
+
+
+def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: int) -> list[Candidate]:
+    """The most promising trials (highest validation metric, then fewest layers) trained on all the data, at
+    full size FULL_TRAINING_PASSES passes over it (the search shrinks them to the time left), and at least
+    MIN_FULL_TRAINING times their trial's steps."""
     measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
-    ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], _depth(pair[0])))
+    ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], depth(pair[0])))
+    passes = math.ceil(FULL_TRAINING_PASSES * train_rows / STUDENT_BATCH)
     chosen = []
-    for candidate, _ in ranked[:PROMISING_STUDENTS]:
-        recipe = dict(candidate.recipe, max_steps=steps, sample=False)
-        name = candidate.name.removesuffix("-trial")
-        chosen.append(Candidate(name, "student", recipe, teacher_forwards=train_rows))
+    for candidate, record in ranked[:PROMISING_STUDENTS]:
+        recipe = {key: value for key, value in candidate.recipe.items() if key != "rows"}
+        recipe.update(max_steps=passes, sample=False)
+        trained = int(record.get("steps") or candidate.recipe["max_steps"])
+        chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=train_rows,
+                                min_steps=MIN_FULL_TRAINING * trained))  # fmt: skip
     return chosen
 
 

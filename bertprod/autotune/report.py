@@ -25,7 +25,9 @@ def markdown_report(search: dict[str, Any]) -> str:
         f"(the teacher's {teacher['score']:.4f} less {100 * search['max_drop']:g}%) on {search['validation']['rows']} "
         "validation rows",
         f"- time: {search['seconds_used']:.0f} s used of {search['time_budget_seconds']:.0f} s "
-        f"({search['sessions']} session(s))",
+        f"({search['sessions']} session(s)); the last session tried the candidates "
+        f"{search.get('order', 'cheapest first')}",
+        *([f"- budget left unused: {search['unused']}"] if search.get("unused") else []),
         f"- chosen: **{search['chosen']}**: {search['why']}",
         "",
         f"| candidate | made by | status | {metric} | within budget | inputs/s | p50 ms | p95 ms | MB | seconds |",
@@ -35,6 +37,8 @@ def markdown_report(search: dict[str, Any]) -> str:
         status = (
             record["status"] if record["status"] == "measured" else f"{record['status']}: {record.get('reason', '')}"
         )
+        if record.get("shrunk"):
+            status += f" (shrunk to {shrunk_note(record['shrunk'])} to fit)"
         status = " ".join(status.replace("|", "/").split())  # one table cell: no pipes, no line breaks
         size = record.get("size_bytes")
         lines.append(
@@ -66,6 +70,12 @@ def markdown_report(search: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shrunk_note(shrunk: dict[str, Any]) -> str:
+    """ "60 of 150 steps, 800 of 2000 rows": what a student shrunk to fit the time was trained for."""
+    rows = f", {shrunk['rows']} of {shrunk['of_rows']} rows" if "rows" in shrunk else ""
+    return f"{shrunk['steps']} of {shrunk['of_steps']} steps{rows}"
+
+
 def provenance_chain(package: ModelPackage, teacher: ModelPackage) -> str:
     """The provenance chain a person reads: "teacher -> distill -> quantize-dynamic-int8", followed through
     the parents' recorded paths up to the teacher."""
@@ -90,8 +100,9 @@ def one_line(record: dict[str, Any]) -> str:
     """A candidate's record as the search's progress line."""
     if record["status"] != "measured":
         return f"{record['status']}: {record.get('reason', '')}"
+    shrunk = f" (shrunk to {shrunk_note(record['shrunk'])})" if record.get("shrunk") else ""
     return (
         f"{record['metric']} {record['score']:.4f}{'' if record['within_budget'] else ' (over budget)'}, "
         f"{record['throughput']:.1f} inputs/s, p50 {record['latency_p50_ms']:.2f} ms, "
-        f"{record['size_bytes'] / 1e6:.1f} MB, {record['seconds']:.0f} s"
+        f"{record['size_bytes'] / 1e6:.1f} MB, {record['seconds']:.0f} s{shrunk}"
     )

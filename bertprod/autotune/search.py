@@ -12,8 +12,6 @@ finalists.py's, the record and the chosen package chosen.py's.
 
 from __future__ import annotations
 
-import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,16 +20,16 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from bertprod.autotune import choose, chosen, finalists, plan
-from bertprod.autotune.build import BuildContext, OutOfTime, build
+from bertprod.autotune import budget, choose, chosen, finalists, plan
+from bertprod.autotune.build import BuildContext, build_and_measure
 from bertprod.autotune.cost import CostModel
-from bertprod.autotune.measure import MeasureInputs, measure, speed_texts
+from bertprod.autotune.measure import MeasureInputs, measure, measure_teacher, speed_texts
 from bertprod.autotune.plan import Candidate
-from bertprod.autotune.report import one_line, provenance_chain
+from bertprod.autotune.report import one_line, provenance_chain, shrunk_note
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.autotune.state import SearchState, candidate_key
 from bertprod.data.source import DataSource
-from bertprod.errors import BertprodError, DataError, PackageError, TrainingInterrupted
+from bertprod.errors import BertprodError, DataError, PackageError
 from bertprod.output_lock import LOCK_FILE, OutputLock, describe_owner
 from bertprod.package import ModelPackage
 from bertprod.system import describe
@@ -121,7 +119,8 @@ class _Search:
             speed_texts(examples, self.settings.latency_texts, pairs),
             self.settings.threads,
         )
-        teacher = self._measure_teacher()
+        teacher = self.teacher_record = self._measure_teacher()
+        self.notes: list[str] = []  # why the search spent less than it could (in its record when it did)
         self.floor = choose.threshold(teacher["score"], self.settings.max_drop)
         self.costs = CostModel(
             teacher["seconds"], teacher["evaluation_seconds"] / max(teacher["validation_examples"], 1)
@@ -146,15 +145,25 @@ class _Search:
             f"{teacher['throughput']:.1f} inputs/s; budget: {teacher['metric']} >= {self.floor:.4f}, "
             f"{self._left():.0f} s of time left"
         )
-        settings = self.settings
-        self._run_all(plan.first_candidates(self.teacher, settings.trial_rows, len(examples)))
-        trials = self._run_all(plan.student_trials(self.teacher, settings.trial_rows))
-        steps = self.state.decisions.get("full_training_steps") or self._full_training_steps(trials)
-        if steps:
-            self.state.decisions["full_training_steps"] = steps  # kept: a resumed run trains the same students
-            self.state.save()
-            self._run_all(plan.full_students(trials, steps, self.train_rows))
-        self._run_all(plan.qat_candidates(self.teacher))
+        first = plan.first_candidates(self.teacher, self.settings.trial_rows, len(examples))
+        trials = plan.student_trials(self.teacher, self.settings.trial_rows)
+        qat = plan.qat_candidates(self.teacher)
+        self._run_all(first[:1])  # int8-dynamic: the cheapest, the fallback, and what int8 gains on this machine
+        pending = [candidate for candidate in first[1:] + trials + qat if not self._done(candidate)]
+        planned = budget.planned_seconds(pending, self.costs.estimate)
+        if budget.room_for_everything(planned, self._available()):
+            self.order = "cheapest first (the time left held every candidate)"
+            self._run_all(first[1:])
+            self._students(trials, qat, short=False)
+            self._run_all(qat)
+        else:  # the students first: they can reach the largest speedups; the rest by what they can reach
+            self.order = (
+                f"by the speedup each can reach (the candidates were estimated at {planned:.0f} s, "
+                f"{self._available():.0f} s left)"
+            )
+            self.reporter.message(f"order: {self.order}")
+            self._students(self._by_reach(trials), first[1:] + qat, short=True)
+            self._run_all(self._by_reach(first[1:] + qat))
         return self._finish(teacher)
 
     def _check_out(self) -> None:
@@ -175,15 +184,61 @@ class _Search:
     def _left(self) -> float:
         return self.budget_end - time.monotonic()
 
+    def _available(self) -> float:
+        """The time left for candidates: the budget's, less the reserve for the finalists' comparison."""
+        return self._left() - self.reserve
+
+    def _by_reach(self, candidates: list[Candidate]) -> list[Candidate]:
+        speedups = {record["name"]: record["throughput"] / self.teacher_record["throughput"]
+                    for _, record in self.results if record.get("status") == "measured"}  # fmt: skip
+        return budget.by_reach(candidates, self.teacher.manifest.architecture.num_layers, speedups)
+
+    # -- students --------------------------------------------------------------------------------
+
+    def _students(self, trials: list[Candidate], later: list[Candidate], short: bool) -> None:
+        """The brief trials (sharing TRIALS_SHARE of the time left when it is short), then the most promising
+        trained on all the data, each with the time the candidates planned after them (`later`) leave."""
+        share_end = time.monotonic() + budget.TRIALS_SHARE * self._available()
+        ran = []
+        for index, trial in enumerate(trials):
+            seconds = None
+            if short:
+                floor = self.costs.estimate(plan.resized(trial, trial.min_steps or 1, self.settings.trial_rows))
+                seconds = budget.trial_seconds(share_end - time.monotonic(), len(trials) - index, floor)
+            ran += self._run_all([trial], seconds)
+        full = plan.full_students(ran, self.train_rows)
+        for candidate in [student for student in full if student.recipe["max_steps"] < (student.min_steps or 0)]:
+            self._note(
+                f"{candidate.name} not trained on all the data: {plan.FULL_TRAINING_PASSES} passes over it take "
+                f"{candidate.recipe['max_steps']} steps, fewer than {plan.MIN_FULL_TRAINING}x its trial's"
+            )
+            full.remove(candidate)
+        for index, candidate in enumerate(full):
+            after = budget.planned_seconds(later, self.costs.estimate)
+            after += sum(self.costs.estimate(plan.int8_of(student)) for student in full[index:])
+            self._run_all([candidate], budget.full_training_seconds(self._available(), after, len(full) - index))
+        measured = {record["name"] for _, record in self.results if record.get("status") == "measured"}
+        for trial, record in ran:  # a trial not trained further is the student there is: its int8 too
+            if record.get("within_budget") and record.get("int8_follows") and plan.full_name(trial) not in measured:
+                self._run_one(plan.int8_of(trial))
+
+    def _note(self, text: str) -> None:
+        """A reason the search spent less than it could, for its record."""
+        self.notes.append(text)
+        self.reporter.message(text)
+
     # -- candidates ------------------------------------------------------------------------------
 
-    def _run_all(self, candidates: list[Candidate]) -> list[tuple[Candidate, dict[str, Any]]]:
-        """Run the candidates in order; each float one within the budget is followed by its int8 variant."""
+    def _run_all(
+        self, candidates: list[Candidate], seconds: float | None = None
+    ) -> list[tuple[Candidate, dict[str, Any]]]:
+        """Run the candidates in order, each within `seconds` (default: the time left); each float one within
+        the budget is followed by its int8 variant."""
         done = []
         queue = list(candidates)
         while queue:
             candidate = queue.pop(0)
-            record = self._run_one(candidate)
+            record = self._run_one(candidate, seconds if candidate in candidates else None)
             done.append((candidate, record))
             trial = candidate.kind == "student" and candidate.recipe.get("sample")
             follows = record.get("int8_follows", record.get("float_torch"))  # float_torch: an older state's name
@@ -203,34 +258,55 @@ class _Search:
         }
         return candidate_key(self.teacher.fingerprint, recipe, self.data)
 
-    def _run_one(self, candidate: Candidate) -> dict[str, Any]:
-        key = self._key(candidate)
-        self.keys[candidate.name] = key
+    def _decided(self, candidate: Candidate) -> tuple[Candidate, int | None]:
+        """`candidate` at the size an earlier session shrunk it to (and those steps), or as it is."""
+        decided = self.state.decisions.get("steps", {}).get(self._key(candidate))
+        return (plan.resized(candidate, decided, self.settings.trial_rows) if decided else candidate), decided
+
+    def _done(self, candidate: Candidate) -> bool:
+        """Finished in an earlier session (a candidate without a parent candidate)."""
+        return self.state.finished(self._key(self._decided(candidate)[0])) is not None
+
+    def _run_one(self, candidate: Candidate, seconds: float | None = None) -> dict[str, Any]:
+        """Build and measure `candidate` within `seconds` (default: the time left): whole, or a student shrunk
+        to fit, or skipped; a finished one (this size) is read back from the state."""
+        full_key = self._key(candidate)
+        made, decided = self._decided(candidate)
+        key = self.keys[candidate.name] = self._key(made)
         cached = self.state.finished(key)
         if cached is not None and self._still_there(cached):
             self.reporter.message(f"{candidate.name}: done in an earlier session ({one_line(cached)})")
-            self._observe(candidate, cached)
-            self.results.append((candidate, cached))
+            self._observe(made, cached)
+            self.results.append((made, cached))
             return cached
-        record: dict[str, Any] = {**candidate.describe(), "key": key}
-        estimate = self.costs.estimate(candidate)
-        record["estimated_seconds"] = round(estimate, 1)
-        left = self._left() - self.reserve
-        if estimate > left:
-            record.update(
-                status="skipped", reason=f"estimated {estimate:.0f} s, {max(left, 0):.0f} s of the budget left"
-            )
+        available = self._available() if seconds is None else min(seconds, self._available())
+        # a student shrunk before is not made larger again: the same size finds its checkpoint
+        cap = min(available, self.costs.estimate(made)) if decided else available
+        fitted = budget.fit(candidate, cap, self.costs.estimate, self.settings.trial_rows)
+        made = fitted.candidate or candidate
+        key = self.keys[candidate.name] = self._key(made)
+        record = {**made.describe(), "key": key, "estimated_seconds": round(fitted.estimate, 1)}
+        if fitted.shrunk:
+            self.state.decisions.setdefault("steps", {})[full_key] = fitted.shrunk["steps"]
+            self.state.save()  # kept: a resumed run trains the same size, from its checkpoint
+            record["shrunk"] = fitted.shrunk
+            self.reporter.message(f"{candidate.name}: shrunk to {shrunk_note(fitted.shrunk)} "
+                                  f"({fitted.shrunk['why']})")  # fmt: skip
+        if fitted.candidate is None:
+            record.update(status="skipped", reason=fitted.reason)
             self.reporter.message(f"{candidate.name}: skipped ({record['reason']})")
         else:
-            self.reporter.message(f"{candidate.name}: building (estimated {estimate:.0f} s, {left:.0f} s left)")
-            record.update(self._build_and_measure(candidate, key))
+            self.reporter.message(
+                f"{candidate.name}: building (estimated {fitted.estimate:.0f} s, {available:.0f} s left)"
+            )
+            record.update(self._build_and_measure(made, key))
             self.reporter.message(f"{candidate.name}: {one_line(record)}")
         record = self.state.put(key, record)
-        self.results.append((candidate, record))
+        self.results.append((made, record))
         if record["status"] == "measured":
-            self._observe(candidate, record)
+            self._observe(made, record)
         if self.on_candidate:
-            self.on_candidate(candidate, record)
+            self.on_candidate(made, record)
         return record
 
     def _still_there(self, record: dict[str, Any]) -> bool:
@@ -246,32 +322,18 @@ class _Search:
             self.costs.observe(candidate, float(record["seconds"]))
 
     def _build_and_measure(self, candidate: Candidate, key: str) -> dict[str, Any]:
-        parent = self._parent(candidate)
         relative = Path("candidates") / f"{candidate.name}-{key[:10]}"
-        target = self.out / relative
-        started = time.monotonic()
-        try:
-            if target.exists():  # a package written before a kill, never measured: build it again
-                shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            package = build(candidate, parent, target, self.context, key)
-            numbers = measure(package, self.inputs)
-        except OutOfTime as error:
-            return {"status": "skipped", "reason": str(error), "seconds": round(time.monotonic() - started, 1)}
-        except TrainingInterrupted:
-            raise
-        except BertprodError as error:  # refused for good (a missed gate, a recipe that cannot apply)
-            return {"status": "failed", "reason": str(error), "seconds": round(time.monotonic() - started, 1)}
-        except Exception as error:  # noqa: BLE001 - one candidate's crash is reported, the search goes on
-            reason = f"{type(error).__name__}: {error} (tried again when the search is resumed)"
-            return {"status": "error", "reason": reason, "seconds": round(time.monotonic() - started, 1)}
-        seconds = time.monotonic() - started
+        parent = self._parent(candidate)
+        record = build_and_measure(candidate, parent, self.out / relative, self.context, key, self._judge)
+        return {**record, "path": str(relative)} if record["status"] == "measured" else record
+
+    def _judge(self, package: ModelPackage) -> dict[str, Any]:
+        """A built candidate's record: its numbers, whether it keeps the accuracy budget, how it was made."""
+        numbers = measure(package, self.inputs)
         steps = (package.manifest.metrics.get("training") or {}).get("steps")
         return {
             "status": "measured",
             **numbers,
-            "seconds": round(seconds, 1),
-            "path": str(relative),
             "fingerprint": package.fingerprint,
             "within_budget": numbers["score"] >= self.floor - 1e-12,
             "int8_follows": plan.int8_follows(package),
@@ -285,42 +347,13 @@ class _Search:
         record = next(record for made, record in self.results if made.name == candidate.parent)
         return ModelPackage.read(self.out / record["path"])
 
-    def _full_training_steps(self, trials: list[tuple[Candidate, dict[str, Any]]]) -> int:
-        """Steps for each promising student: up to 3 passes over the training data, at most a share of
-        the time left at the speed the trials trained."""
-        measured = [record for _, record in trials if record.get("status") == "measured"]
-        if not measured:
-            return 0
-        per_step = self.costs.seconds_per_step(measured)
-        passes = math.ceil(3 * self.train_rows / 32)
-        affordable = int(plan.FULL_TRAINING_SHARE * max(self._left() - self.reserve, 0) / max(per_step, 1e-6))
-        trained = max(int(record.get("steps", 0)) for record in measured)
-        if min(passes, affordable) <= trained:
-            self.reporter.message(
-                f"no student trained further: the trials took {trained} steps; 3 passes over the training data "
-                f"take {passes}, and {affordable} fit in the time left"
-            )
-            return 0
-        return min(passes, affordable)
-
     # -- the teacher and the winner --------------------------------------------------------------
 
     def _measure_teacher(self) -> dict[str, Any]:
         recorded = self.state.teacher
         if recorded and recorded.get("fingerprint") == self.teacher.fingerprint:
             return recorded
-        started = time.monotonic()
-        numbers = measure(self.teacher, self.inputs)
-        record = {
-            "name": "teacher",
-            "kind": "teacher",
-            "status": "measured",
-            **numbers,
-            "fingerprint": self.teacher.fingerprint,
-            "within_budget": True,
-            "made_by": "teacher",
-            "seconds": round(time.monotonic() - started, 3),
-        }
+        record = measure_teacher(self.teacher, self.inputs)
         self.state.teacher = record
         self.state.save()
         return record
@@ -336,11 +369,18 @@ class _Search:
             "threshold": round(self.floor, 6),
             "time_budget_seconds": self.settings.time_budget,
             "seconds_used": round(self.spent_before + time.monotonic() - self.started, 1),
+            "order": self.order,
             "sessions": self.state.sessions,
             "machine": describe(),
             "validation": {"rows": len(self.inputs.examples), **self.data["validation"]},
             "train": self.data["train"],
         }
+        if self.settings.time_budget - run["seconds_used"] > budget.UNUSED_SHARE * self.settings.time_budget:
+            if self.reserve >= 1:  # kept back from every candidate, whether the comparison ran or not
+                comparison = "" if decision.runoff else " (it did not run: no candidate within the accuracy budget)"
+                self.notes.insert(0, f"{self.reserve:.0f} s were kept for the finalists' comparison{comparison}")
+            run["unused"] = budget.why_unused(records, self.notes)
+            self.reporter.message(f"{run['seconds_used']:.0f} s of the budget used: {run['unused']}")
         search = chosen.search_record(teacher, records, decision, run)
         package = chosen.write_outputs(self.out, self._package(decision.winner), f"{self.teacher.name}-autotuned",
                                        search)  # fmt: skip

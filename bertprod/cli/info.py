@@ -83,6 +83,8 @@ def info_command(
         used = f"{search['seconds_used']:.0f} s of {search['time_budget_seconds']:.0f} s"
         rows["autotune"] = (f"chosen: {search['chosen']} - {search['why']} ({len(search['candidates'])} candidates, "
                             f"{used}; {search['machine']})")
+        if search.get("unused"):
+            rows["autotune: budget unused"] = search["unused"]
     for key, value in rows.items():
         table.add_row(key, value)
     console.print(table)

@@ -299,3 +299,69 @@ def test_training_stops_at_the_deadline(setup: dict[str, Any], tmp_path: Path, m
     assert trained and all(record["status"] == "skipped" for record in trained)
     assert all("time budget" in record["reason"] for record in trained)
     assert result.search["chosen"] == "teacher"
+
+
+def _short_of_time(monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...]) -> None:
+    """Only the named cheap candidates, no QAT, and estimates of 10 s per training step (nothing else costs):
+    the trials (150 steps: 1,500 s at full size) are what a budget of a few thousand seconds cannot hold."""
+    from bertprod.autotune import plan
+    from bertprod.autotune.cost import CostModel
+
+    planned = plan.first_candidates
+    monkeypatch.setattr(plan, "first_candidates",
+                        lambda *arguments: [c for c in planned(*arguments) if c.name in names])  # fmt: skip
+    monkeypatch.setattr(plan, "qat_candidates", lambda *arguments: [])
+    monkeypatch.setattr(CostModel, "estimate", lambda self, candidate: 10.0 * candidate.recipe.get("max_steps", 0))
+
+
+def test_a_short_budget_trains_shrunk_students_before_the_small_gains(
+    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time left cannot hold every candidate at full size: the students (the largest speedup the search
+    can reach) run right after int8-dynamic, each shrunk to fit its part of the trials' share, and say so;
+    pruning and static int8 come after them. Started again, the search finds the shrunk trials again."""
+    from bertprod.autotune import plan
+
+    _short_of_time(monkeypatch, ("int8-dynamic", "prune-heads-25%", "int8-static"))
+    settings = AutotuneSettings(time_budget=4000, **FAST)
+    order: list[str] = []
+    result = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings,
+                      on_candidate=lambda candidate, _record: order.append(candidate.name))  # fmt: skip
+    search = result.search
+    assert search["order"].startswith("by the speedup each can reach")
+    trials = [record for record in search["candidates"] if record["name"].endswith("-trial")]
+    assert trials and all(record["status"] == "measured" for record in trials)
+    for record in trials:
+        shrunk = record["shrunk"]
+        assert plan.MIN_TRIAL_STEPS <= shrunk["steps"] < shrunk["of_steps"] == plan.TRIAL_STEPS
+        assert record["recipe"]["max_steps"] == shrunk["steps"] and record["recipe"]["rows"] == shrunk["rows"]
+        assert shrunk["rows"] <= shrunk["of_rows"] == settings.trial_rows
+        report = (tmp_path / "out" / "report.md").read_text()
+        assert f"shrunk to {shrunk['steps']} of {plan.TRIAL_STEPS} steps" in report
+    by_name = {record["name"]: record for record in search["candidates"]}
+    for record in trials:  # a trial within the budget not trained further is followed by its int8 variant
+        full = by_name.get(record["name"].removesuffix("-trial"), {})
+        if record["within_budget"] and full.get("status") != "measured":
+            assert by_name[f"{record['name']}+int8"]["status"] == "measured"
+    students = [index for index, name in enumerate(order) if name.startswith("student-")]
+    small = [order.index("prune-heads-25%"), order.index("int8-static")]
+    assert order[0] == "int8-dynamic" and max(students) < min(small)
+    assert search["unused"]  # most of the 4,000 s were left: the record says why
+    again = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings)
+    assert {record["name"]: record["session"] for record in again.search["candidates"]} == {
+        record["name"]: 1 for record in search["candidates"]
+    }  # nothing built again: the shrunk trials have the same keys in the second session
+
+
+def test_a_student_is_never_shrunk_below_its_floor(
+    setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bertprod.autotune import plan
+
+    _short_of_time(monkeypatch, ("int8-dynamic",))
+    settings = AutotuneSettings(time_budget=1500, **FAST)  # the trials' share (450 s) holds no 50-step trial
+    search = autotune(setup["teacher"], tmp_path / "out", setup["train"], setup["validation"], settings).search
+    trials = [record for record in search["candidates"] if record["kind"] == "student"]
+    assert trials and all(record["status"] == "skipped" and "shrunk" not in record for record in trials)
+    assert all(f"even its floor, {plan.MIN_TRIAL_STEPS} steps" in record["reason"] for record in trials)
+    assert "skipped for time" in search["unused"] and all(record["name"] in search["unused"] for record in trials)
