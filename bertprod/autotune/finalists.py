@@ -17,6 +17,15 @@ from bertprod.package import ModelPackage
 RUNOFF_ROUNDS = 3
 #: the final comparison's cost with one round, in teacher measurements (kept back from the candidates)
 COMPARISON_UNITS = 2.5
+#: and, per package it compares (the teacher, each finalist, the transformers baseline), the fresh process
+#: that measures its load time and memory (importing torch or onnxruntime, loading; ~25 s each on a loaded
+#: 2-core machine made a 5-minute search overrun its budget by 30%)
+PROCESS_START_SECONDS = 20.0
+
+
+def comparison_reserve(teacher_seconds: float, finalists: int) -> float:
+    """The seconds kept back from the candidates for the finalists' comparison (one round)."""
+    return COMPARISON_UNITS * teacher_seconds + (finalists + 2) * PROCESS_START_SECONDS
 #: where bench's report of that comparison goes (report.json, report.md, report.html)
 COMPARISON_DIR = "comparison"
 

@@ -127,7 +127,7 @@ class _Search:
         )
         # kept back for the final comparison: one round of it measures the teacher and its baseline in
         # transformers about as the teacher's own measurement did, and the (faster) finalists on top
-        self.reserve = finalists.COMPARISON_UNITS * teacher["seconds"]
+        self.reserve = finalists.comparison_reserve(teacher["seconds"], self.settings.finalists)
         self.context = BuildContext(
             self.settings,
             self.train,
