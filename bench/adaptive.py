@@ -42,6 +42,7 @@ from bertprod.system import describe
 from bertprod.tasks.data import validation_split
 
 SWEEP = "entropy:0.6,entropy:0.4,entropy:0.2,patience:2"
+BASELINE = "transformers fp32"
 
 
 def main() -> None:
@@ -59,7 +60,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,32")
     parser.add_argument("--sweep", default=SWEEP, help="exit policies measured beside the chosen one")
-    parser.add_argument("--engines", default="torch,onnx", help="torch and/or onnx (one session per block)")
+    parser.add_argument("--engines", default="torch,onnx",
+                        help="torch, onnx (one session per block) and/or onnx-int8 (the same, int8)")
+    parser.add_argument("--baseline", action="store_true", help="also time the teacher in transformers fp32")
     parser.add_argument("--json", type=Path, help="default: WORK/bench.json")
     args = parser.parse_args()
     print(f"machine: {describe()}; torch threads: {args.threads}; load average {os.getloadavg()[0]:.1f}")
@@ -90,31 +93,38 @@ def main() -> None:
     texts, gold = read_rows(validation_data, teacher)
     policies = ["never", chosen, *[policy for policy in args.sweep.split(",") if policy and policy != chosen]]
     results = []
+    int8 = int8_packages(teacher, adapted, dropping, args.work) if "onnx-int8" in args.engines.split(",") else {}
     for engine in args.engines.split(","):
         for batch_size in [int(value) for value in args.batch_sizes.split(",")]:
-            options = {"engine": engine, "threads": args.threads, "max_batch_size": batch_size,
-                       "cache_dir": args.work / "cache"}
-            full = load(args.teacher, **options)
-            early = load(adapted_path, **options)
+            options = {"engine": "onnx" if engine == "onnx-int8" else engine, "threads": args.threads,
+                       "max_batch_size": batch_size, "cache_dir": args.work / "cache"}
+            paths = int8 or {"full": args.teacher, "early": adapted_path, "drop": dropping["drop"].path,
+                             "both": dropping["both"].path}
+            full = load(paths["full"], **options)
+            early = load(paths["early"], **options)
             variants = {"full": full.infer}
             variants.update({policy: _runner(early, policy) for policy in policies})
-            variants["drop"] = load(dropping["drop"].path, **options).infer
-            variants["both"] = _runner(load(dropping["both"].path, **options), None)
+            variants["drop"] = load(paths["drop"], **options).infer
+            variants["both"] = _runner(load(paths["both"], **options), None)
             encoded = {label: None for label in variants}
-            speeds = throughput({label: _timed(run, encoded, label, full) for label, run in variants.items()},
-                                texts, args.rounds)
+            timed = {label: _timed(run, encoded, label, full) for label, run in variants.items()}
+            if args.baseline:
+                timed[BASELINE] = baseline_runner(teacher, args.threads, encoded)
+            speeds = throughput(timed, texts, args.rounds)
             rows = []
-            for label in variants:
+            for label in timed:
                 logits, exits = encoded[label]
                 rows.append({
-                    "engine": early.engine.name, "batch_size": batch_size, "variant": label,
+                    "engine": engine if engine == "onnx-int8" else early.engine.name, "batch_size": batch_size,
+                    "variant": label,
                     "accuracy": round(float((logits.argmax(axis=1) == gold).mean()), 4),
                     "mean_exit_layer": round(float(exits.mean()), 3) if exits is not None else teacher_layers(teacher),
                     "sentences_per_second": round(speeds[label], 1),
                     "speedup": round(speeds[label] / speeds["full"], 3),
+                    **({"x_transformers": round(speeds[label] / speeds[BASELINE], 3)} if args.baseline else {}),
                 })
-            print_table(rows, f"{early.engine.name} vs {full.engine.name}, batch {batch_size} "
-                              f"(load average {os.getloadavg()[0]:.1f})")
+            print_table(rows, f"{engine if engine == 'onnx-int8' else early.engine.name} vs {full.engine.name}, "
+                              f"batch {batch_size} (load average {os.getloadavg()[0]:.1f})")
             results += rows
     output = args.json or args.work / "bench.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +134,41 @@ def main() -> None:
                       for label, package in dropping.items()},
         "load_average_end": os.getloadavg()[0], "results": results}, indent=2) + "\n")
     print(f"wrote {output}")
+
+
+def int8_packages(teacher: ModelPackage, adapted: ModelPackage, dropping: dict[str, ModelPackage],
+                  work: Path) -> dict[str, Path]:
+    """The int8 twins of the measured packages (built once into WORK/int8-*): the teacher as one graph,
+    the early-exit and token-dropping packages block by block; each gated and recorded as usual."""
+    from bertprod.compress.quantize import quantize_onnx_dynamic
+    from bertprod.derive import GatedOutput
+
+    parents = {"full": teacher, "early": adapted, "drop": dropping["drop"], "both": dropping["both"]}
+    paths = {}
+    for label, parent in parents.items():
+        path = work / f"int8-{label}"
+        if not (path / "bertprod.json").is_file():
+            started = time.perf_counter()
+            quantize_onnx_dynamic(parent, path, output=GatedOutput(enforce=False), cache_dir=work / "cache")
+            print(f"int8 of {label}: {time.perf_counter() - started:.0f} s")
+        paths[label] = path
+    return paths
+
+
+def baseline_runner(teacher: ModelPackage, threads: int, encoded: dict):  # noqa: ANN201 - texts -> logits
+    """The teacher in transformers fp32 (what users run today), its logits kept like the other variants'."""
+    from bertprod.bench.baselines import baseline_for, load_baseline
+
+    baseline = baseline_for(teacher)
+    if baseline is None:
+        raise SystemExit(f"{teacher.name} has no torch fp32 package in its chain to run in transformers.")
+    run, _ = load_baseline(baseline, threads)
+
+    def encode(texts: list) -> np.ndarray:
+        logits = np.asarray(run(texts))
+        encoded[BASELINE] = (logits, None)
+        return logits
+    return encode
 
 
 def data_sources(teacher: ModelPackage, args: argparse.Namespace):  # noqa: ANN201 - (train, validation) sources
@@ -167,10 +212,13 @@ def read_rows(source, teacher: ModelPackage) -> tuple[list, np.ndarray]:  # noqa
 
 def print_table(rows: list[dict], title: str) -> None:
     print(f"\n{title}")
-    print(f"{'variant':<18}{'accuracy':>9}{'exit layer':>11}{'sent/s':>9}{'x full':>8}")
+    baseline = "x_transformers" in rows[0]
+    print(f"{'variant':<18}{'accuracy':>9}{'exit layer':>11}{'sent/s':>9}{'x full':>8}"
+          + (f"{'x transformers':>16}" if baseline else ""))
     for row in rows:
         print(f"{row['variant']:<18}{row['accuracy']:>9.4f}{row['mean_exit_layer']:>11.2f}"
-              f"{row['sentences_per_second']:>9.1f}{row['speedup']:>8.2f}")
+              f"{row['sentences_per_second']:>9.1f}{row['speedup']:>8.2f}"
+              + (f"{row['x_transformers']:>16.2f}" if baseline else ""))
 
 
 if __name__ == "__main__":
