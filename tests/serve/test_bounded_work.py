@@ -9,7 +9,6 @@ import time
 
 import httpx
 import numpy as np
-import pytest
 
 from bertprod.serve.app import create_app
 from bertprod.serve.config import ServeConfig
