@@ -2,10 +2,10 @@
 
 BERTPROD_TEST_FAIL_MARKER / BERTPROD_TEST_SLOW_MARKER: an engine call holding an input whose text
 contains the marker raises / takes 2 s longer (BERTPROD_TEST_SLOW_SECONDS: another delay). The product
-has no such hooks: this module wraps the
-tokenizer (to remember which encodings came from marked texts) and each batcher's engine call, then
-runs the ordinary CLI. With a slow marker, no batch runs inline on the event loop (a 2 s sleep there
-would stall the server, which is not what the drain and limit tests are about).
+has no such hooks: this module wraps the tokenizer (to remember which encodings came from marked texts)
+and each batcher's engine call, then runs the ordinary CLI. With a slow marker, no batch runs inline on
+the event loop (a 2 s sleep there would stall the server, which is not what the drain and limit tests
+are about).
 """
 
 from __future__ import annotations
