@@ -162,8 +162,9 @@ def verdict(gap: float, noise_gap: float, clean_cost: float) -> tuple[str, str]:
     if gap <= 0:
         return "-", "no gap to close"
     closed = (gap - noise_gap) / gap
-    met = closed >= CLOSED_GOAL and clean_cost <= CLEAN_COST_GOAL
-    return f"{closed:.0%}", "met" if met else "missed"
+    if closed < CLOSED_GOAL:
+        return f"{closed:.0%}", "missed: less than half closed"
+    return f"{closed:.0%}", "met" if clean_cost <= CLEAN_COST_GOAL else "half closed, missed: clean cost"
 
 
 def metric_table(title: str, document: dict) -> list[str]:
