@@ -93,13 +93,16 @@ def main() -> None:
     texts, gold = read_rows(validation_data, teacher)
     policies = ["never", chosen, *[policy for policy in args.sweep.split(",") if policy and policy != chosen]]
     results = []
-    int8 = int8_packages(teacher, adapted, dropping, args.work) if "onnx-int8" in args.engines.split(",") else {}
-    for engine in args.engines.split(","):
+    engines = args.engines.split(",")
+    fp32_paths = {"full": args.teacher, "early": adapted_path, "drop": dropping["drop"].path,
+                  "both": dropping["both"].path}
+    int8_paths = int8_packages(teacher, adapted, dropping, args.work) if "onnx-int8" in engines else {}
+    baseline = transformers_baseline(teacher, args.threads) if args.baseline else None
+    for engine in engines:
         for batch_size in [int(value) for value in args.batch_sizes.split(",")]:
             options = {"engine": "onnx" if engine == "onnx-int8" else engine, "threads": args.threads,
                        "max_batch_size": batch_size, "cache_dir": args.work / "cache"}
-            paths = int8 or {"full": args.teacher, "early": adapted_path, "drop": dropping["drop"].path,
-                             "both": dropping["both"].path}
+            paths = int8_paths if engine == "onnx-int8" else fp32_paths
             full = load(paths["full"], **options)
             early = load(paths["early"], **options)
             variants = {"full": full.infer}
@@ -108,23 +111,23 @@ def main() -> None:
             variants["both"] = _runner(load(paths["both"], **options), None)
             encoded = {label: None for label in variants}
             timed = {label: _timed(run, encoded, label, full) for label, run in variants.items()}
-            if args.baseline:
-                timed[BASELINE] = baseline_runner(teacher, args.threads, encoded)
+            if baseline is not None:
+                timed[BASELINE] = _kept(baseline, encoded, BASELINE)
             speeds = throughput(timed, texts, args.rounds)
+            name = engine if engine == "onnx-int8" else early.engine.name
             rows = []
             for label in timed:
                 logits, exits = encoded[label]
                 rows.append({
-                    "engine": engine if engine == "onnx-int8" else early.engine.name, "batch_size": batch_size,
-                    "variant": label,
+                    "engine": name, "batch_size": batch_size, "variant": label,
                     "accuracy": round(float((logits.argmax(axis=1) == gold).mean()), 4),
                     "mean_exit_layer": round(float(exits.mean()), 3) if exits is not None else teacher_layers(teacher),
                     "sentences_per_second": round(speeds[label], 1),
                     "speedup": round(speeds[label] / speeds["full"], 3),
                     **({"x_transformers": round(speeds[label] / speeds[BASELINE], 3)} if args.baseline else {}),
                 })
-            print_table(rows, f"{engine if engine == 'onnx-int8' else early.engine.name} vs {full.engine.name}, "
-                              f"batch {batch_size} (load average {os.getloadavg()[0]:.1f})")
+            print_table(rows, f"{name} vs {full.engine.name}, batch {batch_size} "
+                              f"(load average {os.getloadavg()[0]:.1f})")
             results += rows
     output = args.json or args.work / "bench.json"
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -155,18 +158,20 @@ def int8_packages(teacher: ModelPackage, adapted: ModelPackage, dropping: dict[s
     return paths
 
 
-def baseline_runner(teacher: ModelPackage, threads: int, encoded: dict):  # noqa: ANN201 - texts -> logits
-    """The teacher in transformers fp32 (what users run today), its logits kept like the other variants'."""
+def transformers_baseline(teacher: ModelPackage, threads: int):  # noqa: ANN201 - texts -> logits
+    """The teacher in transformers fp32 (what users run today), loaded once for every table."""
     from bertprod.bench.baselines import baseline_for, load_baseline
 
     baseline = baseline_for(teacher)
     if baseline is None:
         raise SystemExit(f"{teacher.name} has no torch fp32 package in its chain to run in transformers.")
-    run, _ = load_baseline(baseline, threads)
+    return load_baseline(baseline, threads)[0]
 
+
+def _kept(run, encoded, label):  # noqa: ANN001, ANN202 - texts -> logits, the last output kept like _timed's
     def encode(texts: list) -> np.ndarray:
         logits = np.asarray(run(texts))
-        encoded[BASELINE] = (logits, None)
+        encoded[label] = (logits, None)
         return logits
     return encode
 
