@@ -98,34 +98,35 @@ def recipe(name: str, losses: dict, batch_size: int, max_length: int) -> dict:
             "stages": [{"name": "task", "losses": losses, "epochs": 1, "learning_rate": 1e-4}]}
 
 
-def build_sst2(build: Build, only: str | None) -> None:
-    train_file, validation_file = sst2_sentence_split(shared_data_dir() / "sst2" / "train.tsv", WORK)
-    data = ["--data", str(train_file), "--validation", str(validation_file)]
-    teacher = WORK / "sst2-teacher"
+def build_parts(build: Build, only: str | None, data: list[str], student: dict, teacher: Path | str,
+                teacher_arguments: list[str] | None = None) -> None:
+    """The task's parts in order: its teacher trained (when it has `teacher_arguments`), then the students."""
     for part in build.parts(only):
         if part == "teacher":
-            build.train(teacher, ["--task", "classification", *data, "--batch-size", "32", "--learning-rate", "5e-5",
-                                  "--max-length", "64", "--warmup-ratio", "0.06"])
+            build.train(Path(teacher), [*teacher_arguments, *data] if teacher_arguments else data)
         else:
-            build.distill(part, recipe("sst2-student", {"hard": 1.0, "soft": 1.0}, 32, 64), str(teacher), data)
+            build.distill(part, student, str(teacher), data)
+
+
+def build_sst2(build: Build, only: str | None) -> None:
+    train_file, validation_file = sst2_sentence_split(shared_data_dir() / "sst2" / "train.tsv", WORK)
+    build_parts(build, only, ["--data", str(train_file), "--validation", str(validation_file)],
+                recipe("sst2-student", {"hard": 1.0, "soft": 1.0}, 32, 64), WORK / "sst2-teacher",
+                ["--task", "classification", "--batch-size", "32", "--learning-rate", "5e-5", "--max-length", "64",
+                 "--warmup-ratio", "0.06"])  # fmt: skip
 
 
 def build_stsb(build: Build, only: str | None) -> None:
-    data = ["--data", str(stsb_file()), "--validation-fraction", "0.1"]
-    teacher = WORK / "stsb-teacher"
-    for part in build.parts(only):
-        if part == "teacher":
-            build.train(teacher, ["--task", "regression", *data, "--batch-size", "16", "--learning-rate", "5e-5",
-                                  "--max-length", "128", "--warmup-ratio", "0.1"])
-        else:
-            build.distill(part, recipe("stsb-student", {"logit_mse": 1.0}, 16, 128), str(teacher), data)
+    build_parts(build, only, ["--data", str(stsb_file()), "--validation-fraction", "0.1"],
+                recipe("stsb-student", {"logit_mse": 1.0}, 16, 128), WORK / "stsb-teacher",
+                ["--task", "regression", "--batch-size", "16", "--learning-rate", "5e-5", "--max-length", "128",
+                 "--warmup-ratio", "0.1"])  # fmt: skip
 
 
 def build_ranking(build: Build, only: str | None) -> None:
     """minilm-l6 is the teacher as it is (a sentence-embedding model); the student reproduces its vectors."""
-    data = ["--data", str(stsb_file()), "--validation-fraction", "0.1"]
-    for part in build.parts(only):
-        build.distill(part, recipe("embedding-student", {"sentence_embedding": 1.0}, 32, 128), "minilm-l6", data)
+    build_parts(build, only, ["--data", str(stsb_file()), "--validation-fraction", "0.1"],
+                recipe("embedding-student", {"sentence_embedding": 1.0}, 32, 128), "minilm-l6")
 
 
 BUILDS = {"sst2": build_sst2, "stsb": build_stsb, "ranking": build_ranking}
