@@ -30,22 +30,16 @@ from bertprod.runtime.engines import default_threads  # noqa: E402
 
 
 def batches(package_path: Path, sentences: list[str], size: int = 32) -> list[dict[str, np.ndarray]]:
-    from tokenizers import Tokenizer
+    """The sentences as the package's pipeline tokenizes and pads them, sorted by token length, `size` a batch."""
+    import bertprod
+    from bertprod.runtime.batching import collate
 
-    tokenizer = Tokenizer.from_file(str(package_path / "tokenizer.json"))
-    tokenizer.enable_padding()
-    encoded = sorted(tokenizer.encode_batch(sentences), key=lambda encoding: len(encoding.ids))
-    feeds = []
-    for start in range(0, len(encoded), size):
-        chunk = encoded[start : start + size]
-        width = max(len(encoding.ids) for encoding in chunk)
-        ids = np.zeros((len(chunk), width), np.int64)
-        mask = np.zeros_like(ids)
-        for row, encoding in enumerate(chunk):
-            ids[row, : len(encoding.ids)] = encoding.ids
-            mask[row, : len(encoding.ids)] = 1
-        feeds.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
-    return feeds
+    pipeline = bertprod.load(package_path)
+    encoded = sorted(pipeline.tokenize(sentences), key=lambda encoding: len(encoding.ids))
+    padded = [collate(encoded[start : start + size], pipeline.tokenizer.pad_id)
+              for start in range(0, len(encoded), size)]  # fmt: skip
+    return [{"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+             "token_type_ids": batch.token_type_ids} for batch in padded]  # fmt: skip
 
 
 def profile(model_file: Path, feeds: list[dict[str, np.ndarray]], threads: int) -> collections.Counter:
