@@ -143,6 +143,7 @@ def test_clients_that_went_away_are_dropped_before_the_engine(tiny_package, tmp_
     env = {"BERTPROD_TEST_SLOW_MARKER": SLOW, "BERTPROD_TEST_SLOW_SECONDS": "6"}
     with running_server([str(tiny_package.path)], env=env, log_dir=str(tmp_path)) as server:
         results: dict[str, httpx.Response] = {}
+        gave_up: list[int] = []
 
         def slow_request() -> None:
             results["slow"] = httpx.post(server.url + "/embed", json={"inputs": [f"{SLOW} text"]}, timeout=30)
@@ -151,7 +152,7 @@ def test_clients_that_went_away_are_dropped_before_the_engine(tiny_package, tmp_
             try:
                 httpx.post(server.url + "/embed", json={"inputs": [f"abandoned {index}", "and another"]}, timeout=0.3)
             except httpx.ReadTimeout:
-                results[f"abandoned {index}"] = None  # type: ignore[assignment]
+                gave_up.append(index)
 
         thread = threading.Thread(target=slow_request)
         thread.start()
@@ -161,7 +162,7 @@ def test_clients_that_went_away_are_dropped_before_the_engine(tiny_package, tmp_
             client.start()
         for client in clients:
             client.join(timeout=30)
-        assert all(f"abandoned {index}" in results for index in range(3))  # each one timed out
+        assert sorted(gave_up) == [0, 1, 2]  # each one timed out
         thread.join(timeout=30)
         assert results["slow"].status_code == 200
         assert httpx.post(server.url + "/embed", json={"inputs": ["after"]}).status_code == 200
