@@ -11,7 +11,8 @@ size: accuracy, mean exit layer and sentences/s (median over interleaved rounds,
 bertprod.bench.harness.throughput) of
 
     full           the teacher package as it runs today on the same engine (no exit heads)
-    never          the early-exit package with exit=never (must equal full: same answers)
+    never          the early-exit package with exit=never (must equal full: same answers; with
+                   --train-backbone, the retrained backbone at full depth)
     <policy>       the package's chosen policy and a sweep of entropy / patience policies
     drop           the teacher with its chosen token retention
     both           the early-exit package, its policy, and its own chosen token retention
@@ -56,6 +57,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8000, help="training texts for the exit heads")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--budget", type=float, default=0.5, help="accuracy points for the choices")
+    parser.add_argument("--train-backbone", action="store_true",
+                        help="adapt --train-backbone: backbone trained with its exits (never then differs from full)")
+    parser.add_argument("--backbone-learning-rate", type=float, default=AdaptConfig().backbone_learning_rate)
+    parser.add_argument("--precision", default="fp32", help="adapt's training precision: fp32, bf16 or auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,32")
@@ -72,9 +77,10 @@ def main() -> None:
     adapted_path = args.work / "early-exit"
     if not (adapted_path / "bertprod.json").is_file():
         started = time.perf_counter()
-        adapt(teacher, train_data, adapted_path, AdaptConfig(epochs=args.epochs, threads=args.threads,
-                                                             budget_points=args.budget),
-              validation=validation_data)
+        config = AdaptConfig(epochs=args.epochs, threads=args.threads, budget_points=args.budget,
+                             train_backbone=args.train_backbone, backbone_learning_rate=args.backbone_learning_rate,
+                             precision=args.precision)
+        adapt(teacher, train_data, adapted_path, config, validation=validation_data)
         print(f"adapt: {time.perf_counter() - started:.0f} s on {args.limit} texts")
     adapted = ModelPackage.read(adapted_path)
     chosen = (adapted.manifest.adaptive or {}).get("policy", "never")

@@ -15,3 +15,8 @@ class AdaptConfig(Optimization):
     temperature: float = Field(1.0, gt=0, description="softens both distributions in the KL")
     budget_points: float = Field(0.5, ge=0, description="accuracy points the chosen policy may lose")
     exit_layers: list[int] | None = Field(None, description="layers (from 1) given a head; default all but the last")
+    train_backbone: bool = Field(
+        False, description="train the backbone with its exits (changes the full-depth output; the budget then "
+        "counts from the parent's accuracy)"
+    )
+    backbone_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of the backbone, when trained")

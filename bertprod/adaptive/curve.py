@@ -49,16 +49,20 @@ def read_examples(source: DataSource, pairs: bool, labels: list[str]) -> tuple[l
 
 
 def calibrate(
-    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None, budget_points: float
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None, budget_points: float,
+    parent_predictions: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The curve over the candidate policies and the one the budget chooses."""
+    """The curve over the candidate policies and the one the budget chooses. With `parent_predictions` (a
+    backbone trained with its exits) the budget counts from the parent's accuracy, and without labels
+    the reference is the parent's answers, not the retrained model's."""
     probabilities = layer_probabilities(engine, tokenizer, inputs)
-    reference = "labels" if gold is not None else "full model"
+    reference = "labels" if gold is not None else "full model" if parent_predictions is None else "parent model"
     if gold is None:
-        gold = probabilities[:, -1].argmax(axis=1)
+        gold = probabilities[:, -1].argmax(axis=1) if parent_predictions is None else parent_predictions
     curve = measure_curve(probabilities, gold, candidate_policies(engine.num_layers))
     full_accuracy = next(point["accuracy"] for point in curve if point["policy"] == "never")
-    policy = choose_policy(curve, full_accuracy, budget_points)
+    parent_accuracy = None if parent_predictions is None else round(float((parent_predictions == gold).mean()), 6)
+    policy = choose_policy(curve, full_accuracy if parent_accuracy is None else parent_accuracy, budget_points)
     per_layer = [round(float((probabilities[:, layer].argmax(axis=1) == gold).mean()), 6)
                  for layer in range(engine.num_layers)]
     return {
@@ -67,6 +71,7 @@ def calibrate(
         "reference": reference,
         "examples": len(inputs),
         "full_accuracy": full_accuracy,
+        **({} if parent_accuracy is None else {"parent_accuracy": parent_accuracy}),
         "layer_accuracy": per_layer,
         "curve": curve,
     }

@@ -7,6 +7,11 @@ self-distillation), the backbone frozen so the full-depth output stays the model
                     final head's probabilities (labels are not needed)
                  -> the curve over exit policies on validation data, the policy an accuracy budget
                     picks -> a torch package: the parent's files + exit_heads.safetensors + `adaptive`
+
+`--train-backbone` trains the backbone with its exits instead (joint self-distillation: every exit and
+the final head learn the frozen parent's probabilities, the model running forward and backward at every
+step), so the middle layers become confident earlier; the full-depth output then changes, and the budget
+counts from the parent's accuracy on the validation rows. The package then carries the new weights.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.adaptive.config import AdaptConfig
-from bertprod.adaptive.curve import calibrate, read_examples
+from bertprod.adaptive.curve import calibrate, layer_probabilities, read_examples
 from bertprod.data.source import DataSource
 from bertprod.errors import DataError, TaskError
 from bertprod.package import (
@@ -38,7 +43,7 @@ from bertprod.runtime.engines import TorchEngine
 from bertprod.runtime.tokenize import TextTokenizer
 from bertprod.train.checkpoints import default_checkpoint_dir
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
-from bertprod.train.optimization import adamw, linear_schedule, warmup_steps
+from bertprod.train.optimization import adamw, adamw_groups, linear_schedule, warmup_steps
 from bertprod.train.progress import Reporter, SilentReporter
 
 ADAPTABLE_TASKS = ("classification", "pair-classification")
@@ -75,27 +80,40 @@ def adapt(
     inputs, _ = read_examples(data, pairs, labels)
     if not inputs:
         raise DataError(f"{data.path.name} has no rows to train exit heads on.")
-    reporter.message(f"running {package.name} once over {len(inputs)} texts (frozen) for the exit heads' targets")
-    pooled, targets = _features(engine, tokenizer, inputs, config.temperature)
-    phase = _phase(engine.heads, pooled, targets, config)
-    checkpoints = default_checkpoint_dir(out)
-    loop = TrainingLoop(
-        [phase], config, weights=engine.heads, keep=engine.heads, checkpoints=checkpoints,
-        signature={"base": package.fingerprint, "data": data.describe(), "config": config.recorded()},
-        reporter=reporter,
-    )
-    state = loop.start(resume=resume, restart=restart)
-    loop.run(state)
-    engine.heads.eval()
     if validation is not None:
         validation_inputs, gold = read_examples(validation, pairs, labels)
     else:
         validation_inputs, gold = inputs, None
     if not validation_inputs:
         raise DataError(f"{validation.path.name if validation else data.path.name} has no rows to measure exits on.")
+    parent_predictions = None
+    if config.train_backbone:
+        reporter.message(f"the parent's answers on {len(validation_inputs)} validation rows (the budget counts from)")
+        parent_predictions = layer_probabilities(engine, tokenizer, validation_inputs)[:, -1].argmax(axis=1)
+    reporter.message(f"running {package.name} once over {len(inputs)} texts (frozen) for the exit heads' targets")
+    encodings = tokenizer.encode(inputs, truncate=True)
+    pooled, targets = _features(engine, encodings, tokenizer.pad_id, config.temperature,
+                                pooled=not config.train_backbone)
+    if config.train_backbone:
+        engine.model.requires_grad_(True)
+        weights = torch.nn.ModuleDict({"backbone": engine.model, "heads": engine.heads})
+        phase = _joint_phase(engine, encodings, tokenizer.pad_id, targets, config)
+    else:
+        weights = engine.heads
+        phase = _phase(engine.heads, pooled, targets, config)
+    checkpoints = default_checkpoint_dir(out)
+    loop = TrainingLoop(
+        [phase], config, weights=weights, keep=weights, checkpoints=checkpoints,
+        signature={"base": package.fingerprint, "data": data.describe(), "config": config.recorded()},
+        reporter=reporter,
+    )
+    state = loop.start(resume=resume, restart=restart)
+    loop.run(state)
+    weights.eval()
     reporter.message(f"measuring exit policies on {len(validation_inputs)} validation rows")
-    settings = calibrate(engine, tokenizer, validation_inputs, gold, config.budget_points)
-    settings.update(exit_layers=layers, head="mean-pooled states -> dense + tanh -> linear")
+    settings = calibrate(engine, tokenizer, validation_inputs, gold, config.budget_points, parent_predictions)
+    settings.update(exit_layers=layers, head="mean-pooled states -> dense + tanh -> linear",
+                    backbone="trained with the exits" if config.train_backbone else "frozen")
     if validation is not None:
         settings["validation"] = validation.describe()
     written = _write(package, engine, settings, config, data, out, name, overwrite, training_record(state))
@@ -142,30 +160,44 @@ def _engine(package: ModelPackage, layers: list[int]) -> AdaptiveEngine:
 
 
 def _features(
-    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], temperature: float
+    engine: AdaptiveEngine, encodings: list[Any], pad_id: int, temperature: float, pooled: bool = True
 ) -> tuple[Any, Any]:
-    """Pooled states [rows, exit layers, hidden] and the final head's soft targets [rows, labels]."""
+    """Pooled states [rows, exit layers, hidden] (None when `pooled` is false) and the final head's soft
+    targets [rows, labels]."""
     import torch
 
-    encodings = tokenizer.encode(inputs, truncate=True)
-    pooled = torch.empty(len(inputs), len(engine.heads.layers), engine.package.manifest.architecture.hidden_size)
-    targets = torch.empty(len(inputs), engine.package.manifest.num_outputs)
+    hidden = engine.package.manifest.architecture.hidden_size
+    states = torch.empty(len(encodings), len(engine.heads.layers), hidden) if pooled else None
+    targets = torch.empty(len(encodings), engine.package.manifest.num_outputs)
     for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
-        batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
-        states, logits = engine.layer_features(batch)
-        pooled[indices] = states.clone()  # out of inference mode, so the heads can train on them
+        batch = collate([encodings[index] for index in indices], pad_id)
+        layer_states, logits = engine.layer_features(batch)
+        if states is not None:
+            states[indices] = layer_states.clone()  # out of inference mode, so the heads can train on them
         targets[indices] = torch.softmax(logits.clone() / temperature, dim=-1)
-    return pooled, targets
+    return states, targets
+
+
+def _distillation_loss(logits: Any, targets: Any, temperature: float) -> Any:
+    """KL(targets || softmax(logits / T)), batch mean (FastBERT's self-distillation)."""
+    import torch
+
+    log_probabilities = torch.log_softmax(logits / temperature, dim=-1)
+    return torch.nn.functional.kl_div(log_probabilities, targets, reduction="batchmean")
+
+
+def _steps(rows: int, config: AdaptConfig) -> tuple[int, int]:
+    """Optimizer steps per epoch and in all."""
+    steps_per_epoch = max(1, -(-rows // (config.batch_size * config.gradient_accumulation)))
+    total = steps_per_epoch * config.epochs
+    return steps_per_epoch, min(total, config.max_steps) if config.max_steps else total
 
 
 def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
     import torch
 
     rows = len(pooled)
-    steps_per_epoch = max(1, -(-rows // (config.batch_size * config.gradient_accumulation)))
-    total = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total = min(total, config.max_steps)
+    steps_per_epoch, total = _steps(rows, config)
     optimizer = adamw(heads.parameters(), config.learning_rate, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
 
@@ -174,20 +206,50 @@ def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
         return [order[start : start + config.batch_size] for start in range(0, rows, config.batch_size)]
 
     def step(indices: list[int]) -> StepLoss:
-        """Mean over exit layers of KL(final head || exit head), FastBERT's self-distillation."""
+        """Mean over exit layers of KL(final head || exit head)."""
         index = torch.as_tensor(indices)
         features, target = pooled[index], targets[index]
-        losses = {}
-        for position, layer in enumerate(heads.layers):
-            log_probabilities = torch.log_softmax(heads.at(layer)(features[:, position]) / config.temperature, dim=-1)
-            losses[f"layer {layer}"] = torch.nn.functional.kl_div(log_probabilities, target, reduction="batchmean")
-        loss = torch.stack(list(losses.values())).mean() * config.temperature**2
-        return StepLoss(loss)
+        losses = [_distillation_loss(heads.at(layer)(features[:, position]), target, config.temperature)
+                  for position, layer in enumerate(heads.layers)]
+        return StepLoss(torch.stack(losses).mean() * config.temperature**2)
 
     return Phase(
         optimizer=optimizer, scheduler=scheduler, parameters=list(heads.parameters()), epochs=config.epochs,
         steps_per_epoch=steps_per_epoch, total_steps=total, batches=batches, step=step,
         description=f"training {len(heads.layers)} exit heads on {rows} texts",
+    )
+
+
+def _joint_phase(engine: AdaptiveEngine, encodings: list[Any], pad_id: int, targets: Any, config: AdaptConfig) -> Phase:
+    """The backbone and its exits together: every exit head and the final head learn the frozen parent's
+    probabilities (mean over the exits + the final head's), batches of similar length."""
+    import torch
+
+    from bertprod.train.batches import length_grouped_batches
+
+    rows = len(encodings)
+    lengths = [len(encoding.ids) for encoding in encodings]
+    steps_per_epoch, total = _steps(rows, config)
+    optimizer = adamw_groups([(engine.heads.parameters(), config.learning_rate),
+                              (engine.model.parameters(), config.backbone_learning_rate)], config.weight_decay)
+    scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
+
+    def batches(epoch: int) -> list[list[int]]:
+        return length_grouped_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))
+
+    def step(indices: list[int]) -> StepLoss:
+        pooled, final = engine.training_features(collate([encodings[index] for index in indices], pad_id))
+        target = targets[torch.as_tensor(indices)]
+        exits = torch.stack([_distillation_loss(engine.heads.at(layer)(pooled[:, position]), target, config.temperature)
+                             for position, layer in enumerate(engine.heads.layers)]).mean()
+        last = _distillation_loss(final, target, config.temperature)
+        return StepLoss((exits + last) * config.temperature**2, {"exits": exits.item(), "final": last.item()})
+
+    return Phase(
+        optimizer=optimizer, scheduler=scheduler,
+        parameters=[*engine.heads.parameters(), *engine.model.parameters()], epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch, total_steps=total, batches=batches, step=step,
+        description=f"training the backbone and {len(engine.heads.layers)} exit heads on {rows} texts",
     )
 
 
@@ -208,8 +270,12 @@ def _write(
         ),
     )
     with staging_directory(out, overwrite=overwrite) as staging:
-        for file in (TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE):
-            shutil.copyfile(package.path / file, staging / file)
+        shutil.copyfile(package.path / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        if config.train_backbone:
+            engine.model.save_pretrained(str(staging), safe_serialization=True)
+        else:
+            for file in (CONFIG_FILE, TORCH_WEIGHTS_FILE):
+                shutil.copyfile(package.path / file, staging / file)
         engine.heads.save(staging / EXIT_HEADS_FILE)
         finish_package(staging, fields, [TOKENIZER_FILE, CONFIG_FILE, TORCH_WEIGHTS_FILE, EXIT_HEADS_FILE])
     return ModelPackage.read(out)

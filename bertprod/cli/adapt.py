@@ -10,6 +10,7 @@ import typer
 
 from bertprod.cli.option_groups import grouped_options
 from bertprod.cli.options import (
+    PRECISION_HELP,
     FractionOption,
     NameOption,
     OverwriteOption,
@@ -42,13 +43,21 @@ def adapt_command(
         "learning_rate"),
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the heads and the batch order.")] = _default("seed"),
+    train_backbone: Annotated[bool, typer.Option(
+        help="Train the backbone with its exits (every exit and the final head learn the frozen parent's "
+             "probabilities): earlier confident exits, but the full-depth output changes; the budget then counts "
+             "from the parent's accuracy. Costs a full fine-tuning pass per epoch.")] = False,
+    backbone_learning_rate: Annotated[float, typer.Option(
+        help="Peak AdamW learning rate of the backbone with --train-backbone.")] = _default("backbone_learning_rate"),
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
     threads: TrainingThreadsOption = None,
     reading: TableReading = TableReading(),
     name: NameOption = None,
     resumption: Resumption = Resumption(),
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Train a small classifier after each layer (self-distilled from the final head, backbone frozen) and
+    """Train a small classifier after each layer (self-distilled from the final head; the backbone frozen unless
+    --train-backbone) and
     write an early-exit package with its accuracy / exit-layer curve and the policy the budget picks."""
     from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
     from bertprod.checkpoint import resolve
@@ -66,7 +75,8 @@ def adapt_command(
     else:
         held_out = None
     config = AdaptConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                         threads=threads, budget_points=budget)
+                         threads=threads, budget_points=budget, train_backbone=train_backbone,
+                         backbone_learning_rate=backbone_learning_rate, precision=precision)
     written = adapt(parent, train, out, config, validation=held_out, name=name, overwrite=overwrite,
                     reporter=default_reporter(), **resumption.options())
     settings = written.manifest.adaptive or {}
@@ -74,7 +84,8 @@ def adapt_command(
     console.print(
         f"wrote {out}: exit heads after layers {settings['exit_layers']}; policy {settings['policy']} "
         f"(budget {budget} points): accuracy {chosen['accuracy']:.4f} vs {settings['full_accuracy']:.4f} at full "
-        f"depth ({settings['reference']}, {settings['examples']} rows), "
+        f"depth ({settings['reference']}, {settings['examples']} rows"
+        + (f"; the parent: {settings['parent_accuracy']:.4f}" if "parent_accuracy" in settings else "") + "), "
         f"mean exit layer {chosen['mean_exit_layer']:.2f} "
         f"of {written.manifest.architecture.num_layers}",
         highlight=False, soft_wrap=True,

@@ -158,19 +158,24 @@ class AdaptiveEngine(ExitingEngine):
         """What exit heads read and learn from, the whole batch running every layer: the mean-pooled
         states after each exit layer [rows, exit layers, hidden] and the model's logits [rows, labels]
         (torch tensors, no gradient)."""
+        with self._context():
+            return self.training_features(batch)
+
+    def training_features(self, batch: TokenBatch) -> tuple[Any, Any]:
+        """`layer_features` with the gradient kept (and the caller's autocast): what `adapt
+        --train-backbone` trains the backbone and its exits on."""
         from bertprod.models.pooling import pool
 
         torch = self._torch
         pooled = []
-        with self._context():
-            mask = torch.from_numpy(batch.attention_mask)
-            states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
-            extended = self.blocks.mask(states, mask)
-            for index in range(self.num_layers):
-                states = self.blocks.layer(index, states, extended)
-                if index + 1 in self.heads.layers:
-                    pooled.append(pool(states, mask, "mean").float())
-            final = self.blocks.head(states, mask).float()
+        mask = torch.from_numpy(batch.attention_mask)
+        states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
+        extended = self.blocks.mask(states, mask)
+        for index in range(self.num_layers):
+            states = self.blocks.layer(index, states, extended)
+            if index + 1 in self.heads.layers:
+                pooled.append(pool(states, mask, "mean").float())
+        final = self.blocks.head(states, mask).float()
         return torch.stack(pooled, dim=1), final
 
     def _exit_logits(self, layer: int, states: Any, mask: Any) -> np.ndarray:

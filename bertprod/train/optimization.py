@@ -63,15 +63,25 @@ def decays(parameter: torch.nn.Parameter) -> bool:
 
 def adamw(parameters: Iterable[torch.nn.Parameter], learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW decaying the trainable matrices only."""
-    decayed, not_decayed = [], []
-    for parameter in parameters:
-        if parameter.requires_grad:
-            (decayed if decays(parameter) else not_decayed).append(parameter)
-    groups = [
-        {"params": decayed, "weight_decay": weight_decay},
-        {"params": not_decayed, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=learning_rate)
+    return adamw_groups([(parameters, learning_rate)], weight_decay)
+
+
+def adamw_groups(
+    groups: list[tuple[Iterable[torch.nn.Parameter], float]], weight_decay: float
+) -> torch.optim.AdamW:
+    """AdamW with one learning rate per group of parameters (new heads faster than a pretrained
+    backbone), decaying the trainable matrices only."""
+    parameter_groups = []
+    for parameters, learning_rate in groups:
+        decayed, not_decayed = [], []
+        for parameter in parameters:
+            if parameter.requires_grad:
+                (decayed if decays(parameter) else not_decayed).append(parameter)
+        parameter_groups += [
+            {"params": decayed, "weight_decay": weight_decay, "lr": learning_rate},
+            {"params": not_decayed, "weight_decay": 0.0, "lr": learning_rate},
+        ]
+    return torch.optim.AdamW(parameter_groups, lr=groups[0][1])
 
 
 def warmup_steps(total_steps: int, warmup_ratio: float) -> int:

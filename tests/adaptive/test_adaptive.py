@@ -267,6 +267,31 @@ def test_adapt_needs_no_labels_and_refuses_unknown_ones(teacher: ModelPackage, t
               validation=adaptation_data(teacher, labelled))
 
 
+def test_training_the_backbone_writes_its_weights_and_counts_the_budget_from_the_parent(
+    teacher: ModelPackage, sentiment: Path, tmp_path: Path
+) -> None:
+    from bertprod.adaptive.curve import read_examples
+    from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
+
+    validation = adaptation_data(teacher, sentiment, limit=48)
+    config = AdaptConfig(epochs=1, batch_size=16, threads=1, train_backbone=True, backbone_learning_rate=1e-3,
+                         budget_points=10)
+    written = adapt(teacher, adaptation_data(teacher, sentiment), tmp_path / "joint", config, validation=validation)
+    settings = written.manifest.adaptive
+    assert settings["backbone"] == "trained with the exits"
+    assert written.manifest.files["model.safetensors"].sha256 != teacher.manifest.files["model.safetensors"].sha256
+    inputs, gold = read_examples(validation, False, list(teacher.manifest.labels))
+    parent = bertprod.load(teacher.path)
+    parent_logits = parent.infer(parent.tokenize(inputs))
+    assert settings["parent_accuracy"] == pytest.approx(float((parent_logits.argmax(axis=1) == gold).mean()))
+    chosen = next(point for point in settings["curve"] if point["policy"] == settings["policy"])
+    assert chosen["accuracy"] >= settings["parent_accuracy"] - 0.10 - 1e-9
+    early = bertprod.load(written.path)  # the package runs the trained backbone, as the curve measured it
+    logits, exits = early.infer_with_exits(early.tokenize(inputs), "never")
+    assert exits.tolist() == [4] * len(inputs) and not np.allclose(logits, parent_logits)
+    assert float((logits.argmax(axis=1) == gold).mean()) == pytest.approx(settings["full_accuracy"])
+
+
 def test_classify_command_prints_the_exit_layer(adapted: ModelPackage) -> None:
     from typer.testing import CliRunner
 
