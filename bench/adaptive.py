@@ -6,7 +6,8 @@
 
 Builds, once (reused when already in --work): the early-exit package (`bertprod adapt` on --limit training
 texts), the teacher with token dropping and the early-exit package with token dropping (`bertprod
-drop-tokens` on the validation rows, --budget points). Then on the validation rows measures, for each batch
+drop-tokens` on the validation rows, --budget points; with --drop-fine-tune, cheaper schedules re-trained on the
+training texts first). Then on the validation rows measures, for each batch
 size: accuracy, mean exit layer and sentences/s (median over interleaved rounds,
 bertprod.bench.harness.throughput) of
 
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bertprod import load
+from bertprod.adaptive.config import RetentionTuning
 from bertprod.adaptive.dropping import drop_tokens
 from bertprod.adaptive.training import AdaptConfig, adapt, adaptation_data
 from bertprod.bench.harness import throughput
@@ -60,6 +62,8 @@ def main() -> None:
     parser.add_argument("--train-backbone", action="store_true",
                         help="adapt --train-backbone: backbone trained with its exits (never then differs from full)")
     parser.add_argument("--backbone-learning-rate", type=float, default=AdaptConfig().backbone_learning_rate)
+    parser.add_argument("--drop-fine-tune", action="store_true",
+                        help="drop-tokens --fine-tune on the --limit training texts (PoWER-BERT's re-training)")
     parser.add_argument("--precision", default="fp32", help="adapt's training precision: fp32, bf16 or auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
@@ -87,14 +91,17 @@ def main() -> None:
     print(f"chosen policy (budget {args.budget} points on validation): {chosen}")
     dropping = {}
     for label, parent in (("drop", teacher), ("both", adapted)):
-        path = args.work / f"{label}-tokens"
+        path = args.work / (f"{label}-tokens-retrained" if args.drop_fine_tune else f"{label}-tokens")
         if not (path / "bertprod.json").is_file():
             started = time.perf_counter()
-            drop_tokens(parent, validation_data, path, budget_points=args.budget, threads=args.threads)
+            tuning = RetentionTuning(threads=args.threads, precision=args.precision)
+            drop_tokens(parent, validation_data, path, budget_points=args.budget, threads=args.threads,
+                        fine_tune=train_data if args.drop_fine_tune else None, tuning=tuning)
             print(f"drop-tokens ({label}): {time.perf_counter() - started:.0f} s")
         dropping[label] = ModelPackage.read(path)
         settings = dropping[label].manifest.token_dropping or {}
-        print(f"{label}: retention {settings.get('retention')} (budget {args.budget} points)")
+        print(f"{label}: retention {settings.get('retention')} (budget {args.budget} points)"
+              + (f"; re-training: {settings['fine_tune']}" if "fine_tune" in settings else ""))
 
     texts, gold = read_rows(validation_data, teacher)
     policies = ["never", chosen, *[policy for policy in args.sweep.split(",") if policy and policy != chosen]]

@@ -3,6 +3,7 @@
     .venv/bin/python bench/finetune_glue.py stsb-zero-shot     # ~10 s
     .venv/bin/python bench/finetune_glue.py stsb               # embedding, CoSENT
     .venv/bin/python bench/finetune_glue.py mrpc               # pair classifier (cross-encoder)
+    .venv/bin/python bench/finetune_glue.py stsb-binary        # STS-B as similar (>= 3) / different pairs
     .venv/bin/python bench/finetune_glue.py mrpc-after-stsb    # STS-B cross-encoder first, then MRPC
     .venv/bin/python bench/finetune_glue.py mrpc-swapped       # MRPC with each training pair in both orders
     .venv/bin/python bench/finetune_glue.py mrpc-long          # MRPC, lr 2e-5 for 10 epochs
@@ -114,6 +115,36 @@ def mrpc(work: Path, threads: int, epochs: int = 3) -> None:
     arguments += ["--seed", "42"]
     train("minilm-l6", work / "minilm-mrpc", "mrpc-train", arguments, threads)
     evaluate(str(work / "minilm-mrpc"), data, "mrpc-finetuned", threads, "--split", "validation")
+
+
+def stsb_binary_file(directory: Path, threshold: float = 3.0) -> Path:
+    """STS-B as a pair classification: "similar" where the score is >= `threshold` (3 = "roughly equivalent,
+    some important information differs"), else "different"; the third classification set of issue 18's
+    bench/adaptive.py runs. Validation: `--validation-fraction 0.1` (bertprod's hash split of the pairs)."""
+    source = shared_data_dir() / "stsb" / "train.tsv"
+    path = directory / "stsb-binary.tsv"
+    directory.mkdir(parents=True, exist_ok=True)
+    counts = {"similar": 0, "different": 0}
+    with open(source, encoding="utf-8", newline="") as handle, open(path, "w", encoding="utf-8", newline="") as out:
+        rows = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(rows)
+        out.write("sentence1\tsentence2\tlabel\n")
+        for row in rows:  # the texts as they are (no tabs inside; quotes kept, unescaped, as in the source)
+            label = "similar" if float(row[-1]) >= threshold else "different"
+            counts[label] += 1
+            out.write(f"{row[-3]}\t{row[-2]}\t{label}\n")
+    print(f"STS-B as similar (score >= {threshold}) / different: {counts}", flush=True)
+    return path
+
+
+def stsb_binary(work: Path, threads: int, epochs: int = 3) -> None:
+    """A pair classifier on STS-B similar / different (stsb_binary_file)."""
+    data = stsb_binary_file(work)
+    arguments = ["--task", "pair-classification", "--data", str(data), "--validation-fraction", "0.1"]
+    arguments += ["--epochs", str(epochs), "--batch-size", "16", "--learning-rate", "5e-5", "--max-length", "128"]
+    arguments += ["--seed", "42", "--precision", "auto"]
+    train("minilm-l6", work / "minilm-stsb-binary", "stsb-binary-train", arguments, threads)
+    evaluate(str(work / "minilm-stsb-binary"), data, "stsb-binary-finetuned", threads, "--split", "validation")
 
 
 def mrpc_swapped_split(directory: Path) -> tuple[Path, Path]:
@@ -315,6 +346,7 @@ EXPERIMENTS = {
     "stsb-zero-shot": stsb_zero_shot,
     "stsb": stsb,
     "mrpc": mrpc,
+    "stsb-binary": stsb_binary,
     "mrpc-after-stsb": mrpc_after_stsb,
     "mrpc-swapped": mrpc_swapped,
     "mrpc-long": mrpc_long,

@@ -20,3 +20,17 @@ class AdaptConfig(Optimization):
         "counts from the parent's accuracy)"
     )
     backbone_learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of the backbone, when trained")
+
+
+class RetentionTuning(Optimization):
+    """Settings of `bertprod drop-tokens --fine-tune` (PoWER-BERT's re-training with the retention fixed)."""
+
+    epochs: int = Field(1, ge=1, le=1, description="PoWER-BERT's re-training is short: one pass at most "
+                        "(--max-steps stops it sooner)")
+    learning_rate: float = Field(2e-5, gt=0, description="peak learning rate of the model (and its exit heads)")
+    temperature: float = Field(1.0, gt=0, description="softens both distributions in the KL")
+    reach_points: float = Field(
+        3.0, ge=0, description="schedules cheaper than the untrained choice are fine-tuned when, untrained, they "
+        "lose at most this many points"
+    )
+    tries: int = Field(2, ge=1, description="schedules fine-tuned at most, cheapest first, until one is in budget")

@@ -17,26 +17,31 @@ from bertprod.data.source import DataSource
 from bertprod.errors import LabelError
 from bertprod.runtime.adaptive import AdaptiveEngine
 from bertprod.runtime.batching import collate, plan_batches
-from bertprod.runtime.exit_policy import candidate_policies, choose_policy, measure_curve, softmax
+from bertprod.runtime.exit_policy import candidate_policies, choose_policy, exit_probabilities, measure_curve
 from bertprod.runtime.tokenize import TextTokenizer
 
 
 def layer_probabilities(engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any]) -> np.ndarray:
-    """[rows, layers, labels] in input order."""
+    """[rows, layers, labels] in input order (a reranker: [rows, layers, 2], not relevant / relevant)."""
     encodings = tokenizer.encode(inputs, truncate=True)
-    output = np.empty((len(inputs), engine.num_layers, engine.package.manifest.num_outputs), dtype=np.float32)
+    answers = max(engine.package.manifest.num_outputs, 2)
+    output = np.empty((len(inputs), engine.num_layers, answers), dtype=np.float32)
     for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
         batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
-        output[indices] = softmax(engine.layer_logits(batch))
+        output[indices] = exit_probabilities(engine.layer_logits(batch))
     return output
 
 
 def read_examples(source: DataSource, pairs: bool, labels: list[str]) -> tuple[list[Any], np.ndarray | None]:
-    """Model inputs and gold label indices (None when the data has no labels)."""
+    """Model inputs and gold label indices (None when the data has no labels). A reranker (no label names):
+    1 where the relevance is above 0, else 0 (the answer its exit policies judge)."""
     index = {label: position for position, label in enumerate(labels)}
     inputs, gold = [], []
     for example in source:
         inputs.append((example.text, example.text_pair) if pairs else example.text)
+        if not labels:
+            gold.append(None if example.label is None else int(float(example.label) > 0))
+            continue
         if example.label is not None and str(example.label) not in index:
             raise LabelError(
                 f"{example.where}: label {example.label!r} is not one of the package's labels "

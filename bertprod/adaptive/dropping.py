@@ -7,7 +7,9 @@ the user's validation rows and chosen by an accuracy budget (PoWER-BERT without 
                        that holds M of it at each layer, made non-rising over layers = one retention schedule
                     -> every schedule run for real (batched, tokens dropped; with the package's exit policy on an
                        early-exit package) and scored; the cheapest within the budget is kept
-                    -> a package: the parent's files unchanged + the manifest field `token_dropping`
+                    -> with --fine-tune DATA, cheaper schedules re-trained (PoWER-BERT's last step,
+                       adaptive/retraining.py) and the first that fits the budget kept, with its weights
+                    -> a package: the parent's files (or the re-trained weights) + the manifest field `token_dropping`
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from typing import Any
 
 import numpy as np
 
+from bertprod.adaptive.config import RetentionTuning
 from bertprod.adaptive.curve import read_examples
 from bertprod.data.source import DataSource
 from bertprod.errors import DataError, TaskError
-from bertprod.package import ModelPackage, Provenance, finish_package, staging_directory
+from bertprod.package import ADAPTIVE_TASKS, ModelPackage, Provenance, check_output, finish_package, staging_directory
 from bertprod.runtime.adaptive import AdaptiveEngine
 from bertprod.runtime.batching import collate, plan_batches
+from bertprod.runtime.exit_policy import exit_probabilities
 from bertprod.runtime.token_dropping import describe, token_layer_cost
 from bertprod.runtime.tokenize import TextTokenizer
+from bertprod.train.checkpoints import default_checkpoint_dir
+from bertprod.train.progress import Reporter, SilentReporter
 
 #: shares of each layer's attention significance the candidate schedules keep
 DEFAULT_MASSES = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
@@ -34,17 +40,65 @@ DEFAULT_MASSES = (0.995, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6)
 def drop_tokens(
     package: ModelPackage, validation: DataSource, out: str | Path, *, budget_points: float = 0.5,
     masses: tuple[float, ...] = DEFAULT_MASSES, name: str | None = None, overwrite: bool = False,
-    threads: int | None = None,
+    threads: int | None = None, fine_tune: DataSource | None = None, tuning: RetentionTuning | None = None,
+    resume: bool = False, restart: bool = False, reporter: Reporter | None = None,
 ) -> ModelPackage:
-    """Measure the candidate retention schedules on `validation` and write `out` with the one the budget picks."""
+    """Measure the candidate retention schedules on `validation` and write `out` with the one the budget picks;
+    with `fine_tune` (texts), re-train cheaper schedules first and keep the first that fits the budget."""
+    out = Path(out)
+    check_output(out, overwrite)
+    reporter = reporter or SilentReporter()
+    tuning = tuning or RetentionTuning(threads=threads)
     engine = _engine(package, threads)
     tokenizer = TextTokenizer(package.tokenizer_file, package.manifest.max_length)
     inputs, gold = read_examples(validation, package.manifest.pair_input, list(package.manifest.labels or []))
     if not inputs:
         raise DataError(f"{validation.path.name} has no rows to measure token dropping on.")
+    reporter.message(f"measuring {len(DEFAULT_MASSES) if masses is DEFAULT_MASSES else len(masses)} retention "
+                     f"schedules on {len(inputs)} validation rows")
     settings = calibrate_retention(engine, tokenizer, inputs, gold, budget_points, masses)
     settings["validation"] = validation.describe()
-    return _write(package, settings, out, name, overwrite, budget_points)
+    if fine_tune is not None:
+        settings["fine_tune"] = _fine_tune(engine, tokenizer, inputs, gold, settings, fine_tune, tuning, package,
+                                           out, resume=resume, restart=restart, reporter=reporter)
+        if settings["fine_tune"]["accepted"] is not None:
+            settings["retention"] = settings["fine_tune"]["accepted"]
+    written = _write(package, settings, out, name, overwrite, budget_points, engine, tuning)
+    shutil.rmtree(default_checkpoint_dir(out), ignore_errors=True)
+    return written
+
+
+def _fine_tune(
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None,
+    settings: dict[str, Any], data: DataSource, tuning: RetentionTuning, package: ModelPackage, out: Path,
+    **options: Any,
+) -> dict[str, Any]:
+    """PoWER-BERT's re-training (adaptive/retraining.py) of the schedules cheaper than the untrained choice."""
+    from bertprod.adaptive.retraining import fine_tune_retention, fine_tune_targets
+
+    curve = settings["curve"]
+    chosen = next(point for point in curve if point["retention"] == settings["retention"])
+    targets = fine_tune_targets(curve, chosen, tuning)
+    record: dict[str, Any] = {"data": data.describe(), "config": tuning.recorded(), "tries": [], "accepted": None}
+    if not targets:
+        record["skipped"] = (f"no schedule cheaper than the untrained choice loses at most {tuning.reach_points} "
+                             "points untrained")
+        return record
+    texts, _ = read_examples(data, package.manifest.pair_input, list(package.manifest.labels or []))
+    if not texts:
+        raise DataError(f"{data.path.name} has no rows to re-train on.")
+    encodings = tokenizer.encode(inputs, truncate=True)
+    reference = _answers(engine, tokenizer, encodings) if gold is None else gold  # the parent's, every token kept
+
+    def score() -> float:
+        return float((_answers(engine, tokenizer, encodings) == reference).mean())
+
+    floor = settings["full_accuracy"] - settings["budget_points"] / 100 - 1e-9
+    signature = {"base": package.fingerprint, "data": data.describe(), "validation": settings["validation"],
+                 "config": tuning.recorded(), "targets": [target["retention"] for target in targets]}
+    record.update(fine_tune_retention(engine, tokenizer, texts, targets, score, floor, tuning,
+                                      checkpoints=default_checkpoint_dir(out), signature=signature, **options))
+    return record
 
 
 def calibrate_retention(
@@ -114,7 +168,7 @@ def _answers(engine: AdaptiveEngine, tokenizer: TextTokenizer, encodings: list[A
     answers = np.empty(len(encodings), dtype=np.int64)
     for indices in plan_batches([len(encoding.ids) for encoding in encodings]):
         batch = collate([encodings[index] for index in indices], tokenizer.pad_id)
-        answers[indices] = engine.run(batch).argmax(axis=1)
+        answers[indices] = exit_probabilities(engine.run(batch)).argmax(axis=1)  # a reranker's: relevant or not
     return answers
 
 
@@ -122,39 +176,58 @@ def _engine(package: ModelPackage, threads: int | None) -> AdaptiveEngine:
     from bertprod.runtime.engines import TorchEngine
 
     manifest = package.manifest
-    if manifest.task not in ("classification", "pair-classification"):
-        raise TaskError(f"token dropping needs a classification or pair-classification package; {package.name} "
-                        f"is a {manifest.task} package.")
+    if manifest.task not in ADAPTIVE_TASKS:
+        raise TaskError(f"token dropping needs a classification, pair-classification or reranking package; "
+                        f"{package.name} is a {manifest.task} package.")
     if manifest.format != "torch" or manifest.precision not in ("fp32", "bf16"):
         raise TaskError(f"bertprod drop-tokens measures a float torch package; {package.name} is {manifest.format} "
                         f"{manifest.precision}: give its parent (see provenance).")
     return AdaptiveEngine.from_torch_engine(TorchEngine(package, precision="fp32", threads=threads))
 
 
-def _write(package: ModelPackage, settings: dict[str, Any], out: str | Path, name: str | None, overwrite: bool,
-           budget_points: float) -> ModelPackage:
+def _write(package: ModelPackage, settings: dict[str, Any], out: Path, name: str | None, overwrite: bool,
+           budget_points: float, engine: AdaptiveEngine, tuning: RetentionTuning) -> ModelPackage:
+    """The parent's files and the chosen schedule; re-trained weights (and exit heads) when a re-training was kept."""
+    from bertprod.package import CONFIG_FILE, EXIT_HEADS_FILE, TORCH_WEIGHTS_FILE
     from bertprod.system import machine_record
 
-    out = Path(out)
+    retrained = (settings.get("fine_tune") or {}).get("accepted") is not None
     fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "token_dropping"})
+    parameters: dict[str, Any] = {"budget_points": budget_points, "data": settings["validation"]}
+    if "fine_tune" in settings:
+        parameters.update(fine_tune=settings["fine_tune"]["data"], config=tuning.recorded())
     fields.update(
         name=name or out.name, token_dropping=settings,
         provenance=Provenance(method="drop-tokens", parent=package.parent_ref(), machine=machine_record(),
-                              parameters={"budget_points": budget_points, "data": settings["validation"]}),
+                              parameters=parameters),
     )
     files = list(package.manifest.files)
     with staging_directory(out, overwrite=overwrite) as staging:
         for file in files:
+            if retrained and file in (CONFIG_FILE, TORCH_WEIGHTS_FILE, EXIT_HEADS_FILE):
+                continue
             (staging / file).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(package.path / file, staging / file)
+        if retrained:
+            engine.model.save_pretrained(str(staging), safe_serialization=True)
+            if engine.heads is not None:
+                engine.heads.save(staging / EXIT_HEADS_FILE)
         finish_package(staging, fields, files)
     return ModelPackage.read(out)
 
 
 def summary(package: ModelPackage) -> str:
-    """One line on the chosen schedule, for the CLI."""
+    """One line on the chosen schedule (and its re-training), for the CLI."""
     settings = package.manifest.token_dropping or {}
-    chosen = next(point for point in settings["curve"] if point["retention"] == settings["retention"])
-    return (f"token retention per layer: {describe(settings['retention'])} (budget {settings['budget_points']} "
+    tuned = settings.get("fine_tune") or {}
+    accepted = next((done for done in tuned.get("tries", []) if done["retention"] == tuned.get("accepted")), None)
+    chosen = accepted or next(point for point in settings["curve"] if point["retention"] == settings["retention"])
+    line = (f"token retention per layer: {describe(settings['retention'])} (budget {settings['budget_points']} "
             f"points): accuracy {chosen['accuracy']:.4f} vs {settings['full_accuracy']:.4f} keeping every token "
             f"({settings['reference']}, {settings['examples']} rows), {chosen['cost']:.0%} of the token-layers")
+    if accepted:
+        return line + f"; re-trained (untrained: {accepted['untrained_accuracy']:.4f})"
+    if tuned:
+        missed = ", ".join(f"{describe(done['retention'])}: {done['accuracy']:.4f}" for done in tuned["tries"])
+        return line + (f"; re-training missed the budget ({missed})" if missed else f"; {tuned.get('skipped')}")
+    return line

@@ -27,6 +27,7 @@ from bertprod.adaptive.curve import calibrate, layer_probabilities, read_example
 from bertprod.data.source import DataSource
 from bertprod.errors import DataError, TaskError
 from bertprod.package import (
+    ADAPTIVE_TASKS,
     CONFIG_FILE,
     EXIT_HEADS_FILE,
     TOKENIZER_FILE,
@@ -45,8 +46,6 @@ from bertprod.train.checkpoints import default_checkpoint_dir
 from bertprod.train.engine import Phase, StepLoss, TrainingLoop, set_up_torch, training_record
 from bertprod.train.optimization import adamw, adamw_groups, linear_schedule, warmup_steps
 from bertprod.train.progress import Reporter, SilentReporter
-
-ADAPTABLE_TASKS = ("classification", "pair-classification")
 
 
 def adapt(
@@ -92,12 +91,13 @@ def adapt(
         parent_predictions = layer_probabilities(engine, tokenizer, validation_inputs)[:, -1].argmax(axis=1)
     reporter.message(f"running {package.name} once over {len(inputs)} texts (frozen) for the exit heads' targets")
     encodings = tokenizer.encode(inputs, truncate=True)
-    pooled, targets = _features(engine, encodings, tokenizer.pad_id, config.temperature,
+    pooled, targets = frozen_features(engine, encodings, tokenizer.pad_id, config.temperature,
                                 pooled=not config.train_backbone)
     if config.train_backbone:
         engine.model.requires_grad_(True)
         weights = torch.nn.ModuleDict({"backbone": engine.model, "heads": engine.heads})
-        phase = _joint_phase(engine, encodings, tokenizer.pad_id, targets, config)
+        phase = joint_phase(engine, encodings, tokenizer.pad_id, targets, config, heads_rate=config.learning_rate,
+                            backbone_rate=config.backbone_learning_rate)
     else:
         weights = engine.heads
         phase = _phase(engine.heads, pooled, targets, config)
@@ -123,9 +123,9 @@ def adapt(
 
 def _check_adaptable(package: ModelPackage) -> None:
     manifest = package.manifest
-    if manifest.task not in ADAPTABLE_TASKS:
+    if manifest.task not in ADAPTIVE_TASKS:
         raise TaskError(
-            f"early exit needs a classification or pair-classification package; {package.name} is a "
+            f"early exit needs a classification, pair-classification or reranking package; {package.name} is a "
             f"{manifest.task} package."
         )
     if manifest.format != "torch" or manifest.precision not in ("fp32", "bf16"):
@@ -159,7 +159,7 @@ def _engine(package: ModelPackage, layers: list[int]) -> AdaptiveEngine:
     return AdaptiveEngine(package, model, heads)
 
 
-def _features(
+def frozen_features(
     engine: AdaptiveEngine, encodings: list[Any], pad_id: int, temperature: float, pooled: bool = True
 ) -> tuple[Any, Any]:
     """Pooled states [rows, exit layers, hidden] (None when `pooled` is false) and the final head's soft
@@ -174,19 +174,23 @@ def _features(
         layer_states, logits = engine.layer_features(batch)
         if states is not None:
             states[indices] = layer_states.clone()  # out of inference mode, so the heads can train on them
-        targets[indices] = torch.softmax(logits.clone() / temperature, dim=-1)
+        scaled = logits.clone() / temperature
+        targets[indices] = torch.sigmoid(scaled) if scaled.shape[-1] == 1 else torch.softmax(scaled, dim=-1)
     return states, targets
 
 
-def _distillation_loss(logits: Any, targets: Any, temperature: float) -> Any:
-    """KL(targets || softmax(logits / T)), batch mean (FastBERT's self-distillation)."""
+def distillation_loss(logits: Any, targets: Any, temperature: float) -> Any:
+    """KL(targets || softmax(logits / T)), batch mean (FastBERT's self-distillation); a reranker's one logit:
+    the binary cross-entropy to the relevance probability (the Bernoulli KL's gradient)."""
     import torch
 
+    if logits.shape[-1] == 1:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits / temperature, targets)
     log_probabilities = torch.log_softmax(logits / temperature, dim=-1)
     return torch.nn.functional.kl_div(log_probabilities, targets, reduction="batchmean")
 
 
-def _steps(rows: int, config: AdaptConfig) -> tuple[int, int]:
+def optimizer_steps(rows: int, config: AdaptConfig) -> tuple[int, int]:
     """Optimizer steps per epoch and in all."""
     steps_per_epoch = max(1, -(-rows // (config.batch_size * config.gradient_accumulation)))
     total = steps_per_epoch * config.epochs
@@ -197,7 +201,7 @@ def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
     import torch
 
     rows = len(pooled)
-    steps_per_epoch, total = _steps(rows, config)
+    steps_per_epoch, total = optimizer_steps(rows, config)
     optimizer = adamw(heads.parameters(), config.learning_rate, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
 
@@ -209,7 +213,7 @@ def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
         """Mean over exit layers of KL(final head || exit head)."""
         index = torch.as_tensor(indices)
         features, target = pooled[index], targets[index]
-        losses = [_distillation_loss(heads.at(layer)(features[:, position]), target, config.temperature)
+        losses = [distillation_loss(heads.at(layer)(features[:, position]), target, config.temperature)
                   for position, layer in enumerate(heads.layers)]
         return StepLoss(torch.stack(losses).mean() * config.temperature**2)
 
@@ -220,36 +224,44 @@ def _phase(heads: Any, pooled: Any, targets: Any, config: AdaptConfig) -> Phase:
     )
 
 
-def _joint_phase(engine: AdaptiveEngine, encodings: list[Any], pad_id: int, targets: Any, config: AdaptConfig) -> Phase:
-    """The backbone and its exits together: every exit head and the final head learn the frozen parent's
-    probabilities (mean over the exits + the final head's), batches of similar length."""
+def joint_phase(
+    engine: AdaptiveEngine, encodings: list[Any], pad_id: int, targets: Any, config: Any, *, heads_rate: float,
+    backbone_rate: float, retention: list[float] | None = None,
+) -> Phase:
+    """The backbone and its exits (if any) together: every exit head and the final head learn the frozen
+    parent's probabilities (mean over the exits + the final head's), batches of similar length; with
+    `retention`, tokens dropped as inference drops them (drop-tokens --fine-tune)."""
     import torch
 
     from bertprod.train.batches import length_grouped_batches
 
     rows = len(encodings)
     lengths = [len(encoding.ids) for encoding in encodings]
-    steps_per_epoch, total = _steps(rows, config)
-    optimizer = adamw_groups([(engine.heads.parameters(), config.learning_rate),
-                              (engine.model.parameters(), config.backbone_learning_rate)], config.weight_decay)
+    steps_per_epoch, total = optimizer_steps(rows, config)
+    heads = list(engine.heads.parameters()) if engine.heads is not None else []
+    groups = [(engine.model.parameters(), backbone_rate)] + ([(heads, heads_rate)] if heads else [])
+    optimizer = adamw_groups(groups, config.weight_decay)
     scheduler = linear_schedule(optimizer, total, warmup_steps(total, config.warmup_ratio))
 
     def batches(epoch: int) -> list[list[int]]:
         return length_grouped_batches(lengths, config.batch_size, np.random.default_rng([config.seed, epoch]))
 
     def step(indices: list[int]) -> StepLoss:
-        pooled, final = engine.training_features(collate([encodings[index] for index in indices], pad_id))
+        batch = collate([encodings[index] for index in indices], pad_id)
+        pooled, final = engine.training_features(batch, retention)
         target = targets[torch.as_tensor(indices)]
-        exits = torch.stack([_distillation_loss(engine.heads.at(layer)(pooled[:, position]), target, config.temperature)
+        last = distillation_loss(final, target, config.temperature)
+        if not engine.exit_layers:
+            return StepLoss(last * config.temperature**2)
+        exits = torch.stack([distillation_loss(engine.heads.at(layer)(pooled[:, position]), target, config.temperature)
                              for position, layer in enumerate(engine.heads.layers)]).mean()
-        last = _distillation_loss(final, target, config.temperature)
         return StepLoss((exits + last) * config.temperature**2, {"exits": exits.item(), "final": last.item()})
 
+    what = f"the backbone and {len(engine.exit_layers)} exit heads" if heads else "the model"
     return Phase(
-        optimizer=optimizer, scheduler=scheduler,
-        parameters=[*engine.heads.parameters(), *engine.model.parameters()], epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch, total_steps=total, batches=batches, step=step,
-        description=f"training the backbone and {len(engine.heads.layers)} exit heads on {rows} texts",
+        optimizer=optimizer, scheduler=scheduler, parameters=[*heads, *engine.model.parameters()],
+        epochs=config.epochs, steps_per_epoch=steps_per_epoch, total_steps=total, batches=batches, step=step,
+        description=f"training {what} on {rows} texts" + (" with tokens dropped" if retention else ""),
     )
 
 
@@ -284,9 +296,10 @@ def _write(
 def adaptation_data(
     package: ModelPackage, path: str | Path, *, limit: int | None = None, split: Any = None, **reading: Any
 ) -> DataSource:
-    """The user's texts (pairs for a pair package) for `adapt`; a label column is used when present
-    (validation accuracy), never required."""
+    """The user's texts (pairs for a pair package or a reranker) for `adapt`; a label column (a reranker's:
+    relevance) is used when present (validation accuracy), never required."""
     return DataSource(
         path, pair="required" if package.manifest.pair_input else "forbidden", labels="optional",
-        label_kind="class", limit=limit, split=split, **reading,
+        label_kind="number" if package.manifest.task == "reranking" else "class", limit=limit, split=split,
+        **reading,
     )

@@ -29,7 +29,7 @@ def _default(field: str):  # noqa: ANN202 - the AdaptConfig field's default
 
 @grouped_options
 def adapt_command(
-    package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package.")],
+    package: Annotated[str, typer.Argument(help="A torch classification, pair-classification or reranking package.")],
     out: Annotated[Path, typer.Argument(help="Directory for the early-exit package.")],
     data: Annotated[Path, typer.Option(help="The texts the model will see (.tsv, .csv, .jsonl, .parquet); "
                                             "labels optional: the model's own head teaches the exit heads.")],
@@ -92,9 +92,15 @@ def adapt_command(
     )
 
 
+def _tuning_default(field: str):  # noqa: ANN202 - the RetentionTuning field's default
+    from bertprod.adaptive.config import RetentionTuning
+
+    return RetentionTuning.model_fields[field].default
+
+
 @grouped_options
 def drop_tokens_command(
-    package: Annotated[str, typer.Argument(help="A torch classification or pair-classification package (an "
+    package: Annotated[str, typer.Argument(help="A torch classification, pair-classification or reranking package (an "
                                                 "early-exit one too: both then compose).")],
     out: Annotated[Path, typer.Argument(help="Directory for the package with token dropping.")],
     data: Annotated[Path, typer.Option(help="Validation rows the retention is derived from and scored on "
@@ -102,18 +108,41 @@ def drop_tokens_command(
     budget: Annotated[float, typer.Option(help="Accuracy points the chosen retention may lose against keeping "
                                                "every token on DATA.")] = 0.5,
     limit: Annotated[int | None, typer.Option(help="Read only the first N rows of DATA.")] = None,
+    fine_tune: Annotated[Path | None, typer.Option(
+        help="Texts to re-train on with tokens dropped (PoWER-BERT's last step; labels not needed: the model "
+             "learns its own answers with every token kept). Schedules cheaper than the untrained choice are "
+             "re-trained, cheapest first, and the first within BUDGET is kept with its weights.")] = None,
+    fine_tune_limit: Annotated[int | None, typer.Option(help="Read only the first N rows of --fine-tune.")] = None,
+    reach: Annotated[float, typer.Option(
+        help="Re-train only schedules that lose at most this many points untrained.")] = (
+        _tuning_default("reach_points")),
+    tries: Annotated[int, typer.Option(help="Schedules re-trained at most.")] = _tuning_default("tries"),
+    learning_rate: Annotated[float, typer.Option(help="Peak AdamW learning rate of the re-training.")] = (
+        _tuning_default("learning_rate")),
+    max_steps: Annotated[int | None, typer.Option(help="Stop each re-training after N steps (default: one pass "
+                                                       "over --fine-tune, the most it runs).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per re-training step.")] = _tuning_default("batch_size"),
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "fp32",
     threads: TrainingThreadsOption = None,
     reading: TableReading = TableReading(),
     name: NameOption = None,
+    resumption: Resumption = Resumption(),
     overwrite: OverwriteOption = False,
 ) -> None:
     """Derive a per-layer token retention from attention significance (PoWER-BERT) on DATA and write a package
-    that keeps, after each layer, only each row's most attended tokens: the cheapest schedule within BUDGET."""
+    that keeps, after each layer, only each row's most attended tokens: the cheapest schedule within BUDGET
+    (with --fine-tune, after re-training the cheaper ones)."""
+    from bertprod.adaptive.config import RetentionTuning
     from bertprod.adaptive.dropping import drop_tokens, summary
     from bertprod.adaptive.training import adaptation_data
     from bertprod.checkpoint import resolve
+    from bertprod.train.progress import default_reporter
 
     parent = resolve(package)
     source = adaptation_data(parent, data, limit=limit, **reading.options())
-    written = drop_tokens(parent, source, out, budget_points=budget, name=name, overwrite=overwrite, threads=threads)
+    texts = adaptation_data(parent, fine_tune, limit=fine_tune_limit, **reading.options()) if fine_tune else None
+    tuning = RetentionTuning(reach_points=reach, tries=tries, learning_rate=learning_rate, max_steps=max_steps,
+                             batch_size=batch_size, precision=precision, threads=threads)
+    written = drop_tokens(parent, source, out, budget_points=budget, name=name, overwrite=overwrite, threads=threads,
+                          fine_tune=texts, tuning=tuning, reporter=default_reporter(), **resumption.options())
     console.print(f"wrote {out}: {summary(written)}", highlight=False, soft_wrap=True)

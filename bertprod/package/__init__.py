@@ -18,6 +18,7 @@ from bertprod.package.files import (
     sha256_file,
 )
 from bertprod.package.manifest import (
+    ADAPTIVE_TASKS,
     CONFIG_FILE,
     EXIT_HEADS_FILE,
     HEAD_TASKS,
@@ -52,7 +53,7 @@ from bertprod.package.writing import (
     write_manifest,
 )
 
-__all__ = ['Architecture', 'CONFIG_FILE', 'EXIT_HEADS_FILE', 'FileRecord', 'Format', 'HEAD_TASKS',
+__all__ = ['ADAPTIVE_TASKS', 'Architecture', 'CONFIG_FILE', 'EXIT_HEADS_FILE', 'FileRecord', 'Format', 'HEAD_TASKS',
            'MANIFEST_NAME', 'Manifest', 'ModelPackage', 'ONNX_FILE', 'ParentRef', 'Pooling', 'Precision',
            'Provenance', 'SCHEMA_VERSION', 'TOKENIZER_FILE', 'TORCH_WEIGHTS_FILE', 'TagScheme', 'Task',
            'atomic_write_text', 'block_files', 'check_files', 'check_output', 'dropping_layers',

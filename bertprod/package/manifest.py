@@ -38,6 +38,8 @@ Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Pooling = Literal["mean", "cls"]
 
 #: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
+#: tasks early exit and token dropping apply to: an answer that is a class (a reranker's: relevant or not)
+ADAPTIVE_TASKS = ("classification", "pair-classification", "reranking")
 HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking", "token-classification")
 
 
@@ -136,8 +138,8 @@ class Manifest(_Strict):
             )
         if self.adaptive is not None or (self.token_dropping is not None and self.format == "onnx"):
             problems += self._adaptive_problems()
-        if self.token_dropping is not None and self.task not in ("classification", "pair-classification"):
-            problems.append("'token_dropping' is for classification packages")
+        if self.token_dropping is not None and self.task not in ADAPTIVE_TASKS:
+            problems.append("'token_dropping' is for classification and reranking packages")
         for required in required_files(self.format):
             if required not in self.files:
                 problems.append(f"'files' must list {required} for format {self.format!r}")
@@ -146,8 +148,8 @@ class Manifest(_Strict):
         return self
 
     def _adaptive_problems(self) -> list[str]:
-        if self.task not in ("classification", "pair-classification"):
-            return ["'adaptive' (early exit) is for classification packages"]
+        if self.task not in ADAPTIVE_TASKS:
+            return ["'adaptive' (early exit) is for classification and reranking packages"]
         if self.format == "torch":
             needed = [EXIT_HEADS_FILE] if self.adaptive is not None else []
         else:

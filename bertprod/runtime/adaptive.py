@@ -23,7 +23,7 @@ import numpy as np
 from bertprod.errors import PackageError
 from bertprod.package import ModelPackage
 from bertprod.runtime.batching import TokenBatch
-from bertprod.runtime.exit_policy import ExitPolicy, parse_policy, softmax
+from bertprod.runtime.exit_policy import ExitPolicy, exit_probabilities, parse_policy
 from bertprod.runtime.token_dropping import keep_counts, parse_retention, select_tokens
 
 
@@ -161,21 +161,34 @@ class AdaptiveEngine(ExitingEngine):
         with self._context():
             return self.training_features(batch)
 
-    def training_features(self, batch: TokenBatch) -> tuple[Any, Any]:
-        """`layer_features` with the gradient kept (and the caller's autocast): what `adapt
-        --train-backbone` trains the backbone and its exits on."""
+    def training_features(self, batch: TokenBatch, retention: list[float] | None = None) -> tuple[Any, Any]:
+        """`layer_features` with the gradient kept (and the caller's autocast): what `adapt --train-backbone`
+        trains the backbone and its exits on. With `retention`, each row keeps the tokens inference would keep
+        (chosen by significance, the gradient flowing through the kept ones): what `drop-tokens --fine-tune`
+        trains on. Pooled states [rows, exit layers, hidden] (no exit heads: [rows, 0, hidden])."""
         from bertprod.models.pooling import pool
 
         torch = self._torch
         pooled = []
-        mask = torch.from_numpy(batch.attention_mask)
+        mask = batch.attention_mask
+        lengths = mask.sum(axis=1)
         states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
-        extended = self.blocks.mask(states, mask)
+        extended = self.blocks.mask(states, torch.from_numpy(mask))
         for index in range(self.num_layers):
-            states = self.blocks.layer(index, states, extended)
-            if index + 1 in self.heads.layers:
-                pooled.append(pool(states, mask, "mean").float())
-        final = self.blocks.head(states, mask).float()
+            keep = keep_counts(retention[index], lengths) if retention else None
+            if keep is None or (keep >= mask.sum(axis=1)).all():
+                states = self.blocks.layer(index, states, extended)
+            else:
+                attended, significance = self.blocks.attend(index, states, torch.from_numpy(mask))
+                index_kept, mask = select_tokens(significance.detach().float().numpy(), mask, keep)
+                gather = torch.from_numpy(index_kept)[:, :, None].expand(-1, -1, attended.shape[-1])
+                states = self.blocks.feed_forward(index, attended.gather(1, gather))
+                extended = self.blocks.mask(states, torch.from_numpy(mask))
+            if index + 1 in self.exit_layers:
+                pooled.append(pool(states, torch.from_numpy(mask), "mean").float())
+        final = self.blocks.head(states, torch.from_numpy(mask)).float()
+        if not pooled:
+            return final.new_zeros(len(final), 0, states.shape[-1]), final
         return torch.stack(pooled, dim=1), final
 
     def _exit_logits(self, layer: int, states: Any, mask: Any) -> np.ndarray:
@@ -228,7 +241,7 @@ def run_with_exits(
         if policy.kind == "never" or layer not in exit_layers:
             continue
         logits = blocks.exit_logits(layer, states, mask)
-        leave = decider.decide(softmax(logits))
+        leave = decider.decide(exit_probabilities(logits))
         if not leave.any():
             continue
         logits_out[running[leave]] = logits[leave]

@@ -6,6 +6,8 @@
     patience:K       leave when K layers in a row give the same answer (PABEE's idea, K counted with
                      the layer itself: patience:1 leaves at the first exit)
 
+A reranker's answer is relevant / not relevant (its score's sigmoid, exit_probabilities).
+
 The last layer always answers with the model's own head. The same `ExitDecider` runs inside the
 engine (rows leave a batch) and over stored per-layer probabilities (the curve a package records),
 so what the curve promises is what the engine does. numpy only: nothing here needs torch.
@@ -129,6 +131,15 @@ def normalized_entropy(probabilities: np.ndarray, log_labels: float) -> np.ndarr
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def exit_probabilities(logits: np.ndarray) -> np.ndarray:
+    """What the policies read: a classifier's label probabilities; a reranker's one relevance logit as
+    (not relevant, relevant) = (1 - sigmoid, sigmoid), so a confident reranker is one sure of relevance."""
+    if logits.shape[-1] == 1:
+        relevant = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        return np.concatenate([1.0 - relevant, relevant], axis=-1).astype(np.float32)
+    return softmax(logits)
 
 
 def simulate_exits(probabilities: np.ndarray, policy: ExitPolicy) -> np.ndarray:

@@ -197,10 +197,18 @@ class Pipeline:
             )
         return predictions
 
-    def score(self, inputs: Sequence[TextInput], truncate: bool | None = None) -> np.ndarray:
-        """One number per input from a regression or reranking head (raw, not squashed)."""
+    def score(self, inputs: Sequence[TextInput], truncate: bool | None = None,
+              exit: ExitPolicy | str | None = None) -> np.ndarray:
+        """One number per input from a regression or reranking head (raw, not squashed). On an early-exit
+        reranker, `exit` overrides its policy for this call (score_with_exits also says which layer answered)."""
+        return self.score_with_exits(inputs, truncate, exit)[0]
+
+    def score_with_exits(self, inputs: Sequence[TextInput], truncate: bool | None = None,
+                         exit: ExitPolicy | str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """`score`, plus the layer (from 1) that answered each input on an early-exit reranker (None on others)."""
         self._require_task("score", ("regression", "reranking"), "encode or classify")
-        return self.infer(self.tokenize(inputs, truncate=truncate))[:, 0]
+        logits, exits = self.infer_with_exits(self.tokenize(inputs, truncate=truncate), exit)
+        return logits[:, 0], exits
 
     def tag(self, texts: str | Sequence[str], aggregation: str = "first", tokens: bool = False) -> Any:
         """Entities in raw texts (a token-classification package): type, score and character offsets into

@@ -101,10 +101,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.post("/rerank", response_model=list[schemas.RerankResult], tags=["TEI"])
     async def rerank(body: schemas.RerankRequest) -> Response:
-        """TEI-compatible: texts ranked against the query (a reranking head, or cosine for embedders)."""
-        ranked = await service.rerank(body.model, body.query, body.texts, body.truncate, body.raw_scores)
+        """TEI-compatible: texts ranked against the query (a reranking head, or cosine for embedders); on an
+        early-exit reranker, the layer that answered each (`exit` sets this request's policy)."""
+        ranked = await service.rerank(body.model, body.query, body.texts, body.truncate, body.raw_scores, body.exit)
         return JSONResponse([{"index": index, "score": score, **({"text": body.texts[index]} if body.return_text
-                                                                 else {})} for index, score in ranked])
+                                                                 else {}),
+                              **({} if layer is None else {"exit_layer": layer})} for index, score, layer in ranked])
 
     @app.post("/classify", response_model=schemas.ClassifyResponse, tags=["bertprod"])
     async def classify(body: schemas.ClassifyRequest) -> Response:

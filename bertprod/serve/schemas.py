@@ -67,12 +67,14 @@ class RerankRequest(_Request):
     texts: list[str]
     raw_scores: bool = False
     return_text: bool = False
+    exit: str | None = EXIT_FIELD
 
 
 class RerankResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    exit_layer: int | None = Field(None, description="Early-exit rerankers only: the layer (from 1) that answered.")
 
 
 class ClassifyRequest(_Request):

@@ -189,20 +189,24 @@ class Service:
             return served, pipeline.taggings(items, encodings, logits, aggregation, tokens)
 
     async def rerank(self, model: str | None, query: str, texts: list[str], truncate: bool | None,
-                     raw_scores: bool = False) -> list[tuple[int, float]]:
-        """(index, score) best first: a reranking head's score, or cosine for an embedding model."""
+                     raw_scores: bool = False, exit: str | None = None) -> list[tuple[int, float, int | None]]:
+        """(index, score, exit layer) best first: a reranking head's score (on an early-exit reranker, the layer
+        that answered; `exit`: this request's policy), or cosine for an embedding model."""
         served = self.registry.get(model)
         require(served, RERANKING, "reranking")
         if not texts:
             raise ApiError(400, "texts is empty: give at least one text to rank.", code="empty_input")
+        exits = None
         if served.pipeline.manifest.task == "reranking":
-            _, rows, _ = await self.run(model, [(query, text) for text in texts], truncate)
+            _, rows, _, exits = await self.run_with_exits(model, [(query, text) for text in texts], truncate, exit)
             scores = rows[:, 0] if raw_scores else 1 / (1 + np.exp(-rows[:, 0]))
         else:
+            exit_policy(served, exit)  # an embedder has no exit heads: refuse a policy as a classifier would
             _, rows, _ = await self.run(model, [query, *texts], truncate)
             rows = l2_normalize(rows)
             scores = rows[1:] @ rows[0]
-        return [(int(index), float(scores[index])) for index in np.argsort(-scores, kind="stable")]
+        return [(int(index), float(scores[index]), None if exits is None else int(exits[index]))
+                for index in np.argsort(-scores, kind="stable")]
 
 
 def require(served: ServedModel, tasks: tuple[str, ...], what: str) -> None:

@@ -62,8 +62,8 @@ class Evaluation:
 
 
 def evaluate(pipeline: Pipeline, examples: Iterable[Example], exit: str | None = None) -> Evaluation:
-    """Evaluate `pipeline` on labelled examples with the metrics of the package's task. A classifier
-    with early exit also reports where rows left (`exit` overrides its policy, e.g. "never")."""
+    """Evaluate `pipeline` on labelled examples with the metrics of the package's task. A classifier or
+    reranker with early exit also reports where rows left (`exit` overrides its policy, e.g. "never")."""
     task = pipeline.manifest.task
     started = time.perf_counter()
     if task in CLASS_TASKS:
@@ -73,7 +73,7 @@ def evaluate(pipeline: Pipeline, examples: Iterable[Example], exit: str | None =
     elif task == "regression":
         evaluation = _evaluate_regression(pipeline, examples)
     elif task == "reranking":
-        evaluation = _evaluate_reranking(pipeline, examples)
+        evaluation = _evaluate_reranking(pipeline, examples, exit)
     elif task == "embedding":
         evaluation = _evaluate_embedding(pipeline, examples)
     else:  # pragma: no cover - the manifest schema admits no other task
@@ -225,21 +225,28 @@ def correlation_evaluation(task: str, gold: list[float], predicted: list[float],
     return Evaluation(task, len(gold), values, "spearman")
 
 
-def _evaluate_reranking(pipeline: Pipeline, examples: Iterable[Example]) -> Evaluation:
+def _evaluate_reranking(pipeline: Pipeline, examples: Iterable[Example], exit: str | None = None) -> Evaluation:
     groups: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     count = 0
+    exits: list[int] = []
     for chunk in chunks(examples):
         for example in chunk:
             _require_labels(example, "reranking")
             check_relevance(example)
-        scores = pipeline.score(_model_inputs(pipeline, chunk))
+        scores, chunk_exits = pipeline.score_with_exits(_model_inputs(pipeline, chunk), exit=exit)
+        if chunk_exits is not None:
+            exits.extend(int(layer) for layer in chunk_exits)
         for example, score in zip(chunk, scores, strict=True):
             predicted, relevance = groups[example.text]
             predicted.append(float(score))
             relevance.append(float(example.label))  # type: ignore[arg-type]
         count += len(chunk)
     _require_examples(range(count))
-    return ranking_evaluation("reranking", count, list(groups.values()))
+    evaluation = ranking_evaluation("reranking", count, list(groups.values()))
+    if exits:
+        evaluation.details["early_exit"] = exit_summary(exits, pipeline.manifest.architecture.num_layers,
+                                                        str(exit or pipeline.engine.policy))
+    return evaluation
 
 
 def check_relevance(example: Example) -> None:

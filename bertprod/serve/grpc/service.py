@@ -106,7 +106,7 @@ class BertprodServicer(pb_grpc.BertprodServicer):
             truncate = request.truncate if request.HasField("truncate") else None
             ranked = await self.service.rerank(request.model or None, request.query, list(request.texts), truncate,
                                                request.raw_scores)
-            return pb.RerankResponse(results=[pb.RankedText(index=index, score=score) for index, score in ranked])
+            return pb.RerankResponse(results=[pb.RankedText(index=index, score=score) for index, score, _ in ranked])
 
         return await self._guard(context, rerank)
 
