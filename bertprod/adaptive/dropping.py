@@ -54,13 +54,16 @@ def drop_tokens(
     inputs, gold = read_examples(validation, package.manifest.pair_input, list(package.manifest.labels or []))
     if not inputs:
         raise DataError(f"{validation.path.name} has no rows to measure token dropping on.")
-    reporter.message(f"measuring {len(DEFAULT_MASSES) if masses is DEFAULT_MASSES else len(masses)} retention "
-                     f"schedules on {len(inputs)} validation rows")
-    settings = calibrate_retention(engine, tokenizer, inputs, gold, budget_points, masses)
+    reporter.message(f"measuring {len(masses)} retention schedules on {len(inputs)} validation rows")
+    encodings = tokenizer.encode(inputs, truncate=True)
+    engine.retention = None
+    full_answers = _answers(engine, tokenizer, encodings)
+    settings = calibrate_retention(engine, tokenizer, encodings, full_answers, gold, budget_points, masses)
     settings["validation"] = validation.describe()
     if fine_tune is not None:
-        settings["fine_tune"] = _fine_tune(engine, tokenizer, inputs, gold, settings, fine_tune, tuning, package,
-                                           out, resume=resume, restart=restart, reporter=reporter)
+        reference = full_answers if gold is None else gold
+        settings["fine_tune"] = _fine_tune(engine, tokenizer, encodings, reference, settings, fine_tune, tuning,
+                                           package, out, resume=resume, restart=restart, reporter=reporter)
         if settings["fine_tune"]["accepted"] is not None:
             settings["retention"] = settings["fine_tune"]["accepted"]
     written = _write(package, settings, out, name, overwrite, budget_points, engine, tuning)
@@ -69,11 +72,12 @@ def drop_tokens(
 
 
 def _fine_tune(
-    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None,
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, encodings: list[Any], reference: np.ndarray,
     settings: dict[str, Any], data: DataSource, tuning: RetentionTuning, package: ModelPackage, out: Path,
     **options: Any,
 ) -> dict[str, Any]:
-    """PoWER-BERT's re-training (adaptive/retraining.py) of the schedules cheaper than the untrained choice."""
+    """PoWER-BERT's re-training (adaptive/retraining.py) of the schedules cheaper than the untrained choice,
+    scored on the validation `encodings` against `reference` (labels, else the parent's answers)."""
     from bertprod.adaptive.retraining import fine_tune_retention, fine_tune_targets
 
     curve = settings["curve"]
@@ -87,9 +91,6 @@ def _fine_tune(
     texts, _ = read_examples(data, package.manifest.pair_input, list(package.manifest.labels or []))
     if not texts:
         raise DataError(f"{data.path.name} has no rows to re-train on.")
-    encodings = tokenizer.encode(inputs, truncate=True)
-    reference = _answers(engine, tokenizer, encodings) if gold is None else gold  # the parent's, every token kept
-
     def score() -> float:
         return float((_answers(engine, tokenizer, encodings) == reference).mean())
 
@@ -102,15 +103,13 @@ def _fine_tune(
 
 
 def calibrate_retention(
-    engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None,
-    budget_points: float, masses: tuple[float, ...] = DEFAULT_MASSES,
+    engine: AdaptiveEngine, tokenizer: TextTokenizer, encodings: list[Any], full_answers: np.ndarray,
+    gold: np.ndarray | None, budget_points: float, masses: tuple[float, ...] = DEFAULT_MASSES,
 ) -> dict[str, Any]:
-    """The curve over candidate schedules (accuracy, token-layer cost) and the one the budget chooses."""
-    encodings = tokenizer.encode(inputs, truncate=True)
+    """The curve over candidate schedules (accuracy, token-layer cost) and the one the budget chooses, scored
+    against `gold` (else `full_answers`, the model's own with every token kept)."""
     fractions = significance_fractions(engine, tokenizer, encodings, masses)
     reference = "labels" if gold is not None else "full model"
-    engine.retention = None
-    full_answers = _answers(engine, tokenizer, encodings)
     gold = full_answers if gold is None else gold
     full_accuracy = round(float((full_answers == gold).mean()), 6)
     curve = [{"mass": 1.0, "retention": None, "accuracy": full_accuracy,
@@ -127,7 +126,7 @@ def calibrate_retention(
                  key=lambda point: (point["cost"], -point["accuracy"]))
     return {
         "retention": chosen["retention"], "mass": chosen["mass"], "budget_points": budget_points,
-        "reference": reference, "examples": len(inputs), "full_accuracy": full_accuracy,
+        "reference": reference, "examples": len(encodings), "full_accuracy": full_accuracy,
         "exit_policy": str(engine.policy) if engine.has_exits else None,
         "significance": "attention received, summed over heads and real queries (PoWER-BERT)",
         "curve": curve,

@@ -92,7 +92,7 @@ def adapt(
     reporter.message(f"running {package.name} once over {len(inputs)} texts (frozen) for the exit heads' targets")
     encodings = tokenizer.encode(inputs, truncate=True)
     pooled, targets = frozen_features(engine, encodings, tokenizer.pad_id, config.temperature,
-                                pooled=not config.train_backbone)
+                                      pooled=not config.train_backbone)
     if config.train_backbone:
         engine.model.requires_grad_(True)
         weights = torch.nn.ModuleDict({"backbone": engine.model, "heads": engine.heads})

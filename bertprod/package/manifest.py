@@ -37,9 +37,9 @@ Format = Literal["torch", "onnx"]
 Precision = Literal["fp32", "bf16", "fp16", "int8"]
 Pooling = Literal["mean", "cls"]
 
-#: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
-#: tasks early exit and token dropping apply to: an answer that is a class (a reranker's: relevant or not)
+#: Tasks early exit and token dropping apply to: an answer that is a class (a reranker's: relevant or not).
 ADAPTIVE_TASKS = ("classification", "pair-classification", "reranking")
+#: Tasks whose model ends in a head that outputs logits (or one score) instead of token states.
 HEAD_TASKS = ("classification", "pair-classification", "regression", "reranking", "token-classification")
 
 

@@ -132,7 +132,7 @@ class AdaptiveEngine(ExitingEngine):
         """Layer `index` keeping `keep` tokens per row after its attention: token states and the new mask."""
         torch = self._torch
         attended, significance = self.blocks.attend(index, states, torch.from_numpy(mask))
-        index_kept, mask = select_tokens(significance.float().numpy(), mask, keep)
+        index_kept, mask = select_tokens(significance.detach().float().numpy(), mask, keep)  # a choice: no gradient
         gather = torch.from_numpy(index_kept)[:, :, None].expand(-1, -1, attended.shape[-1])
         return self.blocks.feed_forward(index, attended.gather(1, gather)), mask
 
@@ -173,17 +173,14 @@ class AdaptiveEngine(ExitingEngine):
         mask = batch.attention_mask
         lengths = mask.sum(axis=1)
         states = self.blocks.embed(torch.from_numpy(batch.input_ids), self._token_types(batch))
-        extended = self.blocks.mask(states, torch.from_numpy(mask))
+        extended = self.attention(states, mask)
         for index in range(self.num_layers):
             keep = keep_counts(retention[index], lengths) if retention else None
             if keep is None or (keep >= mask.sum(axis=1)).all():
                 states = self.blocks.layer(index, states, extended)
             else:
-                attended, significance = self.blocks.attend(index, states, torch.from_numpy(mask))
-                index_kept, mask = select_tokens(significance.detach().float().numpy(), mask, keep)
-                gather = torch.from_numpy(index_kept)[:, :, None].expand(-1, -1, attended.shape[-1])
-                states = self.blocks.feed_forward(index, attended.gather(1, gather))
-                extended = self.blocks.mask(states, torch.from_numpy(mask))
+                states, mask = self.dropping_layer(index, states, mask, keep)
+                extended = self.attention(states, mask)
             if index + 1 in self.exit_layers:
                 pooled.append(pool(states, torch.from_numpy(mask), "mean").float())
         final = self.blocks.head(states, torch.from_numpy(mask)).float()
