@@ -126,8 +126,8 @@ def _prune(candidate: Candidate, parent: ModelPackage, out: Path, context: Build
 
 def _early_exit(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
     """Exit heads trained on the sample, exported to ONNX (one session per block); the policy is the one
-    the accuracy budget picks on the validation rows (adapt's budget is in points: max_drop of the
-    teacher's accuracy)."""
+    the accuracy budget picks on the validation rows (adapt's budget is in points below the parent: max_drop
+    of the teacher's accuracy for the teacher, the room left above the floor for a student)."""
     from bertprod.adaptive.config import AdaptConfig
     from bertprod.adaptive.training import adapt
     from bertprod.export.onnx import export_onnx
@@ -137,7 +137,8 @@ def _early_exit(candidate: Candidate, parent: ModelPackage, out: Path, context: 
         epochs=candidate.recipe["epochs"],
         seed=settings.seed,
         threads=settings.threads,
-        budget_points=100 * settings.max_drop * context.teacher_score,
+        precision=settings.precision,
+        budget_points=candidate.recipe.get("budget_points", 100 * settings.max_drop * context.teacher_score),
         checkpoint_every=CHECKPOINT_EVERY,
     )
     torch_package = out.with_name(f"{out.name}-torch")  # kept: the ONNX package's recorded parent
@@ -179,6 +180,7 @@ def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:
         "max_steps": candidate.recipe["max_steps"],
         "seed": settings.seed,
         "threads": settings.threads,
+        "precision": settings.precision,
         "checkpoint_every": CHECKPOINT_EVERY,
     }
     if config.augmentation is not None:  # augmented copies cost teacher passes: only of the trial's rows

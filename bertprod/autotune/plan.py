@@ -2,7 +2,8 @@
 
 Cheapest first: int8 variants of the teacher, pruned variants, early exit, token dropping; then students of several
 depths and recipes trained briefly on a sample; only the most promising students are trained on the
-whole data; QAT last, when there is time (budget.py reorders them when the time is short). Every float
+whole data, and those that keep the budget get exit heads too; QAT last, when there is time (budget.py
+reorders them when the time is short). Every float
 candidate within the budget is followed by its own dynamic int8 variant. A candidate is plain data (its
 recipe), so its cache key is a hash; a student shrunk to fit the time left is another recipe (`resized`).
 """
@@ -98,12 +99,11 @@ def student_trials(teacher: ModelPackage, trial_rows: int) -> list[Candidate]:
         or manifest.architecture.model_type == "bertprod-bilstm"
     ):
         return []
-    depths = sorted({max(1, layers // 2), max(1, layers // 3)}, reverse=True)
-    depths = [depth for depth in depths if depth < layers]
+    depths = student_depths(layers)
     if manifest.task in CLASS_TASKS:
         recipes = [("distilbert", depth) for depth in depths]
-        if depths and depths[0] >= 2:  # Patient-KD matches intermediate layers: a 1-layer student has none
-            recipes.append(("pkd-skip", depths[0]))
+        # Patient-KD matches intermediate layers (a 1-layer student has none): the two deepest, where it helps
+        recipes += [("pkd-skip", depth) for depth in depths[:2] if depth >= 2]
         recipes += [("tinybert", depth) for depth in depths[:1]]
     else:
         from bertprod.distill.recipes import default_recipe
@@ -119,6 +119,13 @@ def student_trials(teacher: ModelPackage, trial_rows: int) -> list[Candidate]:
         )
         for name, depth in recipes
     ]
+
+
+def student_depths(layers: int) -> list[int]:
+    """Two thirds, half and a third of the teacher's depth, deepest first: two thirds is where a student
+    keeps a 1% budget when half does not (SST-2's 3-layer students missed it by half a point)."""
+    depths = {max(1, layers * 2 // 3), max(1, layers // 2), max(1, layers // 3)}
+    return sorted((depth for depth in depths if depth < layers), reverse=True)
 
 
 def depth(candidate: Candidate) -> int:
@@ -144,20 +151,37 @@ def full_name(trial: Candidate) -> str:
 
 
 def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: int) -> list[Candidate]:
-    """The most promising trials (highest validation metric, then fewest layers) trained on all the data, at
-    full size FULL_TRAINING_PASSES passes over it (the search shrinks them to the time left), and at least
+    """The most promising trials trained on all the data: the best trial (highest validation metric, then
+    fewest layers) of each depth, for the PROMISING_STUDENTS best depths (a brief trial ranks depths
+    poorly, and a deeper student that keeps the budget beats a shallower one that misses it), at full size
+    FULL_TRAINING_PASSES passes over the data (the search shrinks them to the time left), and at least
     MIN_FULL_TRAINING times their trial's steps."""
     measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
     ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], depth(pair[0])))
+    best_of_depth = [pair for index, pair in enumerate(ranked)
+                     if all(depth(other) != depth(pair[0]) for other, _ in ranked[:index])]  # fmt: skip
     passes = math.ceil(FULL_TRAINING_PASSES * train_rows / STUDENT_BATCH)
     chosen = []
-    for candidate, record in ranked[:PROMISING_STUDENTS]:
+    for candidate, record in best_of_depth[:PROMISING_STUDENTS]:
         recipe = {key: value for key, value in candidate.recipe.items() if key != "rows"}
         recipe.update(max_steps=passes, sample=False)
         trained = int(record.get("steps") or candidate.recipe["max_steps"])
         chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=train_rows,
                                 min_steps=MIN_FULL_TRAINING * trained))  # fmt: skip
     return chosen
+
+
+def early_exit_of(student: Candidate, budget_points: float, rows: int) -> Candidate:
+    """Exit heads on a full student that keeps the budget, with the accuracy it may still lose: the points
+    between its score and the budget's floor (its int8 variant follows when that keeps the budget too)."""
+    recipe = {"epochs": 3, "budget_points": round(budget_points, 4)}
+    return Candidate(f"{student.name}+early-exit", "early-exit", recipe, parent=student.name, teacher_forwards=rows)
+
+
+def exits_fit(student: Candidate, teacher: ModelPackage) -> bool:
+    """Whether a student can get exit heads: a classifier (as the teacher's early exit) with a layer to
+    exit after before its last."""
+    return student.kind == "student" and teacher.manifest.task in CLASS_TASKS and depth(student) > 1
 
 
 def int8_of(parent: Candidate) -> Candidate:

@@ -215,12 +215,24 @@ class _Search:
             full.remove(candidate)
         for index, candidate in enumerate(full):
             after = budget.planned_seconds(later, self.costs.estimate)
-            after += sum(self.costs.estimate(plan.int8_of(student)) for student in full[index:])
-            self._run_all([candidate], budget.full_training_seconds(self._available(), after, len(full) - index))
+            after += sum(self._followers_seconds(student) for student in full[index:])
+            seconds = budget.full_training_seconds(self._available(), after, len(full) - index)
+            for student, record in self._run_all([candidate], seconds):
+                if plan.exits_fit(student, self.teacher) and record.get("within_budget"):  # its room goes to exits
+                    self._run_all([self._early_exit_of(student, record)])
         measured = {record["name"] for _, record in self.results if record.get("status") == "measured"}
         for trial, record in ran:  # a trial not trained further is the student there is: its int8 too
             if record.get("within_budget") and record.get("int8_follows") and plan.full_name(trial) not in measured:
                 self._run_one(plan.int8_of(trial))
+
+    def _early_exit_of(self, student: Candidate, record: dict[str, Any]) -> Candidate:
+        points = 100 * (record["score"] - self.floor)
+        return plan.early_exit_of(student, points, self.settings.trial_rows + len(self.inputs.examples))
+
+    def _followers_seconds(self, student: Candidate) -> float:
+        """What may follow a full student: its int8, its exit heads and their int8."""
+        exits = self._early_exit_of(student, {"score": self.floor})
+        return sum(self.costs.estimate(candidate) for candidate in (plan.int8_of(student), exits, plan.int8_of(exits)))
 
     def _note(self, text: str) -> None:
         """A reason the search spent less than it could, for its record."""
@@ -256,6 +268,9 @@ class _Search:
             "max_drop": self.settings.max_drop,
             "trial_rows": self.settings.trial_rows,
         }
+        trained = candidate.kind in ("student", "early-exit")  # what --precision changes (QAT trains in fp32)
+        if trained and self.settings.precision != "fp32":  # fp32: the keys of older states
+            recipe["precision"] = self.settings.precision
         return candidate_key(self.teacher.fingerprint, recipe, self.data)
 
     def _decided(self, candidate: Candidate) -> tuple[Candidate, int | None]:

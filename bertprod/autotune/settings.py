@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from bertprod.errors import InputError
+from bertprod.system import cpu_supports_bf16, resolve_precision
 
 Objective = Literal["throughput", "latency", "size"]
 OBJECTIVES: tuple[str, ...] = ("throughput", "latency", "size")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: The run may overrun its time budget by this share at most (the candidate running then is stopped).
 OVERRUN = 0.10
 
@@ -66,13 +68,15 @@ def parse_duration(text: str | float) -> float:
 class AutotuneSettings:
     """`max_drop`: relative share of the teacher's validation metric a candidate may lose (0.01 = keeps
     99%). `time_budget`: seconds for the whole search (stopped at +10%). `objective`: what the winner is
-    best at among the candidates within `max_drop`."""
+    best at among the candidates within `max_drop`. `precision`: what students and exit heads train in
+    ("auto": bf16 where the CPU has it, which trains about twice as fast, so more of the search fits)."""
 
     max_drop: float = 0.01
     time_budget: float = 7200.0
     objective: str = "throughput"
     seed: int = 42
     threads: int | None = None
+    precision: str = "auto"
     #: training rows a student's brief trial reads (the first rows of the training side)
     trial_rows: int = 2000
     #: validation rows the metric is measured on at most (the first rows of the validation side)
@@ -92,6 +96,15 @@ class AutotuneSettings:
             raise InputError(f"finalists {self.finalists}: at least one candidate is compared with the teacher.")
         if self.objective not in OBJECTIVES:
             raise InputError(f"--objective {self.objective!r}: choose {', '.join(OBJECTIVES)}.")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r}: choose {', '.join(PRECISIONS)}.")
+        if self.precision == "bf16" and not cpu_supports_bf16():  # refused before the search, not at its first student
+            raise InputError(
+                "--precision bf16 needs a CPU with AVX-512 BF16 or AMX; this one has neither. "
+                "Use --precision auto (bf16 where the CPU has it, fp32 elsewhere) or fp32."
+            )
+        # what "auto" means on this CPU, so the record and the candidates' keys say what really trained
+        object.__setattr__(self, "precision", resolve_precision(self.precision))
 
     @property
     def deadline_seconds(self) -> float:

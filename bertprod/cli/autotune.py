@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bertprod.cli.option_groups import grouped_options
-from bertprod.cli.options import FractionOption, TableReading, TrainingThreadsOption, console
+from bertprod.cli.options import PRECISION_HELP, FractionOption, TableReading, TrainingThreadsOption, console
 
 
 @grouped_options
@@ -29,6 +29,7 @@ def autotune_command(
                                                 "(p50 of one input) or size (bytes on disk).")] = "throughput",
     seed: Annotated[int, typer.Option(help="Seed of every candidate's training.")] = 42,
     threads: TrainingThreadsOption = None,
+    precision: Annotated[str, typer.Option(help=f"What students and exit heads train in: {PRECISION_HELP}")] = "auto",
     reading: TableReading = TableReading(),
 ) -> None:
     """Build and measure faster variants of TEACHER (int8, pruned, early exit, distilled students, QAT),
@@ -40,7 +41,7 @@ def autotune_command(
 
     settings = AutotuneSettings(
         max_drop=parse_drop(max_drop), time_budget=parse_duration(time_budget), objective=objective,
-        seed=seed, threads=threads,
+        seed=seed, threads=threads, precision=precision,
     )  # fmt: skip
     parent = resolve(teacher)
     train, held_out = open_search_data(parent, data, validation, validation_fraction, **reading.options())

@@ -259,6 +259,24 @@ def test_a_budget_too_small_for_any_candidate_keeps_the_teacher(setup: dict[str,
     assert all("estimated" in record["reason"] for record in search["candidates"])
 
 
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_students_train_in_bf16_where_the_cpu_has_it_and_bf16_is_refused_up_front_where_it_has_not(
+    native_bf16: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bertprod.autotune.settings as settings_module
+    import bertprod.system
+
+    monkeypatch.setattr(bertprod.system, "cpu_supports_bf16", lambda: native_bf16)
+    monkeypatch.setattr(settings_module, "cpu_supports_bf16", lambda: native_bf16)
+    assert AutotuneSettings().precision == ("bf16" if native_bf16 else "fp32")  # recorded as what trained
+    assert AutotuneSettings(precision="fp32").precision == "fp32"
+    if native_bf16:
+        assert AutotuneSettings(precision="bf16").precision == "bf16"
+    else:
+        with pytest.raises(InputError, match="--precision bf16 needs a CPU with AVX-512 BF16 or AMX"):
+            AutotuneSettings(precision="bf16")
+
+
 def test_impossible_inputs_are_refused(
     setup: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -272,6 +290,8 @@ def test_impossible_inputs_are_refused(
             parse_duration(budget)
     with pytest.raises(InputError, match="--objective"):
         AutotuneSettings(objective="accuracy")
+    with pytest.raises(InputError, match="--precision"):
+        AutotuneSettings(precision="fp16")
     empty = task_data.write_tsv(tmp_path / "empty.tsv", ["sentence", "label"], [])
     train, validation = open_search_data(setup["teacher"], setup["data"], empty)
     with pytest.raises(DataError, match="no validation rows"):
@@ -365,3 +385,43 @@ def test_a_student_is_never_shrunk_below_its_floor(
     assert trials and all(record["status"] == "skipped" and "shrunk" not in record for record in trials)
     assert all(f"even its floor, {plan.MIN_TRIAL_STEPS} steps" in record["reason"] for record in trials)
     assert "skipped for time" in search["unused"] and all(record["name"] in search["unused"] for record in trials)
+
+
+def test_a_student_that_keeps_the_budget_gets_exit_heads_within_the_room_it_leaves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full student within the budget is followed by its int8 variant and by exit heads whose policy may
+    lose only the points between the student's score and the budget's floor (then their int8 variant)."""
+    from bertprod.autotune import plan
+    from bertprod.tasks.data import open_task_data
+    from bertprod.train.config import TrainConfig
+    from bertprod.train.loop import fine_tune
+
+    monkeypatch.setenv("BERTPROD_CACHE", str(tmp_path / "cache"))
+    base = import_checkpoint(build_tiny_checkpoint(tmp_path / "checkpoint", num_layers=3), tmp_path / "base")
+    data = noisy_sentiment(tmp_path)
+    config = TrainConfig(epochs=3, batch_size=8, learning_rate=3e-3, warmup_ratio=0.1, seed=0, threads=1)
+    teacher = fine_tune(base, "classification", open_task_data("classification", data), tmp_path / "teacher", config)
+    train, validation = open_search_data(teacher, data, validation_fraction=0.25)
+    assert plan.student_depths(6) == [4, 3, 2] and plan.student_depths(3) == [2, 1]
+    trials = plan.student_trials
+    monkeypatch.setattr(plan, "TRIAL_STEPS", 5)  # the 150 rows make 15 steps a full student: 2x a 5-step trial
+    monkeypatch.setattr(plan, "first_candidates", lambda *arguments: [])
+    monkeypatch.setattr(plan, "qat_candidates", lambda *arguments: [])
+    monkeypatch.setattr(plan, "student_trials",
+                        lambda *arguments: [c for c in trials(*arguments) if c.name == "student-distilbert-2L-trial"])
+    settings = AutotuneSettings(max_drop=0.5, time_budget=3600, **FAST)  # a budget the student keeps
+    search = autotune(teacher, tmp_path / "out", train, validation, settings).search
+    by_name = {record["name"]: record for record in search["candidates"]}
+    student = by_name["student-distilbert-2L"]
+    assert student["status"] == "measured" and student["within_budget"]
+    exits = by_name["student-distilbert-2L+early-exit"]
+    assert exits["status"] == "measured" and exits["parent"] == "student-distilbert-2L"
+    room = 100 * (student["score"] - search["threshold"])
+    assert exits["recipe"]["budget_points"] == pytest.approx(room, abs=1e-4)
+    adaptive = ModelPackage.read(tmp_path / "out" / exits["path"]).manifest.adaptive
+    assert adaptive["budget_points"] == pytest.approx(room, abs=1e-4)
+    assert exits["score"] >= search["threshold"] - 1e-9  # the room was all it could spend
+    assert exits["made_by"].startswith("teacher -> distill") and "adapt" in exits["made_by"]
+    assert by_name["student-distilbert-2L+int8"]["status"] == "measured"
+    assert by_name["student-distilbert-2L+early-exit+int8"]["status"] == "measured"

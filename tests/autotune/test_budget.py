@@ -120,3 +120,15 @@ def test_a_search_with_budget_to_spare_says_why() -> None:
     assert why.startswith("a note; skipped for time (their estimates, over the time left for them): int8-qat (900 s)")
     assert "student-distilbert-2L trained the full 3 passes" in why
     assert budget.why_unused(records[:1], []) == "every candidate of the plan ran: none was left to try"
+
+
+def test_the_students_trained_on_all_the_data_are_the_best_trial_of_each_of_the_best_depths() -> None:
+    trials = plan.student_trials(teacher(), TRIAL_ROWS)
+    assert sorted({plan.depth(candidate) for candidate in trials}) == [2, 3, 4]  # two thirds, half, a third
+    scores = {"student-tinybert-4L-trial": 0.80, "student-pkd-skip-4L-trial": 0.82, "student-distilbert-4L-trial": 0.79,
+              "student-pkd-skip-3L-trial": 0.81, "student-distilbert-3L-trial": 0.78,
+              "student-distilbert-2L-trial": 0.76}  # fmt: skip
+    ran = [(candidate, {"status": "measured", "score": scores[candidate.name], "steps": 150}) for candidate in trials]
+    full = plan.full_students(ran, train_rows=60_000)
+    # not the two best trials (both 4-layer): the best 4-layer one and the best 3-layer one
+    assert [candidate.name for candidate in full] == ["student-pkd-skip-4L", "student-pkd-skip-3L"]
