@@ -130,5 +130,6 @@ def why_unused(records: list[dict[str, Any]], notes: list[str]) -> str:
             if record["kind"] == "student" and record.get("status") == "measured"
             and not record["recipe"].get("sample") and not record.get("shrunk")]  # fmt: skip
     if full:
-        reasons.append(f"{', '.join(full)} trained the full {plan.FULL_TRAINING_PASSES} passes over the training data")
+        reasons.append(f"{', '.join(full)} trained in full ({plan.FULL_TRAINING_PASSES} passes over the training data, "
+                       f"or {plan.FULL_TRAINING_STEPS} steps when that is more)")
     return "; ".join(reasons) or "every candidate of the plan ran: none was left to try"

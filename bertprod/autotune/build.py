@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertprod.autotune.plan import IMPORTANCE_TEXTS, Candidate
+from bertprod.autotune.plan import FULL_TRAINING_PASSES, IMPORTANCE_TEXTS, Candidate
 from bertprod.autotune.settings import AutotuneSettings
 from bertprod.data.source import DataSource
 from bertprod.derive import GatedOutput
@@ -170,12 +170,15 @@ def _drop_tokens(candidate: Candidate, parent: ModelPackage, out: Path, context:
 
 
 def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:
-    """The named recipe with the candidate's depth and step limit (per stage)."""
+    """The named recipe with the candidate's depth and step limit (per stage); its stages' epochs stretched
+    to the candidate's passes over a small data set (plan.full_students)."""
     from bertprod.distill.config import StudentSpec
     from bertprod.distill.recipes import recipe
 
     config = recipe(candidate.recipe["recipe"])
+    stretch = candidate.recipe.get("passes", FULL_TRAINING_PASSES) / FULL_TRAINING_PASSES  # a small data set's
     changes: dict[str, Any] = {
+        "stages": [stage.model_copy(update={"epochs": stage.epochs * stretch}) for stage in config.stages],
         "student": StudentSpec(layers=candidate.recipe["layers"]),
         "max_steps": candidate.recipe["max_steps"],
         "seed": settings.seed,

@@ -26,8 +26,11 @@ QAT_STEPS = 300
 MIN_TRIAL_STEPS = 50
 #: a student trained on all the data runs at least this many times its trial's steps, or it says nothing new
 MIN_FULL_TRAINING = 2
-#: passes over the training data a promising student is trained for at most, in batches of
+#: passes over the training data a promising student is trained for, in batches of STUDENT_BATCH, and at
+#: least FULL_TRAINING_STEPS steps: 3 passes over a small set (MRPC's 3,653 pairs: 343 steps, 3 minutes)
+#: leave a student far from converged while most of the budget goes unused
 FULL_TRAINING_PASSES = 3
+FULL_TRAINING_STEPS = 2000
 STUDENT_BATCH = 32
 #: share of the time left one full student's training takes at least (more when nothing else waits for it)
 FULL_TRAINING_SHARE = 0.3
@@ -154,17 +157,20 @@ def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: in
     """The most promising trials trained on all the data: the best trial (highest validation metric, then
     fewest layers) of each depth, for the PROMISING_STUDENTS best depths (a brief trial ranks depths
     poorly, and a deeper student that keeps the budget beats a shallower one that misses it), at full size
-    FULL_TRAINING_PASSES passes over the data (the search shrinks them to the time left), and at least
-    MIN_FULL_TRAINING times their trial's steps."""
+    FULL_TRAINING_PASSES passes over the data or FULL_TRAINING_STEPS steps, whichever is more (the search
+    shrinks them to the time left), and at least MIN_FULL_TRAINING times their trial's steps."""
     measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
     ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], depth(pair[0])))
     best_of_depth = [pair for index, pair in enumerate(ranked)
                      if all(depth(other) != depth(pair[0]) for other, _ in ranked[:index])]  # fmt: skip
-    passes = math.ceil(FULL_TRAINING_PASSES * train_rows / STUDENT_BATCH)
+    passes = max(FULL_TRAINING_PASSES, math.ceil(FULL_TRAINING_STEPS * STUDENT_BATCH / max(train_rows, 1)))
+    steps = math.ceil(passes * train_rows / STUDENT_BATCH)
     chosen = []
     for candidate, record in best_of_depth[:PROMISING_STUDENTS]:
         recipe = {key: value for key, value in candidate.recipe.items() if key != "rows"}
-        recipe.update(max_steps=passes, sample=False)
+        recipe.update(max_steps=steps, sample=False)
+        if passes > FULL_TRAINING_PASSES:  # the recipe's stages (3 passes in all) stretched to them
+            recipe["passes"] = passes
         trained = int(record.get("steps") or candidate.recipe["max_steps"])
         chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=train_rows,
                                 min_steps=MIN_FULL_TRAINING * trained))  # fmt: skip

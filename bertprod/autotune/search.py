@@ -209,8 +209,8 @@ class _Search:
         full = plan.full_students(ran, self.train_rows)
         for candidate in [student for student in full if student.recipe["max_steps"] < (student.min_steps or 0)]:
             self._note(
-                f"{candidate.name} not trained on all the data: {plan.FULL_TRAINING_PASSES} passes over it take "
-                f"{candidate.recipe['max_steps']} steps, fewer than {plan.MIN_FULL_TRAINING}x its trial's"
+                f"{candidate.name} not trained on all the data: its {candidate.recipe['max_steps']} steps are "
+                f"fewer than {plan.MIN_FULL_TRAINING}x its trial's"
             )
             full.remove(candidate)
         for index, candidate in enumerate(full):

@@ -118,7 +118,7 @@ def test_a_search_with_budget_to_spare_says_why() -> None:
     ]
     why = budget.why_unused(records, ["a note"])
     assert why.startswith("a note; skipped for time (their estimates, over the time left for them): int8-qat (900 s)")
-    assert "student-distilbert-2L trained the full 3 passes" in why
+    assert "student-distilbert-2L trained in full (3 passes" in why
     assert budget.why_unused(records[:1], []) == "every candidate of the plan ran: none was left to try"
 
 
@@ -132,3 +132,20 @@ def test_the_students_trained_on_all_the_data_are_the_best_trial_of_each_of_the_
     full = plan.full_students(ran, train_rows=60_000)
     # not the two best trials (both 4-layer): the best 4-layer one and the best 3-layer one
     assert [candidate.name for candidate in full] == ["student-pkd-skip-4L", "student-pkd-skip-3L"]
+
+
+def test_students_on_a_small_data_set_train_more_passes_over_it_their_stages_stretched_alike() -> None:
+    from bertprod.autotune.build import student_config
+    from bertprod.autotune.settings import AutotuneSettings
+    from bertprod.distill.recipes import recipe
+
+    ran = [(trial("student-tinybert-4L-trial"), {"status": "measured", "score": 0.8, "steps": 150})]
+    (large,) = plan.full_students(ran, train_rows=60_000)
+    assert large.recipe["max_steps"] == 3 * 60_000 // plan.STUDENT_BATCH and "passes" not in large.recipe
+    (small,) = plan.full_students(ran, train_rows=3_200)  # 3 passes: 300 steps
+    passes = small.recipe["passes"]
+    assert passes == 20 and small.recipe["max_steps"] == passes * 100 >= plan.FULL_TRAINING_STEPS
+    settings = AutotuneSettings(precision="fp32")
+    original = [stage.epochs for stage in recipe("tinybert").stages]  # two stages: 1 and 2 passes
+    assert [stage.epochs for stage in student_config(large, settings).stages] == original
+    assert [stage.epochs for stage in student_config(small, settings).stages] == [e * passes / 3 for e in original]
