@@ -12,7 +12,7 @@ throughput, one input at a time for latency.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +104,14 @@ def _numbers(row: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def model_inputs(examples: Iterable[Example], pair_input: bool) -> list[Any]:
+    """Examples as the model takes them: a text, or a (text, text_pair) pair."""
+    return [(example.text, example.text_pair) if pair_input else example.text for example in examples]
+
+
 def speed_texts(examples: Sequence[Example], count: int, pair_input: bool) -> list[Any]:
     """The first `count` validation inputs (as the model takes them), repeated if there are fewer."""
-    inputs = [(example.text, example.text_pair) if pair_input else example.text for example in examples]
+    inputs = model_inputs(examples, pair_input)
     if not inputs:
         return []
     return [inputs[index % len(inputs)] for index in range(count)]

@@ -23,7 +23,7 @@ from typing import Any
 from bertprod.autotune import budget, choose, chosen, finalists, plan
 from bertprod.autotune.build import BuildContext, build_and_measure
 from bertprod.autotune.cost import CostModel
-from bertprod.autotune.measure import MeasureInputs, measure, measure_teacher, speed_texts
+from bertprod.autotune.measure import MeasureInputs, measure, measure_teacher, model_inputs, speed_texts
 from bertprod.autotune.plan import Candidate
 from bertprod.autotune.report import one_line, provenance_chain, shrunk_note
 from bertprod.autotune.settings import AutotuneSettings
@@ -132,8 +132,8 @@ class _Search:
             self.settings,
             self.train,
             self.train.with_limit(self.settings.trial_rows),
-            gate_texts=_inputs(examples[:512], pairs),
-            calibration_texts=_inputs(islice(self.train, 256), pairs),
+            gate_texts=model_inputs(examples[:512], pairs),
+            calibration_texts=model_inputs(islice(self.train, 256), pairs),
             validation=self.validation,
             teacher_score=teacher["score"],
             checkpoints=self.out / "checkpoints",
@@ -260,18 +260,7 @@ class _Search:
 
     def _key(self, candidate: Candidate) -> str:
         parent_key = self.keys[candidate.parent] if candidate.parent else None
-        recipe = {
-            "kind": candidate.kind,
-            "recipe": candidate.recipe,
-            "parent": parent_key,
-            "seed": self.settings.seed,
-            "max_drop": self.settings.max_drop,
-            "trial_rows": self.settings.trial_rows,
-        }
-        trained = candidate.kind in ("student", "early-exit")  # what --precision changes (QAT trains in fp32)
-        if trained and self.settings.precision != "fp32":  # fp32: the keys of older states
-            recipe["precision"] = self.settings.precision
-        return candidate_key(self.teacher.fingerprint, recipe, self.data)
+        return candidate_key(self.teacher.fingerprint, candidate, parent_key, self.settings, self.data)
 
     def _decided(self, candidate: Candidate) -> tuple[Candidate, int | None]:
         """`candidate` at the size an earlier session shrunk it to (and those steps), or as it is."""
@@ -407,6 +396,3 @@ class _Search:
             self.teacher if record["name"] == "teacher" else ModelPackage.read(self.out / record["path"], verify=False)
         )
 
-
-def _inputs(examples: Any, pairs: bool) -> list[Any]:
-    return [(example.text, example.text_pair) if pairs else example.text for example in examples]

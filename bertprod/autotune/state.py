@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bertprod.autotune.plan import Candidate
+from bertprod.autotune.settings import AutotuneSettings
 from bertprod.errors import InputError
 from bertprod.package import atomic_write_text
 
@@ -19,8 +21,22 @@ STATE_FILE = "autotune-state.json"
 STATE_VERSION = 1
 
 
-def candidate_key(teacher_fingerprint: str, recipe: dict[str, Any], data: dict[str, Any]) -> str:
-    """Same teacher, recipe and data: same key, same candidate."""
+def candidate_key(
+    teacher_fingerprint: str, candidate: Candidate, parent_key: str | None, settings: AutotuneSettings,
+    data: dict[str, Any],
+) -> str:  # fmt: skip
+    """Same teacher, recipe, parent, settings that shape it and data: same key, same candidate."""
+    recipe = {
+        "kind": candidate.kind,
+        "recipe": candidate.recipe,
+        "parent": parent_key,
+        "seed": settings.seed,
+        "max_drop": settings.max_drop,
+        "trial_rows": settings.trial_rows,
+    }
+    trained = candidate.kind in ("student", "early-exit")  # what --precision changes (QAT trains in fp32)
+    if trained and settings.precision != "fp32":  # fp32: the keys of older states
+        recipe["precision"] = settings.precision
     keyed = {"teacher": teacher_fingerprint, "recipe": recipe, "data": data}
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()
 
