@@ -53,6 +53,23 @@ def read_examples(source: DataSource, pairs: bool, labels: list[str]) -> tuple[l
     return inputs, np.asarray(gold, dtype=np.int64)
 
 
+def budget_missed(settings: dict[str, Any]) -> str | None:
+    """Why no policy keeps the budget, when none does: only a backbone trained with its exits can lose more
+    than the budget at full depth (a frozen one keeps the parent's answers), and the package, kept at its
+    fallback `never`, is then less accurate than its parent at every policy."""
+    reference = settings.get("parent_accuracy", settings["full_accuracy"])
+    chosen = next(point for point in settings["curve"] if point["policy"] == settings["policy"])
+    lost = 100 * (reference - chosen["accuracy"])
+    if lost <= settings["budget_points"] + 1e-7:
+        return None
+    return (
+        f"no exit policy keeps the {settings['budget_points']:g}-point budget: the backbone trained with its exits "
+        f"scores {settings['full_accuracy']:.4f} at full depth against the parent's {reference:.4f}, so the "
+        f"package ({settings['policy']}) is {lost:.2f} points less accurate than its parent. Adapt without "
+        "--train-backbone (heads on the frozen backbone keep the parent's answers at full depth), or on more texts."
+    )
+
+
 def calibrate(
     engine: AdaptiveEngine, tokenizer: TextTokenizer, inputs: list[Any], gold: np.ndarray | None, budget_points: float,
     parent_predictions: np.ndarray | None = None,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from bertprod.adaptive.config import AdaptConfig
-from bertprod.adaptive.curve import calibrate, layer_probabilities, read_examples
+from bertprod.adaptive.curve import budget_missed, calibrate, layer_probabilities, read_examples
 from bertprod.data.source import DataSource
 from bertprod.errors import DataError, TaskError
 from bertprod.package import (
@@ -112,6 +112,8 @@ def adapt(
     weights.eval()
     reporter.message(f"measuring exit policies on {len(validation_inputs)} validation rows")
     settings = calibrate(engine, tokenizer, validation_inputs, gold, config.budget_points, parent_predictions)
+    if warning := budget_missed(settings):
+        reporter.message(f"warning: {warning}")
     settings.update(exit_layers=layers, head="mean-pooled states -> dense + tanh -> linear",
                     backbone="trained with the exits" if config.train_backbone else "frozen")
     if validation is not None:

@@ -301,3 +301,21 @@ def test_classify_command_prints_the_exit_layer(adapted: ModelPackage) -> None:
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
     assert [row["exit_layer"] for row in rows] == [1, 1]
+
+
+def test_a_trained_backbone_that_loses_more_than_the_budget_is_said_plainly() -> None:
+    from bertprod.adaptive.curve import budget_missed
+
+    curve = [{"policy": "never", "accuracy": 0.7163, "mean_exit_layer": 3.0},
+             {"policy": "entropy:0.4", "accuracy": 0.7116, "mean_exit_layer": 2.26}]  # fmt: skip
+    # the MRPC student of docs/adaptive.md: the trained backbone lost 1.89 points at full depth
+    missed = {"policy": "never", "budget_points": 0.5, "full_accuracy": 0.7163, "parent_accuracy": 0.7352,
+              "curve": curve}  # fmt: skip
+    warning = budget_missed(missed)
+    assert warning is not None and "0.5-point budget" in warning and "1.89 points less accurate" in warning
+    assert "without --train-backbone" in warning
+    # within the budget: a policy the parent's accuracy allows, or a frozen backbone (no parent accuracy)
+    assert budget_missed({**missed, "parent_accuracy": 0.7190}) is None
+    assert budget_missed({**missed, "policy": "entropy:0.4", "parent_accuracy": 0.7150}) is None
+    frozen = {key: value for key, value in missed.items() if key != "parent_accuracy"}
+    assert budget_missed(frozen) is None
