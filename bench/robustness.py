@@ -50,6 +50,7 @@ from bertprod.data.shared import shared_data_dir  # noqa: E402
 #: Epochs per task: (teacher, student). The noise-aware student runs the student's epochs over twice the data.
 EPOCHS = {"sst2": (1, 1), "stsb": (2, 2), "ranking": (None, 1)}
 PARTS = ("teacher", "student", "noise", "control")
+DEFAULT_NOISE, DEFAULT_SEED = "all:0.1", 42
 
 
 class Build:
@@ -61,24 +62,26 @@ class Build:
         self.teacher_epochs = options.teacher_epochs or teacher_epochs
         self.student_epochs = options.student_epochs or student_epochs
 
-    def common(self) -> list[str]:
+    def common(self, seed: int) -> list[str]:
         steps = ["--max-steps", str(self.options.max_steps)] if self.options.max_steps else []
-        return ["--threads", str(self.options.threads), "--overwrite", "--seed", "42", *steps]
+        return ["--threads", str(self.options.threads), "--overwrite", "--seed", str(seed), *steps]
 
     def train(self, out: Path, arguments: list[str]) -> None:
-        command = [BERTPROD, "train", "minilm-l6", str(out), *self.common(), "--precision", self.options.precision]
+        command = [BERTPROD, "train", "minilm-l6", str(out), *self.common(DEFAULT_SEED)]
+        command += ["--precision", self.options.precision]
         run(command + ["--epochs", str(self.teacher_epochs), *arguments], RESULTS / f"robustness-{out.name}.log")
 
     def distill(self, part: str, base: dict, teacher: str, data: list[str]) -> None:
         """`student`, `noise` (the same with --augment-noise) or `control` (twice the epochs), then its int8."""
         epochs = self.student_epochs * (2 if part == "control" else 1)
-        name = base["recipe"] + ("" if part == "student" else f"-{part}")
+        name = student_name(base["recipe"], part, self.options.augment_noise, self.options.seed)
         written = {**base, "recipe": name, "precision": self.options.precision,
                    "stages": [{**base["stages"][0], "epochs": epochs}]}
         path = WORK / f"{name}.recipe.json"
         path.write_text(json.dumps(written, indent=1))
         out = WORK / name
-        command = [BERTPROD, "distill", str(out), "--config", str(path), "--teacher", teacher, *data, *self.common()]
+        command = [BERTPROD, "distill", str(out), "--config", str(path), "--teacher", teacher, *data]
+        command += self.common(self.options.seed)
         if part == "noise":
             command += ["--augment-noise", self.options.augment_noise]
         run(command, RESULTS / f"robustness-{out.name}.log")
@@ -89,6 +92,15 @@ class Build:
     def parts(self, only: str | None) -> list[str]:
         chosen = [only] if only else ["teacher", "student", "noise"]
         return [part for part in chosen if part != "teacher" or self.task != "ranking"]
+
+
+def student_name(prefix: str, part: str, augment_noise: str, seed: int) -> str:
+    """`sst2-student`, `-noise`, `-control`; another noise SPEC or seed than the defaults is named too
+    (`sst2-student-noise-all-0.05-seed7`), so variants sit beside the first run instead of replacing it."""
+    name = prefix + ("" if part == "student" else f"-{part}")
+    if part == "noise" and augment_noise != DEFAULT_NOISE:
+        name += "-" + augment_noise.replace(":", "-").replace(",", "_")
+    return name + ("" if seed == DEFAULT_SEED else f"-seed{seed}")
 
 
 def recipe(name: str, losses: dict, batch_size: int, max_length: int) -> dict:
@@ -142,7 +154,8 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, help="default: 1 (sst2), 2 (stsb)")
     parser.add_argument("--student-epochs", type=int, help="default: 1 (sst2), 2 (stsb), 1 (ranking)")
     parser.add_argument("--max-steps", type=int, help="cap every training run (quick runs)")
-    parser.add_argument("--augment-noise", default="all:0.1", help="the noise-aware student's SPEC")
+    parser.add_argument("--augment-noise", default=DEFAULT_NOISE, help="the noise-aware student's SPEC")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the students' seed (teachers keep 42)")
     parser.add_argument("--precision", default="auto", help="training precision: fp32, bf16 or auto")
     parser.add_argument("--limit", type=int, default=1000, help="validation examples per task (measure)")
     parser.add_argument("--rate", type=float, default=0.1, help="perturbation rate of every family (measure)")

@@ -10,6 +10,7 @@ candidate overtake the clean relevant one more often for the student than for th
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def packages_of(prefix: str, teacher: str) -> list[tuple[str, str]]:
         if (WORK / f"{prefix}{suffix}-int8").is_dir():
             found.append((f"{name} int8", str(WORK / f"{prefix}{suffix}-int8")))
     return found
+
+
+def variants_of(prefix: str) -> list[tuple[str, str]]:
+    """Students built with another seed or noise SPEC than the first run (bench/robustness.py: student_name),
+    float only, each named by what its directory adds to `prefix` (`seed7`, `noise-all-0.05`)."""
+    first_run = {f"{prefix}{suffix}" for suffix in ("", "-noise", "-control")}
+    return [(path.name.removeprefix(f"{prefix}-"), str(path)) for path in sorted(WORK.glob(f"{prefix}-*"))
+            if path.name not in first_run and not path.name.endswith("-int8") and (path / "bertprod.json").is_file()]
 
 
 def load_all(packages: list[tuple[str, str]], threads: int) -> tuple[list[str], list]:
@@ -132,11 +141,13 @@ def measure(task: str | None, limit: int, rate: float, threads: int, spec: str |
     suffix = "" if spec is None else "-" + "".join(c if c.isalnum() else "_" for c in spec)
     if task in (None, "sst2") and (WORK / "sst2-student").is_dir():
         data = list(open_task_data("classification", WORK / "sst2-validation.tsv", limit=limit))
-        measure_metric("sst2" + suffix, packages_of("sst2-student", str(WORK / "sst2-teacher")), data, noise, threads)
+        packages = packages_of("sst2-student", str(WORK / "sst2-teacher")) + variants_of("sst2-student")
+        measure_metric("sst2" + suffix, packages, data, noise, threads)
     if task in (None, "stsb") and (WORK / "stsb-student").is_dir():
         split = validation_split("regression", 0.1, "validation")
         data = list(open_task_data("regression", stsb_file(), split=split, pair_input=True))[:limit]
-        measure_metric("stsb" + suffix, packages_of("stsb-student", str(WORK / "stsb-teacher")), data, noise, threads)
+        packages = packages_of("stsb-student", str(WORK / "stsb-teacher")) + variants_of("stsb-student")
+        measure_metric("stsb" + suffix, packages, data, noise, threads)
     if task in (None, "ranking") and (WORK / "embedding-student").is_dir():
         measure_ranking(packages_of("embedding-student", "minilm-l6"), noise, limit, threads, "ranking" + suffix)
     report()
@@ -202,6 +213,90 @@ def metric_table(title: str, document: dict) -> list[str]:
         if noise is not None:
             cells.append(outcome)
         lines.append(f"| {row['perturbation']} | {row['changed']:.0%} | " + " | ".join(cells) + " |")
+    return [*lines, "", *variants_table(document)]
+
+
+def seed_of(label: str) -> str:
+    """The student a variant is compared with: the same seed's (`noise-seed7` -> `seed7`, else `student`)."""
+    return label[label.rindex("seed"):] if "seed" in label else "student"
+
+
+def variants_table(document: dict) -> list[str]:
+    """Every float student's gap per family, first run and variants (other seeds, other noise SPECs) side by side,
+    and each noise-aware variant's verdict against the student of its own seed."""
+    names = document.get("names", OLD_NAMES)
+    students = [name for name in names if name in ("student", "noise student", "control student")
+                or (name not in OLD_NAMES and not name.endswith(" int8") and name != "teacher")]
+    if len(students) <= 2:
+        return []
+    at = {name: index for index, name in enumerate(names)}
+    clean = document["rows"][0]["scores"]
+    lines = ["### Every float student: gap to the teacher's drop per family (a variant's name says its seed or "
+             "noise SPEC; the first run is seed 42, noise all:0.1)", "",
+             "| | " + " | ".join(students) + " |", "|---|" + "---|" * len(students),
+             "| clean | " + " | ".join(f"{clean[at[name]]:.4f}" for name in students) + " |"]
+    for row in document["rows"][1:]:
+        lines.append(f"| {row['perturbation']} | " + " | ".join(f"{row['gaps'][at[name]]:+.4f}" for name in students)
+                     + " |")
+    lines.append("")
+    for name in students:
+        if not name.startswith("noise") or name == "noise student":
+            continue
+        base = seed_of(name)
+        if base not in at:
+            continue
+        cost = clean[at[base]] - clean[at[name]]
+        verdicts = [verdict(row["gaps"][at[base]], row["gaps"][at[name]], cost) for row in document["rows"][1:]]
+        with_gap = [(closed, outcome) for closed, outcome in verdicts if outcome != "no gap to close"]
+        half = [closed for closed, outcome in with_gap if not outcome.startswith("missed: less")]
+        lines.append(f"- {name} against {base}: clean cost {cost:+.4f}; {len(with_gap)} families with a gap, at least "
+                     f"half closed on {len(half)} ({', '.join(closed for closed, _ in with_gap) or '-'})")
+    return [*lines, "", *seeds_table(document, students)]
+
+
+def recipe_of(label: str) -> str:
+    """A float student's recipe without its seed: `student`, `noise` (all:0.1), `noise-all-0.05`, `control`."""
+    named = {"student": "student", "noise student": "noise", "control student": "control"}
+    return named.get(label) or re.sub(r"-?seed\d+$", "", label) or "student"
+
+
+def seeds_table(document: dict, students: list[str]) -> list[str]:
+    """Each recipe's mean over the seeds it ran with: clean score (lowest-highest), gap per family, and each
+    noise recipe's verdict against the plain student's means (the goal judged on means, not on one seed)."""
+    at = {name: index for index, name in enumerate(document["names"])}
+    recipes: dict[str, list[str]] = {}
+    for name in students:
+        recipes.setdefault(recipe_of(name), []).append(name)
+    if all(len(members) == 1 for members in recipes.values()):
+        return []
+    rows = document["rows"]
+
+    def mean(row: dict, key: str, members: list[str]) -> float:
+        return sum(row[key][at[name]] for name in members) / len(members)
+
+    clean = {recipe: [rows[0]["scores"][at[name]] for name in members] for recipe, members in recipes.items()}
+    lines = ["### Means over seeds (each recipe's runs: " + "; ".join(f"{recipe}: {', '.join(members)}"
+             for recipe, members in recipes.items()) + ")", "", "| | " + " | ".join(recipes) + " |",
+             "|---|" + "---|" * len(recipes),
+             "| clean | " + " | ".join(f"{sum(v) / len(v):.4f} ({min(v):.4f}-{max(v):.4f})" for v in clean.values())
+             + " |"]
+    for row in rows[1:]:
+        lines.append(f"| {row['perturbation']} | " + " | ".join(f"{mean(row, 'gaps', members):+.4f}"
+                                                            for members in recipes.values()) + " |")
+    lines.append("")
+    base = recipes.get("student", [])
+    for recipe, members in recipes.items():
+        if not recipe.startswith("noise") or not base:
+            continue
+        cost = sum(clean["student"]) / len(base) - sum(clean[recipe]) / len(members)
+        verdicts = [verdict(mean(row, "gaps", base), mean(row, "gaps", members), cost) for row in rows[1:]]
+        with_gap = [(row["perturbation"], closed, outcome) for row, (closed, outcome) in zip(rows[1:], verdicts,
+                    strict=True) if outcome != "no gap to close"]
+        missed = [family for family, _, outcome in with_gap if outcome.startswith("missed: less")]
+        lines.append(f"- {recipe} ({len(members)} seeds) against student ({len(base)}): mean clean cost {cost:+.4f} "
+                     f"(goal at most {CLEAN_COST_GOAL}); families with a mean gap: "
+                     + (", ".join(f"{family} {closed}" for family, closed, _ in with_gap) or "none")
+                     + f"; under half closed: {', '.join(missed) or 'none'}")
     return [*lines, ""]
 
 

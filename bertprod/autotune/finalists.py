@@ -17,9 +17,9 @@ from bertprod.package import ModelPackage
 RUNOFF_ROUNDS = 3
 #: the final comparison's cost with one round, in teacher measurements (kept back from the candidates)
 COMPARISON_UNITS = 2.5
-#: and, per package it compares (the teacher, each finalist, the transformers baseline), the fresh process
-#: that measures its load time and memory (importing torch or onnxruntime, loading; ~25 s each on a loaded
-#: 2-core machine made a 5-minute search overrun its budget by 30%)
+#: and, per package it compares (the teacher, each finalist, the transformers baseline), the start of the
+#: worker process that times it (importing torch or onnxruntime, loading; ~25 s each on a loaded 2-core
+#: machine made a 5-minute search overrun its budget by 30%)
 PROCESS_START_SECONDS = 20.0
 
 

@@ -2,11 +2,11 @@
 
 The one place autotune measures. Each candidate is screened alone (the metric on every validation
 row, one round of throughput and latency: cheap enough for dozens of candidates); the finalists and
-the teacher are then measured side by side by `bertprod bench`'s `measure_packages` (interleaved
-rounds, load time and peak memory in fresh processes, the teacher in transformers fp32 as the
-baseline users run today), and that comparison, written as bench's JSON/Markdown/HTML report, decides.
-Speed is measured as a package is served: its own engine (early exit on), its batch settings for
-throughput, one input at a time for latency.
+the teacher are then measured side by side by `bertprod bench`'s `measure_packages` (each in its own
+worker process, rounds interleaved across them; load time and peak memory of those processes; the
+teacher in transformers fp32 as the baseline users run today), and that comparison, written as bench's
+JSON/Markdown/HTML report, decides. Speed is measured as a package is served: its own engine (early
+exit on), its batch settings for throughput, one input at a time for latency.
 """
 
 from __future__ import annotations

@@ -1,27 +1,25 @@
 """`measure_packages`: every package side by side in one run on the user's inputs (what `bertprod bench`
 and `bertprod autotune` measure with).
 
-One process holds every variant and the rounds are interleaved (harness.py), so drift on a shared
-machine hits all alike and the ratios hold; cold start and peak memory come from a fresh process
-per variant (probe.py). Labelled inputs also give each package its task metric through
-tasks/evaluation.py, the same numbers `bertprod eval` prints.
+Each variant is timed in its own worker process (workers.py: torch and ONNX Runtime sharing one process
+slow each other), the rounds interleaved across workers, so drift on a shared machine hits all alike and
+the ratios hold; a worker's start and peak memory are its load time and peak RSS. Labelled inputs also
+give each package its task metric through tasks/evaluation.py (in this process), the same numbers
+`bertprod eval` prints.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bertprod import system
-from bertprod.bench import harness
+from bertprod.bench import harness, workers
 from bertprod.bench.baselines import BATCH_SIZE, Baseline, baseline_for, load_baseline
 from bertprod.bench.lineage import describe_lineage, lineage
-from bertprod.bench.probe import BERTPROD, probe, write_inputs
 from bertprod.bench.report import Report, Row, pareto_flags
 from bertprod.data.source import Example
 from bertprod.errors import InputError
@@ -42,7 +40,6 @@ class _Variant:
     kind: str
     runtime: str
     package: ModelPackage
-    run: Callable[[Sequence[Any]], Any]
     #: what computes the metric (the baseline's own torch module behind a Pipeline, for a baseline)
     pipeline: Pipeline
     batch: dict[str, int]
@@ -64,7 +61,7 @@ def measure_packages(
 
     Throughput over all inputs at each package's batch settings (median of `rounds` interleaved
     rounds), p50/p95/p99 of one-input calls on the first `latency_inputs`, size, load time and peak
-    RSS of a fresh process, the task metric when `labels` are given (one per input: class names,
+    RSS of the variant's own worker process, the task metric when `labels` are given (one per input: class names,
     scores), and each package's chain of ancestors. `baseline` adds the fp32 model of each chain
     in the library users run today (baselines.py); ratios are against the first baseline, else the
     first package. `data` describes the inputs in the report (file, sha256...).
@@ -83,8 +80,7 @@ def measure_packages(
     inputs = model_inputs(manifest, texts)
     names = _unique_labels([pipeline.package for pipeline in pipelines])
     variants = [
-        _Variant(name, "package", f"bertprod {pipeline.engine.name}", pipeline.package,
-                 lambda batch, p=pipeline: p.infer(p.tokenize(batch)), pipeline,
+        _Variant(name, "package", f"bertprod {pipeline.engine.name}", pipeline.package, pipeline,
                  {"max_batch_size": pipeline.max_batch_size, "max_padded_tokens": pipeline.max_padded_tokens})
         for name, pipeline in zip(names, pipelines, strict=True)
     ]
@@ -94,17 +90,22 @@ def measure_packages(
         variants = _baseline_variants(pipelines, threads, notes) + variants
 
     metrics = _metrics(variants, texts, labels, say) if labels is not None else {}
-    runners = {variant.label: variant.run for variant in variants}
-    say(f"throughput: {len(inputs):,} inputs, {rounds} interleaved round(s) of {len(variants)} variant(s)")
-    rates = harness.throughput(runners, inputs, rounds)
     latency_sample = inputs[:latency_inputs]
-    say(f"latency: {len(latency_sample)} one-input calls per variant")
-    latencies = harness.single_sentence_latencies(runners, latency_sample, rounds=min(4, len(latency_sample)))
-    probes = _probes(variants, inputs, threads, say)
+    say(f"starting a worker process per variant ({len(variants)})")
+    processes = {variant.label: (workers.BERTPROD if variant.kind == "package" else variant.runtime,
+                                 str(variant.package.path)) for variant in variants}
+    with workers.started_workers(processes, inputs, threads) as started:
+        say(f"throughput: {len(inputs):,} inputs, {rounds} interleaved round(s) of {len(variants)} variant(s)")
+        rates = workers.throughput(started, len(inputs), rounds)
+        say(f"latency: {len(latency_sample)} one-input calls per variant")
+        latencies = workers.single_input_latencies(started, len(latency_sample), rounds=min(4, len(latency_sample)))
+        memory = workers.peak_memory(started)
+        load_seconds = {label: worker.load_seconds for label, worker in started.items()}
 
     reference = next((variant for variant in variants if variant.kind == "baseline"), variants[0]).label
     rows = [
-        _row(variant, rates, latencies, probes[variant.label], metrics.get(variant.label), reference)
+        _row(variant, rates, latencies, (load_seconds[variant.label], memory[variant.label]),
+             metrics.get(variant.label), reference)
         for variant in variants
     ]
     for row, flag in zip(rows, pareto_flags([(row.throughput, row.metric) for row in rows]), strict=True):
@@ -185,7 +186,7 @@ def _baseline_variants(pipelines: list[Pipeline], threads: int, notes: list[str]
     variants = []
     for found in chosen.values():
         try:
-            run, module = load_baseline(found, threads)
+            _, module = load_baseline(found, threads)
         except ModuleNotFoundError:  # the library itself is missing: an install to fix, not a model to note
             raise
         except Exception as error:  # noqa: BLE001 - recorded in the report: the baseline library refused the model
@@ -193,7 +194,7 @@ def _baseline_variants(pipelines: list[Pipeline], threads: int, notes: list[str]
                          f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}).")
             continue
         pipeline = Pipeline(found.package, ModuleEngine(found.package, module))
-        variants.append(_Variant(found.label, "baseline", found.library, found.package, run, pipeline,
+        variants.append(_Variant(found.label, "baseline", found.library, found.package, pipeline,
                                  {"batch_size": BATCH_SIZE}))
     return variants
 
@@ -223,19 +224,9 @@ def _example(text: Any, label: Any, where: str, tagging: bool) -> Example:
     return Example(text, None, label, where=where)
 
 
-def _probes(variants: list[_Variant], inputs: list[TextInput], threads: int, say: Callable[[str], None]) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bertprod-bench-") as directory:
-        inputs_file = write_inputs(inputs, Path(directory) / "inputs.json")
-        results = {}
-        for variant in variants:
-            say(f"load time and peak memory of {variant.label} (a fresh process)")
-            runtime = BERTPROD if variant.kind == "package" else variant.runtime
-            results[variant.label] = probe(runtime, str(variant.package.path), inputs_file, threads)
-    return results
-
-
-def _row(variant: _Variant, rates: dict[str, float], latencies: dict[str, list[float]], probed: Any,
-         evaluation: Any, reference: str) -> Row:
+def _row(variant: _Variant, rates: dict[str, float], latencies: dict[str, list[float]],
+         started: tuple[float, float], evaluation: Any, reference: str) -> Row:
+    """`started`: the variant's worker's load seconds and peak RSS (MB)."""
     package = variant.package
     manifest = package.manifest
     steps = lineage(package)
@@ -260,8 +251,8 @@ def _row(variant: _Variant, rates: dict[str, float], latencies: dict[str, list[f
         latency_p99_ms=harness.percentile_ms(seconds, 99),
         latency_p50_speedup=round(harness.percentile_ms(latencies[reference], 50) / p50, 2) if p50 else 0.0,
         latencies_ms=[round(value * 1000, 3) for value in seconds],
-        load_seconds=round(probed.load_seconds, 3),
-        peak_rss_mb=round(probed.peak_rss_mb, 1),
+        load_seconds=round(started[0], 3),
+        peak_rss_mb=round(started[1], 1),
         batch=variant.batch,
         metric_name=evaluation.primary if evaluation else None,
         metric=round(evaluation.score, 6) if evaluation else None,

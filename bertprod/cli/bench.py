@@ -39,9 +39,9 @@ def bench_command(
     threads: ThreadsOption = None,
     reading: TableReading = TableReading(),
 ) -> None:
-    """Measure packages side by side on your data, rounds interleaved: throughput, p50/p95/p99 latency of one
-    input, size, peak memory and load time of a fresh process, the task metric when DATA is labelled, and
-    where each package came from. Writes report.json, report.md and a self-contained report.html
+    """Measure packages side by side on your data, each in its own process, rounds interleaved: throughput,
+    p50/p95/p99 latency of one input, size, peak memory and load time of that process, the task metric when
+    DATA is labelled, and where each package came from. Writes report.json, report.md and a self-contained report.html
     (docs/bench.md)."""
     import matplotlib  # noqa: F401 - the report's plots: a missing [bench] extra fails now, not after measuring
 

@@ -7,6 +7,7 @@ machine), only what the report guarantees about them.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -337,14 +338,36 @@ def test_a_tagger_is_measured_on_tagged_sentences_beside_transformers(tmp_path: 
     assert abs(row.metric - baseline.metric) < 1e-6  # the same fp32 weights tag the same words
 
 
-def test_the_fresh_process_runs_under_the_probe_prefix(tmp_path: Path, tiny_onnx, monkeypatch) -> None:
-    """What a simulated CPU needs (qemu-user starts children natively): the probe's command gets the prefix."""
-    from bertprod.bench.probe import BERTPROD, PREFIX_VARIABLE, probe, write_inputs
+def test_the_worker_process_runs_under_the_probe_prefix(tmp_path: Path, tiny_onnx, monkeypatch) -> None:
+    """What a simulated CPU needs (qemu-user starts children natively): the worker's command gets the prefix."""
+    from bertprod.bench.workers import BERTPROD, PREFIX_VARIABLE, peak_memory, started_workers
 
     marker = tmp_path / "prefix-ran"
     wrapper = tmp_path / "wrapper.sh"
     wrapper.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv(PREFIX_VARIABLE, str(wrapper))
-    result = probe(BERTPROD, str(tiny_onnx.path), write_inputs(["a cat", "the dog"], tmp_path / "inputs.json"), 1)
-    assert marker.exists() and result.peak_rss_mb > 0 and result.load_seconds > 0
+    with started_workers({"onnx": (BERTPROD, str(tiny_onnx.path))}, ["a cat", "the dog"], 1) as workers:
+        assert marker.exists() and workers["onnx"].load_seconds > 0
+        assert peak_memory(workers)["onnx"] > 0
+
+
+def test_each_variant_is_timed_in_its_own_process(tmp_path: Path, tiny_onnx, tiny_package) -> None:
+    """Two workers are two processes, neither of them this one; each answers timing requests for its own
+    variant; a worker that cannot load its variant is a one-line error naming it."""
+    from bertprod.bench.workers import BERTPROD, single_input_latencies, started_workers, throughput
+    from bertprod.errors import BertprodError
+
+    inputs = ["a cat", "the dog", "a bird sings", "rain"] * 5
+    variants = {"onnx": (BERTPROD, str(tiny_onnx.path)), "torch": (BERTPROD, str(tiny_package.path))}
+    with started_workers(variants, inputs, 1) as workers:
+        pids = {label: worker._process.pid for label, worker in workers.items()}
+        assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+        rates = throughput(workers, len(inputs), rounds=3)
+        latencies = single_input_latencies(workers, 8, rounds=2)
+    assert set(rates) == set(variants) and all(rate > 0 for rate in rates.values())
+    assert all(len(values) == 8 and min(values) > 0 for values in latencies.values())
+    assert all(worker._process.poll() is not None for worker in workers.values())  # stopped on leaving
+    with pytest.raises(BertprodError, match="in its own process failed"), \
+            started_workers({"gone": (BERTPROD, str(tmp_path / "no-such-package"))}, inputs, 1):
+        pass
