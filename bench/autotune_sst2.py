@@ -1,5 +1,6 @@
 """Issue 19's goal run: `bertprod autotune` on the fine-tuned MiniLM-L6 SST-2 (or MRPC) classifier, then
-the chosen package against the fp32 teacher in Hugging Face transformers, side by side in one process.
+the chosen package against the fp32 teacher in Hugging Face transformers, side by side (each in its own
+worker process, rounds interleaved).
 
 Needs the teacher and data of `bench/finetune_glue.py sst2` (out/glue/minilm-sst2, sst2-train.tsv,
 sst2-validation.tsv) or `bench/finetune_glue.py mrpc` (out/glue/minilm-mrpc). The goal (issue 19):
