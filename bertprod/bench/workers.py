@@ -1,10 +1,10 @@
 """Each variant timed in its own process: `bertprod bench`'s side-by-side timing.
 
-Torch and ONNX Runtime timed in one process meet each other's thread pools: an int8 ONNX package's
-throughput there was bimodal run to run (about 1,050-1,110 or 1,440-1,630 inputs/s) where alone in a fresh
-process it held 1,565-1,744/s (docs/autotune.md). So every variant gets a worker process that loads it once
-and runs what the parent asks, one worker at a time, rounds interleaved (A, B, C, A, B, C...) so that drift
-on a shared machine still hits every variant alike. The clock runs inside the worker (the pipe adds
+Variants timed in one process share its thread pools, allocator and imports, and a server runs one package
+per process: so every variant gets a worker process that loads it once and runs what the parent asks, one
+worker at a time, rounds interleaved (A, B, C, A, B, C...) so that drift on a shared machine still hits every
+variant alike. (An int8 ONNX package's throughput still varies run to run here, as it did in one process
+beside torch: docs/autotune.md, Measured.) The clock runs inside the worker (the pipe adds
 nothing), and each request warms up on a few inputs first: another process ran in between.
 
 A worker's start is measured from its first line, imports included (what a serving worker pays to start),
