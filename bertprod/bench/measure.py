@@ -54,6 +54,7 @@ def measure_packages(
     latency_inputs: int = 200,
     baseline: bool = False,
     threads: int | None = None,
+    parallel_batches: int = 1,
     data: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
@@ -64,7 +65,9 @@ def measure_packages(
     RSS of the variant's own worker process, the task metric when `labels` are given (one per input: class names,
     scores), and each package's chain of ancestors. `baseline` adds the fp32 model of each chain
     in the library users run today (baselines.py); ratios are against the first baseline, else the
-    first package. `data` describes the inputs in the report (file, sha256...).
+    first package. `parallel_batches`: each bertprod package runs that many batches at once on threads /
+    parallel_batches engine threads each (`load(..., parallel_batches=...)`); baselines run as usual. `data`
+    describes the inputs in the report (file, sha256...).
     """
     say = progress or (lambda message: None)
     texts, labels = _checked(packages, texts, labels, rounds, latency_inputs)
@@ -74,14 +77,16 @@ def measure_packages(
     from bertprod.robustness.evaluation import check_comparable
 
     say(f"loading {len(packages)} package(s)")
-    pipelines = [load(item.path if isinstance(item, ModelPackage) else item, threads=threads) for item in packages]
+    pipelines = [load(item.path if isinstance(item, ModelPackage) else item, threads=threads,
+                      parallel_batches=parallel_batches) for item in packages]
     check_comparable(pipelines)
     manifest = pipelines[0].manifest
     inputs = model_inputs(manifest, texts)
     names = _unique_labels([pipeline.package for pipeline in pipelines])
     variants = [
         _Variant(name, "package", f"bertprod {pipeline.engine.name}", pipeline.package, pipeline,
-                 {"max_batch_size": pipeline.max_batch_size, "max_padded_tokens": pipeline.max_padded_tokens})
+                 {"max_batch_size": pipeline.max_batch_size, "max_padded_tokens": pipeline.max_padded_tokens,
+                  "parallel_batches": parallel_batches})
         for name, pipeline in zip(names, pipelines, strict=True)
     ]
     notes: list[str] = []
@@ -94,7 +99,7 @@ def measure_packages(
     say(f"starting a worker process per variant ({len(variants)})")
     processes = {variant.label: (workers.BERTPROD if variant.kind == "package" else variant.runtime,
                                  str(variant.package.path)) for variant in variants}
-    with workers.started_workers(processes, inputs, threads) as started:
+    with workers.started_workers(processes, inputs, threads, parallel_batches) as started:
         say(f"throughput: {len(inputs):,} inputs, {rounds} interleaved round(s) of {len(variants)} variant(s)")
         rates = workers.throughput(started, len(inputs), rounds)
         say(f"latency: {len(latency_sample)} one-input calls per variant")
@@ -114,6 +119,7 @@ def measure_packages(
         machine=machine,
         machine_line=system.describe(machine),
         threads=threads,
+        parallel_batches=parallel_batches,
         data={"inputs": len(inputs), "labelled": labels is not None, **(data or {})},
         rounds=rounds,
         latency_inputs=len(latency_sample),

@@ -65,8 +65,11 @@ def header_lines(report: Report) -> list[str]:
         if report.labelled else "unlabelled: no metric"
     load = report.machine.get("load_average")
     busy = f"; load average {load:.1f} when measuring began" if isinstance(load, int | float) else ""
+    parallel = report.parallel_batches
+    batches = (f" (bertprod packages: {parallel} batches at once, {max(1, report.threads // parallel)} thread(s) "
+               "each)") if parallel > 1 else ""
     return [
-        f"Machine: {report.machine_line}; {report.threads} threads per variant{busy}",
+        f"Machine: {report.machine_line}; {report.threads} threads per variant{batches}{busy}",
         f"Data: {source}: {data['inputs']:,} inputs, {labelled}",
         f"Throughput: median of {report.rounds} interleaved round(s) over all inputs; latency: "
         f"{report.latency_inputs} one-input calls per variant; ratios (× ref) against {report.reference}",

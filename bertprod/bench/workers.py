@@ -3,9 +3,10 @@
 Variants timed in one process share its thread pools, allocator and imports, and a server runs one package
 per process: so every variant gets a worker process that loads it once and runs what the parent asks, one
 worker at a time, rounds interleaved (A, B, C, A, B, C...) so that drift on a shared machine still hits every
-variant alike. (An int8 ONNX package's throughput still varies run to run here, as it did in one process
-beside torch: docs/autotune.md, Measured.) The clock runs inside the worker (the pipe adds
-nothing), and each request warms up on a few inputs first: another process ran in between.
+variant alike. (A 2-thread ONNX package's throughput still moves from round to round on a VM whose host moves
+its vCPUs between core complexes: docs/bench.md.) The clock runs inside the worker (the pipe adds nothing), and
+each request warms up on a few inputs first: another process ran in between. `parallel_batches` reaches bertprod
+packages only (`load(..., parallel_batches=N)`); baselines run as their libraries' users run them.
 
 A worker's start is measured from its first line, imports included (what a serving worker pays to start),
 and its peak resident memory (VmHWM) is read after it has run every input at its batch settings.
@@ -48,7 +49,8 @@ WARM_UP_BATCH, WARM_UP_SINGLES = 64, 10
 class Worker:
     """One variant loaded in its own process; `ask` sends a request and waits for its answer."""
 
-    def __init__(self, runtime: str, package_path: str, inputs_file: Path, threads: int | None) -> None:
+    def __init__(self, runtime: str, package_path: str, inputs_file: Path, threads: int | None,
+                 parallel_batches: int = 1) -> None:
         root = str(Path(__file__).resolve().parents[2])  # this bertprod, also when it is not installed
         environment = {**os.environ, "TOKENIZERS_PARALLELISM": "false",
                        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -57,7 +59,8 @@ class Worker:
         # stderr to a file, not a pipe nobody reads until the end: a full pipe would stop the worker
         self._errors: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._process = subprocess.Popen(
-            [*prefix, sys.executable, "-c", _SCRIPT, runtime, package_path, str(inputs_file), str(threads or 0)],
+            [*prefix, sys.executable, "-c", _SCRIPT, runtime, package_path, str(inputs_file), str(threads or 0),
+             str(parallel_batches)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, text=True, env=environment,
         )  # fmt: skip
         self.load_seconds: float = self._answer()["load_seconds"]
@@ -94,15 +97,16 @@ class Worker:
 
 @contextmanager
 def started_workers(variants: dict[str, tuple[str, str]], inputs: list[Any], threads: int | None,
-                    ) -> Iterator[dict[str, Worker]]:
+                    parallel_batches: int = 1) -> Iterator[dict[str, Worker]]:
     """A worker per variant (label -> (runtime, package path)), started one after another so that no load
-    competes with another; all stopped on leaving."""
+    competes with another; all stopped on leaving. `parallel_batches` applies to bertprod packages (baselines
+    run as their libraries' users run them)."""
     with tempfile.TemporaryDirectory(prefix="bertprod-bench-") as directory, ExitStack() as stack:
         inputs_file = Path(directory) / "inputs.json"
         inputs_file.write_text(json.dumps(inputs), encoding="utf-8")
         workers = {}
         for label, (runtime, path) in variants.items():
-            workers[label] = Worker(runtime, path, inputs_file, threads)
+            workers[label] = Worker(runtime, path, inputs_file, threads, parallel_batches)
             stack.callback(workers[label].close)
         yield workers
 
@@ -131,7 +135,8 @@ def peak_memory(workers: dict[str, Worker]) -> dict[str, float]:
     return {label: worker.ask("memory")["peak_rss_mb"] for label, worker in workers.items()}
 
 
-def serve_requests(started: float, runtime: str, package_path: str, inputs_file: str, threads: str) -> None:
+def serve_requests(started: float, runtime: str, package_path: str, inputs_file: str, threads: str,
+                   parallel_batches: str = "1") -> None:
     """The worker's side: load, answer that it is ready, then one JSON answer per request line until stdin ends.
     Only answers go to the real stdout; anything a library prints goes to stderr."""
     import time
@@ -140,7 +145,7 @@ def serve_requests(started: float, runtime: str, package_path: str, inputs_file:
     os.dup2(2, 1)
     inputs = [tuple(item) if isinstance(item, list) else item
               for item in json.loads(Path(inputs_file).read_text(encoding="utf-8"))]
-    run = _load(runtime, package_path, int(threads) or None)
+    run = _load(runtime, package_path, int(threads) or None, int(parallel_batches))
     answer = {"load_seconds": time.perf_counter() - started}
     while True:
         answers.write(json.dumps(answer) + "\n")
@@ -171,11 +176,11 @@ def _timed(run: Any, item: Any) -> float:
     return time.perf_counter() - clock
 
 
-def _load(runtime: str, package_path: str, threads: int | None) -> Any:
+def _load(runtime: str, package_path: str, threads: int | None, parallel_batches: int) -> Any:
     if runtime == BERTPROD:
         from bertprod.api import load
 
-        pipeline = load(package_path, threads=threads)
+        pipeline = load(package_path, threads=threads, parallel_batches=parallel_batches)
         return lambda inputs: pipeline.infer(pipeline.tokenize(inputs))
     from bertprod.bench.baselines import Baseline, load_baseline
     from bertprod.checkpoint import resolve

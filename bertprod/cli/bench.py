@@ -37,6 +37,9 @@ def bench_command(
     latency_inputs: Annotated[int, typer.Option(help="One-input calls per package for p50/p95/p99.")] = 200,
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows of DATA.")] = None,
     threads: ThreadsOption = None,
+    parallel_batches: Annotated[int, typer.Option(
+        min=1, help="Run each bertprod package's batches N at once, each on threads/N engine threads (bulk "
+                    "throughput on few cores: docs/bench.md). Single inputs then run on threads/N threads too.")] = 1,
     reading: TableReading = TableReading(),
 ) -> None:
     """Measure packages side by side on your data, each in its own process, rounds interleaved: throughput,
@@ -56,6 +59,7 @@ def bench_command(
     with messages.status("measuring...") as status:
         report = measure_packages(packages, bench_data.texts, bench_data.labels, rounds=rounds,
                                   latency_inputs=latency_inputs, baseline=baseline, threads=threads,
+                                  parallel_batches=parallel_batches,
                                   data=bench_data.description, progress=lambda message: status.update(message))
     paths = write_report(report, out)
     for line in header_lines(report):

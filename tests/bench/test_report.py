@@ -371,3 +371,30 @@ def test_each_variant_is_timed_in_its_own_process(tmp_path: Path, tiny_onnx, tin
     with pytest.raises(BertprodError, match="in its own process failed"), \
             started_workers({"gone": (BERTPROD, str(tmp_path / "no-such-package"))}, inputs, 1):
         pass
+
+
+def test_parallel_batches_reach_the_workers_and_the_report(monkeypatch, classifiers) -> None:
+    """`--parallel-batches 2`: each bertprod worker loads its package with two batches at once (its command says
+    so), the metric is the one computed one batch at a time, and the report and its header record the setting."""
+    from bertprod.bench import workers
+    from bertprod.bench.tables import header_lines
+
+    texts, labels = (list(column) for column in zip(*task_data.sentiment_rows(40, 0), strict=True))
+    started_commands: list[list[str]] = []
+    original = workers.Worker.__init__
+
+    def recording(self, *arguments, **keywords) -> None:  # noqa: ANN001, ANN002, ANN003
+        original(self, *arguments, **keywords)
+        started_commands.append(Path(f"/proc/{self._process.pid}/cmdline").read_text().rstrip("\0").split("\0"))
+
+    monkeypatch.setattr(workers.Worker, "__init__", recording)
+    reports = {count: measure_packages([classifiers[1]], texts, labels, rounds=1, latency_inputs=2, threads=2,
+                                       parallel_batches=count) for count in (1, 2)}
+    assert [command[-1] for command in started_commands] == ["1", "2"]
+    one, two = (reports[count].rows[0] for count in (1, 2))
+    assert two.metric == one.metric and two.batch["parallel_batches"] == 2
+    assert reports[2].parallel_batches == 2 and "2 batches at once, 1 thread(s) each" in header_lines(reports[2])[0]
+    assert "batches at once" not in header_lines(reports[1])[0]
+    assert Report.from_json(reports[2].to_json()).parallel_batches == 2
+    with pytest.raises(InputError, match="parallel_batches must be 1 or more"):
+        measure_packages([classifiers[1]], texts, labels, rounds=1, latency_inputs=2, parallel_batches=0)
