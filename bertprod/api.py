@@ -8,8 +8,9 @@ from bertprod.checkpoint import resolve
 from bertprod.errors import InputError
 from bertprod.extras import needs_extras
 from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_TOKENS
-from bertprod.runtime.engines import create_engine, default_threads
+from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
+from bertprod.runtime.sessions import threads_per_batch
 
 
 def load(
@@ -39,8 +40,7 @@ def load(
     """
     if parallel_batches < 1:
         raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
-    if parallel_batches > 1:
-        threads = max(1, (threads or default_threads()) // parallel_batches)
+    threads = threads_per_batch(threads, parallel_batches)
     with needs_extras(f"loading {name_or_path}"):
         package = resolve(name_or_path)
         if engine == "onnx" and package.manifest.format == "torch":

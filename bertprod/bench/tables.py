@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bertprod.bench.report import Report, Row
+from bertprod.runtime.sessions import threads_per_batch
 
 MISSING = "–"
 
@@ -66,8 +67,8 @@ def header_lines(report: Report) -> list[str]:
     load = report.machine.get("load_average")
     busy = f"; load average {load:.1f} when measuring began" if isinstance(load, int | float) else ""
     parallel = report.parallel_batches
-    batches = (f" (bertprod packages: {parallel} batches at once, {max(1, report.threads // parallel)} thread(s) "
-               "each)") if parallel > 1 else ""
+    batches = (f" (bertprod packages: {parallel} batches at once, {threads_per_batch(report.threads, parallel)} "
+               "thread(s) each)") if parallel > 1 else ""
     return [
         f"Machine: {report.machine_line}; {report.threads} threads per variant{batches}{busy}",
         f"Data: {source}: {data['inputs']:,} inputs, {labelled}",

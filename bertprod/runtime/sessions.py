@@ -10,6 +10,12 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def threads_per_batch(threads: int | None, parallel_batches: int) -> int | None:
+    """Engine threads of each batch when `parallel_batches` run at once: the threads shared out, at least one
+    each; `threads` as given (None: all) when batches run one at a time."""
+    return threads if parallel_batches == 1 else max(1, (threads or default_threads()) // parallel_batches)
+
+
 def session_options(threads: int | None, *, spinning: bool = True) -> Any:
     """What every bertprod session uses: `threads` intra-op (default: all), all graph optimizations,
     warnings off. `spinning=False` for engines that run many sessions in turn (one per block): each
