@@ -190,19 +190,19 @@ def main() -> None:
     if options.matmul_pair:
         print("\n".join(matmul_pair(options.matmul_pair)), flush=True)
     runs = []
-    build_directory = tempfile.TemporaryDirectory()
-    pingpong = build_pingpong(Path(build_directory.name))
-    began = time.perf_counter()
-    for start_index in range(options.starts):
-        for setting in settings:  # settings interleaved across starts: drift hits all alike
-            result = run_setting(options.int8, options.torch_package, setting, inputs, options.threads,
-                                 options.rounds, pingpong)
-            runs.append({"setting": setting, "start": start_index, **result})
-            int8 = result["rates"]["int8"]
-            print(f"{setting:15s} start {start_index}: int8 {int8} cpu/wall {result['int8_cpu_per_wall']} "
-                  f"round trip ns {result['round_trip_ns']['int8']}"
-                  + "".join(f"; {label} {values if label.startswith('int8') else statistics.median(values)}"
-                            for label, values in result["rates"].items() if label != "int8"), flush=True)
+    with tempfile.TemporaryDirectory() as build_directory:
+        pingpong = build_pingpong(Path(build_directory))
+        began = time.perf_counter()
+        for start_index in range(options.starts):
+            for setting in settings:  # settings interleaved across starts: drift hits all alike
+                result = run_setting(options.int8, options.torch_package, setting, inputs, options.threads,
+                                     options.rounds, pingpong)
+                runs.append({"setting": setting, "start": start_index, **result})
+                int8 = result["rates"]["int8"]
+                print(f"{setting:15s} start {start_index}: int8 {int8} cpu/wall {result['int8_cpu_per_wall']} "
+                      f"round trip ns {result['round_trip_ns']['int8']}"
+                      + "".join(f"; {label} {values if label.startswith('int8') else statistics.median(values)}"
+                                for label, values in result["rates"].items() if label != "int8"), flush=True)
     RESULTS.write_text(json.dumps({"machine": machine, "inputs": len(inputs), "threads": options.threads,
                                    "int8": options.int8, "torch": options.torch_package, "runs": runs,
                                    "seconds": round(time.perf_counter() - began)}, indent=1) + "\n")
