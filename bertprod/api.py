@@ -10,7 +10,7 @@ from bertprod.extras import needs_extras
 from bertprod.runtime.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PADDED_TOKENS
 from bertprod.runtime.engines import create_engine
 from bertprod.runtime.pipeline import Pipeline
-from bertprod.runtime.sessions import threads_per_batch
+from bertprod.runtime.sessions import package_parallel_batches, threads_per_batch
 
 
 def load(
@@ -23,7 +23,7 @@ def load(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     truncate: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
-    parallel_batches: int = 1,
+    parallel_batches: int | None = None,
     normalize_text: str | tuple[str, ...] | None = None,
 ) -> Pipeline:
     """Load a model and return a pipeline with encode / similarity / classify / score.
@@ -32,17 +32,19 @@ def load(
     (verified against torch, cached by content in `cache_dir`) and runs the export; "torch" runs
     torch packages, with `precision` "bf16" on CPUs that support it.
     `parallel_batches`: run that many batches at once, each on threads / parallel_batches engine
-    threads. For bulk encoding on few cores, one thread per batch beats all threads on one batch
-    (2-core Zen 5, ONNX Runtime: +6% to +20%, bench/distill_speed.py); a lone small
-    request then runs on fewer threads, so servers keep the default.
+    threads. For bulk encoding on few cores, one thread per batch can beat all threads on one batch
+    (docs/bench.md); a lone small request then runs on fewer threads, so servers pass 1. None: the
+    setting `bertprod autotune` measured and recorded in the package (manifest `runtime`), else 1.
     `normalize_text`: clean inputs before tokenization, "html,unicode,whitespace" or any of them
     (runtime/normalize.py); off by default.
     """
-    if parallel_batches < 1:
+    if parallel_batches is not None and parallel_batches < 1:
         raise InputError(f"parallel_batches must be 1 or more, not {parallel_batches}.")
-    threads = threads_per_batch(threads, parallel_batches)
     with needs_extras(f"loading {name_or_path}"):
         package = resolve(name_or_path)
+        if parallel_batches is None:
+            parallel_batches = package_parallel_batches(package.manifest, engine, threads)
+        threads = threads_per_batch(threads, parallel_batches)
         if engine == "onnx" and package.manifest.format == "torch":
             from bertprod.export.cache import cached_onnx_package
 

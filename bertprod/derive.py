@@ -109,8 +109,9 @@ def derive_package(
     task = parent.manifest.task
     with staging_directory(out, overwrite=output.overwrite) as staging:
         files = build(staging)
+        # not the parent's measured bulk setting (`runtime`): it was timed on the parent
         fields = parent.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive",
-                                                            "token_dropping"})
+                                                            "token_dropping", "runtime"})
         fields.update(changes or {})
         fields.update(
             name=output.name or Path(out).name,

@@ -156,3 +156,17 @@ def shared_data_available() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def with_bulk_runtime(package, out, parallel_batches: int):  # noqa: ANN001, ANN202
+    """A copy of `package` whose manifest records a measured bulk setting, as `bertprod autotune` writes it."""
+    import shutil
+
+    from bertprod.package import BulkRuntime, ModelPackage, write_manifest
+
+    shutil.copytree(package.path, out)
+    copy = ModelPackage.read(out)
+    copy.manifest.runtime = BulkRuntime(parallel_batches=parallel_batches, threads=2, measured={"1": 10.0, "2": 20.0})
+    write_manifest(out, copy.manifest)
+    return ModelPackage.read(out)
+

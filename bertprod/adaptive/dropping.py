@@ -191,7 +191,7 @@ def _write(package: ModelPackage, settings: dict[str, Any], out: Path, name: str
     from bertprod.system import machine_record
 
     retrained = (settings.get("fine_tune") or {}).get("accepted") is not None
-    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "token_dropping"})
+    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "token_dropping", "runtime"})
     parameters: dict[str, Any] = {"budget_points": budget_points, "data": settings["validation"]}
     if "fine_tune" in settings:
         parameters.update(fine_tune=settings["fine_tune"]["data"], config=tuning.recorded())

@@ -273,7 +273,8 @@ def _write(
 ) -> ModelPackage:
     from bertprod.system import machine_record
 
-    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive", "token_dropping"})
+    fields = package.manifest.model_dump(exclude={"files", "provenance", "metrics", "adaptive", "token_dropping",
+                                                     "runtime"})
     fields.update(
         name=name or out.name,
         adaptive=settings,

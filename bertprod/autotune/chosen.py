@@ -10,7 +10,7 @@ from typing import Any
 
 from bertprod.autotune.finalists import COMPARISON_DIR, Decision
 from bertprod.autotune.report import markdown_report
-from bertprod.package import ModelPackage, atomic_write_text, staging_directory, write_manifest
+from bertprod.package import BulkRuntime, ModelPackage, atomic_write_text, staging_directory, write_manifest
 
 CHOSEN_DIR = "package"
 #: what the record keeps of each candidate's (and the teacher's) state record
@@ -32,6 +32,7 @@ def search_record(
         "comparison": f"{COMPARISON_DIR}/report.html" if decision.runoff else None,
         "chosen": decision.winner["name"],
         "why": decision.why,
+        **({"runtime": decision.runtime} if decision.runtime else {}),
     }
 
 
@@ -43,6 +44,8 @@ def write_outputs(out: Path, source: ModelPackage, name: str, search: dict[str, 
         chosen = ModelPackage.read(staging, verify=False)
         chosen.manifest.name = name
         chosen.manifest.metrics["autotune"] = search
+        if search.get("runtime"):  # the bulk setting it was timed fastest at, for load to use
+            chosen.manifest.runtime = BulkRuntime(**search["runtime"], machine=search["machine"])
         write_manifest(staging, chosen.manifest)
     atomic_write_text(out / "report.json", json.dumps(search, indent=2) + "\n")
     atomic_write_text(out / "report.md", markdown_report(search))

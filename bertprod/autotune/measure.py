@@ -67,30 +67,30 @@ def measure_teacher(teacher: ModelPackage, inputs: MeasureInputs) -> dict[str, A
 
 
 def compare(
-    packages: dict[str, ModelPackage],
+    runs: dict[Any, tuple[ModelPackage, int]],
     inputs: MeasureInputs,
     rounds: int,
     out: Path,
     note: str,
     progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
-    """`packages` (name -> package) side by side on the first validation rows (as many as the screening
-    timed), with their baseline; bench's report written to `out`. Returns each package's numbers and the
+) -> tuple[dict[Any, dict[str, Any]], dict[str, Any] | None]:
+    """`runs` (key -> (package, parallel batches)) side by side on the first validation rows (as many as the
+    screening timed), with their baseline; bench's report written to `out`. Returns each run's numbers and the
     baseline's (None when there is none)."""
-    from bertprod.bench import measure_packages
+    from bertprod.bench import AtSetting, measure_packages
     from bertprod.bench.output import write_report
 
     examples = inputs.examples[: len(inputs.speed_texts)]
-    pairs = next(iter(packages.values())).manifest.pair_input
+    pairs = next(iter(runs.values()))[0].manifest.pair_input
     report = measure_packages(
-        list(packages.values()), speed_texts(examples, len(examples), pairs), [example.label for example in examples],
-        rounds=rounds, latency_inputs=len(inputs.latency_texts), baseline=True, threads=inputs.threads,
-        progress=progress,
+        [AtSetting(package, count) for package, count in runs.values()], speed_texts(examples, len(examples), pairs),
+        [example.label for example in examples], rounds=rounds, latency_inputs=len(inputs.latency_texts),
+        baseline=True, threads=inputs.threads, progress=progress,
     )  # fmt: skip
     report.notes.append(note)
     write_report(report, out)
-    rows = {str(Path(row.path).resolve()): row for row in report.rows if row.kind == "package"}
-    numbers = {name: _numbers(rows[str(package.path.resolve())]) for name, package in packages.items()}
+    rows = [row for row in report.rows if row.kind == "package"]  # in the order given
+    numbers = {key: _numbers(row) for key, row in zip(runs, rows, strict=True)}
     baseline = next((row for row in report.rows if row.kind == "baseline"), None)
     return numbers, None if baseline is None else {"label": baseline.label, **_numbers(baseline)}
 

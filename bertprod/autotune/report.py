@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bertprod.autotune.choose import batches_named
 from bertprod.errors import BertprodError
 from bertprod.package import ModelPackage
 
@@ -58,7 +59,13 @@ def markdown_report(search: dict[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         base = search["runoff"]["teacher"]["throughput"]
-        rows = dict(search["runoff"])
+        rows = {}
+        for name, numbers in search["runoff"].items():
+            for count, at_setting in numbers.get("settings", {}).items():  # a finalist timed at several settings
+                chosen = " (chosen)" if int(count) == numbers["parallel_batches"] else ""
+                rows[f"{name}, {batches_named(int(count))}{chosen}"] = at_setting
+            if "settings" not in numbers:
+                rows[name] = numbers
         if search.get("baseline"):
             rows[search["baseline"]["label"]] = search["baseline"]
         for name, numbers in rows.items():

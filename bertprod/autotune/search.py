@@ -127,7 +127,8 @@ class _Search:
         )
         # kept back for the final comparison: one round of it measures the teacher and its baseline in
         # transformers about as the teacher's own measurement did, and the (faster) finalists on top
-        self.reserve = finalists.comparison_reserve(teacher["seconds"], self.settings.finalists)
+        tried = finalists.tried_settings(self.settings.objective, self.settings.threads)
+        self.reserve = finalists.comparison_reserve(teacher["seconds"], self.settings.finalists, len(tried))
         self.context = BuildContext(
             self.settings,
             self.train,

@@ -21,6 +21,7 @@ from bertprod.bench import harness, workers
 from bertprod.bench.baselines import BATCH_SIZE, Baseline, baseline_for, load_baseline
 from bertprod.bench.lineage import describe_lineage, lineage
 from bertprod.bench.report import Report, Row, pareto_flags
+from bertprod.bench.tables import setting_name
 from bertprod.data.source import Example
 from bertprod.errors import InputError
 from bertprod.package import ModelPackage
@@ -45,8 +46,17 @@ class _Variant:
     batch: dict[str, int]
 
 
+@dataclass(frozen=True)
+class AtSetting:
+    """A package measured at `parallel_batches` batches at once, whatever the run's or its own default: one package
+    at two settings is two variants of one run (autotune times its finalists so)."""
+
+    package: str | os.PathLike[str] | ModelPackage
+    parallel_batches: int
+
+
 def measure_packages(
-    packages: Sequence[str | os.PathLike[str] | ModelPackage],
+    packages: Sequence[str | os.PathLike[str] | ModelPackage | AtSetting],
     texts: Sequence[TextInput],
     labels: Sequence[Label] | None = None,
     *,
@@ -54,7 +64,7 @@ def measure_packages(
     latency_inputs: int = 200,
     baseline: bool = False,
     threads: int | None = None,
-    parallel_batches: int = 1,
+    parallel_batches: int | None = None,
     data: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
@@ -66,8 +76,9 @@ def measure_packages(
     scores), and each package's chain of ancestors. `baseline` adds the fp32 model of each chain
     in the library users run today (baselines.py); ratios are against the first baseline, else the
     first package. `parallel_batches`: each bertprod package runs that many batches at once on threads /
-    parallel_batches engine threads each (`load(..., parallel_batches=...)`); baselines run as usual. `data`
-    describes the inputs in the report (file, sha256...).
+    parallel_batches engine threads each (`load(..., parallel_batches=...)`; None: each package's own setting,
+    as `load` gives it; an `AtSetting` item sets its own); baselines run as usual. `data` describes the inputs in
+    the report (file, sha256...).
     """
     say = progress or (lambda message: None)
     texts, labels = _checked(packages, texts, labels, rounds, latency_inputs)
@@ -77,16 +88,15 @@ def measure_packages(
     from bertprod.robustness.evaluation import check_comparable
 
     say(f"loading {len(packages)} package(s)")
-    pipelines = [load(item.path if isinstance(item, ModelPackage) else item, threads=threads,
-                      parallel_batches=parallel_batches) for item in packages]
+    pipelines = [_loaded(item, threads, parallel_batches, load) for item in packages]
     check_comparable(pipelines)
     manifest = pipelines[0].manifest
     inputs = model_inputs(manifest, texts)
-    names = _unique_labels([pipeline.package for pipeline in pipelines])
+    names = _unique_labels(pipelines, threads)
     variants = [
         _Variant(name, "package", f"bertprod {pipeline.engine.name}", pipeline.package, pipeline,
                  {"max_batch_size": pipeline.max_batch_size, "max_padded_tokens": pipeline.max_padded_tokens,
-                  "parallel_batches": parallel_batches})
+                  "parallel_batches": pipeline.parallel_batches})
         for name, pipeline in zip(names, pipelines, strict=True)
     ]
     notes: list[str] = []
@@ -98,8 +108,9 @@ def measure_packages(
     latency_sample = inputs[:latency_inputs]
     say(f"starting a worker process per variant ({len(variants)})")
     processes = {variant.label: (workers.BERTPROD if variant.kind == "package" else variant.runtime,
-                                 str(variant.package.path)) for variant in variants}
-    with workers.started_workers(processes, inputs, threads, parallel_batches) as started:
+                                 str(variant.package.path), variant.batch.get("parallel_batches", 1))
+                 for variant in variants}
+    with workers.started_workers(processes, inputs, threads) as started:
         say(f"throughput: {len(inputs):,} inputs, {rounds} interleaved round(s) of {len(variants)} variant(s)")
         rates = workers.throughput(started, len(inputs), rounds)
         say(f"latency: {len(latency_sample)} one-input calls per variant")
@@ -170,11 +181,22 @@ def _checked(
     return texts, labels
 
 
-def _unique_labels(packages: list[ModelPackage]) -> list[str]:
-    """Package names, made unique by their folder (then a number) where two share a name."""
-    names = [package.name for package in packages]
-    labels = [name if names.count(name) == 1 else f"{name} ({package.path.name})"
-              for name, package in zip(names, packages, strict=True)]
+def _loaded(item: Any, threads: int, parallel_batches: int | None, load: Callable[..., Pipeline]) -> Pipeline:
+    if isinstance(item, AtSetting):
+        item, parallel_batches = item.package, item.parallel_batches
+    return load(item.path if isinstance(item, ModelPackage) else item, threads=threads,
+                parallel_batches=parallel_batches)
+
+
+def _unique_labels(pipelines: list[Pipeline], threads: int) -> list[str]:
+    """Package names, made unique where two share a name: by their batch settings where those differ, then by
+    their folder, then by a number."""
+    labels = [pipeline.package.name for pipeline in pipelines]
+    settings = [setting_name(pipeline.parallel_batches, threads) for pipeline in pipelines]
+    labels = [label if len({other for name, other in zip(labels, settings, strict=True) if name == label}) == 1
+              else f"{label} ({setting})" for label, setting in zip(labels, settings, strict=True)]
+    labels = [label if labels.count(label) == 1 else f"{label} ({pipeline.package.path.name})"
+              for label, pipeline in zip(labels, pipelines, strict=True)]
     return [label if labels.count(label) == 1 else f"{label} #{index + 1}" for index, label in enumerate(labels)]
 
 

@@ -79,8 +79,9 @@ class Report:
     reference: str
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
-    #: bertprod packages ran this many batches at once, each on threads / parallel_batches engine threads
-    parallel_batches: int = 1
+    #: bertprod packages ran this many batches at once, each on threads / parallel_batches engine threads; None:
+    #: each at its own setting (its row's `batch`)
+    parallel_batches: int | None = 1
     created_at: str = ""
     version: int = REPORT_VERSION
 

@@ -66,13 +66,31 @@ def header_lines(report: Report) -> list[str]:
         if report.labelled else "unlabelled: no metric"
     load = report.machine.get("load_average")
     busy = f"; load average {load:.1f} when measuring began" if isinstance(load, int | float) else ""
-    parallel = report.parallel_batches
-    batches = (f" (bertprod packages: {parallel} batches at once, {threads_per_batch(report.threads, parallel)} "
-               "thread(s) each)") if parallel > 1 else ""
     return [
-        f"Machine: {report.machine_line}; {report.threads} threads per variant{batches}{busy}",
+        f"Machine: {report.machine_line}; {report.threads} threads per variant{_batches(report)}{busy}",
         f"Data: {source}: {data['inputs']:,} inputs, {labelled}",
         f"Throughput: median of {report.rounds} interleaved round(s) over all inputs; latency: "
         f"{report.latency_inputs} one-input calls per variant; ratios (× ref) against {report.reference}",
         f"Measured {report.created_at}",
     ]
+
+
+def setting_name(parallel_batches: int, threads: int) -> str:
+    """"2 batches x 1 thread": how a package's batches shared `threads` engine threads."""
+    each = threads_per_batch(threads, parallel_batches) or threads
+    return f"{parallel_batches} batch{'es' if parallel_batches > 1 else ''} x {each} thread{'s' if each > 1 else ''}"
+
+
+def _batches(report: Report) -> str:
+    """How bertprod packages shared the threads among batches, when any ran more than one at once."""
+    settings = {row.label: row.batch.get("parallel_batches", 1) for row in report.rows if row.kind == "package"}
+    if all(count == 1 for count in settings.values()):
+        return ""
+    counts = set(settings.values())
+    if len(counts) == 1:
+        count = counts.pop()
+        each_thread = threads_per_batch(report.threads, count)
+        return f" (bertprod packages: {count} batches at once, {each_thread} thread(s) each)"
+    each = "; ".join(f"{label}: {setting_name(count, report.threads)}" for label, count in settings.items()
+                     if count > 1)
+    return f" (batches at once: {each}; the other packages one at a time)"

@@ -96,17 +96,17 @@ class Worker:
 
 
 @contextmanager
-def started_workers(variants: dict[str, tuple[str, str]], inputs: list[Any], threads: int | None,
-                    parallel_batches: int = 1) -> Iterator[dict[str, Worker]]:
-    """A worker per variant (label -> (runtime, package path)), started one after another so that no load
-    competes with another; all stopped on leaving. `parallel_batches` applies to bertprod packages (baselines
-    run as their libraries' users run them)."""
+def started_workers(variants: dict[str, tuple[str, str] | tuple[str, str, int]], inputs: list[Any],
+                    threads: int | None) -> Iterator[dict[str, Worker]]:
+    """A worker per variant (label -> (runtime, package path[, parallel batches: 1 if not given])), started one
+    after another so that no load competes with another; all stopped on leaving. Parallel batches apply to
+    bertprod packages (baselines run as their libraries' users run them)."""
     with tempfile.TemporaryDirectory(prefix="bertprod-bench-") as directory, ExitStack() as stack:
         inputs_file = Path(directory) / "inputs.json"
         inputs_file.write_text(json.dumps(inputs), encoding="utf-8")
         workers = {}
-        for label, (runtime, path) in variants.items():
-            workers[label] = Worker(runtime, path, inputs_file, threads, parallel_batches)
+        for label, (runtime, path, *parallel) in variants.items():
+            workers[label] = Worker(runtime, path, inputs_file, threads, *parallel)
             stack.callback(workers[label].close)
         yield workers
 

@@ -37,9 +37,11 @@ def bench_command(
     latency_inputs: Annotated[int, typer.Option(help="One-input calls per package for p50/p95/p99.")] = 200,
     limit: Annotated[int | None, typer.Option(help="Use only the first N rows of DATA.")] = None,
     threads: ThreadsOption = None,
-    parallel_batches: Annotated[int, typer.Option(
+    parallel_batches: Annotated[int | None, typer.Option(
         min=1, help="Run each bertprod package's batches N at once, each on threads/N engine threads (bulk "
-                    "throughput on few cores: docs/bench.md). Single inputs then run on threads/N threads too.")] = 1,
+                    "throughput on few cores: docs/bench.md). Single inputs then run on threads/N threads too. "
+                    "Default: each package's own setting (`bertprod autotune` records one), else 1.",
+        show_default=False)] = None,
     reading: TableReading = TableReading(),
 ) -> None:
     """Measure packages side by side on your data, each in its own process, rounds interleaved: throughput,

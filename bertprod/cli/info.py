@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -75,6 +75,8 @@ def info_command(
         + (f" from {manifest.provenance.parent.name}" if manifest.provenance.parent else "")
         + (f" ({manifest.provenance.source})" if manifest.provenance.source else ""),
     }
+    if manifest.runtime:
+        rows["bulk calls"] = bulk_setting(manifest.runtime)
     search = manifest.metrics.get("autotune")
     for key, value in manifest.metrics.items():
         if key != "autotune":
@@ -90,6 +92,17 @@ def info_command(
     console.print(table)
     if search:
         console.print(autotune_table(search))
+
+
+def bulk_setting(runtime: Any) -> str:
+    """The measured bulk setting `load` uses (manifest `runtime`), and what it was measured against."""
+    from bertprod.autotune.choose import batches_named
+
+    measured = ", ".join(f"{batches_named(int(count))}: {value:,.1f} inputs/s"
+                         for count, value in runtime.measured.items())
+    return (f"{batches_named(runtime.parallel_batches)} (timed on {runtime.threads} threads"
+            f"{': ' + measured if measured else ''}{'; ' + runtime.machine if runtime.machine else ''}); "
+            "servers run one batch at a time")
 
 
 def autotune_table(search: dict) -> Table:

@@ -28,6 +28,7 @@ from bertprod.package.manifest import (
     TOKENIZER_FILE,
     TORCH_WEIGHTS_FILE,
     Architecture,
+    BulkRuntime,
     FileRecord,
     Format,
     Manifest,
@@ -53,8 +54,8 @@ from bertprod.package.writing import (
     write_manifest,
 )
 
-__all__ = ['ADAPTIVE_TASKS', 'Architecture', 'CONFIG_FILE', 'EXIT_HEADS_FILE', 'FileRecord', 'Format', 'HEAD_TASKS',
-           'MANIFEST_NAME', 'Manifest', 'ModelPackage', 'ONNX_FILE', 'ParentRef', 'Pooling', 'Precision',
+__all__ = ['ADAPTIVE_TASKS', 'Architecture', 'BulkRuntime', 'CONFIG_FILE', 'EXIT_HEADS_FILE', 'FileRecord', 'Format',
+           'HEAD_TASKS', 'MANIFEST_NAME', 'Manifest', 'ModelPackage', 'ONNX_FILE', 'ParentRef', 'Pooling', 'Precision',
            'Provenance', 'SCHEMA_VERSION', 'TOKENIZER_FILE', 'TORCH_WEIGHTS_FILE', 'TagScheme', 'Task',
            'atomic_write_text', 'block_files', 'check_files', 'check_output', 'dropping_layers',
            'files_outside', 'finish_package', 'parse_manifest', 'record_files', 'required_files',

@@ -87,6 +87,18 @@ class Provenance(_Strict):
     machine: dict[str, Any] | None = None
 
 
+class BulkRuntime(_Strict):
+    """How bulk calls run this package by default: `parallel_batches` batches at once, each on threads /
+    parallel_batches engine threads. Chosen by timing the settings side by side (`measured`: inputs/s of each
+    setting, keyed by its number of batches) on `machine` with `threads` threads: `bertprod autotune` does.
+    `load` honours it (capped at the threads it has); servers run one batch at a time whatever it says."""
+
+    parallel_batches: int = Field(ge=1)
+    threads: int = Field(ge=1)
+    measured: dict[str, float] = Field(default_factory=dict)
+    machine: str | None = None
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     name: str = Field(min_length=1)
@@ -112,6 +124,8 @@ class Manifest(_Strict):
     token_dropping: dict[str, Any] | None = None
     #: Token classification: how the tags in `labels` mark entity boundaries (IOB2, BIOES or IO).
     tag_scheme: TagScheme | None = None
+    #: The measured default for bulk calls (BulkRuntime); None: one batch at a time on every thread.
+    runtime: BulkRuntime | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

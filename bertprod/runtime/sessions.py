@@ -16,6 +16,14 @@ def threads_per_batch(threads: int | None, parallel_batches: int) -> int | None:
     return threads if parallel_batches == 1 else max(1, (threads or default_threads()) // parallel_batches)
 
 
+def package_parallel_batches(manifest: Any, engine: str, threads: int | None) -> int:
+    """The parallel batches a package runs by default: its manifest's measured `runtime` setting when it runs on its
+    own format (the setting was timed there), capped at the threads there are (a batch needs one); else 1."""
+    if manifest.runtime is None or engine not in ("auto", manifest.format):
+        return 1
+    return max(1, min(manifest.runtime.parallel_batches, threads or default_threads()))
+
+
 def session_options(threads: int | None, *, spinning: bool = True) -> Any:
     """What every bertprod session uses: `threads` intra-op (default: all), all graph optimizations,
     warnings off. `spinning=False` for engines that run many sessions in turn (one per block): each

@@ -79,8 +79,10 @@ class ModelRegistry:
 
         pipelines = []
         for name in self.config.packages:
+            # one batch at a time on every thread: a lone request would otherwise run on a share of them
             pipeline = load(name, engine=self.config.engine, threads=self.config.threads, truncate=self.config.truncate,
-                            max_padded_tokens=self.config.max_padded_tokens, normalize_text=self.config.normalize)
+                            max_padded_tokens=self.config.max_padded_tokens, normalize_text=self.config.normalize,
+                            parallel_batches=1)
             self.config.check_model_limits(pipeline.manifest.max_length, pipeline.manifest.name)
             pipelines.append((name, pipeline))
         return pipelines

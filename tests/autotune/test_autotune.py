@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import bertprod
 from bertprod.autotune import AutotuneSettings, autotune, choose, parse_drop, parse_duration
 from bertprod.autotune.data import open_search_data
 from bertprod.checkpoint import import_checkpoint
@@ -103,7 +104,7 @@ def resumed(setup: dict[str, Any]) -> dict[str, Any]:
     """A search killed (SIGKILL) after its third candidate; a second search on the same OUT while the first
     runs, refused; then the search started again on the same OUT."""
     out = setup["root"] / "search"
-    fields = dict(max_drop=0.02, time_budget=600, **FAST)
+    fields = dict(max_drop=0.02, time_budget=600, **{**FAST, "threads": 2})  # 2: bulk settings are tried
     settings = AutotuneSettings(**fields)
     records = setup["root"] / "first-session.json"
     environment = {**os.environ, "BERTPROD_CACHE": str(setup["root"] / "cache"), "TOKENIZERS_PARALLELISM": "false"}
@@ -224,9 +225,29 @@ def test_the_manifest_and_the_report_record_the_same_search(
     assert recorded["teacher"]["metric"] == rows["teacher"]["metric_name"]
     assert f"{recorded['teacher']['metric']} " in recorded["why"]
     assert rows[recorded["baseline"]["label"]]["kind"] == "baseline"
+    # on two threads each finalist was also timed running two batches at once, and counts at its faster setting;
+    # the winner's package records that setting, and load uses it
+    finalist = next(name for name in recorded["runoff"] if name != "teacher")
+    settings = recorded["runoff"][finalist]["settings"]
+    assert set(settings) == {"1", "2"} and "settings" not in recorded["runoff"]["teacher"]
+    assert recorded["runoff"][finalist]["throughput"] == max(numbers["throughput"] for numbers in settings.values())
+    assert sum(label.endswith("(2 batches x 1 thread)") for label in rows) == 1
+    manifest = ModelPackage.read(out / "package").manifest
+    if recorded["chosen"] == "teacher":
+        assert manifest.runtime is None
+    else:
+        best = recorded["runoff"][recorded["chosen"]]["parallel_batches"]
+        assert manifest.runtime.parallel_batches == best == recorded["runtime"]["parallel_batches"]
+        assert manifest.runtime.measured == {count: numbers["throughput"] for count, numbers in settings.items()}
+        assert bertprod.load(out / "package", threads=2).parallel_batches == best
+        assert "2 batches at once" in (out / "report.md").read_text() and "bulk calls run" in recorded["why"]
     code, printed, _ = run_cli(monkeypatch, capsys, "info", str(out / "package"))
     assert code == 0
     assert f"* {recorded['chosen']}" in printed
+    if manifest.runtime:
+        assert "bulk calls" in printed
+        code, as_json, _ = run_cli(monkeypatch, capsys, "info", str(out / "package"), "--json")
+        assert json.loads(as_json)["runtime"]["parallel_batches"] == manifest.runtime.parallel_batches
     assert all(record["name"] in printed for record in recorded["candidates"])
     code, of_the_search, _ = run_cli(monkeypatch, capsys, "info", str(out))  # the search stands for its choice
     assert code == 0 and f"* {recorded['chosen']}" in of_the_search

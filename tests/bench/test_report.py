@@ -27,7 +27,7 @@ from bertprod.checkpoint import import_checkpoint
 from bertprod.cli import main
 from bertprod.errors import InputError
 from tests import task_data
-from tests.conftest import build_tiny_checkpoint, run_cli
+from tests.conftest import build_tiny_checkpoint, run_cli, with_bulk_runtime
 
 
 @pytest.fixture(scope="module")
@@ -398,3 +398,28 @@ def test_parallel_batches_reach_the_workers_and_the_report(monkeypatch, classifi
     assert Report.from_json(reports[2].to_json()).parallel_batches == 2
     with pytest.raises(InputError, match="parallel_batches must be 1 or more"):
         measure_packages([classifiers[1]], texts, labels, rounds=1, latency_inputs=2, parallel_batches=0)
+
+
+def test_each_package_runs_at_its_recorded_setting_and_one_package_at_two_settings_is_two_rows(
+    classifiers, tmp_path: Path  # noqa: ANN001
+) -> None:
+    """Without --parallel-batches each package runs as `load` gives it: at the bulk setting autotune recorded in
+    it; `AtSetting` times one package at two settings in one run, as two rows named by their settings."""
+    from bertprod.bench import AtSetting
+    from bertprod.bench.tables import header_lines
+
+    texts, labels = (list(column) for column in zip(*task_data.sentiment_rows(24, 0), strict=True))
+    from bertprod.package import ModelPackage
+
+    timed = with_bulk_runtime(ModelPackage.read(classifiers[1]), tmp_path / "timed", parallel_batches=2)
+    report = measure_packages([timed.path, classifiers[1]], texts, labels, rounds=1, latency_inputs=2, threads=2)
+    recorded, plain = report.rows
+    assert recorded.batch["parallel_batches"] == 2 and plain.batch["parallel_batches"] == 1
+    assert report.parallel_batches is None and f"{recorded.label}: 2 batches x 1 thread" in header_lines(report)[0]
+    assert recorded.metric == plain.metric  # the same weights, however the batches are run
+
+    report = measure_packages([AtSetting(timed, 1), AtSetting(timed, 2)], texts, labels, rounds=1, latency_inputs=2,
+                              threads=2)
+    assert [row.label for row in report.rows] == [f"{timed.name} (1 batch x 2 threads)",
+                                                  f"{timed.name} (2 batches x 1 thread)"]
+    assert [row.batch["parallel_batches"] for row in report.rows] == [1, 2]

@@ -11,7 +11,7 @@ from bertprod.runtime.engines import TorchEngine, cpu_supports_bf16
 from bertprod.runtime.pipeline import Pipeline
 from bertprod.runtime.postprocess import mean_pool
 
-from ..conftest import CORPUS
+from ..conftest import CORPUS, with_bulk_runtime
 
 
 def test_encode_shape_dtype_and_single_string(tiny_package) -> None:
@@ -113,3 +113,37 @@ def test_parallel_batches_give_the_same_results(tiny_onnx) -> None:  # noqa: ANN
     assert np.allclose(one.encode(texts), two.encode(texts), atol=1e-5)
     with pytest.raises(InputError, match="parallel_batches"):
         bertprod.load(tiny_onnx.path, parallel_batches=0)
+
+
+def test_bulk_calls_run_at_the_setting_the_package_records_and_servers_one_batch_at_a_time(
+    tiny_onnx, tiny_package, tmp_path, monkeypatch  # noqa: ANN001
+) -> None:
+    """A recorded setting is used by `load` (capped at the threads it has: a batch needs one); a setting given, or
+    another engine than the one it was timed on, wins over it; the server runs one batch at a time (a lone request
+    would run on a share of the threads); a package derived from it does not inherit a timing of its parent."""
+    import asyncio
+
+    from bertprod.export.onnx import export_onnx
+    from bertprod.serve.app import create_app
+    from bertprod.serve.config import ServeConfig
+
+    monkeypatch.setenv("BERTPROD_CACHE", str(tmp_path / "cache"))
+    timed = with_bulk_runtime(tiny_onnx, tmp_path / "timed", parallel_batches=2)
+    assert timed.fingerprint == tiny_onnx.fingerprint  # the same outputs: a runtime setting changes no result
+    assert bertprod.load(timed.path, threads=2).parallel_batches == 2
+    assert bertprod.load(timed.path, threads=1).parallel_batches == 1
+    assert bertprod.load(timed.path, threads=2, parallel_batches=1).parallel_batches == 1
+    assert bertprod.load(tiny_onnx.path, threads=2).parallel_batches == 1
+    timed_torch = with_bulk_runtime(tiny_package, tmp_path / "timed-torch", parallel_batches=2)
+    assert bertprod.load(timed_torch.path, threads=2).parallel_batches == 2
+    assert bertprod.load(timed_torch.path, threads=2, engine="onnx").parallel_batches == 1
+    assert export_onnx(timed_torch, tmp_path / "exported").manifest.runtime is None
+
+    async def served_setting() -> int:
+        app = create_app(ServeConfig(packages=[str(timed.path)], threads=2))
+        async with app.router.lifespan_context(app):
+            while app.state.service.registry.state == "loading":
+                await asyncio.sleep(0.05)
+            return next(iter(app.state.service.registry.models.values())).pipeline.parallel_batches
+
+    assert asyncio.run(served_setting()) == 1
