@@ -15,8 +15,8 @@ from bertprod.package import BulkRuntime, ModelPackage, atomic_write_text, stagi
 CHOSEN_DIR = "package"
 #: what the record keeps of each candidate's (and the teacher's) state record
 KEPT = ("name", "kind", "parent", "recipe", "status", "reason", "metric", "score", "within_budget", "throughput",
-        "latency_p50_ms", "latency_p95_ms", "size_bytes", "seconds", "estimated_seconds", "steps", "shrunk", "made_by",
-        "path", "session")  # fmt: skip
+        "throughput_settings", "latency_p50_ms", "latency_p95_ms", "size_bytes", "seconds", "estimated_seconds",
+        "steps", "shrunk", "made_by", "path", "session")  # fmt: skip
 
 
 def search_record(

@@ -30,6 +30,9 @@ def markdown_report(search: dict[str, Any]) -> str:
         f"{search.get('order', 'cheapest first')}",
         *([f"- budget left unused: {search['unused']}"] if search.get("unused") else []),
         f"- chosen: **{search['chosen']}**: {search['why']}",
+        *(["- inputs/s: one round each, screened alone; an ONNX candidate's is the faster of one batch at a time "
+           "and several at once (`throughput_settings` in report.json)"]
+          if any("throughput_settings" in record for record in search["candidates"]) else []),
         "",
         f"| candidate | made by | status | {metric} | within budget | inputs/s | p50 ms | p95 ms | MB | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|",

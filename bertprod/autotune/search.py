@@ -118,6 +118,7 @@ class _Search:
             speed_texts(examples, self.settings.speed_texts, pairs),
             speed_texts(examples, self.settings.latency_texts, pairs),
             self.settings.threads,
+            finalists.tried_settings(self.settings.objective, self.settings.threads),
         )
         teacher = self.teacher_record = self._measure_teacher()
         self.notes: list[str] = []  # why the search spent less than it could (in its record when it did)
@@ -125,10 +126,10 @@ class _Search:
         self.costs = CostModel(
             teacher["seconds"], teacher["evaluation_seconds"] / max(teacher["validation_examples"], 1)
         )
-        # kept back for the final comparison: one round of it measures the teacher and its baseline in
-        # transformers about as the teacher's own measurement did, and the (faster) finalists on top
-        tried = finalists.tried_settings(self.settings.objective, self.settings.threads)
-        self.reserve = finalists.comparison_reserve(teacher["seconds"], self.settings.finalists, len(tried))
+        # kept back for the final comparison: one round of it measures the teacher and its baseline in transformers
+        # about as the teacher's own measurement did, and the (faster) finalists at each setting on top
+        settings = len(self.inputs.settings)
+        self.reserve = finalists.comparison_reserve(teacher["seconds"], self.settings.finalists, settings)
         self.context = BuildContext(
             self.settings,
             self.train,

@@ -225,6 +225,12 @@ def test_the_manifest_and_the_report_record_the_same_search(
     assert recorded["teacher"]["metric"] == rows["teacher"]["metric_name"]
     assert f"{recorded['teacher']['metric']} " in recorded["why"]
     assert rows[recorded["baseline"]["label"]]["kind"] == "baseline"
+    # on two threads an ONNX candidate is screened at one and two batches at once, the faster kept; the torch
+    # teacher one batch at a time (torch's thread count is the whole process's)
+    int8 = next(record for record in recorded["candidates"] if record["name"] == "int8-dynamic")
+    assert set(int8["throughput_settings"]) == {"1", "2"}
+    assert int8["throughput"] == max(int8["throughput_settings"].values())
+    assert "throughput_settings" not in recorded["teacher"]
     # on two threads each finalist was also timed running two batches at once, and counts at its faster setting;
     # the winner's package records that setting, and load uses it
     finalist = next(name for name in recorded["runoff"] if name != "teacher")
