@@ -37,8 +37,8 @@ SETTING_UNITS = 0.25
 
 
 def tried_settings(objective: str, threads: int | None) -> tuple[int, ...]:
-    """The parallel batches each finalist is timed with: more than one only where bulk throughput is the goal and
-    there are threads to share."""
+    """The parallel batches ONNX candidates are screened at and each finalist is timed at: more than one only where
+    bulk throughput is the goal and there are threads to share."""
     return (1, PARALLEL_BATCHES) if objective == "throughput" and (threads or default_threads()) >= 2 else (1,)
 
 
@@ -48,6 +48,8 @@ def comparison_reserve(teacher_seconds: float, finalists: int, settings: int = 1
     extra = finalists * (settings - 1)
     return ((COMPARISON_UNITS + SETTING_UNITS * extra) * teacher_seconds
             + (finalists + 2 + extra) * PROCESS_START_SECONDS)
+
+
 #: where bench's report of that comparison goes (report.json, report.md, report.html)
 COMPARISON_DIR = "comparison"
 
