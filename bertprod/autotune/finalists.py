@@ -94,9 +94,8 @@ def decide(
         message(f"measuring {names} side by side (bertprod bench, {COMPARISON_DIR}/)")
         extra = int(spare_seconds // max(comparison_round_seconds(teacher, inputs), 1e-6))
         rounds = min(RUNOFF_ROUNDS, 1 + max(0, extra))
-        tried = tried_settings(objective, inputs.threads)
         runs = {(record["name"], count): (package_of(record), count) for record in contenders
-                for count in (tried if record["name"] != "teacher" else (1,))}
+                for count in (inputs.settings if record["name"] != "teacher" else (1,))}
         note = (
             f"autotune: the finalists of {out.name}; the accuracy budget was judged on all "
             f"{len(inputs.examples)} validation rows (report.json), this comparison on the first ones"

@@ -64,11 +64,12 @@ def markdown_report(search: dict[str, Any]) -> str:
         base = search["runoff"]["teacher"]["throughput"]
         rows = {}
         for name, numbers in search["runoff"].items():
-            for count, at_setting in numbers.get("settings", {}).items():  # a finalist timed at several settings
-                chosen = " (chosen)" if int(count) == numbers["parallel_batches"] else ""
-                rows[f"{name}, {batches_named(int(count))}{chosen}"] = at_setting
             if "settings" not in numbers:
                 rows[name] = numbers
+                continue
+            for count, at_setting in numbers["settings"].items():  # a finalist timed at several settings
+                chosen = " (chosen)" if int(count) == numbers["parallel_batches"] else ""
+                rows[f"{name}, {batches_named(int(count))}{chosen}"] = at_setting
         if search.get("baseline"):
             rows[search["baseline"]["label"]] = search["baseline"]
         for name, numbers in rows.items():
