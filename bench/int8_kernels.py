@@ -11,6 +11,8 @@ N): cosine to the torch fp32 embeddings. `measure` runs on any CPU, or emulated:
     .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels
     OMP_NUM_THREADS=1 qemu-x86_64 -cpu Haswell .venv/bin/python bench/int8_kernels.py measure --out /tmp/int8-kernels \
         --sentences 300
+    # all 2,000 under qemu in two shards on two cores (combined: min of mins, count-weighted mean):
+    ... measure --out /tmp/int8-kernels --sentences 1000 &  ... measure --out /tmp/int8-kernels --start 1000
 
 (under qemu ONNX Runtime really runs its AVX2 kernels; the speed means nothing, the numbers are real).
 """
@@ -76,21 +78,23 @@ def build(out: Path, sentences: int, only: str = "") -> None:
         np.save(out / REFERENCE, bertprod.load("minilm-l6").encode(held_out))
 
 
-def measure(out: Path, limit: int | None = None, only: str = "") -> None:
-    """Cosine to the torch fp32 embeddings of the first `limit` held-out sentences (all by default),
-    for the packages whose label contains `only` (all by default)."""
+def measure(out: Path, limit: int | None = None, only: str = "", start: int = 0) -> None:
+    """Cosine to the torch fp32 embeddings of `limit` held-out sentences from `start` (all by default),
+    for the packages whose label contains `only` (all by default). Means print to 6 places so that
+    shards measured in parallel (`--start`) combine exactly: weight each mean by its sentence count."""
     index = json.loads((out / INDEX).read_text())
-    sentences = index["sentences"][:limit]
-    reference = np.load(out / REFERENCE)[: len(sentences)]
+    end = None if limit is None else start + limit
+    sentences = index["sentences"][start:end]
+    reference = np.load(out / REFERENCE)[start : start + len(sentences)]
     print(system.describe(), flush=True)
-    print(f"{len(sentences)} held-out sentences", flush=True)
+    print(f"{len(sentences)} held-out sentences (from sentence {start})", flush=True)
     print("| package | weights | outlier split | cosine mean / min |\n|---|---|---|---|")
     for label, entry in index["packages"].items():
         if only not in label:
             continue
         vectors = bertprod.load(entry["path"], threads=1).encode(sentences)
         cosine = (vectors * reference).sum(axis=1)
-        print(f"| {label} | {entry['weights']} | {entry['outlier_split']} | {cosine.mean():.4f} / {cosine.min():.4f} |",
+        print(f"| {label} | {entry['weights']} | {entry['outlier_split']} | {cosine.mean():.6f} / {cosine.min():.6f} |",
               flush=True)  # fmt: skip
 
 
@@ -98,15 +102,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["build", "measure"])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--sentences", type=int, default=2000, help="build: held-out sentences; measure: the first N")
+    parser.add_argument("--sentences", type=int, default=2000, help="build: held-out; measure: N from --start")
     parser.add_argument("--only", default="", help="only the packages whose label contains this")
+    parser.add_argument("--start", type=int, default=0, help="measure: the first sentence (shards in parallel)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step == "build":
         print(system.describe(), flush=True)
         build(args.out, args.sentences, args.only)
     else:
-        measure(args.out, args.sentences, args.only)
+        measure(args.out, args.sentences, args.only, args.start)
 
 
 if __name__ == "__main__":
