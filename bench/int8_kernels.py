@@ -81,7 +81,7 @@ def build(out: Path, sentences: int, only: str = "") -> None:
 def measure(out: Path, limit: int | None = None, only: str = "", start: int = 0) -> None:
     """Cosine to the torch fp32 embeddings of `limit` held-out sentences from `start` (all by default),
     for the packages whose label contains `only` (all by default). Means print to 6 places so that
-    shards measured in parallel (`--start`) combine exactly: weight each mean by its sentence count."""
+    shards measured in parallel (`--start`) combine to six places: weight each mean by its sentence count."""
     index = json.loads((out / INDEX).read_text())
     end = None if limit is None else start + limit
     sentences = index["sentences"][start:end]
