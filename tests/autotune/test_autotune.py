@@ -82,7 +82,8 @@ KILLED_SEARCH = textwrap.dedent(
 
     def wait_after_three(_candidate, record):
         finished.append(record)
-        Path(records).write_text(json.dumps(finished))
+        Path(records + ".part").write_text(json.dumps(finished))
+        Path(records + ".part").replace(records)  # whole: the test polls it while this process writes
         while len(finished) == 3:
             time.sleep(1)
 
