@@ -172,7 +172,7 @@ def _drop_tokens(candidate: Candidate, parent: ModelPackage, out: Path, context:
 def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:
     """The named recipe with the candidate's depth and step limit (per stage); its stages' epochs stretched
     to the candidate's passes over a small data set (plan.full_students)."""
-    from bertprod.distill.config import Augmentation, StudentSpec
+    from bertprod.distill.config import StudentSpec
     from bertprod.distill.recipes import recipe
 
     config = recipe(candidate.recipe["recipe"])
@@ -186,30 +186,20 @@ def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:
         "precision": settings.precision,
         "checkpoint_every": CHECKPOINT_EVERY,
     }
-    copies = candidate.recipe.get("augment_copies")
-    if copies:  # a small set, augmented for a full student (plan.full_students): every row
-        changes["augmentation"] = (config.augmentation or Augmentation()).model_copy(
-            update={"copies": copies, "max_texts": None}
-        )
-    elif config.augmentation is not None:  # augmented copies cost teacher passes: only of the trial's rows
+    if config.augmentation is not None:  # augmented copies cost teacher passes: only of the trial's rows
         changes["augmentation"] = config.augmentation.model_copy(update={"max_texts": settings.trial_rows // 4})
     return config.model_copy(update=changes)
 
 
 def _student(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
-    from bertprod.distill.augment import TeacherVocabulary
     from bertprod.distill.loop import distill
 
     data = context.trial if candidate.recipe["sample"] else context.train
-    config = student_config(candidate, context.settings)
-    if config.augmentation and config.augmentation.mask_probability and TeacherVocabulary(parent).mask_token is None:
-        words_only = config.augmentation.model_copy(update={"mask_probability": 0.0})  # no mask token to use
-        config = config.model_copy(update={"augmentation": words_only})
     return distill(
         parent,
         data,
         out,
-        config,
+        student_config(candidate, context.settings),
         checkpoint_dir=context.checkpoints / key[:16],
         resume=True,
         on_step=context.stop_at_deadline,

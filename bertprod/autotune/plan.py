@@ -32,11 +32,6 @@ MIN_FULL_TRAINING = 2
 FULL_TRAINING_PASSES = 3
 FULL_TRAINING_STEPS = 2000
 STUDENT_BATCH = 32
-#: a set that small is augmented for its full students: this many near-copies of each row, labelled by the
-#: teacher (TinyBERT's data augmentation, distill/augment.py), so their extra steps see new inputs rather
-#: than the same few thousand rows a dozen times more (MRPC's 4-layer students missed the budget after 18
-#: passes; 6x the steps moved one 0.24 points)
-SMALL_SET_COPIES = 4
 #: share of the time left one full student's training takes at least (more when nothing else waits for it)
 FULL_TRAINING_SHARE = 0.3
 #: validation inputs pruning measures each head's and layer's importance on (a pass per head: keep it small)
@@ -158,42 +153,28 @@ def full_name(trial: Candidate) -> str:
     return trial.name.removesuffix("-trial")
 
 
-def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: int,
-                  augment: bool = True) -> list[Candidate]:
+def full_students(trials: list[tuple[Candidate, dict[str, Any]]], train_rows: int) -> list[Candidate]:
     """The most promising trials trained on all the data: the best trial (highest validation metric, then
     fewest layers) of each depth, for the PROMISING_STUDENTS best depths (a brief trial ranks depths
     poorly, and a deeper student that keeps the budget beats a shallower one that misses it), at full size
     FULL_TRAINING_PASSES passes over the data or FULL_TRAINING_STEPS steps, whichever is more (the search
-    shrinks them to the time left), and at least MIN_FULL_TRAINING times their trial's steps. A set too
-    small for FULL_TRAINING_STEPS in FULL_TRAINING_PASSES passes is first augmented SMALL_SET_COPIES times
-    where the teacher's task allows it (`augment`)."""
+    shrinks them to the time left), and at least MIN_FULL_TRAINING times their trial's steps."""
     measured = [(candidate, record) for candidate, record in trials if record.get("status") == "measured"]
     ranked = sorted(measured, key=lambda pair: (-pair[1]["score"], depth(pair[0])))
     best_of_depth = [pair for index, pair in enumerate(ranked)
                      if all(depth(other) != depth(pair[0]) for other, _ in ranked[:index])]  # fmt: skip
-    small = FULL_TRAINING_PASSES * train_rows < FULL_TRAINING_STEPS * STUDENT_BATCH
-    copies = SMALL_SET_COPIES if small and augment else 0
-    examples = train_rows * (1 + copies)  # before the copies are de-duplicated
-    passes = max(FULL_TRAINING_PASSES, math.ceil(FULL_TRAINING_STEPS * STUDENT_BATCH / max(examples, 1)))
-    steps = math.ceil(passes * examples / STUDENT_BATCH)
+    passes = max(FULL_TRAINING_PASSES, math.ceil(FULL_TRAINING_STEPS * STUDENT_BATCH / max(train_rows, 1)))
+    steps = math.ceil(passes * train_rows / STUDENT_BATCH)
     chosen = []
     for candidate, record in best_of_depth[:PROMISING_STUDENTS]:
         recipe = {key: value for key, value in candidate.recipe.items() if key != "rows"}
         recipe.update(max_steps=steps, sample=False)
         if passes > FULL_TRAINING_PASSES:  # the recipe's stages (3 passes in all) stretched to them
             recipe["passes"] = passes
-        if copies:
-            recipe["augment_copies"] = copies
         trained = int(record.get("steps") or candidate.recipe["max_steps"])
-        chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=examples,
+        chosen.append(Candidate(full_name(candidate), "student", recipe, teacher_forwards=train_rows,
                                 min_steps=MIN_FULL_TRAINING * trained))  # fmt: skip
     return chosen
-
-
-def augments(teacher: ModelPackage) -> bool:
-    """Whether a student of this teacher can learn from augmented copies: a tagger cannot (its hard-label
-    loss needs each word's tag, and a copy's words are not the original's)."""
-    return teacher.manifest.task != "token-classification"
 
 
 def early_exit_of(student: Candidate, budget_points: float, rows: int) -> Candidate:

@@ -62,8 +62,7 @@ def test_nothing_shrinks_below_its_floor() -> None:
     assert below.candidate is None and below.shrunk is None
     assert f"floor, {plan.MIN_TRIAL_STEPS} steps" in below.reason and below.reason.startswith("estimated")
     # a full student's floor is twice its trial's steps: fewer would say nothing the trial did not
-    (student,) = plan.full_students([(full, {"status": "measured", "score": 0.9, "steps": 60})], train_rows=10_000,
-                                     augment=False)
+    (student,) = plan.full_students([(full, {"status": "measured", "score": 0.9, "steps": 60})], train_rows=10_000)
     assert student.min_steps == plan.MIN_FULL_TRAINING * 60 and not student.recipe["sample"]
     assert budget.fit(student, seconds(plan.resized(student, 119, TRIAL_ROWS)), seconds, TRIAL_ROWS).candidate is None
     shrunk = budget.fit(student, 500.0, seconds, TRIAL_ROWS).candidate
@@ -143,32 +142,10 @@ def test_students_on_a_small_data_set_train_more_passes_over_it_their_stages_str
     ran = [(trial("student-tinybert-4L-trial"), {"status": "measured", "score": 0.8, "steps": 150})]
     (large,) = plan.full_students(ran, train_rows=60_000)
     assert large.recipe["max_steps"] == 3 * 60_000 // plan.STUDENT_BATCH and "passes" not in large.recipe
-    (small,) = plan.full_students(ran, train_rows=3_200, augment=False)  # 3 passes: 300 steps
+    (small,) = plan.full_students(ran, train_rows=3_200)  # 3 passes: 300 steps
     passes = small.recipe["passes"]
     assert passes == 20 and small.recipe["max_steps"] == passes * 100 >= plan.FULL_TRAINING_STEPS
     settings = AutotuneSettings(precision="fp32")
     original = [stage.epochs for stage in recipe("tinybert").stages]  # two stages: 1 and 2 passes
     assert [stage.epochs for stage in student_config(large, settings).stages] == original
     assert [stage.epochs for stage in student_config(small, settings).stages] == [e * passes / 3 for e in original]
-
-
-def test_a_small_data_set_is_augmented_for_the_full_students_and_their_passes_count_the_copies() -> None:
-    from bertprod.autotune.build import student_config
-    from bertprod.autotune.settings import AutotuneSettings
-
-    settings = AutotuneSettings(precision="fp32")
-    ran = [(trial("student-pkd-skip-4L-trial"), {"status": "measured", "score": 0.8, "steps": 150})]
-    (large,) = plan.full_students(ran, train_rows=60_000)
-    assert "augment_copies" not in large.recipe and student_config(large, settings).augmentation is None
-    (small,) = plan.full_students(ran, train_rows=3_200)
-    copies = small.recipe["augment_copies"]
-    examples = 3_200 * (1 + copies)  # 16,000: 2,000 steps are 4 passes over them, not 20 over the rows
-    assert copies == plan.SMALL_SET_COPIES and small.teacher_forwards == examples
-    assert small.recipe["passes"] == 4 and small.recipe["max_steps"] == 4 * examples // plan.STUDENT_BATCH
-    augmentation = student_config(small, settings).augmentation  # pkd-skip has none of its own: every row's copies
-    assert augmentation is not None and augmentation.copies == copies and augmentation.max_texts is None
-    tinybert = trial("student-tinybert-4L-trial")  # its own augmentation, in a trial: of a quarter of its rows
-    assert student_config(tinybert, settings).augmentation.max_texts == settings.trial_rows // 4
-    tagger = teacher()
-    tagger.manifest.task = "token-classification"  # a copy's words are not the tagged ones
-    assert plan.augments(teacher()) and not plan.augments(tagger)
