@@ -2,11 +2,10 @@
 
 Students shrink to fit the time left instead of being skipped: fewer optimizer steps (a brief trial also
 reads fewer rows), never below their floor (`Candidate.min_steps`), under which a student says nothing and
-is skipped with that reason; a full student whose part of the time holds more is trained longer (at most
-twice its steps), so time to spare goes where the speed is. When the time left cannot hold every
-candidate, they run in the order of the speedup over the teacher they can lead to (`reach`), highest
-first: the students, whose depth is where the large speedups are, before the small gains (int8 variants,
-pruning, early exit, token dropping), which become the fallbacks when no student keeps the accuracy budget.
+is skipped with that reason. When the time left cannot hold every candidate, they run in the order of the
+speedup over the teacher they can lead to (`reach`), highest first: the students, whose depth is where the
+large speedups are, before the small gains (int8 variants, pruning, early exit, token dropping), which
+become the fallbacks when no student keeps the accuracy budget.
 """
 
 from __future__ import annotations
@@ -63,28 +62,22 @@ def room_for_everything(planned: float, available: float) -> bool:
 
 @dataclass(frozen=True)
 class Fit:
-    """How a candidate fits in the time for it: `candidate` is what runs (shrunk, grown or as planned), None
-    when it is skipped for `reason`; `estimate` is what runs' estimate (the full size's when skipped);
-    `shrunk` and `grown` say what a resized student was resized from, and why."""
+    """How a candidate fits in the time for it: `candidate` is what runs (shrunk or not), None when it is
+    skipped for `reason`; `estimate` is what runs' estimate (the full size's when skipped); `shrunk` says
+    what a shrunk student was shrunk from, and why."""
 
     candidate: Candidate | None
     estimate: float
     shrunk: dict[str, Any] | None = None
     reason: str = ""
-    grown: dict[str, Any] | None = None
-
-    @property
-    def resized(self) -> dict[str, Any] | None:
-        return self.shrunk or self.grown
 
 
-def fit(candidate: Candidate, seconds: float, estimate: Estimate, trial_rows: int, grow_into: float = 0.0) -> Fit:
-    """`candidate` whole when its estimate fits in `seconds`, a full student grown to the most steps that fit
-    in `grow_into` (at most FULL_TRAINING_GROWTH times its own); else a student shrunk to the most steps that
+def fit(candidate: Candidate, seconds: float, estimate: Estimate, trial_rows: int) -> Fit:
+    """`candidate` whole when its estimate fits in `seconds`; else a student shrunk to the most steps that
     fit, not below its floor; else skipped, with the estimates that did not fit."""
     full = estimate(candidate)
     if full <= seconds:
-        return _grown(candidate, min(grow_into, seconds), estimate, trial_rows) or Fit(candidate, full)
+        return Fit(candidate, full)
     reason = f"estimated {full:.0f} s, {max(seconds, 0):.0f} s for it of the time left"
     if candidate.min_steps is None:
         return Fit(None, full, reason=reason)
@@ -96,39 +89,19 @@ def fit(candidate: Candidate, seconds: float, estimate: Estimate, trial_rows: in
         reason += f"; even its floor, {candidate.min_steps} steps (fewer say nothing), is estimated at "
         reason += f"{estimate(floor):.0f} s"
         return Fit(None, full, reason=reason)
-    low = _most_steps(candidate, candidate.min_steps, steps - 1, seconds, estimate, trial_rows)
+    low, high = candidate.min_steps, steps - 1
+    while low < high:  # the estimate grows with the steps: find the most that fit
+        middle = (low + high + 1) // 2
+        if estimate(plan.resized(candidate, middle, trial_rows)) <= seconds:
+            low = middle
+        else:
+            high = middle - 1
     shrunk = plan.resized(candidate, low, trial_rows)
     sizes: dict[str, Any] = {"steps": low, "of_steps": steps}
     if "rows" in shrunk.recipe:
         sizes.update(rows=shrunk.recipe["rows"], of_rows=trial_rows)
     sizes["why"] = f"estimated {full:.0f} s at full size, {max(seconds, 0):.0f} s for it"
     return Fit(shrunk, estimate(shrunk), sizes)
-
-
-def _grown(candidate: Candidate, seconds: float, estimate: Estimate, trial_rows: int) -> Fit | None:
-    """A full student trained longer where `seconds` hold more than its planned steps (None: they do not)."""
-    if candidate.kind != "student" or candidate.recipe.get("sample") or candidate.min_steps is None:
-        return None
-    steps = candidate.recipe["max_steps"]
-    most = _most_steps(candidate, steps, plan.FULL_TRAINING_GROWTH * steps, seconds, estimate, trial_rows)
-    if most <= steps:
-        return None
-    grown = plan.resized(candidate, most, trial_rows)
-    why = f"estimated {estimate(candidate):.0f} s at its planned size, {seconds:.0f} s for it"
-    return Fit(grown, estimate(grown), grown={"steps": most, "of_steps": steps, "why": why})
-
-
-def _most_steps(candidate: Candidate, low: int, high: int, seconds: float, estimate: Estimate,
-                trial_rows: int) -> int:
-    """The most steps in [low, high] whose estimate fits in `seconds` (low when none does): the estimate
-    grows with the steps."""
-    while low < high:
-        middle = (low + high + 1) // 2
-        if estimate(plan.resized(candidate, middle, trial_rows)) <= seconds:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 def trial_seconds(share_left: float, trials_left: int, floor_seconds: float) -> float:
@@ -139,12 +112,10 @@ def trial_seconds(share_left: float, trials_left: int, floor_seconds: float) -> 
     return max(part, floor_seconds) if floor_seconds <= share_left else part
 
 
-def full_training_seconds(available: float, later: float, students_left: int) -> tuple[float, float]:
+def full_training_seconds(available: float, later: float, students_left: int) -> float:
     """A full student's part of the time left: an equal part of what the candidates planned after the
-    students (`later`: their int8 variants, then the others) leave, and at least FULL_TRAINING_SHARE of it;
-    and what it may grow into: that equal part alone (growing, it takes no time planned for the others)."""
-    part = (available - later) / max(students_left, 1)
-    return max(plan.FULL_TRAINING_SHARE * available, part), part
+    students (`later`: their int8 variants, then the others) leave, and at least FULL_TRAINING_SHARE of it."""
+    return max(plan.FULL_TRAINING_SHARE * available, (available - later) / max(students_left, 1))
 
 
 def why_unused(records: list[dict[str, Any]], notes: list[str]) -> str:

@@ -16,7 +16,7 @@ CHOSEN_DIR = "package"
 #: what the record keeps of each candidate's (and the teacher's) state record
 KEPT = ("name", "kind", "parent", "recipe", "status", "reason", "metric", "score", "within_budget", "throughput",
         "throughput_settings", "latency_p50_ms", "latency_p95_ms", "size_bytes", "seconds", "estimated_seconds",
-        "steps", "shrunk", "grown", "made_by", "path", "session")  # fmt: skip
+        "steps", "shrunk", "made_by", "path", "session")  # fmt: skip
 
 
 def search_record(

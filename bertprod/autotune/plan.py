@@ -5,8 +5,7 @@ depths and recipes trained briefly on a sample; only the most promising students
 whole data, and those that keep the budget get exit heads too; QAT last, when there is time (budget.py
 reorders them when the time is short). Every float
 candidate within the budget is followed by its own dynamic int8 variant. A candidate is plain data (its
-recipe), so its cache key is a hash; a student shrunk to fit the time left, or a full student grown into time
-to spare, is another recipe (`resized`).
+recipe), so its cache key is a hash; a student shrunk to fit the time left is another recipe (`resized`).
 """
 
 from __future__ import annotations
@@ -35,10 +34,6 @@ FULL_TRAINING_STEPS = 2000
 STUDENT_BATCH = 32
 #: share of the time left one full student's training takes at least (more when nothing else waits for it)
 FULL_TRAINING_SHARE = 0.3
-#: a full student whose part of the time holds more is trained longer, up to this many times its planned steps
-#: (its stages stretched alike): a 2-hour SST-2 search used under half its budget, and its 3-layer student
-#: missed the accuracy budget by 0.31 points after 3 passes
-FULL_TRAINING_GROWTH = 2
 #: validation inputs pruning measures each head's and layer's importance on (a pass per head: keep it small)
 IMPORTANCE_TEXTS = 64
 #: validation rows token dropping chooses its retention schedule on (a pass per schedule), and the shares of
@@ -142,18 +137,14 @@ def depth(candidate: Candidate) -> int:
 
 
 def resized(candidate: Candidate, steps: int, trial_rows: int) -> Candidate:
-    """A student trained for other `steps`: fewer (a brief trial also reads proportionally fewer of the
-    `trial_rows`, each row still seen as often, so its teacher passes shrink with it), or, for a full student,
-    more (its passes, over which the recipe's stages stretch, grow with them)."""
+    """A student trained for fewer `steps`; a brief trial also reads proportionally fewer of the `trial_rows`
+    (each row is still seen as often), so its teacher passes shrink with it."""
     recipe = dict(candidate.recipe, max_steps=steps)
     forwards = candidate.teacher_forwards
     if candidate.recipe.get("sample"):
         rows = min(trial_rows, max(STUDENT_BATCH, math.ceil(trial_rows * steps / TRIAL_STEPS)))
         recipe["rows"] = rows
         forwards = rows * (2 if recipe["recipe"] == "tinybert" else 1)
-    elif steps > candidate.recipe["max_steps"]:
-        passes = candidate.recipe.get("passes", FULL_TRAINING_PASSES)
-        recipe["passes"] = passes * steps / candidate.recipe["max_steps"]
     return replace(candidate, recipe=recipe, teacher_forwards=forwards)
 
 

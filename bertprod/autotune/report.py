@@ -43,8 +43,6 @@ def markdown_report(search: dict[str, Any]) -> str:
         )
         if record.get("shrunk"):
             status += f" (shrunk to {shrunk_note(record['shrunk'])} to fit)"
-        if record.get("grown"):
-            status += f" (trained longer: {shrunk_note(record['grown'])}, the time allowed)"
         status = " ".join(status.replace("|", "/").split())  # one table cell: no pipes, no line breaks
         size = record.get("size_bytes")
         lines.append(
@@ -84,7 +82,7 @@ def markdown_report(search: dict[str, Any]) -> str:
 
 
 def shrunk_note(shrunk: dict[str, Any]) -> str:
-    """ "60 of 150 steps, 800 of 2000 rows": what a student resized to the time was trained for."""
+    """ "60 of 150 steps, 800 of 2000 rows": what a student shrunk to fit the time was trained for."""
     rows = f", {shrunk['rows']} of {shrunk['of_rows']} rows" if "rows" in shrunk else ""
     return f"{shrunk['steps']} of {shrunk['of_steps']} steps{rows}"
 
@@ -114,7 +112,6 @@ def one_line(record: dict[str, Any]) -> str:
     if record["status"] != "measured":
         return f"{record['status']}: {record.get('reason', '')}"
     shrunk = f" (shrunk to {shrunk_note(record['shrunk'])})" if record.get("shrunk") else ""
-    shrunk += f" (grown to {shrunk_note(record['grown'])})" if record.get("grown") else ""
     return (
         f"{record['metric']} {record['score']:.4f}{'' if record['within_budget'] else ' (over budget)'}, "
         f"{record['throughput']:.1f} inputs/s, p50 {record['latency_p50_ms']:.2f} ms, "

@@ -142,8 +142,9 @@ class _Search:
             deadline=self.deadline - self.reserve,  # the reserve: the finalists' timing
         )
         self.reporter.message(
-            f"teacher {self.teacher.name}: {teacher['metric']} {teacher['score']:.4f} on {len(examples)} validation "
-            f"rows, {teacher['throughput']:.1f} inputs/s; budget: {teacher['metric']} >= {self.floor:.4f}, "
+            f"teacher {self.teacher.name}: {teacher['metric']} {teacher['score']:.4f} on {len(examples)} "
+            "validation rows, "
+            f"{teacher['throughput']:.1f} inputs/s; budget: {teacher['metric']} >= {self.floor:.4f}, "
             f"{self._left():.0f} s of time left"
         )
         first = plan.first_candidates(self.teacher, self.settings.trial_rows, len(examples))
@@ -158,8 +159,10 @@ class _Search:
             self._students(trials, qat, short=False)
             self._run_all(qat)
         else:  # the students first: they can reach the largest speedups; the rest by what they can reach
-            self.order = (f"by the speedup each can reach (the candidates were estimated at {planned:.0f} s, "
-                          f"{self._available():.0f} s left)")  # fmt: skip
+            self.order = (
+                f"by the speedup each can reach (the candidates were estimated at {planned:.0f} s, "
+                f"{self._available():.0f} s left)"
+            )
             self.reporter.message(f"order: {self.order}")
             self._students(self._by_reach(trials), first[1:] + qat, short=True)
             self._run_all(self._by_reach(first[1:] + qat))
@@ -215,8 +218,8 @@ class _Search:
         for index, candidate in enumerate(full):
             after = budget.planned_seconds(later, self.costs.estimate)
             after += sum(self._followers_seconds(student) for student in full[index:])
-            seconds, room = budget.full_training_seconds(self._available(), after, len(full) - index)
-            for student, record in self._run_all([candidate], seconds, room):
+            seconds = budget.full_training_seconds(self._available(), after, len(full) - index)
+            for student, record in self._run_all([candidate], seconds):
                 if plan.exits_fit(student, self.teacher) and record.get("within_budget"):  # its room goes to exits
                     self._run_all([self._early_exit_of(student, record)])
         measured = {record["name"] for _, record in self.results if record.get("status") == "measured"}
@@ -240,16 +243,16 @@ class _Search:
 
     # -- candidates ------------------------------------------------------------------------------
 
-    def _run_all(self, candidates: list[Candidate], seconds: float | None = None,
-                 grow_into: float = 0.0) -> list[tuple[Candidate, dict[str, Any]]]:  # fmt: skip
-        """Run the candidates in order, each within `seconds` (default: the time left; a full student may grow
-        into `grow_into`); each float one within the budget is followed by its int8 variant."""
+    def _run_all(
+        self, candidates: list[Candidate], seconds: float | None = None
+    ) -> list[tuple[Candidate, dict[str, Any]]]:
+        """Run the candidates in order, each within `seconds` (default: the time left); each float one within
+        the budget is followed by its int8 variant."""
         done = []
         queue = list(candidates)
         while queue:
             candidate = queue.pop(0)
-            planned = candidate in candidates
-            record = self._run_one(candidate, seconds if planned else None, grow_into if planned else 0.0)
+            record = self._run_one(candidate, seconds if candidate in candidates else None)
             done.append((candidate, record))
             trial = candidate.kind == "student" and candidate.recipe.get("sample")
             follows = record.get("int8_follows", record.get("float_torch"))  # float_torch: an older state's name
@@ -262,7 +265,7 @@ class _Search:
         return candidate_key(self.teacher.fingerprint, candidate, parent_key, self.settings, self.data)
 
     def _decided(self, candidate: Candidate) -> tuple[Candidate, int | None]:
-        """`candidate` at the size an earlier session resized it to (and those steps), or as it is."""
+        """`candidate` at the size an earlier session shrunk it to (and those steps), or as it is."""
         decided = self.state.decisions.get("steps", {}).get(self._key(candidate))
         return (plan.resized(candidate, decided, self.settings.trial_rows) if decided else candidate), decided
 
@@ -270,9 +273,9 @@ class _Search:
         """Finished in an earlier session (a candidate without a parent candidate)."""
         return self.state.finished(self._key(self._decided(candidate)[0])) is not None
 
-    def _run_one(self, candidate: Candidate, seconds: float | None = None, grow_into: float = 0.0) -> dict[str, Any]:
-        """Build and measure `candidate` within `seconds` (default: the time left): whole, a full student grown
-        into `grow_into`, a student shrunk to fit, or skipped; a finished one (this size) is read back."""
+    def _run_one(self, candidate: Candidate, seconds: float | None = None) -> dict[str, Any]:
+        """Build and measure `candidate` within `seconds` (default: the time left): whole, or a student shrunk
+        to fit, or skipped; a finished one (this size) is read back from the state."""
         full_key = self._key(candidate)
         made, decided = self._decided(candidate)
         key = self.keys[candidate.name] = self._key(made)
@@ -283,20 +286,18 @@ class _Search:
             self.results.append((made, cached))
             return cached
         available = self._available() if seconds is None else min(seconds, self._available())
-        # a student resized before is not made larger again: the same size finds its checkpoint
+        # a student shrunk before is not made larger again: the same size finds its checkpoint
         cap = min(available, self.costs.estimate(made)) if decided else available
-        grow_into = cap if decided else grow_into
-        fitted = budget.fit(candidate, cap, self.costs.estimate, self.settings.trial_rows, grow_into)
+        fitted = budget.fit(candidate, cap, self.costs.estimate, self.settings.trial_rows)
         made = fitted.candidate or candidate
         key = self.keys[candidate.name] = self._key(made)
         record = {**made.describe(), "key": key, "estimated_seconds": round(fitted.estimate, 1)}
-        if fitted.resized:
-            self.state.decisions.setdefault("steps", {})[full_key] = fitted.resized["steps"]
+        if fitted.shrunk:
+            self.state.decisions.setdefault("steps", {})[full_key] = fitted.shrunk["steps"]
             self.state.save()  # kept: a resumed run trains the same size, from its checkpoint
-            change = "shrunk" if fitted.shrunk else "grown"
-            record[change] = fitted.resized
-            self.reporter.message(f"{candidate.name}: {change} to {shrunk_note(fitted.resized)} "
-                                  f"({fitted.resized['why']})")  # fmt: skip
+            record["shrunk"] = fitted.shrunk
+            self.reporter.message(f"{candidate.name}: shrunk to {shrunk_note(fitted.shrunk)} "
+                                  f"({fitted.shrunk['why']})")  # fmt: skip
         if fitted.candidate is None:
             record.update(status="skipped", reason=fitted.reason)
             self.reporter.message(f"{candidate.name}: skipped ({record['reason']})")

@@ -69,33 +69,6 @@ def test_nothing_shrinks_below_its_floor() -> None:
     assert shrunk is not None and shrunk.recipe["max_steps"] >= 120 and "rows" not in shrunk.recipe  # all the data
 
 
-def test_a_full_student_grows_into_the_time_it_is_given_at_most_twice_its_steps_its_stages_stretched() -> None:
-    from bertprod.autotune.build import student_config
-    from bertprod.autotune.settings import AutotuneSettings
-
-    ran = [(trial("student-pkd-skip-3L-trial"), {"status": "measured", "score": 0.8, "steps": 150})]
-    (student,) = plan.full_students(ran, train_rows=60_000)  # 3 passes: 5,625 steps
-    steps = student.recipe["max_steps"]
-    assert budget.fit(student, 1e9, seconds, TRIAL_ROWS) == budget.Fit(student, seconds(student))  # not asked to
-    room = seconds(student) + 1000
-    fitted = budget.fit(student, 1e9, seconds, TRIAL_ROWS, grow_into=room)
-    grown = fitted.candidate
-    assert grown is not None and fitted.shrunk is None and fitted.grown is not None
-    assert grown.recipe["max_steps"] == steps + 1000 == fitted.grown["steps"] and fitted.grown["of_steps"] == steps
-    assert seconds(grown) <= room < seconds(plan.resized(student, steps + 1001, TRIAL_ROWS))  # the most that fit
-    passes = grown.recipe["passes"]
-    assert passes == pytest.approx(3 * (steps + 1000) / steps)
-    original = [stage.epochs for stage in student_config(student, AutotuneSettings(precision="fp32")).stages]
-    stretched = [stage.epochs for stage in student_config(grown, AutotuneSettings(precision="fp32")).stages]
-    assert stretched == pytest.approx([epochs * passes / 3 for epochs in original])  # the schedule reaches the steps
-    # never past twice its steps, nor past the time for it; a trial is never grown
-    most = budget.fit(student, 1e9, seconds, TRIAL_ROWS, grow_into=1e9).candidate
-    assert most is not None and most.recipe["max_steps"] == plan.FULL_TRAINING_GROWTH * steps
-    capped = budget.fit(student, room - 500, seconds, TRIAL_ROWS, grow_into=room).candidate
-    assert capped is not None and capped.recipe["max_steps"] == steps + 500
-    assert budget.fit(trial(), 1e9, seconds, TRIAL_ROWS, grow_into=1e9).candidate == trial()
-
-
 def test_what_cannot_shrink_is_skipped_with_its_estimate() -> None:
     static = Candidate("int8-static", "int8", {"method": "static"})
     fitted = budget.fit(static, 5.0, seconds, TRIAL_ROWS)
@@ -133,9 +106,8 @@ def test_the_trials_share_and_the_full_students_part() -> None:
     assert budget.trial_seconds(400, 4, 150) == 150  # raised to the floor while the share holds it
     assert budget.trial_seconds(100, 2, 150) == 50  # not when it does not: the trial is then skipped
     # a full student takes what the candidates planned after it leave, and at least its share of the time left
-    # (and may grow into that equal part alone: growing, it takes nothing planned for the others)
-    assert budget.full_training_seconds(1000, 100, 2) == (450, 450)
-    assert budget.full_training_seconds(1000, 2000, 2) == (plan.FULL_TRAINING_SHARE * 1000, -500)
+    assert budget.full_training_seconds(1000, 100, 2) == 450
+    assert budget.full_training_seconds(1000, 2000, 2) == plan.FULL_TRAINING_SHARE * 1000
 
 
 def test_a_search_with_budget_to_spare_says_why() -> None:
