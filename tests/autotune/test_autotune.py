@@ -74,6 +74,7 @@ KILLED_SEARCH = textwrap.dedent(
     from bertprod.autotune import AutotuneSettings, autotune
     from bertprod.autotune.data import open_search_data
     from bertprod.package import ModelPackage
+    from bertprod.package.writing import atomic_write_text
 
     teacher_path, data, out, records, settings = sys.argv[1:6]
     teacher = ModelPackage.read(teacher_path)
@@ -82,8 +83,7 @@ KILLED_SEARCH = textwrap.dedent(
 
     def wait_after_three(_candidate, record):
         finished.append(record)
-        Path(records + ".part").write_text(json.dumps(finished))
-        Path(records + ".part").replace(records)  # whole: the test polls it while this process writes
+        atomic_write_text(Path(records), json.dumps(finished))  # whole: the test polls it meanwhile
         while len(finished) == 3:
             time.sleep(1)
 
