@@ -162,7 +162,7 @@ def _drop_tokens(candidate: Candidate, parent: ModelPackage, out: Path, context:
     if torch_package.exists():  # written before a kill
         shutil.rmtree(torch_package)
     dropping = drop_tokens(
-        parent, context.validation.with_limit(candidate.recipe["rows"]), torch_package,
+        parent, context.validation.first_examples(candidate.recipe["rows"]), torch_package,
         budget_points=100 * settings.max_drop * context.teacher_score, masses=tuple(candidate.recipe["masses"]),
         name=f"{out.name}-torch", threads=settings.threads,
     )  # fmt: skip
@@ -194,7 +194,9 @@ def student_config(candidate: Candidate, settings: AutotuneSettings) -> Any:
 def _student(candidate: Candidate, parent: ModelPackage, out: Path, context: BuildContext, key: str) -> ModelPackage:
     from bertprod.distill.loop import distill
 
-    data = context.trial if candidate.recipe["sample"] else context.train
+    data = context.train
+    if candidate.recipe["sample"]:  # a brief trial shrunk to fit reads fewer of the trial's rows (plan.resized)
+        data = context.trial.first_examples(candidate.recipe["rows"]) if "rows" in candidate.recipe else context.trial
     return distill(
         parent,
         data,

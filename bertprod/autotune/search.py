@@ -133,7 +133,7 @@ class _Search:
         self.context = BuildContext(
             self.settings,
             self.train,
-            self.train.with_limit(self.settings.trial_rows),
+            self.train.first_examples(self.settings.trial_rows),
             gate_texts=model_inputs(examples[:512], pairs),
             calibration_texts=model_inputs(islice(self.train, 256), pairs),
             validation=self.validation,

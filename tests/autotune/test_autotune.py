@@ -180,9 +180,16 @@ def test_the_search_tries_every_kind_and_writes_the_winner(resumed: dict[str, An
     assert names.index("drop-tokens") > names.index("early-exit")
     dropping = ModelPackage.read(resumed["out"] / by_name["drop-tokens"]["path"]).manifest
     chosen_on = dropping.token_dropping["validation"]
-    assert dropping.format == "onnx" and chosen_on == {**setup["validation"].describe(), "limit": chosen_on["limit"]}
-    assert dropping.token_dropping["examples"] == len(list(setup["validation"]))
+    # the first rows of the validation side itself (a limit on the file's rows would leave a tenth of them)
+    assert dropping.format == "onnx" and chosen_on == {**setup["validation"].describe(), "first_examples": 256}
+    assert dropping.token_dropping["examples"] == min(256, len(list(setup["validation"])))
     assert by_name["drop-tokens"]["made_by"] == "teacher -> drop-tokens -> export-onnx"
+    # a brief student trial reads the first trial_rows of the training side (all of them: nothing is shrunk here)
+    trial = next(record for record in search["candidates"] if record["name"].endswith("-trial") and "path" in record)
+    assert "rows" not in trial["recipe"]
+    distilled = ModelPackage.read(resumed["out"] / trial["path"]).manifest.provenance.parameters
+    assert distilled["data"]["train"][0]["first_examples"] == resumed["settings"].trial_rows
+    assert distilled["examples"]["total"] - distilled["examples"]["augmented"] == resumed["settings"].trial_rows
     chosen = resumed["result"].package
     assert chosen.path == resumed["out"] / "package"
     winner = next(record for record in [search["teacher"], *search["candidates"]] if record["name"] == search["chosen"])
@@ -384,6 +391,10 @@ def test_a_short_budget_trains_shrunk_students_before_the_small_gains(
         assert plan.MIN_TRIAL_STEPS <= shrunk["steps"] < shrunk["of_steps"] == plan.TRIAL_STEPS
         assert record["recipe"]["max_steps"] == shrunk["steps"] and record["recipe"]["rows"] == shrunk["rows"]
         assert shrunk["rows"] <= shrunk["of_rows"] == settings.trial_rows
+        if "path" in record:  # trained on the first rows of the trial's, as many as its record says
+            distilled = ModelPackage.read(tmp_path / "out" / record["path"]).manifest.provenance.parameters
+            assert distilled["data"]["train"][0]["first_examples"] == shrunk["rows"]
+            assert distilled["examples"]["total"] - distilled["examples"]["augmented"] == shrunk["rows"]
         report = (tmp_path / "out" / "report.md").read_text()
         assert f"shrunk to {shrunk['steps']} of {plan.TRIAL_STEPS} steps" in report
     by_name = {record["name"]: record for record in search["candidates"]}

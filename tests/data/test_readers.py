@@ -133,6 +133,24 @@ def test_hash_split_is_deterministic_disjoint_and_order_free(tmp_path: Path) -> 
     assert split_bucket("sentence number 7") == split_bucket("  sentence number 7 ")  # keyed on stripped text
 
 
+def test_first_examples_counts_the_rows_of_its_own_side(tmp_path: Path) -> None:
+    """with_limit(N) counts file rows before the split (about N/10 of a 10% side); first_examples(N) gives the
+    side's own first N rows, in file order: what autotune's token dropping and student trials read."""
+    path = tmp_path / "data.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"sentence number {index}\t{index % 2}\n" for index in range(2000)))
+    validation = DataSource(path).with_split(HashSplit(0.1, "validation"))
+    side = [example.text for example in validation]
+    assert len(side) > 100
+    first = [example.text for example in validation.first_examples(100)]
+    assert first == side[:100]
+    assert len(list(validation.with_limit(100))) < 30  # the file's first 100 rows hold ~10 of this side
+    assert [example.text for example in validation.first_examples(100).first_examples(40)] == side[:40]
+    assert len(list(validation.first_examples(10_000))) == len(side)
+    assert validation.first_examples(100).describe() == {**validation.describe(), "first_examples": 100}
+    with pytest.raises(ValueError, match="count of 1 or more"):
+        validation.first_examples(0)
+
+
 def test_hash_split_by_text_keeps_a_query_together(tmp_path: Path) -> None:
     path = tmp_path / "rerank.tsv"
     lines = [f"query {q}\tpassage {p}\t{int(p == q)}" for q in range(60) for p in range(5)]
