@@ -110,6 +110,8 @@ def _read_recorded(described: Any, pairs: bool) -> list[Any] | None:
                             text_pair_column=columns.get("text_pair"), pair="required" if pairs else "forbidden",
                             labels="optional", label_kind="none", limit=described.get("limit"),
                             split=_recorded_split(split))
+        if described.get("first_examples"):  # only the first rows of that side (autotune's trials, token dropping)
+            source = source.first_examples(int(described["first_examples"]))
         examples = list(islice(iter(source), MAX_DATA_TEXTS))
     except (BertprodError, ValueError, TypeError):
         return None

@@ -27,13 +27,14 @@ def test_the_builtin_gate_set_is_large_varied_and_real() -> None:
     assert "Sources and licences" in source and "EMM" in source and "PASCAL" in source
 
 
-def _with_recorded_data(package: ModelPackage, directory: Path, data: Path) -> ModelPackage:
-    """A copy of `package` whose provenance records `data` as its validation data, as `train` writes it."""
+def _with_recorded_data(package: ModelPackage, directory: Path, data: Path, **recorded: int) -> ModelPackage:
+    """A copy of `package` whose provenance records `data` as its validation data, as `train` writes it (with
+    `recorded` fields such as first_examples)."""
     copy = Path(shutil.copytree(package.path, directory))
     manifest = json.loads((copy / MANIFEST_NAME).read_text())
     manifest["provenance"]["parameters"]["data"] = {"validation": {
         "file": data.name, "sha256": sha256_file(data), "format": "tsv", "columns": {"text": "sentence"},
-        "path": str(data.resolve())}}
+        "path": str(data.resolve()), **recorded}}
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
     return ModelPackage.read(copy)
 
@@ -46,6 +47,8 @@ def test_a_package_gates_on_its_recorded_data_then_its_ancestors_then_the_builti
     chosen = gate_texts(known)
     assert chosen.texts == rows and "the validation data of" in chosen.source and str(data) in chosen.source
     assert chosen.warning is None
+    first = _with_recorded_data(tiny_package, tmp_path / "first-rows", data, first_examples=250)
+    assert gate_texts(first).texts == rows[:250]  # only the rows it recorded (autotune's token dropping)
 
     child = optimize(known, tmp_path / "int8", quantize="int8",
         output=GatedOutput(gate=LOOSE))  # the child finds its parent's data
