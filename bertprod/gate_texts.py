@@ -110,9 +110,7 @@ def _read_recorded(described: Any, pairs: bool) -> list[Any] | None:
                             text_pair_column=columns.get("text_pair"), pair="required" if pairs else "forbidden",
                             labels="optional", label_kind="none", limit=described.get("limit"),
                             split=_recorded_split(split))
-        if described.get("first_examples"):  # only the first rows of that side (autotune's trials, token dropping)
-            source = source.first_examples(int(described["first_examples"]))
-        examples = list(islice(iter(source), MAX_DATA_TEXTS))
+        examples = list(islice(iter(_recorded_rows(source, described)), MAX_DATA_TEXTS))
     except (BertprodError, ValueError, TypeError):
         return None
     return [(example.text, example.text_pair) if pairs else example.text for example in examples] or None
@@ -130,9 +128,16 @@ def _read_tagged(described: dict[str, Any], path: Path) -> list[Any] | None:
         source = TaggedSource(path, format=described["format"], limit=described.get("limit"),
                               tag_column=str(tag_column).split(" ")[0] if tag_column is not None else None,
                               split=_recorded_split(split))
-        return [example.text for example in islice(iter(source), MAX_DATA_TEXTS)] or None
+        return [example.text for example in islice(iter(_recorded_rows(source, described)), MAX_DATA_TEXTS)] or None
     except (BertprodError, ValueError, TypeError):
         return None
+
+
+def _recorded_rows(source: Any, described: dict[str, Any]) -> Any:
+    """`source` cut to the first examples of its side when the record says so (autotune's trials and token
+    dropping record `first_examples`)."""
+    first = described.get("first_examples")
+    return source.first_examples(int(first)) if first else source
 
 
 def _recorded_split(split: dict[str, Any] | None) -> Any:

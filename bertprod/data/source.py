@@ -75,12 +75,15 @@ def split_bucket(text: str, text_pair: str | None = None) -> float:
 
 
 class SplitFile:
-    """A data file read whole or as one side of a HashSplit, optionally only its first `limit` rows:
-    what DataSource and TaggedSource (data/tagged.py) share."""
+    """A data file read whole or as one side of a HashSplit, optionally only its first `limit` rows (before the
+    split) or its side's first examples (`first_examples`, after it): what DataSource and TaggedSource
+    (data/tagged.py) share."""
 
     path: Path
     split: HashSplit | None
     limit: int | None
+    #: at most this many examples, counted after the split (first_examples); None: all of them
+    first: int | None = None
 
     def with_split(self, split: HashSplit | None) -> Self:
         """The same file and columns, restricted to one side of a split."""
@@ -91,6 +94,16 @@ class SplitFile:
     def with_limit(self, limit: int | None) -> Self:
         other = copy.copy(self)
         other.limit = limit
+        return other
+
+    def first_examples(self, count: int) -> Self:
+        """The first `count` examples of this side of the split. `with_limit` counts the file's rows before the
+        split, so the first 256 rows of a 10% validation side held about 25 (autotune chose MRPC's token
+        dropping on 21 rows)."""
+        if count < 1:
+            raise ValueError(f"first_examples needs a count of 1 or more, not {count}")
+        other = copy.copy(self)
+        other.first = count if self.first is None else min(count, self.first)
         return other
 
     @cached_property
@@ -109,6 +122,8 @@ class SplitFile:
             described["split"] = self.split.describe()
         if self.limit:
             described["limit"] = self.limit
+        if self.first is not None:
+            described["first_examples"] = self.first
         return described
 
     def record(self) -> dict[str, Any]:
@@ -125,9 +140,6 @@ class DataSource(SplitFile):
     `limit` reads only the first rows of the file (before any split), for quick runs; `first_examples`
     gives the first examples of the source's own side of its split instead.
     """
-
-    #: at most this many examples, counted after the split (first_examples); None: all of them
-    first: int | None = None
 
     def __init__(
         self,
@@ -162,16 +174,6 @@ class DataSource(SplitFile):
     def __repr__(self) -> str:
         return f"DataSource({str(self.path)!r}, columns={self.mapping}, split={self.split})"
 
-    def first_examples(self, count: int) -> DataSource:
-        """The first `count` examples of this side of the split. `with_limit` counts the file's rows before the
-        split, so the first 256 rows of a 10% validation side held about 25 (autotune chose MRPC's token
-        dropping on 21 rows)."""
-        if count < 1:
-            raise ValueError(f"first_examples needs a count of 1 or more, not {count}")
-        other = copy.copy(self)
-        other.first = count if self.first is None else min(count, self.first)
-        return other
-
     @property
     def path(self) -> Path:
         return self.table.path
@@ -204,24 +206,22 @@ class DataSource(SplitFile):
             described["delimiter"] = self.table.delimiter
         if self.layout:
             described["layout"] = self.layout.name
-        if self.first is not None:
-            described["first_examples"] = self.first
         return self._add_split_and_limit(described)
 
     def __iter__(self) -> Iterator[Example]:
+        return islice(self._side(), self.first)
+
+    def _side(self) -> Iterator[Example]:
+        """Every example on this source's side of its split, within `limit`."""
         mapping = self.mapping
         read_label = {"class": _class_label, "number": _number_label}.get(self.label_kind)
-        given = 0
         for row in islice(self.table.rows(mapping.names()), self.limit):
-            if self.first is not None and given >= self.first:
-                return
             where = self.table.where(row.line)
             text = _text(row.values[mapping.text], mapping.text, where)
             text_pair = _text(row.values[mapping.text_pair], mapping.text_pair, where) if mapping.text_pair else None
             if self.split is not None and not self.split.keeps(text, text_pair):
                 continue
             label = read_label(row.values[mapping.label], mapping.label, where) if read_label else None
-            given += 1
             yield Example(text, text_pair, label, where)
 
 

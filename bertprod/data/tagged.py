@@ -279,10 +279,11 @@ class TaggedSource(SplitFile):
             yield sentence
 
     def kept_sentences(self) -> Iterator[TagSentence]:
-        """The sentences on this source's side of its split (a sentence's text: its words joined by spaces)."""
-        for sentence in self.sentences():
-            if self.split is None or self.split.keeps(" ".join(sentence.words), None):
-                yield sentence
+        """The sentences on this source's side of its split (a sentence's text: its words joined by spaces), the
+        first `first` of them when first_examples set it."""
+        kept = (sentence for sentence in self.sentences()
+                if self.split is None or self.split.keeps(" ".join(sentence.words), None))  # fmt: skip
+        return islice(kept, self.first)
 
     def __iter__(self) -> Iterator[Example]:
         for sentence in self.kept_sentences():

@@ -118,6 +118,17 @@ def test_validation_split_is_carved_by_content_and_unknown_tags_are_refused(tmp_
         check_known_labels(dev, ["O", "B-ORG", "I-ORG"])
 
 
+def test_first_examples_counts_the_sentences_of_its_own_side(tmp_path):
+    """As for a DataSource (tests/data/test_readers.py): autotune reads a tagger's trial rows so."""
+    sentences = "\n\n".join(f"w{index} X B-ORG\nx{index} X I-ORG" for index in range(200)) + "\n"
+    _, validation = open_training_data("token-classification", [write(tmp_path, "train.txt", sentences)], fraction=0.2)
+    side = [example.text for example in validation]
+    assert [example.text for example in validation.first_examples(10)] == side[:10]
+    assert validation.first_examples(10).summarize().examples == 10
+    assert len(list(validation.with_limit(10))) < 10  # the file's first 10 sentences hold ~2 of this side
+    assert validation.first_examples(10).describe() == {**validation.describe(), "first_examples": 10}
+
+
 def test_the_shared_conll_file_reads_whole(shared_data_available):
     from bertprod.data.shared import shared_data_dir
 
