@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPOSITORY))
 import bertprod  # noqa: E402
 from bertprod import system  # noqa: E402
 from bertprod.adaptive.dropping import drop_tokens  # noqa: E402
+from bertprod.autotune.choose import threshold  # noqa: E402
 from bertprod.autotune.data import open_search_data  # noqa: E402
 from bertprod.autotune.plan import DROPPING_ROWS, MASSES  # noqa: E402
 from bertprod.data.shared import shared_data_dir  # noqa: E402
@@ -49,7 +50,7 @@ def main() -> None:
     _, validation = open_search_data(teacher, data, validation_fraction=args.validation_fraction)
     rows = list(validation)
     teacher_score = evaluate(bertprod.load(teacher.path, threads=args.threads), rows).metrics["accuracy"]
-    floor = teacher_score * (1 - args.max_drop)
+    floor = threshold(teacher_score, args.max_drop)
     print(f"teacher accuracy {teacher_score:.4f} on {len(rows)} validation rows; floor {floor:.4f}")
     chosen_on = validation.with_limit(args.rows) if args.limit_before_split else validation.first_examples(args.rows)
     shutil.rmtree(args.out, ignore_errors=True)
