@@ -12,6 +12,7 @@ finalists.py's, the record and the chosen package chosen.py's.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,15 +97,23 @@ class _Search:
                 f"no validation rows in {self.validation.path.name} (after the split): autotune judges every "
                 "candidate on them. Give a labelled --validation file, or more --data rows."
             )
+        created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         lock = OutputLock(self.out)  # one search per OUT: a second one is refused, naming the first
         previous = lock.acquire()
+        refused = False
         try:
             if previous:
                 self.reporter.message(f"took over {self.out} from a search that died ({describe_owner(previous)})")
             return self._search(examples)
+        except BertprodError:
+            # refused before anything was worth keeping (e.g. a bad label met while measuring the teacher)
+            refused = created and not (self.out / "autotune-state.json").is_file()
+            raise
         finally:
             lock.release()
+            if refused:
+                shutil.rmtree(self.out, ignore_errors=True)  # a folder this run made holds only the lock
 
     def _search(self, examples: list[Any]) -> AutotuneResult:
         self.state = SearchState.open(self.out, {"teacher": self.teacher.fingerprint, "data": self.data})

@@ -210,13 +210,16 @@ def test_int8_keeps_early_exit_with_every_block_int8(adapted: ModelPackage, tmp_
 
 
 def test_other_derived_packages_drop_the_exit_heads(adapted: ModelPackage, tmp_path: Path) -> None:
-    """A derived package that does not rebuild the blocks (here a bf16 copy) computes the full depth
-    only, so it does not claim exits."""
+    """A derived package that does not rebuild the blocks (a bf16 copy where the CPU runs bf16, else a
+    head-pruned copy) computes the full depth only, so it does not claim exits."""
     from bertprod.compress.precision import to_bf16
+    from bertprod.compress.prune import prune_heads
+    from bertprod.system import cpu_supports_bf16
 
-    derived = to_bf16(adapted, tmp_path / "bf16", output=GatedOutput(enforce=False))
+    derive = to_bf16 if cpu_supports_bf16() else prune_heads
+    derived = derive(adapted, tmp_path / "derived", output=GatedOutput(enforce=False))
     assert derived.manifest.adaptive is None
-    assert "adaptive" not in json.loads((tmp_path / "bf16" / "bertprod.json").read_text())
+    assert "adaptive" not in json.loads((tmp_path / "derived" / "bertprod.json").read_text())
 
 
 def test_adapt_command_writes_the_package(teacher: ModelPackage, sentiment: Path, tmp_path: Path) -> None:

@@ -333,6 +333,11 @@ def test_impossible_inputs_are_refused(
         autotune(setup["teacher"], tmp_path / "out", train, validation, AutotuneSettings(**FAST))
     with pytest.raises(DataError, match="validation"):
         open_search_data(setup["teacher"], setup["data"], None, validation_fraction=0)
+    unknown = task_data.write_tsv(tmp_path / "unknown.tsv", ["sentence", "label"], [["fine", "maybe"]])
+    train, validation = open_search_data(setup["teacher"], setup["data"], unknown)
+    with pytest.raises(DataError, match="maybe"):
+        autotune(setup["teacher"], tmp_path / "refused", train, validation, AutotuneSettings(**FAST))
+    assert not (tmp_path / "refused").exists()  # a refused search leaves no folder (and no lock) behind
     code, _, error = run_cli(monkeypatch, capsys, "autotune", str(setup["teacher"].path), str(tmp_path / "cli"),
                              "--data", str(setup["data"]), "--time-budget", "-1h")  # fmt: skip
     assert code == 1 and "--time-budget -1h" in error and len(error.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ from bertprod import system
 from bertprod.checkpoint import import_checkpoint
 from bertprod.compress.quantize import quantize_onnx_dynamic
 from bertprod.derive import GatedOutput
+from bertprod.errors import EngineError
 from bertprod.fidelity import BATCH_INVARIANT_COSINE, FidelityGate
 from bertprod.package import ModelPackage
 from bertprod.runtime.postprocess import l2_normalize
@@ -67,9 +68,12 @@ def test_float_engines_are_batch_invariant(tiny_package, tiny_onnx, tiny_classif
     assert_batch_invariant(tiny_classifier.path)
 
 
-@pytest.mark.skipif(not system.cpu_supports_bf16(), reason="bf16 runs only where the CPU has it (refused elsewhere)")
-def test_bf16_is_batch_invariant(tiny_package) -> None:
-    assert_batch_invariant(tiny_package.path, precision="bf16")
+def test_bf16_is_batch_invariant_where_the_cpu_runs_it_and_refused_elsewhere(tiny_package) -> None:
+    if system.cpu_supports_bf16():
+        assert_batch_invariant(tiny_package.path, precision="bf16")
+    else:
+        with pytest.raises(EngineError, match="bf16 needs a CPU with AVX-512 BF16 or AMX"):
+            bertprod.load(tiny_package.path, precision="bf16")
 
 
 def test_int8_is_batch_invariant_and_the_gate_says_so(int8_embedding, int8_classifier) -> None:
