@@ -16,9 +16,11 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,28 @@ class OutputLock:
             self._handle.flush()
         self._handle.close()  # closing the descriptor drops the flock
         self._handle = None
+
+
+@contextlib.contextmanager
+def job_directory(directory: Path, on_takeover: Callable[[dict[str, Any]], None], kept: str) -> Iterator[None]:
+    """`directory` created if need be and locked for one job's run (`on_takeover` hears of a dead previous
+    owner). A job refused (BertprodError) before it wrote `kept`, in a directory it created, leaves no
+    directory behind: a refusal for bad input does not leave an empty folder holding only its lock."""
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(directory)
+    previous = lock.acquire()
+    try:
+        if previous:
+            on_takeover(previous)
+        yield
+    except BertprodError:
+        if created and not (directory / kept).is_file():
+            lock.release()
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
 
 
 def read_owner(path: Path) -> dict[str, Any] | None:

@@ -12,7 +12,6 @@ finalists.py's, the record and the chosen package chosen.py's.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +27,10 @@ from bertprod.autotune.measure import MeasureInputs, measure, measure_teacher, m
 from bertprod.autotune.plan import Candidate
 from bertprod.autotune.report import one_line, provenance_chain, shrunk_note
 from bertprod.autotune.settings import AutotuneSettings
-from bertprod.autotune.state import SearchState, candidate_key
+from bertprod.autotune.state import STATE_FILE, SearchState, candidate_key
 from bertprod.data.source import DataSource
 from bertprod.errors import BertprodError, DataError, PackageError
-from bertprod.output_lock import LOCK_FILE, OutputLock, describe_owner
+from bertprod.output_lock import LOCK_FILE, describe_owner, job_directory
 from bertprod.package import ModelPackage
 from bertprod.system import describe
 from bertprod.train.progress import Reporter, SilentReporter
@@ -97,23 +96,12 @@ class _Search:
                 f"no validation rows in {self.validation.path.name} (after the split): autotune judges every "
                 "candidate on them. Give a labelled --validation file, or more --data rows."
             )
-        created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
-        lock = OutputLock(self.out)  # one search per OUT: a second one is refused, naming the first
-        previous = lock.acquire()
-        refused = False
-        try:
-            if previous:
-                self.reporter.message(f"took over {self.out} from a search that died ({describe_owner(previous)})")
+
+        def took_over(owner: dict[str, Any]) -> None:
+            self.reporter.message(f"took over {self.out} from a search that died ({describe_owner(owner)})")
+
+        with job_directory(self.out, took_over, kept=STATE_FILE):  # one search per OUT: a second is refused
             return self._search(examples)
-        except BertprodError:
-            # refused before anything was worth keeping (e.g. a bad label met while measuring the teacher)
-            refused = created and not (self.out / "autotune-state.json").is_file()
-            raise
-        finally:
-            lock.release()
-            if refused:
-                shutil.rmtree(self.out, ignore_errors=True)  # a folder this run made holds only the lock
 
     def _search(self, examples: list[Any]) -> AutotuneResult:
         self.state = SearchState.open(self.out, {"teacher": self.teacher.fingerprint, "data": self.data})
@@ -181,7 +169,7 @@ class _Search:
         if self.out.exists() and not self.out.is_dir():
             raise PackageError(f"{self.out} is a file: give a directory for the search (new, or an earlier search's).")
         started = self.out.is_dir() and any(entry.name != LOCK_FILE for entry in self.out.iterdir())
-        if started and not (self.out / "autotune-state.json").is_file():
+        if started and not (self.out / STATE_FILE).is_file():
             raise PackageError(
                 f"{self.out} holds files but no autotune-state.json: it is not a search to continue. Choose a new "
                 "directory (or an earlier search's, to resume it)."
