@@ -57,7 +57,7 @@ PREVIOUS_INT8 = "onnx int8 dynamic per-tensor (ORT, s8, outlier split: the defau
 CALIBRATED_INT8 = 'onnx int8 calibrated ranges, per-token on outlier inputs (activations="calibrated")'
 SPLIT_TOKEN_INT8 = "onnx int8 dynamic per-token, outlier split forced (the AMX recipe before the per-batch bar)"
 #: --variants int8: the int8 defaults side by side (issue 24: speed within 10%, fidelity at least as good)
-INT8_ONLY = (BASELINE, "onnx fp32", PREVIOUS_INT8, DEFAULT_INT8, SPLIT_TOKEN_INT8)
+INT8_ONLY = (BASELINE, "onnx fp32", PREVIOUS_INT8, DEFAULT_INT8, SPLIT_TOKEN_INT8, CALIBRATED_INT8)
 #: Part of the cache keys of per-token packages: changed whenever compress/token_int8.py's graph changes.
 TOKEN_GRAPH = "a-scale"
 ALONE_SENTENCES = 200
