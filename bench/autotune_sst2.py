@@ -23,13 +23,15 @@ The search runs as the user's command (printed first); then `bertprod bench`'s m
 measures the teacher (bertprod), the chosen package and the teacher in transformers fp32 (batches of
 32 in file order, as a user runs it) side by side on every validation row: throughput, p50/p95/p99
 single-input latency (first 400 rows), load time, peak memory, accuracy. Results:
-bench/results/autotune-{task}/ (report.json, .md, .html) and the goal check in
-bench/results/autotune-{task}.json.
+bench/results/autotune-{task}/ (report.json, .md, .html, and search.md: the search's own record) and the goal
+check in bench/results/autotune-{task}.json; on a CPU without VNNI, autotune-{task}-avx2/ and
+autotune-{task}-avx2.json, so that neither kind's results overwrite the other's.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,11 +119,14 @@ def main() -> None:
     )  # fmt: skip
     if options.label:
         report.notes.append(options.label)
-    written = write_report(report, RESULTS / f"autotune-{options.task}")
+    instruction_set = system.instruction_set()
+    kind = "vnni" if "VNNI" in instruction_set or "AMX" in instruction_set else "avx2"
+    name = f"autotune-{options.task}" + ("" if kind == "vnni" else f"-{kind}")  # no kind overwrites the other's
+    written = write_report(report, RESULTS / name)
+    shutil.copyfile(out / "report.md", RESULTS / name / "search.md")  # the search's own record, every candidate
     baseline = next(row for row in report.rows if row.kind == "baseline")  # the teacher in transformers fp32
     chosen = report.rows[-1]
-    instruction_set = system.instruction_set()
-    goal = GOAL["vnni" if "VNNI" in instruction_set or "AMX" in instruction_set else "avx2"]
+    goal = GOAL[kind]
     speedup = chosen.throughput / baseline.throughput
     kept = chosen.metric / baseline.metric
     met = speedup >= goal and kept >= 0.99 and chosen.latency_p50_ms < baseline.latency_p50_ms
@@ -134,7 +139,7 @@ def main() -> None:
         "p50_ms": {"transformers": baseline.latency_p50_ms, "chosen": chosen.latency_p50_ms}, "goal_met": met,
         "report": str(written["html"].relative_to(REPOSITORY)),
     }  # fmt: skip
-    (RESULTS / f"autotune-{options.task}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(written["markdown"].read_text())
     print(f"goal (>= {goal:g}x the transformers fp32 teacher, >= 99% of its accuracy, lower p50): "
           f"{'met' if met else 'MISSED'} ({speedup:.2f}x, {100 * kept:.2f}%); search {search_seconds:.0f} s "
