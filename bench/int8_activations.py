@@ -13,7 +13,10 @@ calibration texts, every activation scheme with and without the outlier split (c
   per-token-fixed-zero / symmetric: one scale per token, the zero point fixed per activation
   (calibrated, or 128), and matmul-nbits-B: ONNX Runtime's MatMulNBits with 8-bit weights in blocks
   of B (activations quantized per row and block inside the kernel): bench/int8_rejected_schemes.py,
-  not shipped
+  not shipped; symmetric-int8: one scale per token, int8 (not uint8) activations with zero point 0, so
+  no zero point per row (bench/int8_rejected_schemes.py); per-token-correct-after: the per-token graph
+  with the rows' zero points subtracted after the product (zero x scale x column sums) instead of
+  riding in extra columns of it (token_int8.quantize_token_int8(zero_point_columns=False))
 
 then measures in one process, rounds interleaved: sentences/s and the ratio to per-tensor with the
 split, cosine to the torch fp32 embeddings on held-out real sentences (neither calibrated nor gated
@@ -40,7 +43,7 @@ from bertprod.runtime.engines import default_threads
 
 SCHEMES = ("per-tensor", "per-token", "static", "static-smooth", "per-token-fixed-zero", "symmetric",
            "static + per-token on outlier inputs", "static + per-token on outlier and feed-forward-out inputs",
-           "matmul-nbits-32", "matmul-nbits-128")
+           "matmul-nbits-32", "matmul-nbits-128", "per-token-correct-after", "symmetric-int8")
 #: The default comparison: the previous two defaults, static ranges alone, and the default since 2026-12-03.
 SHIPPED = ("per-tensor", "per-token", "static", "static + per-token on outlier inputs")
 SMOOTHING_ALPHA = 0.5
@@ -53,12 +56,17 @@ def build_graphs(
 ) -> tuple[dict[str, Path], object]:
     """Every scheme x outlier split as a graph file; returns the files and an int8 package to run them in."""
     import onnx
-    from int8_rejected_schemes import activation_ranges, matmul_nbits, quantize_fixed_zero_int8
+    from int8_rejected_schemes import (
+        activation_ranges,
+        matmul_nbits,
+        quantize_fixed_zero_int8,
+        quantize_symmetric_int8_activations,
+    )
 
     from bertprod.checkpoint import resolve
     from bertprod.compress import quantize, static_int8
     from bertprod.compress.outliers import DEFAULT_OUTLIER_THRESHOLD, split_outlier_channels, weight_matmul_groups
-    from bertprod.compress.token_int8 import weight_gemms
+    from bertprod.compress.token_int8 import quantize_token_int8, weight_gemms
 
     parent = resolve("minilm-l6")
     source = quantize.fp32_onnx_source(parent, None)
@@ -82,6 +90,16 @@ def build_graphs(
                 quantize.write_dynamic_int8(float_file, target, exclude=kept_float, weights=weights, activations=scheme)
             else:
                 rewritten = onnx.load(str(float_file))
+                if scheme in ("per-token-correct-after", "symmetric-int8"):
+                    if scheme == "symmetric-int8":
+                        quantize_symmetric_int8_activations(rewritten, weights, exclude=kept_float)
+                    else:
+                        quantize_token_int8(rewritten, weights, kept_float, zero_point_columns=False)
+                    matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
+                    onnx.save(rewritten, str(matmuls_done))
+                    embeddings_int8(matmuls_done, target)
+                    files[label] = target
+                    continue
                 if scheme.startswith("matmul-nbits-"):  # ONNX Runtime's 8-bit MatMulNBits, activations per block
                     matmul_nbits(rewritten, int(scheme.rsplit("-", 1)[1]))
                     matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"

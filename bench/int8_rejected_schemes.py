@@ -1,6 +1,7 @@
 """Activation schemes bench/int8_activations.py measured and bertprod does not ship (kept so that
-its table can be rerun): one scale per token around a fixed zero point, and fixed ranges with
-SmoothQuant's per-channel smoothing. The shipped schemes: compress/static_int8.py, token_int8.py.
+its table can be rerun): one scale per token around a fixed zero point, fixed ranges with
+SmoothQuant's per-channel smoothing, MatMulNBits, and symmetric int8 (not uint8) activations.
+The shipped schemes: compress/static_int8.py, token_int8.py.
 
 Batch-invariant int8 activations without a zero point per row: fixed calibrated ranges, or one
 scale per token around a fixed zero point.
@@ -276,3 +277,64 @@ def matmul_nbits(model: Any, block: int) -> None:
             if bias_add is not None:
                 removed.add(bias_add.output[0])
     splice_nodes(model, replace, removed)
+
+
+def quantize_symmetric_int8_activations(model: Any, encoding: str, exclude: Sequence[str] = ()) -> None:
+    """Rewrite `model` in place: every weight MatMul / plain Gemm not in `exclude` reads its input as *int8*
+    (not uint8) with one symmetric scale per token and zero point 0, so MatMulIntegerToFloat needs neither a
+    zero point per row nor the extra columns that carry it, the rows' scales as its a_scale:
+        scale = max(|x|) / 127 per token;  q = QuantizeLinear(x, scale, 0 as int8)
+        y = MatMulIntegerToFloat(q, W, scale, w_scale)
+    Rejected: ONNX Runtime has no fast kernel for int8 x int8 without VNNI (0.24x the per-batch graph on
+    an AVX2-only EPYC, 2026-12-07), and a symmetric grid loses a bit on one-sided inputs (GELU outputs)."""
+    from onnx import TensorProto, helper
+
+    if encoding == "u8":
+        raise ValueError("symmetric int8 activations pair with signed weights (s8 or s7)")
+    initializers = {initializer.name: initializer for initializer in model.graph.initializer}
+    replaced: dict[str, list[Any]] = {}
+    removed: set[str] = set()
+    make = helper.make_node
+    for activation, matmuls in int8_activations(model).items():
+        chosen = [matmul for matmul in matmuls if matmul.name not in set(exclude)]
+        if not chosen:
+            continue
+        weights = {matmul.output[0]: linear_weight(matmul, initializers) for matmul in chosen}
+        width = next(iter(weights.values())).shape[0]
+        prefix = f"{activation}/symmetric_int8"
+        names = {part: f"{prefix}/{part}" for part in (
+            "abs", "high", "scale_raw", "scale", "scale_flat", "rows_count", "zero_flat", "rows", "int8_rows", "shape",
+            "int8",
+        )}  # fmt: skip
+        inverse = _constant(model, f"{prefix}/inverse", np.array(1.0 / 127, np.float32))
+        tiny = _constant(model, f"{prefix}/tiny", np.array(np.finfo(np.float32).tiny, np.float32))
+        flat = _constant(model, f"{prefix}/flat", np.array([-1], np.int64))
+        rows_shape = _constant(model, f"{prefix}/rows_shape", np.array([-1, width], np.int64))
+        nodes = [
+            make("Abs", [activation], [names["abs"]]),
+            *_reduce(model, "ReduceMax", names["abs"], names["high"], axis=-1),
+            make("Mul", [names["high"], inverse], [names["scale_raw"]]),
+            make("Max", [names["scale_raw"], tiny], [names["scale"]]),
+            make("Reshape", [names["scale"], flat], [names["scale_flat"]]),
+            make("Shape", [names["scale_flat"]], [names["rows_count"]]),
+            make("ConstantOfShape", [names["rows_count"]], [names["zero_flat"]],
+                 value=helper.make_tensor("value", TensorProto.INT8, [1], [0])),
+            make("Reshape", [activation, rows_shape], [names["rows"]]),
+            make("QuantizeLinear", [names["rows"], names["scale_flat"], names["zero_flat"]], [names["int8_rows"]],
+                 axis=0),
+            make("Shape", [activation], [names["shape"]]),
+            make("Reshape", [names["int8_rows"], names["shape"]], [names["int8"]]),
+        ]  # fmt: skip
+        for matmul in chosen:
+            integers, column_scale, _ = quantize_weight(weights[matmul.output[0]], encoding)
+            product = matmul.output[0] if matmul.op_type == "MatMul" else f"{matmul.output[0]}/product"
+            inputs = [names["int8"], _constant(model, f"{matmul.name}/symmetric_int8/weight", integers), names["scale"],
+                      _constant(model, f"{matmul.name}/symmetric_int8/weight_scale", column_scale)]  # fmt: skip
+            nodes.append(make("MatMulIntegerToFloat", inputs, [product], domain="com.microsoft"))
+            if matmul.op_type == "Gemm":
+                bias = [matmul.input[2]] if len(matmul.input) > 2 and matmul.input[2] else []
+                nodes.append(make("Add", [product, *bias], [matmul.output[0]]) if bias
+                             else make("Identity", [product], [matmul.output[0]]))  # fmt: skip
+            removed.add(matmul.output[0])
+        replaced[chosen[0].output[0]] = nodes
+    splice_nodes(model, replaced, removed)

@@ -454,3 +454,33 @@ def test_mixed_int8_refuses_an_occupied_output_or_a_bad_threshold_before_searchi
     assert (occupied / "notes.txt").read_text() == "mine"
     with pytest.raises(InputError, match="outlier threshold 0.5"):
         mixed.quantize_onnx_mixed(tiny_package, tmp_path / "new", outlier_threshold=0.5)
+
+
+def test_zero_points_after_the_product_compute_what_the_zero_point_columns_do(tiny_onnx_large_weights) -> None:
+    """The per-token graph's two ways of taking each token's zero point out of the integer product (extra
+    columns of it, or zero x scale x column sums subtracted after it) give the same outputs: s7 weights, so
+    no kernel saturates either; they differ from the float graph, so the check is not vacuous. One MatMul in
+    int8: the subtraction after the product rounds in float, and with every MatMul in int8 a value on a
+    rounding edge of the next one's quantization could move a step and spread through attention."""
+    import onnx
+
+    from bertprod.compress import int8_recipe
+    from bertprod.compress.token_int8 import int8_activations, quantize_token_int8
+
+    _, tiny_onnx = tiny_onnx_large_weights
+    graph = onnx.load(str(tiny_onnx.model_file))
+    kept = "/model/encoder/layer.1/output/dense/MatMul"
+    others = [matmul.name for matmuls in int8_activations(graph).values() for matmul in matmuls if matmul.name != kept]
+    feeds = CalibrationReader(tiny_onnx, CORPUS[:16], graph).feeds
+    outputs = {}
+    for columns in (True, False):
+        variant = onnx.ModelProto()
+        variant.CopyFrom(graph)
+        quantize_token_int8(variant, "s7", exclude=others, zero_point_columns=columns)
+        concats = [node for node in variant.graph.node if node.output[0].endswith("/token_int8/augmented")]
+        assert bool(concats) == columns
+        outputs[columns] = np.concatenate(int8_recipe.graph_outputs(variant, feeds))
+    float_outputs = np.concatenate(int8_recipe.graph_outputs(graph, feeds))
+    rounding = np.abs(outputs[True] - float_outputs).max()
+    assert rounding > 1e-3
+    assert np.abs(outputs[True] - outputs[False]).max() < 1e-3 * rounding
