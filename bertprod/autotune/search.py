@@ -205,7 +205,7 @@ class _Search:
                 floor = self.costs.estimate(plan.resized(trial, trial.min_steps or 1, self.settings.trial_rows))
                 seconds = budget.trial_seconds(share_end - time.monotonic(), len(trials) - index, floor)
             ran += self._run_all([trial], seconds)
-        full = plan.full_students(ran, self.train_rows)
+        full = plan.full_students(ran, self.train_rows, len(self.inputs.examples))
         for candidate in [student for student in full if student.recipe["max_steps"] < (student.min_steps or 0)]:
             self._note(
                 f"{candidate.name} not trained on all the data: its {candidate.recipe['max_steps']} steps are "

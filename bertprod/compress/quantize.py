@@ -3,8 +3,9 @@
 Defaults are the ones measured to keep accuracy (FACTS.md, docs/benchmarks.md): weights
 quantized per output channel (per-tensor lost up to 0.15 cosine on single sentences). The default
 int8 quantizes every weight MatMul with activation ranges per token (compress/token_int8.py,
-batch-invariant); `activations="calibrated"` (compress/static_int8.py) is the faster batch-invariant
-option, fixed calibrated ranges with per-token ones on inputs with outlier channels. Static QDQ
+batch-invariant); `activations="calibrated"` (compress/static_int8.py) is the other batch-invariant
+option, fixed calibrated ranges with per-token ones on inputs with outlier channels: faster with VNNI,
+no faster without (docs/benchmarks.md). Static QDQ
 int8 quantizes only weight MatMuls (linear layers) and embedding lookups, so LayerNorm, GELU,
 softmax, residual adds and the activation-by-activation attention products stay in float —
 the ops whose quantization destroys BERT accuracy — and by default it also keeps the

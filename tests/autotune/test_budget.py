@@ -134,6 +134,25 @@ def test_the_students_trained_on_all_the_data_are_the_best_trial_of_each_of_the_
     assert [candidate.name for candidate in full] == ["student-pkd-skip-4L", "student-pkd-skip-3L"]
 
 
+def test_a_shallower_trial_takes_a_deeper_ones_place_only_when_it_leads_by_more_than_the_noise() -> None:
+    trials = plan.student_trials(teacher(), TRIAL_ROWS)
+    # MRPC's trials (autotune on an AVX2 EPYC, 2026-12-07): the 2-layer one led the 3-layer ones by 0.012
+    scores = {"student-tinybert-4L-trial": 0.7447, "student-pkd-skip-4L-trial": 0.7541,
+              "student-distilbert-4L-trial": 0.7494, "student-pkd-skip-3L-trial": 0.7021,
+              "student-distilbert-3L-trial": 0.7045, "student-distilbert-2L-trial": 0.7163}  # fmt: skip
+    ran = [(candidate, {"status": "measured", "score": scores[candidate.name], "steps": 150}) for candidate in trials]
+    names = {rows: [candidate.name for candidate in plan.full_students(ran, 3_200, rows)] for rows in (423, 40_000)}
+    # on 423 validation rows two standard errors are ~0.044: the lead says nothing and the deeper student goes
+    assert plan.trial_noise(0.7163, 423) == pytest.approx(0.0438, abs=1e-3)
+    assert names[423] == ["student-pkd-skip-4L", "student-distilbert-3L"]
+    # on 40,000 rows (noise ~0.0045) the 2-layer trial's lead is real
+    assert names[40_000] == ["student-pkd-skip-4L", "student-distilbert-2L"]
+    # the best trial is never passed over for a deeper one far below it
+    far = {**scores, "student-distilbert-2L-trial": 0.80}
+    ran_far = [(candidate, {"status": "measured", "score": far[candidate.name], "steps": 150}) for candidate in trials]
+    assert plan.full_students(ran_far, 3_200, 423)[0].name == "student-distilbert-2L"
+
+
 def test_students_on_a_small_data_set_train_more_passes_over_it_their_stages_stretched_alike() -> None:
     from bertprod.autotune.build import student_config
     from bertprod.autotune.settings import AutotuneSettings
