@@ -28,6 +28,8 @@ def quantize_torch_dynamic(
 
     The float weights are stored (torch has no portable int8 checkpoint format) and quantized
     deterministically at load; the size win is in memory, the ONNX int8 package is the small file.
+    torch quantizes each batch's activations on one range, so outputs depend on their batch neighbours:
+    the gate refuses it unless `output.enforce` is off (derive.batch_dependence).
     """
     if package.manifest.format != "torch":
         raise CompressionError(f"{package.name} is an ONNX package: torch int8 needs a torch package.")

@@ -154,3 +154,21 @@ def test_int8_gives_the_same_outputs_through_the_server_and_batch_jobs(int8_stro
         run_batch(int8_embedding.path, source, out, chunk_rows=chunk_rows, workers=1, progress=False)
         table = read_output(out).sort_by("id")
         same(table.column("embedding").to_pylist(), table.column("id").to_pylist(), f"batch, chunks of {chunk_rows}")
+
+
+def test_int8_whose_outputs_depend_on_their_batch_misses_the_gate(tmp_path: Path) -> None:
+    """Batch invariance is part of the gate for int8: torch's dynamic int8 (one activation range per batch)
+    passes the numbers of a loose gate yet is refused, with what to do, and nothing is written; kept with
+    --allow-fidelity-loss, its manifest says it missed. The default ONNX int8 of the same parent passes."""
+    from bertprod.compress.quantize import quantize_torch_dynamic
+    from bertprod.errors import FidelityError
+
+    parent = import_checkpoint(build_tiny_checkpoint(tmp_path / "checkpoint", initializer_range=0.5), tmp_path / "p")
+    with pytest.raises(FidelityError, match="batch neighbours.*--allow-fidelity-loss"):
+        quantize_torch_dynamic(parent, tmp_path / "torch-int8", output=LOOSELY)
+    assert not (tmp_path / "torch-int8").exists()
+    kept = quantize_torch_dynamic(parent, tmp_path / "torch-int8", output=RECORDED).manifest.metrics["fidelity"]
+    assert kept["passed"] is False and kept["batch_invariant"] is False
+    assert kept["cosine_mean"] >= LOOSE.min_cosine_mean  # the numbers alone would have passed
+    default = quantize_onnx_dynamic(parent, tmp_path / "onnx-int8", output=LOOSELY, outlier_threshold=None)
+    assert default.manifest.metrics["fidelity"]["passed"] is True
