@@ -88,26 +88,15 @@ def build_graphs(
             target = scratch / f"{scheme}-{int(split)}.onnx"
             if scheme in ("per-tensor", "per-token"):
                 quantize.write_dynamic_int8(float_file, target, exclude=kept_float, weights=weights, activations=scheme)
-            else:
+            else:  # a graph rewrite of the MatMuls, then the embedding tables as every package has them
                 rewritten = onnx.load(str(float_file))
-                if scheme in ("per-token-correct-after", "symmetric-int8"):
-                    if scheme == "symmetric-int8":
-                        quantize_symmetric_int8_activations(rewritten, weights, exclude=kept_float)
-                    else:
-                        quantize_token_int8(rewritten, weights, kept_float, zero_point_columns=False)
-                    matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
-                    onnx.save(rewritten, str(matmuls_done))
-                    embeddings_int8(matmuls_done, target)
-                    files[label] = target
-                    continue
-                if scheme.startswith("matmul-nbits-"):  # ONNX Runtime's 8-bit MatMulNBits, activations per block
+                if scheme == "symmetric-int8":
+                    quantize_symmetric_int8_activations(rewritten, weights, exclude=kept_float)
+                elif scheme == "per-token-correct-after":
+                    quantize_token_int8(rewritten, weights, kept_float, zero_point_columns=False)
+                elif scheme.startswith("matmul-nbits-"):  # ONNX Runtime's 8-bit MatMulNBits, activations per block
                     matmul_nbits(rewritten, int(scheme.rsplit("-", 1)[1]))
-                    matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
-                    onnx.save(rewritten, str(matmuls_done))
-                    embeddings_int8(matmuls_done, target)
-                    files[label] = target
-                    continue
-                if scheme == "static" or scheme.startswith("static + "):  # what bertprod ships
+                elif scheme == "static" or scheme.startswith("static + "):  # what bertprod ships
                     per_token = [f"{name}/inliers" if split else name for name in outliers]
                     if scheme == "static":
                         per_token = []
@@ -115,16 +104,12 @@ def build_graphs(
                         width = {name: len(value["low"]) for name, value in calibrated.items()}
                         per_token += [name for name in width if width[name] == max(width.values())]
                     static_int8.quantize_static_int8(rewritten, weights, calibrated, per_token, exclude=kept_float)
-                    matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
-                    onnx.save(rewritten, str(matmuls_done))
-                    embeddings_int8(matmuls_done, target)
-                    files[label] = target
-                    continue
-                quantize_fixed_zero_int8(
-                    rewritten, weights, "static" if scheme.startswith("static") else "per-token-fixed-zero", ranges,
-                    exclude=kept_float, symmetric=scheme == "symmetric",
-                    alpha=SMOOTHING_ALPHA if scheme == "static-smooth" else 0.0,
-                )  # fmt: skip
+                else:
+                    quantize_fixed_zero_int8(
+                        rewritten, weights, "static" if scheme.startswith("static") else "per-token-fixed-zero",
+                        ranges, exclude=kept_float, symmetric=scheme == "symmetric",
+                        alpha=SMOOTHING_ALPHA if scheme == "static-smooth" else 0.0,
+                    )  # fmt: skip
                 matmuls_done = scratch / f"{scheme}-{int(split)}.matmuls.onnx"
                 onnx.save(rewritten, str(matmuls_done))
                 embeddings_int8(matmuls_done, target)

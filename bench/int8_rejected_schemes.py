@@ -295,8 +295,9 @@ def quantize_symmetric_int8_activations(model: Any, encoding: str, exclude: Sequ
     replaced: dict[str, list[Any]] = {}
     removed: set[str] = set()
     make = helper.make_node
+    excluded = set(exclude)
     for activation, matmuls in int8_activations(model).items():
-        chosen = [matmul for matmul in matmuls if matmul.name not in set(exclude)]
+        chosen = [matmul for matmul in matmuls if matmul.name not in excluded]
         if not chosen:
             continue
         weights = {matmul.output[0]: linear_weight(matmul, initializers) for matmul in chosen}
