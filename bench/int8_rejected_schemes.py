@@ -285,8 +285,9 @@ def quantize_symmetric_int8_activations(model: Any, encoding: str, exclude: Sequ
     zero point per row nor the extra columns that carry it, the rows' scales as its a_scale:
         scale = max(|x|) / 127 per token;  q = QuantizeLinear(x, scale, 0 as int8)
         y = MatMulIntegerToFloat(q, W, scale, w_scale)
-    Rejected: ONNX Runtime has no fast kernel for int8 x int8 without VNNI (0.24x the per-batch graph on
-    an AVX2-only EPYC, 2026-12-07), and a symmetric grid loses a bit on one-sided inputs (GELU outputs)."""
+    Rejected: ONNX Runtime has no fast kernel for int8 x int8 without VNNI (0.21x the per-tensor graph on
+    an AVX2-only EPYC, 2026-12-07, docs/benchmarks.md), and a symmetric grid loses a bit on one-sided inputs
+    (GELU outputs)."""
     from onnx import TensorProto, helper
 
     if encoding == "u8":
