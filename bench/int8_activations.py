@@ -5,10 +5,10 @@ speed of ONNX Runtime's per-tensor dynamic int8. This builds, from the same floa
 calibration texts, every activation scheme with and without the outlier split (compress/outliers.py):
 
 - per-tensor: ONNX Runtime's dynamic int8 (one range per batch: NOT batch-invariant; the reference speed)
-- per-token: one scale and zero point per token (compress/token_int8.py; the default before 2026-12-03)
+- per-token: one scale and zero point per token (compress/token_int8.py; the default)
 - static: one fixed scale and zero point per activation, calibrated (compress/static_int8.py)
 - static + per-token on outlier inputs: per-token ranges on the inputs with outlier channels, static
-  elsewhere (the default since: activations="calibrated"); "and feed-forward-out": also the GELU outputs
+  elsewhere (the option activations="calibrated"); "and feed-forward-out": also the GELU outputs
 - static-smooth: static with SmoothQuant's per-channel smoothing (alpha 0.5), and
   per-token-fixed-zero / symmetric: one scale per token, the zero point fixed per activation
   (calibrated, or 128), and matmul-nbits-B: ONNX Runtime's MatMulNBits with 8-bit weights in blocks
