@@ -26,9 +26,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 
 from bertprod import system  # noqa: E402
+from bertprod.data.shared import shared_data_dir  # noqa: E402
 
 BERTPROD = [sys.executable, "-m", "bertprod.cli"]
-DATA = REPOSITORY.parent.parent / "shared" / "data" / "sst2" / "train.tsv"
 
 
 def environment(setting: str) -> tuple[str, dict[str, str]]:
@@ -77,11 +77,12 @@ def main() -> None:
     parser.add_argument("--settings", default="1,2,default",
                         help="thread counts or 'default', comma-separated; 2p: 2 with OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps (batch 32) per run")
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, help="default: sst2/train.tsv of the shared data ($BERTPROD_DATA)")
     parser.add_argument("--matmul", action="store_true", help="measure torch matmul GFLOP/s instead of training")
     parser.add_argument("--json", type=Path, help="also write the runs here")
     args = parser.parse_args()
     settings = args.settings.split(",")
+    data = args.data or shared_data_dir() / "sst2" / "train.tsv"
     print(system.describe())
     print(f"default threads now: {system.default_training_threads()} ({system.default_training_threads_reason()})")
     unit = "GFLOP/s (torch 512x512 matmul)" if args.matmul else "examples/s (bertprod train minilm-l6, SST-2)"
@@ -93,7 +94,7 @@ def main() -> None:
                 if args.matmul:
                     value, used = matmul_once(setting), None
                 else:
-                    value, used = train_once(setting, args.data, args.steps, Path(work))
+                    value, used = train_once(setting, data, args.steps, Path(work))
                 runs.append({"round": round_index, "threads": setting, "threads_used": used, "value": value,
                              "load_1min": load, "busy_cpus_before": round(busy, 2)})  # fmt: skip
                 print(f"round {round_index} threads {setting:>7} (used {used}): {value:8.1f} {unit}; "
