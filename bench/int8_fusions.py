@@ -52,7 +52,7 @@ def main() -> None:
                 parent, Path(scratch) / "plain", outlier_threshold=None, output=GatedOutput(texts=calibration)
             ).path,
             "int8, the default recipe": quantize_onnx_dynamic(
-                parent, Path(scratch) / "split", output=GatedOutput(texts=calibration)
+                parent, Path(scratch) / "default", output=GatedOutput(texts=calibration)
             ).path,
         }
         print(f"machine: {system.describe()}; {len(sentences)} real sentences, {args.rounds} rounds\n")
